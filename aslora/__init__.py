@@ -1,0 +1,42 @@
+"""aslora: a reference reproduction of ASLoRA (Hu et al., arXiv 2412.10135) and its baselines.
+
+    config = aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+    model = aslora.apply_adapter(model, config)
+    controller = aslora.MergeController(model, total_steps)   # call controller.step(t, optimizer)
+    counts = aslora.count_parameters(model)
+"""
+
+from aslora.adapters.config import (
+    ASLoRAConfig,
+    FullFinetuneConfig,
+    MergeSchedule,
+    ShareLoRAConfig,
+    SharedLoRAConfig,
+    TiedLoRAConfig,
+)
+from aslora.adapters.dispatch import apply_adapter
+from aslora.adapters.fold import merge_into_base
+from aslora.adapters.merging import MergeController, MergeEvent
+from aslora.adapters.pool import find_pool
+from aslora.export import export_peft_lora, load_adapter, save_adapter
+from aslora.params import ParameterCounts, count_parameters
+
+__all__ = [
+    "ASLoRAConfig",
+    "FullFinetuneConfig",
+    "MergeController",
+    "MergeEvent",
+    "MergeSchedule",
+    "ParameterCounts",
+    "ShareLoRAConfig",
+    "SharedLoRAConfig",
+    "TiedLoRAConfig",
+    "apply_adapter",
+    "count_parameters",
+    "export_peft_lora",
+    "find_pool",
+    "load_adapter",
+    "merge_into_base",
+    "save_adapter",
+]
+__version__ = "0.1.0"

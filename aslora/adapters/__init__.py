@@ -1,0 +1,1 @@
+"""Adapters built on one model-level pool of shared low-rank factors, and the dispatch to PEFT."""

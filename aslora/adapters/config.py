@@ -1,0 +1,274 @@
+"""Typed configurations of the adapters built on the shared-pool machinery.
+
+Every option the ASLoRA paper (Hu et al., arXiv 2412.10135) leaves ambiguous is a field here with
+a documented default; the reasons cite ``shared/paper-notes.md`` (labels [P] paper, [R] third-party
+re-implementation that cites the paper's equations, [I] our inference).
+
+Field names reuse PEFT's where the concept is the same (``r``, ``lora_alpha``, ``lora_dropout``,
+``target_modules``); new knobs are named after what they mean, with their unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+A_SHARING_CHOICES = ("global", "per_module")
+MERGE_CANDIDATE_CHOICES = ("adjacent", "all")
+MERGE_SCOPE_CHOICES = ("per_module", "joint")
+
+
+def _require_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+def _normalise_targets(value: object) -> str | tuple[str, ...]:
+    """PEFT semantics: a string is a regex that must match the full module name; a list of
+    strings matches a module whose name equals an entry or ends with ``"." + entry``."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("target_modules='' matches nothing; give module names such as ['query', 'value']")
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ValueError(
+        f"target_modules={value!r} must be a non-empty list of module names or a regex string"
+    )
+
+
+@dataclass
+class SharedLoRAConfig:
+    """Fields common to every adapter whose low-rank factors live in one model-level pool.
+
+    Layer ``i`` computes ``h_i = W_i x + (lora_alpha / r) · B_{g(i)} · A_{a(i)} · dropout(x)``
+    (LoRA, Hu et al. 2021, Eq. 3), where the maps ``a`` and ``g`` say which shared A and which B
+    each adapted layer uses. Shapes follow ``loralib``: ``A ∈ R^{r×d_in}``, ``B ∈ R^{d_out×r}``;
+    A is Kaiming-uniform(a=√5), B is zero, so ``ΔW = 0`` at initialisation.
+    """
+
+    r: int = 8
+    """Rank of every low-rank factor. ASLoRA paper, Appendix Table 5 (MRPC): r = 8 [R]."""
+
+    lora_alpha: float = 16.0
+    """Scaling numerator: ``ΔW = (lora_alpha / r) · B · A``. Table 5: α = 16 [R]."""
+
+    lora_dropout: float = 0.0
+    """Dropout on the adapter input. Table 5 lists none; LoRA's GLUE recipes use 0 for RoBERTa."""
+
+    target_modules: str | Sequence[str] = ("query", "value")
+    """Which ``nn.Linear`` modules to adapt (PEFT semantics). ASLoRA adapts W_Q and W_V on
+    RoBERTa GLUE [R]; use ``["q_proj", "v_proj"]`` for Llama-family models."""
+
+    a_sharing: Literal["global", "per_module"] = "global"
+    """``global``: one A shared by every adapted module that reads the same input width — one A
+    in all for RoBERTa q,v and Llama q,v (§3.1, "global sharing" [P]; the parameter arithmetic in
+    paper-notes favours one A for q and v [I]). Modules with another input width get their own A
+    (a shape constraint, reported by ``count_parameters(...).num_A``). ``per_module``: one A per
+    module type (``query``, ``value``), the ShareLoRA convention."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ValueError(f"r={self.r!r} must be a positive integer")
+        if not _is_finite_number(self.lora_alpha) or self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha={self.lora_alpha!r} must be a positive number")
+        if not _is_finite_number(self.lora_dropout) or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
+        self.target_modules = _normalise_targets(self.target_modules)
+        _require_choice("a_sharing", self.a_sharing, A_SHARING_CHOICES)
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / self.r
+
+
+@dataclass
+class ShareLoRAConfig(SharedLoRAConfig):
+    """ShareLoRA (Song et al., arXiv 2406.10785): A shared across layers per module type, one B
+    per layer, never merged. Equivalent to ASLoRA with ``max_merges=0`` and
+    ``a_sharing="per_module"``."""
+
+    a_sharing: Literal["global", "per_module"] = "per_module"
+
+
+@dataclass
+class TiedLoRAConfig(SharedLoRAConfig):
+    """Tied-LoRA (Renduchintala et al., NAACL 2024), its best "vBuA" variant: one A and one B
+    shared by all layers (per module type, since B's shape is the module's output width), and
+    per-layer trainable scaling vectors ``u ∈ R^r`` and ``v ∈ R^{d_out}``:
+    ``ΔW_i x = (α/r) · diag(v_i) · B · diag(u_i) · A · x``.
+
+    Initialisation (ours, documented): A Kaiming, B zeros, ``u = v = 1`` — so ``ΔW = 0`` at
+    init exactly as in LoRA, and B receives gradients from the first step. The default
+    ``a_sharing="per_module"`` gives 43,200 parameters on RoBERTa-base q,v at r = 8, the
+    "0.043M" that VB-LoRA's Table 1 quotes for Tied-LoRA [I]."""
+
+    a_sharing: Literal["global", "per_module"] = "per_module"
+
+
+@dataclass
+class ASLoRAConfig(SharedLoRAConfig):
+    """ASLoRA (Hu et al., arXiv 2412.10135, §3): one trainable A shared globally, one B per layer
+    at first; B's whose running means are closest are tied during training.
+
+    Running mean (Eq. 3 [R]): ``B̄_i^t = (1/t) Σ_{k≤t} B_i^k``, sampled after each optimizer step.
+    Distance (Eq. 4 [R]): ``‖B̄_i − B̄_j‖_F``. Schedule (Algorithm 1 [R]): a merge event happens at
+    step ``t`` when ``t > T_s`` and ``(t − T_s) mod m = 0`` — the first at ``T_s + m``. At each
+    event, each merge group (a module type under ``merge_scope="per_module"``) ties at most one
+    pair: the closest candidate pair, if within ``merge_distance_threshold``. The lower layer then
+    uses the upper layer's B (tie, not average), until ``max_merges`` ties in that group.
+
+    The schedule is given in optimizer steps (``merge_start_step``, ``merge_interval_steps``,
+    the paper's T_s = 320 and m = 240 for 30-epoch GLUE runs) or as fractions of the run's total
+    steps (``merge_start_fraction``, ``merge_interval_fraction``), so a short run still reaches
+    its merges. Exactly one of each pair is set.
+
+    Decisions the paper leaves open, and ours:
+      * the tied group keeps the upper B's running mean and Adam moments; the retired B's
+        parameter, running mean and optimizer state are dropped (they no longer affect the model);
+      * ``merge_update_ratio`` λ: the survivor becomes ``(1−λ)·B_upper + λ·B_lower``.
+    """
+
+    merge_start_step: int | None = 320
+    """T_s in optimizer steps (Table 5, MRPC [R]). ``None`` when ``merge_start_fraction`` is set."""
+
+    merge_interval_steps: int | None = 240
+    """m in optimizer steps (Table 5, MRPC [R]). ``None`` when ``merge_interval_fraction`` is set."""
+
+    merge_start_fraction: float | None = None
+    """T_s as a fraction of the run's total optimizer steps, in [0, 1)."""
+
+    merge_interval_fraction: float | None = None
+    """m as a fraction of the run's total optimizer steps, in (0, 1)."""
+
+    max_merges: int = 7
+    """Most ties per merge group (per module type under ``merge_scope="per_module"``). Algorithm 1
+    has no stopping rule, yet without one 12 layers collapse to one B [I]; 7 per module type
+    leaves 5 B's of 12 and puts RoBERTa-base q,v at 67,584 parameters, 22.9 % of LoRA's
+    294,912 — under the paper's "< 25 %" claim [P]. 0 disables merging (ShareLoRA with global A)."""
+
+    merge_distance_threshold: float | None = None
+    """Tie the closest pair only if its distance is at most this (``None``: always tie until
+    ``max_merges``). The "merge threshold" that sweeps vary."""
+
+    merge_candidates: Literal["adjacent", "all"] = "adjacent"
+    """``adjacent``: only groups of neighbouring layers may tie, as the paper's prose describes
+    and as keeps sharing maps contiguous [R]; ``all``: every pair, as Algorithm 1 is written [R]."""
+
+    merge_update_ratio: float = 0.0
+    """λ in [0, 1]: the tied B is ``(1−λ)·B_upper + λ·B_lower``. 0 (default): the lower layer
+    takes the upper's B exactly, as the method text says; Table 5 lists λ = 0.5 without the text
+    ever using it [R]."""
+
+    merge_scope: Literal["per_module", "joint"] = "per_module"
+    """``per_module``: B's tie only within one module type (Figure 3 shows separate maps for query
+    and value [R]); ``joint``: any two B's of the same shape may tie, and under ``adjacent`` a
+    query and value of the same layer count as neighbours."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_schedule_pair(
+            "merge_start_step", self.merge_start_step, "merge_start_fraction", self.merge_start_fraction,
+            min_step=0, fraction_low_open=False,
+        )
+        _check_schedule_pair(
+            "merge_interval_steps", self.merge_interval_steps,
+            "merge_interval_fraction", self.merge_interval_fraction,
+            min_step=1, fraction_low_open=True,
+        )
+        if not isinstance(self.max_merges, int) or isinstance(self.max_merges, bool) or self.max_merges < 0:
+            raise ValueError(f"max_merges={self.max_merges!r} must be a non-negative integer")
+        if self.merge_distance_threshold is not None and (
+            not _is_finite_number(self.merge_distance_threshold) or self.merge_distance_threshold < 0
+        ):
+            raise ValueError(
+                f"merge_distance_threshold={self.merge_distance_threshold!r} must be a non-negative number or None"
+            )
+        _require_choice("merge_candidates", self.merge_candidates, MERGE_CANDIDATE_CHOICES)
+        _require_choice("merge_scope", self.merge_scope, MERGE_SCOPE_CHOICES)
+        if not _is_finite_number(self.merge_update_ratio) or not 0.0 <= self.merge_update_ratio <= 1.0:
+            raise ValueError(f"merge_update_ratio={self.merge_update_ratio!r} must be in [0, 1]")
+
+    def resolve_schedule(self, total_steps: int | None) -> "MergeSchedule":
+        """The schedule in optimizer steps for a run of ``total_steps`` optimizer steps.
+
+        Raises ``ValueError`` when the run is too short for the ``max_merges``-th event to fire —
+        a schedule that can never complete is a configuration error, not a silent no-op.
+        """
+        uses_fraction = self.merge_start_fraction is not None or self.merge_interval_fraction is not None
+        if uses_fraction and total_steps is None:
+            raise ValueError("the merge schedule is given as fractions, so total_steps must be given")
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
+            raise ValueError(f"total_steps={total_steps!r} must be a positive integer")
+        if self.merge_start_fraction is not None:
+            start = math.floor(self.merge_start_fraction * total_steps)
+        else:
+            start = self.merge_start_step
+        if self.merge_interval_fraction is not None:
+            interval = max(1, math.floor(self.merge_interval_fraction * total_steps))
+        else:
+            interval = self.merge_interval_steps
+        schedule = MergeSchedule(start_step=start, interval_steps=interval, max_events=self.max_merges)
+        if total_steps is not None and self.max_merges > 0 and schedule.last_event_step > total_steps:
+            raise ValueError(
+                f"merge schedule cannot complete: merge event {self.max_merges} (max_merges) would be at step "
+                f"{schedule.last_event_step} = merge_start_step {start} + {self.max_merges} × merge_interval_steps "
+                f"{interval}, but the run has only total_steps={total_steps}; shorten the schedule "
+                f"(e.g. merge_start_fraction/merge_interval_fraction) or lower max_merges"
+            )
+        return schedule
+
+
+@dataclass(frozen=True)
+class MergeSchedule:
+    """Merge events at ``t = start_step + k · interval_steps`` for ``k = 1 … max_events``."""
+
+    start_step: int
+    interval_steps: int
+    max_events: int
+
+    @property
+    def first_event_step(self) -> int:
+        return self.start_step + self.interval_steps
+
+    @property
+    def last_event_step(self) -> int:
+        return self.start_step + self.max_events * self.interval_steps
+
+    def is_event(self, step: int) -> bool:
+        """Algorithm 1: ``t > T_s`` and ``(t − T_s) mod m = 0``, at most ``max_events`` times."""
+        if step <= self.start_step:
+            return False
+        offset = step - self.start_step
+        return offset % self.interval_steps == 0 and offset // self.interval_steps <= self.max_events
+
+
+@dataclass
+class FullFinetuneConfig:
+    """Full fine-tuning: every parameter of the model trains. The reference upper bound."""
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_schedule_pair(
+    step_name: str, step_value: object, fraction_name: str, fraction_value: object,
+    *, min_step: int, fraction_low_open: bool,
+) -> None:
+    if (step_value is None) == (fraction_value is None):
+        raise ValueError(
+            f"set exactly one of {step_name} (got {step_value!r}) and {fraction_name} (got {fraction_value!r})"
+        )
+    if step_value is not None:
+        if not isinstance(step_value, int) or isinstance(step_value, bool) or step_value < min_step:
+            raise ValueError(f"{step_name}={step_value!r} must be an integer >= {min_step}")
+    else:
+        if not _is_finite_number(fraction_value):
+            raise ValueError(f"{fraction_name}={fraction_value!r} must be a number")
+        low_ok = fraction_value > 0 if fraction_low_open else fraction_value >= 0
+        if not low_ok or fraction_value >= 1:
+            bound = "(0, 1)" if fraction_low_open else "[0, 1)"
+            raise ValueError(f"{fraction_name}={fraction_value!r} must be in {bound}")
+

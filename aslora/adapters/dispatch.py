@@ -1,0 +1,79 @@
+"""One entry point for every adapter of the comparison.
+
+* ``ASLoRAConfig`` / ``ShareLoRAConfig`` / ``TiedLoRAConfig`` → our shared-pool injection;
+* ``peft.LoraConfig`` / ``peft.VeraConfig`` → PEFT, the reference implementations of the baselines;
+* ``FullFinetuneConfig`` → every parameter trains.
+
+In every case the base model is frozen except for the task head (``classifier`` / ``score``),
+which trains, as in every GLUE PEFT paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from torch import nn
+
+from aslora.adapters.config import FullFinetuneConfig, SharedLoRAConfig
+from aslora.adapters.inject import DEFAULT_HEAD_MODULES, find_head_modules, inject_shared_lora
+
+HEAD_NAMES_ATTRIBUTE = "aslora_head_modules"
+
+
+def apply_adapter(
+    model: nn.Module, config: object, head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
+) -> nn.Module:
+    """Adapt ``model`` in place (ours) or wrap it (PEFT); return the model to train.
+
+    Args:
+        model: a ``transformers`` model (or any ``nn.Module`` with ``nn.Linear`` projections).
+        config: one of the configs above.
+        head_modules: suffixes of the task-head modules that stay trainable.
+
+    Raises:
+        ValueError: an unknown config type, or a config that does not fit the model.
+    """
+    head_names = find_head_modules(model, head_modules)
+    if isinstance(config, FullFinetuneConfig):
+        model.requires_grad_(True)
+        _remember_head(model, head_names)
+        return model
+    if isinstance(config, SharedLoRAConfig):
+        model.requires_grad_(False)
+        pool = inject_shared_lora(model, config, head_names)
+        pool.requires_grad_(True)
+        for name in head_names:
+            model.get_submodule(name).requires_grad_(True)
+        _remember_head(model, head_names)
+        return model
+    peft_types = _peft_config_types()
+    if isinstance(config, peft_types):
+        import peft
+
+        if config.modules_to_save is None and head_names:
+            # PEFT trains the head only when told; name it, as task_type=SEQ_CLS would.
+            config = dataclasses.replace(config, modules_to_save=[n.rsplit(".", 1)[-1] for n in head_names])
+        adapted = peft.get_peft_model(model, config)
+        _remember_head(adapted, [n.rsplit(".", 1)[-1] for n in head_names])
+        return adapted
+    raise ValueError(
+        f"unknown adapter config {type(config).__name__}; expected ASLoRAConfig, ShareLoRAConfig, "
+        f"TiedLoRAConfig, FullFinetuneConfig, peft.LoraConfig or peft.VeraConfig"
+    )
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """The head names recorded by :func:`apply_adapter` (empty for an unadapted model)."""
+    return list(getattr(model, HEAD_NAMES_ATTRIBUTE, ()))
+
+
+def _remember_head(model: nn.Module, head_names: Sequence[str]) -> None:
+    # a plain attribute, not config: counting and saving need to know what the head is
+    model.__dict__[HEAD_NAMES_ATTRIBUTE] = tuple(head_names)
+
+
+def _peft_config_types() -> tuple[type, ...]:
+    import peft
+
+    return (peft.LoraConfig, peft.VeraConfig)

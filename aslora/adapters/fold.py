@@ -1,0 +1,48 @@
+"""Fold the adapter into the frozen weights: ``W ← W + ΔW``, leaving a plain model.
+
+After folding, inference costs exactly what the base model costs (no adapter code runs). The
+addition happens in float32 (then casts back), because adding a small ``ΔW`` to bf16/fp16
+weights in their own precision rounds much of it away; a non-finite result is refused rather
+than written (PEFT's ``safe_merge``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aslora.adapters.layers import SharedLoRALinear
+from aslora.adapters.pool import POOL_ATTRIBUTE, find_pool
+
+
+@torch.no_grad()
+def merge_into_base(model: nn.Module) -> nn.Module:
+    """Return ``model`` with every adapter folded into its base weights and removed.
+
+    Our adapters are folded in place; a PEFT model is unwrapped with
+    ``merge_and_unload(safe_merge=True)``; a model without adapter is returned as is.
+
+    Raises:
+        ValueError: a folded weight would contain NaN or Inf (the model is left unchanged).
+    """
+    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+        return model.merge_and_unload(safe_merge=True)
+    pool = find_pool(model)
+    if pool is None:
+        return model
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)]
+    folded = {}
+    for name, layer in layers:  # compute everything first, so a failure changes nothing
+        weight = layer.base_layer.weight
+        new_weight = weight.float() + layer.delta_weight().to(weight.device)
+        if not torch.isfinite(new_weight).all():
+            raise ValueError(f"folding the adapter into {name} gives non-finite weights; model left unchanged")
+        folded[name] = new_weight.to(weight.dtype)
+    for name, layer in layers:
+        layer.base_layer.weight.copy_(folded[name])
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child_name, layer.base_layer)
+    owner = next(m for m in model.modules() if getattr(m, "_modules", {}).get(POOL_ATTRIBUTE) is pool)
+    del owner._modules[POOL_ATTRIBUTE]
+    return model

@@ -1,0 +1,160 @@
+"""Saving, loading and exporting shared-pool adapters.
+
+Our format (a directory):
+  * ``adapter_config.json`` — the adapter type and config, the layer→B map, the slots, the merge
+    history and the running-mean count;
+  * ``adapter_model.safetensors`` — each A, each surviving B (once: a tied B is one tensor), the
+    Tied-LoRA vectors, the running means (so training can continue) and the task head.
+
+``export_peft_lora`` writes the same adapter as a standard PEFT LoRA adapter — per-layer copies of
+A and of the (tied) B — that ``peft.PeftModel.from_pretrained`` loads, so an ASLoRA adapter can be
+served anywhere LoRA is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from aslora.adapters.config import ASLoRAConfig, ShareLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
+from aslora.adapters.dispatch import apply_adapter, head_module_names
+from aslora.adapters.layers import SharedLoRALinear
+from aslora.adapters.pool import SharedLoRAPool, find_pool
+
+FORMAT = "aslora-adapter"
+FORMAT_VERSION = 1
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_CONFIG_TYPES = {cls.__name__: cls for cls in (ASLoRAConfig, ShareLoRAConfig, TiedLoRAConfig)}
+_POOL_TENSORS = ("lora_A", "lora_B", "lora_u", "lora_v", "running_mean_B")
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write the adapter of ``model`` (adapted with one of our configs) to ``directory``."""
+    pool = _require_pool(model)
+    tensors = _adapter_tensors(model, pool)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "adapter_type": type(pool.config).__name__,
+        "config": _jsonable_config(pool.config),
+        "head_modules": head_module_names(model),
+        "slots": pool.describe()["slots"],
+        **pool.get_extra_state(),
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
+    _write_json_atomically(directory / CONFIG_FILE, meta)
+    return directory
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Apply the saved adapter to a fresh base ``model`` and load its tensors.
+
+    Raises:
+        ValueError: not an adapter directory, a config type we do not know, a layer map that does
+            not fit this model, or tensors missing, unexpected or of the wrong shape.
+    """
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: {directory} is not a saved aslora adapter")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{config_path} is not an aslora adapter (format={meta.get('format')!r})")
+    if meta["adapter_type"] not in _CONFIG_TYPES:
+        raise ValueError(f"unknown adapter_type {meta['adapter_type']!r} in {config_path}")
+    config = _CONFIG_TYPES[meta["adapter_type"]](**meta["config"])
+    model = apply_adapter(model, config, head_modules=meta["head_modules"])
+    pool = _require_pool(model)
+    pool.restore_sharing(meta["sharing"])
+    expected = _adapter_tensors(model, pool)
+    saved = load_file(weights_path)
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"adapter in {directory} does not fit this model: missing {missing}, unexpected {unexpected}")
+    wrong = {k: (tuple(saved[k].shape), tuple(v.shape)) for k, v in expected.items() if saved[k].shape != v.shape}
+    if wrong:
+        raise ValueError(f"adapter in {directory} has tensors of the wrong shape (saved, model): {wrong}")
+    with torch.no_grad():
+        for key, target in expected.items():
+            target.copy_(saved[key].to(target.dtype))
+    pool.set_extra_state({k: meta[k] for k in ("sharing", "merge_history", "num_mean_updates")})
+    return model
+
+
+def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write the adapter as a standard PEFT LoRA adapter: for each adapted layer, a copy of its A
+    and of its B (Tied-LoRA's ``diag(v)·B·diag(u)`` folded into B), plus the task head.
+
+    The result loads with ``peft.PeftModel.from_pretrained(base_model, directory)``.
+    """
+    import peft
+
+    pool = _require_pool(model)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in layers.items():
+        a, b = pool.factors(layer.slot_key)
+        if pool.is_tied_lora:
+            b = pool.lora_v[layer.slot_key][:, None] * b * pool.lora_u[layer.slot_key][None, :]
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b
+    heads = head_module_names(model)
+    for head in heads:
+        for pname, p in model.get_submodule(head).named_parameters():
+            tensors[f"base_model.model.{head}.{pname}"] = p
+    peft_config = peft.LoraConfig(
+        r=pool.config.r, lora_alpha=pool.config.lora_alpha, lora_dropout=pool.config.lora_dropout,
+        target_modules=sorted(layers), modules_to_save=[h.rsplit(".", 1)[-1] for h in heads] or None,
+    )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    peft_config.save_pretrained(str(directory))
+    save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
+    return directory
+
+
+def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix in _POOL_TENSORS:
+        container = getattr(pool, prefix)
+        for key in container.keys():
+            tensors[f"{prefix}.{key}"] = container[key]
+    for head in head_module_names(model):
+        for pname, p in model.get_submodule(head).named_parameters():
+            tensors[f"head.{head}.{pname}"] = p
+    return tensors
+
+
+def _require_pool(model: nn.Module) -> SharedLoRAPool:
+    pool = find_pool(model)
+    if pool is None:
+        raise ValueError(f"{type(model).__name__} carries no aslora adapter (ASLoRA, ShareLoRA or Tied-LoRA)")
+    return pool
+
+
+def _jsonable_config(config: SharedLoRAConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    if isinstance(data["target_modules"], tuple):
+        data["target_modules"] = list(data["target_modules"])
+    return data
+
+
+def _write_json_atomically(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
