@@ -40,8 +40,8 @@ def apply_adapter(
         _remember_head(model, head_names)
         return model
     if isinstance(config, SharedLoRAConfig):
+        pool = inject_shared_lora(model, config, head_names)  # validates before it changes anything
         model.requires_grad_(False)
-        pool = inject_shared_lora(model, config, head_names)
         pool.requires_grad_(True)
         for name in head_names:
             model.get_submodule(name).requires_grad_(True)

@@ -1,0 +1,74 @@
+"""Tiny random-initialised models built in code: no assets, millisecond steps."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+VOCAB = 97
+
+
+def tiny_bert(layers: int = 4, hidden: int = 32) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=2 * hidden, vocab_size=VOCAB, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_roberta(layers: int = 4) -> RobertaForSequenceClassification:
+    torch.manual_seed(0)
+    config = RobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                           vocab_size=VOCAB, num_labels=3, max_position_embeddings=64, pad_token_id=1)
+    return RobertaForSequenceClassification(config).eval()
+
+
+def tiny_llama_config(layers: int = 3) -> LlamaConfig:
+    # q is 32→32 and v is 32→16 (grouped-query attention), like SmolLM2's 576→576 / 576→192
+    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=VOCAB, pad_token_id=0, num_labels=2)
+
+
+def tiny_llama_classifier(layers: int = 3) -> LlamaForSequenceClassification:
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(tiny_llama_config(layers)).eval()
+
+
+def tiny_llama_lm(layers: int = 3) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config(layers)).eval()
+
+
+MODEL_BUILDERS = {
+    "bert": (tiny_bert, ["query", "value"]),
+    "roberta": (tiny_roberta, ["query", "value"]),
+    "llama": (tiny_llama_classifier, ["q_proj", "v_proj"]),
+}
+
+
+@pytest.fixture
+def input_ids() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(2, VOCAB, (3, 9), generator=generator)
+
+
+def randomise_adapter(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every B a non-zero value, so ΔW ≠ 0 and comparisons are not trivially equal."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and ("lora_" in name):
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.3)

@@ -1,0 +1,145 @@
+"""Save/load round trip, folding into the base, and export to a standard PEFT adapter (items 6–7)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import peft
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import aslora
+from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_roberta
+
+
+def _merged_aslora(build, targets, merges=2):
+    model = aslora.apply_adapter(build(), aslora.ASLoRAConfig(
+        r=4, target_modules=targets, merge_start_step=0, merge_interval_steps=1, max_merges=merges))
+    randomise_adapter(model)
+    controller = aslora.MergeController(model, total_steps=merges)
+    for t in range(1, merges + 1):
+        controller.step(t)
+    return model
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
+def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
+    build, targets = MODEL_BUILDERS[arch]
+    model = _merged_aslora(build, targets)
+    expected = model(input_ids).logits
+    aslora.save_adapter(model, tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert sum(1 for k in saved if k.startswith("lora_A.")) == 1  # shared A stored once
+    assert sum(1 for k in saved if k.startswith("lora_B.")) == aslora.count_parameters(model).num_distinct_B
+    loaded = aslora.load_adapter(build(), tmp_path / "adapter")
+    torch.testing.assert_close(loaded(input_ids).logits, expected, rtol=0, atol=0)
+    assert loaded.aslora_pool.sharing_map() == model.aslora_pool.sharing_map()
+    assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
+    assert loaded.aslora_pool.num_mean_updates == model.aslora_pool.num_mean_updates
+    for key, mean in model.aslora_pool.running_mean_B._buffers.items():
+        torch.testing.assert_close(loaded.aslora_pool.running_mean_B[key], mean, rtol=0, atol=0)
+    assert aslora.count_parameters(loaded) == aslora.count_parameters(model)
+
+
+def test_tied_lora_round_trips(tmp_path, input_ids):
+    model = aslora.apply_adapter(tiny_bert(), aslora.TiedLoRAConfig(r=4))
+    randomise_adapter(model)
+    aslora.save_adapter(model, tmp_path)
+    loaded = aslora.load_adapter(tiny_bert(), tmp_path)
+    torch.testing.assert_close(loaded(input_ids).logits, model(input_ids).logits, rtol=0, atol=0)
+
+
+def test_loading_into_a_model_of_the_wrong_shape_fails_clearly(tmp_path):
+    aslora.save_adapter(_merged_aslora(tiny_bert, ["query", "value"]), tmp_path)
+    with pytest.raises(ValueError, match="wrong shape"):
+        aslora.load_adapter(tiny_bert(hidden=64), tmp_path)
+    with pytest.raises(ValueError, match="lacks adapted layers"):
+        aslora.load_adapter(tiny_bert(layers=6), tmp_path)
+
+
+def test_loading_with_missing_keys_fails_clearly(tmp_path):
+    aslora.save_adapter(_merged_aslora(tiny_bert, ["query", "value"]), tmp_path)
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    del weights["lora_A.global"]
+    save_file(weights, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=r"missing \['lora_A.global'\]"):
+        aslora.load_adapter(tiny_bert(), tmp_path)
+
+
+def test_loading_a_directory_without_an_adapter_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match="is not a saved aslora adapter"):
+        aslora.load_adapter(tiny_bert(), tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"format": "something-else"}))
+    save_file({}, tmp_path / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match="is not an aslora adapter"):
+        aslora.load_adapter(tiny_bert(), tmp_path)
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
+@pytest.mark.parametrize("kind", ["aslora", "tiedlora"])
+def test_merge_into_base_gives_the_same_logits_and_no_adapter(arch, kind, input_ids):
+    build, targets = MODEL_BUILDERS[arch]
+    if kind == "aslora":
+        model = _merged_aslora(build, targets)
+    else:
+        model = aslora.apply_adapter(build(), aslora.TiedLoRAConfig(r=4, target_modules=targets))
+        randomise_adapter(model)
+    expected = model(input_ids).logits
+    plain = aslora.merge_into_base(model)
+    assert aslora.find_pool(plain) is None
+    assert not any("lora" in name for name, _ in plain.named_parameters())
+    assert type(plain.get_submodule(next(n for n, _ in build().named_modules() if n.endswith(targets[0])))) is torch.nn.Linear
+    torch.testing.assert_close(plain(input_ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_into_base_refuses_non_finite_weights_and_changes_nothing(input_ids):
+    model = _merged_aslora(tiny_bert, ["query", "value"])
+    with torch.no_grad():
+        next(iter(model.aslora_pool.lora_B.values())).fill_(float("inf"))
+    weight_before = model.bert.encoder.layer[0].attention.self.query.base_layer.weight.clone()
+    with pytest.raises(ValueError, match="non-finite"):
+        aslora.merge_into_base(model)
+    assert aslora.find_pool(model) is not None
+    torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.base_layer.weight, weight_before)
+
+
+def test_merge_into_base_is_exact_in_fp32_for_bf16_base(input_ids):
+    model = aslora.apply_adapter(tiny_bert().to(torch.bfloat16), aslora.ASLoRAConfig(r=4, max_merges=0))
+    assert model.aslora_pool.lora_A["global"].dtype == torch.float32  # adapters stay fp32
+    randomise_adapter(model)
+    layer = model.bert.encoder.layer[0].attention.self.query
+    expected = (layer.base_layer.weight.float() + layer.delta_weight()).to(torch.bfloat16)
+    aslora.merge_into_base(model)
+    assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight, expected)
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
+@pytest.mark.parametrize("kind", ["aslora", "tiedlora"])
+def test_export_peft_lora_loads_in_peft_to_the_same_logits(arch, kind, tmp_path, input_ids):
+    build, targets = MODEL_BUILDERS[arch]
+    if kind == "aslora":
+        model = _merged_aslora(build, targets)
+    else:
+        model = aslora.apply_adapter(build(), aslora.TiedLoRAConfig(r=4, target_modules=targets))
+        randomise_adapter(model)
+    expected = model(input_ids).logits
+    aslora.export_peft_lora(model, tmp_path)
+    served = peft.PeftModel.from_pretrained(build(), str(tmp_path)).eval()
+    torch.testing.assert_close(served(input_ids).logits, expected, rtol=1e-5, atol=1e-5)
+    # a standard LoRA adapter: one A and one B per adapted layer
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    layers = 2 * model.config.num_hidden_layers
+    assert sum(k.endswith("lora_A.weight") for k in weights) == layers
+    assert sum(k.endswith("lora_B.weight") for k in weights) == layers
+
+
+def test_merge_into_base_unwraps_peft_models(input_ids):
+    base = tiny_roberta()
+    model = aslora.apply_adapter(copy.deepcopy(base), peft.LoraConfig(r=4, target_modules=["query", "value"]))
+    randomise_adapter(model)
+    expected = model(input_ids).logits
+    plain = aslora.merge_into_base(model)
+    assert not isinstance(plain, peft.PeftModel)
+    torch.testing.assert_close(plain(input_ids).logits, expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,203 @@
+"""Merges follow the schedule, pick the closest pair, tie it, and manage optimizer state (item 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aslora
+from aslora.adapters.layers import SharedLoRALinear
+from conftest import randomise_adapter, tiny_bert, tiny_llama_classifier
+
+
+def _train(model, controller, steps, input_ids, lr=1e-2, seed=0):
+    torch.manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    labels = torch.tensor([0, 1, 1])
+    model.train()
+    events_by_step = {}
+    for t in range(1, steps + 1):
+        model(input_ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        events_by_step[t] = controller.step(t, optimizer)
+    return optimizer, events_by_step
+
+
+def test_schedule_first_event_at_start_plus_interval_one_pair_per_group_cap_respected(input_ids):
+    config = aslora.ASLoRAConfig(r=4, merge_start_step=3, merge_interval_steps=2, max_merges=2)
+    model = aslora.apply_adapter(tiny_bert(), config)
+    controller = aslora.MergeController(model, total_steps=12)
+    _, events = _train(model, controller, 12, input_ids)
+    steps_with_events = [t for t, e in events.items() if e]
+    assert steps_with_events == [5, 7]  # T_s + m, T_s + 2m; then the cap (2) stops it
+    for t in steps_with_events:
+        assert sorted(e.group for e in events[t]) == ["query", "value"]  # one pair per group per event
+    assert controller.num_distinct_B == 8 - 2 * 2
+    assert aslora.count_parameters(model).num_distinct_B == 4
+
+
+def test_schedule_is_event_matches_algorithm_1():
+    schedule = aslora.MergeSchedule(start_step=320, interval_steps=240, max_events=7)
+    fired = [t for t in range(1, 5000) if schedule.is_event(t)]
+    assert fired == [320 + 240 * k for k in range(1, 8)]
+    assert schedule.first_event_step == 560 and schedule.last_event_step == 2000
+
+
+def test_fractional_schedule_resolves_against_total_steps():
+    config = aslora.ASLoRAConfig(merge_start_step=None, merge_interval_steps=None,
+                                 merge_start_fraction=0.1, merge_interval_fraction=0.1, max_merges=7)
+    schedule = config.resolve_schedule(1000)
+    assert (schedule.start_step, schedule.interval_steps) == (100, 100)
+    assert schedule.last_event_step == 800 <= 1000
+    with pytest.raises(ValueError, match="total_steps must be given"):
+        config.resolve_schedule(None)
+
+
+def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1))
+    pool = model.aslora_pool
+    # Set B's so that the query running means are 0, 10, 10.5, 30 and value means 0, 5, 20, 21.
+    with torch.no_grad():
+        for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
+            pool.lora_B[f"query_{depth}"].fill_(v)
+        for depth, v in enumerate([0.0, 5.0, 20.0, 21.0]):
+            pool.lora_B[f"value_{depth}"].fill_(v)
+    controller = aslora.MergeController(model, total_steps=5)
+    events = controller.step(1)
+    by_group = {e.group: e for e in events}
+    assert (by_group["query"].retired, by_group["query"].kept) == ("query_1", "query_2")  # lower takes upper's B
+    assert (by_group["value"].retired, by_group["value"].kept) == ("value_2", "value_3")
+    n = 32 * 2  # elements of each B
+    assert by_group["query"].distance == pytest.approx(0.5 * n ** 0.5)
+    layer1 = model.bert.encoder.layer[1].attention.self.query
+    layer2 = model.bert.encoder.layer[2].attention.self.query
+    assert layer1.pool.factors(layer1.slot_key)[1] is layer2.pool.factors(layer2.slot_key)[1]
+    assert "query_1" not in pool.lora_B and "query_1" not in pool.running_mean_B
+    assert pool.merge_history[0]["moved_layers"] == ["bert.encoder.layer.1.attention.self.query"]
+
+
+def test_running_mean_is_the_mean_of_all_sampled_values():
+    model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(r=2, max_merges=0))
+    pool = model.aslora_pool
+    controller = aslora.MergeController(model)
+    values = [1.0, 2.0, 6.0]
+    for t, v in enumerate(values, 1):
+        with torch.no_grad():
+            pool.lora_B["query_0"].fill_(v)
+        controller.step(t)
+    torch.testing.assert_close(pool.running_mean_B["query_0"], torch.full((32, 2), 3.0))
+
+
+def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
+    def first_event(candidates):
+        model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
+            r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates=candidates))
+        with torch.no_grad():
+            for depth, v in enumerate([0.0, 10.0, 20.0, 0.1]):  # layer 0 and layer 3 are closest
+                model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
+        return next(e for e in aslora.MergeController(model, total_steps=3).step(1) if e.group == "query")
+
+    assert (first_event("all").retired, first_event("all").kept) == ("query_0", "query_3")
+    assert (first_event("adjacent").retired, first_event("adjacent").kept) == ("query_0", "query_1")
+
+
+def test_distance_threshold_blocks_merges_above_it():
+    model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(
+        r=2, merge_start_step=0, merge_interval_steps=1, max_merges=3, merge_distance_threshold=1.0))
+    with torch.no_grad():
+        for depth, v in enumerate([0.0, 10.0, 20.0, 30.0]):
+            model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
+            model.aslora_pool.lora_B[f"value_{depth}"].fill_(0.01 * depth)
+    events = aslora.MergeController(model, total_steps=3).step(1)
+    assert [e.group for e in events] == ["value"]  # query pairs are ~80 apart, value pairs 0.08
+
+
+def test_update_ratio_blends_survivor():
+    model = aslora.apply_adapter(tiny_bert(layers=2), aslora.ASLoRAConfig(
+        r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_update_ratio=0.5))
+    with torch.no_grad():
+        model.aslora_pool.lora_B["query_0"].fill_(2.0)
+        model.aslora_pool.lora_B["query_1"].fill_(4.0)
+    aslora.MergeController(model, total_steps=3).step(1)
+    torch.testing.assert_close(model.aslora_pool.lora_B["query_1"], torch.full((32, 2), 3.0))
+
+
+def test_tied_B_gets_the_sum_of_both_layers_gradients(input_ids):
+    """After a tie, the one B's gradient equals the sum of the gradients two untied copies of it
+    (same values) would get — both layers train it."""
+    import copy
+
+    config = aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1)
+    untied = aslora.apply_adapter(tiny_bert(layers=2), config)
+    randomise_adapter(untied)
+    tied = copy.deepcopy(untied)
+    events = aslora.MergeController(tied, total_steps=3).step(1)
+    with torch.no_grad():  # give the untied model's lower B's the values the survivors have
+        for e in events:
+            untied.aslora_pool.lora_B[e.retired].copy_(untied.aslora_pool.lora_B[e.kept])
+    event = next(e for e in events if e.group == "query")
+    layer0 = tied.bert.encoder.layer[0].attention.self.query
+    layer1 = tied.bert.encoder.layer[1].attention.self.query
+    assert layer0.pool.factors(layer0.slot_key)[1] is layer1.pool.factors(layer1.slot_key)[1]
+    tied(input_ids).logits.square().sum().backward()
+    untied(input_ids).logits.square().sum().backward()
+    expected = untied.aslora_pool.lora_B[event.kept].grad + untied.aslora_pool.lora_B[event.retired].grad
+    assert untied.aslora_pool.lora_B[event.retired].grad.abs().sum() > 0
+    torch.testing.assert_close(tied.aslora_pool.lora_B[event.kept].grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_optimizer_drops_retired_B_state_and_keeps_survivor_moments(input_ids):
+    config = aslora.ASLoRAConfig(r=2, merge_start_step=1, merge_interval_steps=2, max_merges=1)
+    model = aslora.apply_adapter(tiny_bert(), config)
+    controller = aslora.MergeController(model, total_steps=6)
+    optimizer, _ = _train(model, controller, 2, input_ids)
+    labels = torch.tensor([0, 1, 1])
+    model(input_ids, labels=labels).loss.backward()
+    optimizer.step(); optimizer.zero_grad()
+    state_before_merge = {k: optimizer.state[p]["exp_avg"].clone() for k, p in model.aslora_pool.lora_B.items()}
+    events = controller.step(3, optimizer)
+    assert len(events) == 2
+    live = set(model.aslora_pool.lora_B.values())
+    in_optimizer = {p for g in optimizer.param_groups for p in g["params"]}
+    assert all(p in in_optimizer for p in live)
+    assert len([p for p in in_optimizer if p.shape == (32, 2)]) == 6
+    assert len(optimizer.state) == len(in_optimizer)  # no state for parameters that are gone
+    for e in events:
+        torch.testing.assert_close(optimizer.state[model.aslora_pool.lora_B[e.kept]]["exp_avg"], state_before_merge[e.kept])
+    # training continues without error after the merge
+    model(input_ids, labels=labels).loss.backward()
+    optimizer.step()
+
+
+def test_merges_to_the_target_count_on_llama_shapes(input_ids):
+    model = aslora.apply_adapter(tiny_llama_classifier(layers=4), aslora.ASLoRAConfig(
+        r=2, target_modules=["q_proj", "v_proj"], merge_start_step=0, merge_interval_steps=1, max_merges=3,
+        merge_scope="joint"))
+    controller = aslora.MergeController(model, total_steps=5)
+    randomise_adapter(model)
+    for t in range(1, 5):
+        controller.step(t)
+    # joint scope groups B's by shape; q (32×2) and v (16×2) never tie with each other
+    assert controller.num_distinct_B == 2
+    assert {tuple(b.shape) for b in model.aslora_pool.lora_B.values()} == {(32, 2), (16, 2)}
+
+
+@pytest.mark.parametrize("max_merges", [4, 10])
+def test_max_merges_beyond_possible_is_rejected(max_merges):
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, max_merges=max_merges))
+    with pytest.raises(ValueError, match=rf"max_merges={max_merges} is more than merge group 'query' allows"):
+        aslora.MergeController(model)
+
+
+def test_schedule_that_cannot_complete_is_rejected():
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=10, merge_interval_steps=10, max_merges=2))
+    with pytest.raises(ValueError, match="merge event 2 .* step 30 .* total_steps=25"):
+        aslora.MergeController(model, total_steps=25)
+
+
+def test_controller_needs_an_aslora_model():
+    model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
+    with pytest.raises(ValueError, match="needs a model adapted with ASLoRAConfig"):
+        aslora.MergeController(model)
