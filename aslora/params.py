@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from aslora.adapters.dispatch import head_module_names
+from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.pool import find_pool
 
 
@@ -48,7 +48,7 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
         if not parameter.requires_grad:
             continue
         trainable += n
-        if any(f".{h}." in f".{name}" for h in heads):
+        if is_head_parameter(name, heads):
             head += n
     adapter = trainable - head
     pool = find_pool(model)

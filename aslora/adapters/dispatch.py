@@ -68,6 +68,11 @@ def head_module_names(model: nn.Module) -> list[str]:
     return list(getattr(model, HEAD_NAMES_ATTRIBUTE, ()))
 
 
+def is_head_parameter(parameter_name: str, head_names: Sequence[str]) -> bool:
+    """Whether a parameter belongs to the task head (also inside PEFT's ``modules_to_save``)."""
+    return any(f".{h}." in f".{parameter_name}" for h in head_names)
+
+
 def _remember_head(model: nn.Module, head_names: Sequence[str]) -> None:
     # a plain attribute, not config: counting and saving need to know what the head is
     model.__dict__[HEAD_NAMES_ATTRIBUTE] = tuple(head_names)

@@ -1,0 +1,112 @@
+"""One run, step by step: validate → build → adapt → fit → evaluate → report.
+
+Everything that can be checked without loading weights is checked first (settings, data and
+model availability, the adapter config, the merge schedule against the run's length), so bad
+input fails in seconds and leaves nothing behind; the report is written once, atomically, at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aslora.adapters.config import SharedLoRAConfig
+from aslora.adapters.dispatch import apply_adapter
+from aslora.adapters.inject import find_targets
+from aslora.data import check_task_available, get_task, load_task
+from aslora.loop import fit
+from aslora.models import check_model_available, load_classifier
+from aslora.params import lora_parameter_count
+from aslora.report import REPORT_VERSION, environment, is_done, read_report, write_report
+from aslora.settings import RunSettings
+from aslora.tracking import Tracker
+
+log = logging.getLogger("aslora")
+
+
+def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> float | None:
+    """Run the experiment ``container`` describes (a resolved config); return the best metric."""
+    started = time.perf_counter()
+    settings = RunSettings.from_dict(container, choices)
+    if is_done(settings.report_path) and not settings.overwrite:
+        previous = read_report(settings.report_path)
+        log.info("skipping %s: %s says done (overwrite=true to rerun)", settings.run_name, settings.report_path)
+        return previous["best"]["metric"]
+
+    spec = get_task(settings.task.name)
+    check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
+    check_model_available(settings.model, hub_enabled=settings.hub)
+    adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
+
+    # build — seeded first: the new task head and the adapter's A are drawn from the global RNG
+    from accelerate.utils import set_seed
+
+    set_seed(settings.seed)
+    tokenizer, model = load_classifier(settings.model, spec.num_labels)
+    data = load_task(spec, tokenizer, max_length=settings.task.max_length,
+                     max_train_examples=settings.task.max_train_examples,
+                     max_eval_examples=settings.task.max_eval_examples,
+                     split_seed=settings.task.split_seed, local_dir=settings.task.local_dir)
+    settings.check_schedule_fits(len(data.train))  # an impossible merge schedule fails before adapting
+    lora_reference = lora_parameter_count(_target_shapes(model, settings.target_modules), settings.reference_lora_rank)
+
+    # adapt
+    model = apply_adapter(model, adapter_config)
+
+    # fit + evaluate
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    with Tracker(settings.wandb, settings.run_name, container) as tracker:
+        result = fit(model, data, collate, settings.train, tracker.log)
+        report = _report(settings, container, result, lora_reference, time.perf_counter() - started, len(data.train))
+        tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
+        tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
+                         "params/fraction_of_lora": report["params"]["fraction_of_lora_after"]})
+        write_report(settings.report_path, report)
+    log.info("%s: best %s %.4f at epoch %s; adapter %d params (%.1f %% of LoRA r=%d); report %s",
+             settings.run_name, spec.metrics[0], result.best_metric, result.best_epoch,
+             report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],
+             settings.reference_lora_rank, settings.report_path)
+    return result.best_metric
+
+
+def _target_shapes(model: Any, target_modules: Any) -> list[tuple[int, int]]:
+    probe = SharedLoRAConfig(target_modules=target_modules)
+    return [(m.in_features, m.out_features) for _, m in find_targets(model, probe)]
+
+
+def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_reference: int,
+            wall_seconds: float, num_train: int) -> dict[str, Any]:
+    spec = get_task(settings.task.name)
+    return {
+        "report_version": REPORT_VERSION,
+        "status": "done",
+        "run_name": settings.run_name,
+        "choices": settings.choices,
+        "model": settings.model.name,
+        "task": spec.name,
+        "task_standin_for": spec.standin_for,
+        "adapter": settings.adapter.name,
+        "seed": settings.seed,
+        "main_metric": spec.metrics[0],
+        "best": {"metric": result.best_metric, "epoch": result.best_epoch, "validation": result.best_validation,
+                 "test": result.test_at_best},
+        "epochs": result.epochs,
+        "params": {
+            "before": result.params_before,
+            "after": result.params_after,
+            "lora_reference": lora_reference,
+            "lora_reference_rank": settings.reference_lora_rank,
+            "fraction_of_lora_before": result.params_before["adapter"] / lora_reference,
+            "fraction_of_lora_after": result.params_after["adapter"] / lora_reference,
+        },
+        "merge_history": result.merge_history,
+        "steps": result.total_steps,
+        "train_examples": num_train,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": wall_seconds,
+        "config": container,
+        "environment": environment(),
+    }

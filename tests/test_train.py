@@ -1,0 +1,119 @@
+"""`train.py` end to end on the real MiniLM-L6 and rt_polarity data (debug=smoke: 8 steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aslora.report import read_report
+from aslora.run import run
+from scripts.compose import ROOT, compose_run
+from test_data import write_glue_fixture
+
+ADAPTERS = ["aslora", "lora", "vera", "sharelora", "tiedlora", "full"]
+
+
+def _run(overrides: list[str], experiments: Path):
+    container, choices = compose_run(["debug=smoke", f"experiments_dir={experiments}", *overrides])
+    return run(container, choices), container
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_smoke_run_writes_a_valid_report(adapter, tmp_path):
+    best, container = _run([f"adapter={adapter}"], tmp_path)
+    report = read_report(tmp_path / container["run_name"] / "report.json")
+    assert report["status"] == "done" and report["adapter"] == adapter
+    assert report["choices"]["adapter"] == adapter and report["choices"]["model"] == "minilm-l6"
+    assert 0.0 <= best <= 1.0 and report["best"]["metric"] == best
+    assert report["best"]["epoch"] == 1 and set(report["best"]["validation"]) == {"accuracy", "f1"}
+    assert report["best"]["test"] is not None  # rt_polarity has a labelled test split
+    assert report["steps"] == 8 and len(report["epochs"]) == 1
+    assert report["params"]["lora_reference"] == 73_728  # LoRA r=8 on MiniLM-L6 q,v: 6·2·8·(384+384)
+    env = report["environment"]
+    assert env["packages"]["torch"].startswith("2.13.0") and env["device"]
+    assert "git_sha" in env and "wall_seconds" in report
+    after = report["params"]["after"]
+    if adapter == "aslora":
+        assert after["num_distinct_B"] == 4 and after["adapter"] == 15_360
+        assert report["params"]["fraction_of_lora_after"] < 0.25
+        assert len(report["merge_history"]) == 8  # 4 ties per module type
+        assert report["params"]["before"]["num_distinct_B"] == 12
+    elif adapter == "lora":
+        assert after["adapter"] == 73_728
+    elif adapter == "full":
+        assert after["trainable"] == after["total"]
+    else:
+        assert report["merge_history"] == []
+
+
+def test_done_run_is_skipped_unless_overwrite(tmp_path):
+    best, container = _run(["adapter=lora"], tmp_path)
+    path = tmp_path / container["run_name"] / "report.json"
+    stamp = path.stat().st_mtime_ns
+    again, _ = _run(["adapter=lora"], tmp_path)
+    assert again == best and path.stat().st_mtime_ns == stamp
+    _run(["adapter=lora", "overwrite=true"], tmp_path)
+    assert path.stat().st_mtime_ns != stamp
+
+
+def test_same_seed_same_result(tmp_path):
+    first, _ = _run(["adapter=aslora", "seed=7"], tmp_path / "a")
+    second, container = _run(["adapter=aslora", "seed=7"], tmp_path / "b")
+    a = read_report(tmp_path / "a" / container["run_name"] / "report.json")
+    b = read_report(tmp_path / "b" / container["run_name"] / "report.json")
+    assert a["epochs"] == b["epochs"] and a["merge_history"] == b["merge_history"]
+
+
+def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
+    write_glue_fixture(tmp_path, "mrpc", n_train=32, n_val=16)
+    best, container = _run(["task=mrpc", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
+    report = read_report(tmp_path / "exp" / container["run_name"] / "report.json")
+    assert set(report["best"]["validation"]) == {"accuracy", "f1"} and report["best"]["test"] is None
+    assert report["steps"] == 2 and report["task"] == "mrpc"
+
+
+def test_cli_smoke_and_two_point_multirun(tmp_path):
+    single = _cli(["debug=smoke", "adapter=lora", f"experiments_dir={tmp_path / 'one'}"], tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert (tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42" / "report.json").is_file()
+    multi = _cli(["-m", "debug=smoke", "adapter=aslora", "adapter.params.max_merges=1,2",
+                  f"experiments_dir={tmp_path / 'sweep'}"], tmp_path)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    reports = sorted((tmp_path / "sweep").glob("*/report.json"))
+    assert [p.parent.name for p in reports] == [
+        "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=1_s42",
+        "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=2_s42",
+    ]
+    distinct = [json.loads(p.read_text())["params"]["after"]["num_distinct_B"] for p in reports]
+    assert distinct == [10, 8]  # 12 B's minus one or two ties per module type
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["task=sst3"], "sst3"),
+        (["adapter=qlora"], "qlora"),
+        (["model=gpt5"], "gpt5"),
+        (["task=sst2"], "hub=true"),
+        (["model=roberta-base"], "Hugging Face Hub, which is off"),
+        (["adapter.params.target_modules=[q_proj]"], "matches no module"),
+        (["adapter.params.max_merges=9"], "max_merges=9"),
+        (["train.lr=-1", "train.epochs=0"], "train.epochs=0"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(args, message, tmp_path):
+    result = _cli(["debug=smoke", f"experiments_dir={tmp_path / 'exp'}", *args], tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "exp").exists()

@@ -1,0 +1,56 @@
+"""Train and evaluate one adapter on one task: compose → build → adapt → fit → evaluate → report.
+
+    python train.py                                   # MiniLM-L6 + ASLoRA on rt_polarity, offline
+    python train.py task=sst2 adapter=aslora model=roberta-base hub=true
+    python train.py -m adapter=lora,aslora seed=1,2,3   # a sweep: one report per job
+
+Returns the best validation metric, for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("aslora")
+
+
+def register_resolvers() -> None:
+    """``${div:a,b}`` (spread merges over a fraction of the run) and ``${tag:s}`` ("_s" or "")."""
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("tag"):
+        OmegaConf.register_new_resolver("tag", lambda s: f"_{s}" if s else "")
+
+
+register_resolvers()
+
+
+def configure_environment(hub: bool, wandb_mode: str) -> None:
+    # Must run before transformers / datasets / huggingface_hub are imported: they read these once.
+    if hub:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        os.environ.pop("HF_DATASETS_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["WANDB_MODE"] = wandb_mode
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    configure_environment(bool(container.get("hub")), str((container.get("wandb") or {}).get("mode", "disabled")))
+    from aslora.run import run  # imports transformers: after the environment is set
+
+    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
+    return run(container, choices)
+
+
+if __name__ == "__main__":
+    main()
