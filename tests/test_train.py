@@ -76,11 +76,11 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
-    write_glue_fixture(tmp_path, "mrpc", n_train=32, n_val=16)
+    write_glue_fixture(tmp_path, "mrpc", n_train=128, n_val=16)
     best, container = _run(["task=mrpc", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
     report = read_report(tmp_path / "exp" / container["run_name"] / "report.json")
     assert set(report["best"]["validation"]) == {"accuracy", "f1"} and report["best"]["test"] is None
-    assert report["steps"] == 2 and report["task"] == "mrpc"
+    assert report["steps"] == 8 and report["task"] == "mrpc"
 
 
 def test_cli_smoke_and_two_point_multirun(tmp_path):
