@@ -24,6 +24,15 @@ def _merged_aslora(build, targets, merges=2):
     return model
 
 
+def _trained_adapter(kind, build, targets):
+    """An ASLoRA model after two ties, or a Tied-LoRA model, with non-zero factors."""
+    if kind == "aslora":
+        return _merged_aslora(build, targets)
+    model = aslora.apply_adapter(build(), aslora.TiedLoRAConfig(r=4, target_modules=targets))
+    randomise_adapter(model)
+    return model
+
+
 @pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
 def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
     build, targets = MODEL_BUILDERS[arch]
@@ -81,11 +90,7 @@ def test_loading_a_directory_without_an_adapter_fails_clearly(tmp_path):
 @pytest.mark.parametrize("kind", ["aslora", "tiedlora"])
 def test_merge_into_base_gives_the_same_logits_and_no_adapter(arch, kind, input_ids):
     build, targets = MODEL_BUILDERS[arch]
-    if kind == "aslora":
-        model = _merged_aslora(build, targets)
-    else:
-        model = aslora.apply_adapter(build(), aslora.TiedLoRAConfig(r=4, target_modules=targets))
-        randomise_adapter(model)
+    model = _trained_adapter(kind, build, targets)
     expected = model(input_ids).logits
     plain = aslora.merge_into_base(model)
     assert aslora.find_pool(plain) is None
@@ -119,11 +124,7 @@ def test_merge_into_base_is_exact_in_fp32_for_bf16_base(input_ids):
 @pytest.mark.parametrize("kind", ["aslora", "tiedlora"])
 def test_export_peft_lora_loads_in_peft_to_the_same_logits(arch, kind, tmp_path, input_ids):
     build, targets = MODEL_BUILDERS[arch]
-    if kind == "aslora":
-        model = _merged_aslora(build, targets)
-    else:
-        model = aslora.apply_adapter(build(), aslora.TiedLoRAConfig(r=4, target_modules=targets))
-        randomise_adapter(model)
+    model = _trained_adapter(kind, build, targets)
     expected = model(input_ids).logits
     aslora.export_peft_lora(model, tmp_path)
     served = peft.PeftModel.from_pretrained(build(), str(tmp_path)).eval()
