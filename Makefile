@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs clean
+.PHONY: help install demo test test-slow validate-configs bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-slow: $(INSTALLED)  ## the slow tests only
 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
 	$(PY) -m scripts.validate_configs
+
+bench: $(INSTALLED)  ## time every adapter against PEFT LoRA in one process; writes results/bench/<device>.json
+	$(PY) -m scripts.bench
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

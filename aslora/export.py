@@ -37,10 +37,14 @@ _CONFIG_TYPES = {cls.__name__: cls for cls in (ASLoRAConfig, ShareLoRAConfig, Ti
 _POOL_TENSORS = ("lora_A", "lora_B", "lora_u", "lora_v", "running_mean_B")
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write the adapter of ``model`` (adapted with one of our configs) to ``directory``."""
+def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_state: bool = True) -> Path:
+    """Write the adapter of ``model`` (adapted with one of our configs) to ``directory``.
+
+    ``training_state=False`` leaves out the running means of B, which only training needs: the
+    smallest file that still reproduces the adapted model's outputs.
+    """
     pool = _require_pool(model)
-    tensors = _adapter_tensors(model, pool)
+    tensors = _adapter_tensors(model, pool, training_state=training_state)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -50,6 +54,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
         "slots": pool.describe()["slots"],
         **pool.get_extra_state(),
     }
+    if not training_state:  # no means saved: training resumed from this starts them afresh
+        meta["num_mean_updates"] = 0
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
@@ -78,8 +84,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     model = apply_adapter(model, config, head_modules=meta["head_modules"])
     pool = _require_pool(model)
     pool.restore_sharing(meta["sharing"])
-    expected = _adapter_tensors(model, pool)
     saved = load_file(weights_path)
+    training_state = any(k.startswith("running_mean_B.") for k in saved)
+    expected = _adapter_tensors(model, pool, training_state=training_state)
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise ValueError(f"adapter in {directory} does not fit this model: missing {missing}, unexpected {unexpected}")
@@ -125,9 +132,9 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
     return directory
 
 
-def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.Tensor]:
+def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool, *, training_state: bool) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
-    for prefix in _POOL_TENSORS:
+    for prefix in _POOL_TENSORS if training_state else _POOL_TENSORS[:-1]:
         container = getattr(pool, prefix)
         for key in container.keys():
             tensors[f"{prefix}.{key}"] = container[key]

@@ -52,6 +52,16 @@ def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
     assert aslora.count_parameters(loaded) == aslora.count_parameters(model)
 
 
+def test_adapter_saved_without_training_state_still_reproduces_outputs(tmp_path, input_ids):
+    model = _merged_aslora(tiny_bert, ["query", "value"])
+    aslora.save_adapter(model, tmp_path, training_state=False)
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert not any(k.startswith("running_mean_B.") for k in saved)
+    loaded = aslora.load_adapter(tiny_bert(), tmp_path)
+    assert loaded.aslora_pool.num_mean_updates == 0  # its means start afresh if training continues
+    torch.testing.assert_close(loaded(input_ids).logits, model(input_ids).logits, rtol=0, atol=0)
+
+
 def test_tied_lora_round_trips(tmp_path, input_ids):
     model = aslora.apply_adapter(tiny_bert(), aslora.TiedLoRAConfig(r=4))
     randomise_adapter(model)

@@ -68,6 +68,12 @@ class SharedLoRAConfig:
     (a shape constraint, reported by ``count_parameters(...).num_A``). ``per_module``: one A per
     module type (``query``, ``value``), the ShareLoRA convention."""
 
+    reuse_input_projection: bool = True
+    """Compute ``x·Aᵀ`` once when several adapted modules share one A and receive the same input
+    tensor (q, k and v read the same hidden states), instead of once per module. Exact — the
+    product is the same — and skipped while dropout is active, where each module draws its own
+    mask. ``False`` gives the plain per-module path (kept for the equivalence test)."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             raise ValueError(f"r={self.r!r} must be a positive integer")
@@ -77,6 +83,8 @@ class SharedLoRAConfig:
             raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
         self.target_modules = _normalise_targets(self.target_modules)
         _require_choice("a_sharing", self.a_sharing, A_SHARING_CHOICES)
+        if not isinstance(self.reuse_input_projection, bool):
+            raise ValueError(f"reuse_input_projection={self.reuse_input_projection!r} must be true or false")
 
     @property
     def scaling(self) -> float:

@@ -60,9 +60,14 @@ class SharedLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        a, b = self.pool.factors(self.slot_key)
+        slot = self.pool.slots[self.slot_key]
+        b = self.pool.lora_B[slot.b_key]
         # The adapter computes in its own (fp32) dtype, then casts back, as PEFT's LoRA does.
-        hidden = F.linear(self.lora_dropout(x).to(a.dtype), a)
+        dropout_active = self.training and not isinstance(self.lora_dropout, nn.Identity)
+        hidden = self.pool.project(
+            slot.a_key, self.lora_dropout(x) if dropout_active else x,
+            reusable=self.pool.config.reuse_input_projection and not dropout_active,
+        )
         if self.pool.is_tied_lora:
             hidden = hidden * self.pool.lora_u[self.slot_key]
             update = F.linear(hidden, b) * self.pool.lora_v[self.slot_key]

@@ -10,11 +10,13 @@ travel in the pool's ``extra_state``, so ``model.state_dict()`` alone can restor
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from aslora.adapters.config import SharedLoRAConfig, TiedLoRAConfig
 
@@ -91,6 +93,8 @@ class SharedLoRAPool(nn.Module):
         self.num_mean_updates = 0
         self.merge_history: list[dict[str, Any]] = []
         self.track_running_means = track_running_means
+        # a_key → (weak ref to input, input version, A version, grad mode, x·Aᵀ); see project()
+        self._projection_cache: dict[str, tuple] = {}
 
         for slot in slots:
             if slot.a_key not in self.lora_A:
@@ -116,6 +120,34 @@ class SharedLoRAPool(nn.Module):
     def factors(self, slot_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         slot = self.slots[slot_key]
         return self.lora_A[slot.a_key], self.lora_B[slot.b_key]
+
+    def project(self, a_key: str, x: torch.Tensor, *, reusable: bool) -> torch.Tensor:
+        """``x·Aᵀ`` for the A under ``a_key``, computed once per input tensor when ``reusable``.
+
+        q and v of one attention block are called with the same hidden-states tensor object and,
+        under global sharing, the same A: the second call returns the first's product. The entry
+        is valid only for that very tensor (held weakly, so the cache never keeps activations
+        alive), unmodified (``_version``), with A unmodified (the optimizer bumps its version) and
+        in the same grad mode. Autograd then sums both modules' gradients into the one product.
+        """
+        a = self.lora_A[a_key]
+        if not reusable:
+            return F.linear(x.to(a.dtype), a)
+        grad_mode = torch.is_grad_enabled()
+        cached = self._projection_cache.get(a_key)
+        if (cached is not None and cached[0]() is x and cached[1] == x._version
+                and cached[2] == a._version and cached[3] == grad_mode):
+            return cached[4]
+        product = F.linear(x.to(a.dtype), a)
+        self._projection_cache[a_key] = (weakref.ref(x), x._version, a._version, grad_mode, product)
+        return product
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The projection cache is transient (a weak reference and a graph node): a copy or a
+        # pickle of the model starts without it, as a fresh forward would.
+        state = self.__dict__.copy()
+        state["_projection_cache"] = {}
+        return state
 
     @property
     def is_tied_lora(self) -> bool:

