@@ -3,20 +3,30 @@
 AdamW, linear warm-up then linear decay, gradient clipping, evaluation after each epoch with
 best-epoch tracking, dynamic padding. ASLoRA's merge controller runs after every optimizer step;
 when it ties two B's it removes the retired one from the optimizer right there, in the loop.
-Built on ``accelerate``, so the same loop runs on one CPU, one GPU or several processes.
+Built on ``accelerate``, so the same loop runs on one CPU, one GPU or several processes (DDP).
+
+Exact continuation: each epoch's order is a permutation drawn from ``(seed, epoch)`` alone, so a
+resumed run skips the batches already done and sees the rest in the same order; checkpoints carry
+every RNG state, so dropout draws the same masks. Resumed and uninterrupted runs end bit-identical
+on CPU (``tests/test_resume.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from aslora import checkpoint as ckpt
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
@@ -24,6 +34,13 @@ from aslora.adapters.pool import find_pool
 from aslora.data import TaskData
 from aslora.metrics import compute_metrics
 from aslora.params import count_parameters
+
+log = logging.getLogger("aslora")
+NONFINITE_POLICIES = ("error", "skip")
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient under ``nonfinite="error"`` (or too many under ``skip``)."""
 
 
 @dataclass(frozen=True)
@@ -40,25 +57,36 @@ class TrainSettings:
     seed: int = 0
     mixed_precision: str = "no"
     progress_bar: bool = True
+    nonfinite: str = "error"
+    """A NaN/Inf loss or gradient: ``error`` stops (the last checkpoint stays the last good one);
+    ``skip`` drops that batch's update and counts it."""
+    max_skipped_steps: int = 10
+    """Under ``skip``: stop once more than this many updates were dropped."""
 
     def __post_init__(self) -> None:
         problems = []
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        if not (_is_number(self.lr) and self.lr > 0):
             problems.append(f"train.lr={self.lr!r} must be a positive number")
-        if self.head_lr is not None and not (isinstance(self.head_lr, (int, float)) and self.head_lr > 0):
+        if self.head_lr is not None and not (_is_number(self.head_lr) and self.head_lr > 0):
             problems.append(f"train.head_lr={self.head_lr!r} must be a positive number or null")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 problems.append(f"train.{name}={value!r} must be a positive integer")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
             problems.append(f"train.weight_decay={self.weight_decay!r} must be >= 0")
-        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
             problems.append(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
-        if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
+        if self.max_grad_norm is not None and not (_is_number(self.max_grad_norm) and self.max_grad_norm > 0):
             problems.append(f"train.max_grad_norm={self.max_grad_norm!r} must be positive or null")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             problems.append(f"train.mixed_precision={self.mixed_precision!r} must be one of ['no', 'bf16', 'fp16']")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
+        if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
+            problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
+        if not isinstance(self.progress_bar, bool):
+            problems.append(f"train.progress_bar={self.progress_bar!r} must be true or false")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -75,17 +103,47 @@ class FitResult:
     params_after: dict[str, Any] = field(default_factory=dict)
     merge_history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    skipped_steps: int = 0
+    resumed_from_step: int | None = None
+    num_processes: int = 1
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Where and how often to checkpoint, whether to resume, and fault injection for tests."""
+
+    checkpoint_dir: Path | None = None
+    checkpoint_every_steps: int | None = None
+    keep_last_checkpoints: int = 2
+    resume: bool = False
+    kill_after_step: int | None = None
+    """Fault injection: SIGKILL this process right after this optimizer step (resume tests)."""
 
 
 Logger = Callable[[dict[str, float], int], None]
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation that depends only on ``(seed, epoch)``: any process, any restart, same order."""
+
+    def __init__(self, size: int, seed: int, epoch: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) -> int:
-    return math.ceil(math.ceil(num_examples / num_processes) / batch_size)
+    """Optimizer steps per epoch when each of ``num_processes`` takes whole batches in turn."""
+    return math.ceil(math.ceil(num_examples / batch_size) / num_processes)
 
 
 def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSettings,
-        log: Logger | None = None) -> FitResult:
+        log_metrics: Logger | None = None, options: FitOptions = FitOptions()) -> FitResult:
     """Train ``model`` (already adapted) on ``data.train``; evaluate each epoch on validation
     (and test, where the task has labelled test data); return the per-epoch record.
 
@@ -93,60 +151,135 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     at that epoch, so the held-out number is never selected on.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    log = log or (lambda metrics, step: None)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
-    set_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
-    train_loader = torch.utils.data.DataLoader(
-        data.train, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=generator)
-    eval_loaders = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
-    eval_loaders = {k: torch.utils.data.DataLoader(v, batch_size=settings.eval_batch_size, collate_fn=collate)
-                    for k, v in eval_loaders.items()}
-
-    total_steps = settings.epochs * steps_per_epoch(len(data.train), settings.batch_size, accelerator.num_processes)
+    log_metrics = log_metrics or (lambda metrics, step: None)
     pool = find_pool(model)
+    is_aslora = pool is not None and isinstance(pool.config, ASLoRAConfig)
+    # A retired B stops receiving gradients mid-run, which DDP must be told to expect; the running
+    # means are computed identically on every process from synchronised B's, so no broadcast.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=is_aslora, broadcast_buffers=not is_aslora)
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[ddp])
+    set_seed(settings.seed)
+
+    # Every loader gets its own generator: creating an iterator draws a seed from the loader's
+    # generator, or else from the global RNG — which would shift dropout masks after a resume.
+    def train_loader(epoch: int):
+        loader = torch.utils.data.DataLoader(
+            data.train, batch_size=settings.batch_size, collate_fn=collate,
+            sampler=EpochShuffle(len(data.train), settings.seed, epoch),
+            generator=torch.Generator().manual_seed(settings.seed + epoch))
+        return accelerator.prepare_data_loader(loader)
+
+    eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
+    eval_loaders = {k: accelerator.prepare_data_loader(torch.utils.data.DataLoader(
+        v, batch_size=settings.eval_batch_size, collate_fn=collate, generator=torch.Generator().manual_seed(0)))
+        for k, v in eval_sets.items()}
+
+    total_steps = settings.epochs * len(train_loader(1))
     # built before the first step: an impossible merge schedule fails here, not mid-run
-    controller = MergeController(model, total_steps) if pool is not None and isinstance(pool.config, ASLoRAConfig) else None
-    result = FitResult(total_steps=total_steps, params_before=count_parameters(model).as_dict())
+    controller = MergeController(model, total_steps) if is_aslora else None
+    result = FitResult(total_steps=total_steps, params_before=count_parameters(model).as_dict(),
+                       num_processes=accelerator.num_processes)
+
+    resume_state, resume_dir = None, None
+    if options.checkpoint_dir is not None:
+        if options.resume:
+            resume_dir = ckpt.latest_valid(options.checkpoint_dir)
+            resume_state = ckpt.load_state(resume_dir) if resume_dir is not None else None
+        elif accelerator.is_main_process and ckpt.list_checkpoints(options.checkpoint_dir):
+            # a fresh start must never later resume from an older run's checkpoints
+            log.info("starting afresh: removing old checkpoints in %s", options.checkpoint_dir)
+            for old in ckpt.list_checkpoints(options.checkpoint_dir):
+                ckpt.discard(old)
+        accelerator.wait_for_everyone()
+    if resume_state is not None:
+        _restore_model(model, pool, resume_state)  # before the optimizer: its parameter list must match
 
     optimizer = torch.optim.AdamW(_param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, num_warmup_steps=math.ceil(settings.warmup_ratio * total_steps), num_training_steps=total_steps)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+    step, start_epoch, batches_done, epoch_losses = 0, 1, 0, []
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        step, start_epoch = resume_state["step"], resume_state["epoch"]
+        batches_done, epoch_losses = resume_state["batches_done"], list(resume_state["epoch_losses"])
+        for key, value in resume_state["result"].items():
+            setattr(result, key, value)
+        result.resumed_from_step = step
+        log.info("resuming from %s (step %d, epoch %d, batch %d)", resume_dir, step, start_epoch, batches_done)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if resume_state is not None:
+        ckpt.set_rng_state(ckpt.load_rng(resume_dir, accelerator.process_index))
 
-    from tqdm.auto import tqdm
+    def save_checkpoint(epoch: int) -> None:
+        tmp = options.checkpoint_dir / f".tmp-{ckpt.PREFIX}{step:09d}"
+        if accelerator.is_main_process:
+            ckpt.begin(options.checkpoint_dir, step)
+        accelerator.wait_for_everyone()
+        ckpt.write_rng(tmp, accelerator.process_index)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": step, "epoch": epoch, "batches_done": batches_done, "epoch_losses": epoch_losses,
+                     "model": _trainable_state(accelerator.unwrap_model(model)),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "result": {k: getattr(result, k) for k in _RESUMABLE_FIELDS}}
+            ckpt.commit(tmp, options.checkpoint_dir, step, state, options.keep_last_checkpoints)
+        accelerator.wait_for_everyone()
 
-    progress = tqdm(total=total_steps, desc="train", disable=not (settings.progress_bar and accelerator.is_main_process))
-    step, started = 0, time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
+    progress = tqdm(total=total_steps, initial=step, desc="train",
+                    disable=not (settings.progress_bar and accelerator.is_main_process))
+    started = time.perf_counter()
+    for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
-        losses = []
-        for batch in train_loader:
+        loader = train_loader(epoch)
+        if batches_done:
+            loader = accelerator.skip_first_batches(loader, batches_done)
+        for batch in loader:
             loss = model(**batch).loss
             accelerator.backward(loss)
-            if settings.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
+            if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                result.skipped_steps += 1
+                where = f"after step {step} (epoch {epoch}, batch {batches_done + 1})"
+                last = ckpt.latest_valid(options.checkpoint_dir) if options.checkpoint_dir else None
+                if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
+                    raise NonFiniteError(
+                        f"non-finite loss or gradient {where}"
+                        + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
+                           f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
+                        + f"; last good checkpoint: {last or 'none'}")
+                log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
+                batches_done += 1
+                continue
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            losses.append(loss.detach())
+            batches_done += 1
+            epoch_losses.append(loss.item())
             if controller is not None:
-                for event in controller.step(step, optimizer):
-                    log({"aslora/num_B": controller.num_distinct_B, "aslora/merge_distance": event.distance}, step)
+                events = controller.step(step, optimizer)
+                _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], step)
+                for event in events:
+                    log_metrics({"aslora/num_B": controller.num_distinct_B, "aslora/merge_distance": event.distance}, step)
             if step % 10 == 0 or step == total_steps:
-                loss_value = loss.item()
-                progress.set_postfix(loss=f"{loss_value:.4f}")
-                log({"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0]}, step)
+                progress.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+                log_metrics({"train/loss": epoch_losses[-1], "train/lr": scheduler.get_last_lr()[0]}, step)
             progress.update(1)
-        record = {"epoch": epoch, "step": step, "train_loss": float(torch.stack(losses).mean())}
-        for split, loader in eval_loaders.items():
-            record[split] = evaluate(model, loader, data, accelerator)
-            log({f"{split}/{k}": v for k, v in record[split].items()}, step)
+            if options.checkpoint_every_steps and step % options.checkpoint_every_steps == 0:
+                save_checkpoint(epoch)
+            if options.kill_after_step == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
+        for split, eval_loader in eval_loaders.items():
+            record[split] = evaluate(model, eval_loader, data, accelerator)
+            log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, step)
         if controller is not None:
             record["num_distinct_B"] = controller.num_distinct_B
         result.epochs.append(record)
@@ -154,10 +287,10 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
         if result.best_metric is None or main > result.best_metric:
             result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
             result.test_at_best = record.get("test")
+        batches_done, epoch_losses = 0, []
     progress.close()
-    result.train_seconds = time.perf_counter() - started
-    unwrapped = accelerator.unwrap_model(model)
-    result.params_after = count_parameters(unwrapped).as_dict()
+    result.train_seconds += time.perf_counter() - started
+    result.params_after = count_parameters(accelerator.unwrap_model(model)).as_dict()
     result.merge_history = list(pool.merge_history) if pool is not None else []
     return result
 
@@ -178,6 +311,49 @@ def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) ->
     return compute_metrics(data.spec.metrics, p, y)
 
 
+_RESUMABLE_FIELDS = ("epochs", "best_epoch", "best_metric", "best_validation", "test_at_best", "skipped_steps",
+                     "train_seconds")
+
+
+def _trainable_state(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint must hold of the model: trainable parameters and the whole ASLoRA pool
+    (its buffers — the running means — and its extra state: layer→B map, history, mean count)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    pool = find_pool(model)
+    pool_prefix = next((f"{n}." for n, m in model.named_modules() if m is pool), None)
+    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()
+            if k in trainable or (pool_prefix is not None and k.startswith(pool_prefix))}
+
+
+def _restore_model(model: nn.Module, pool: Any, state: dict[str, Any]) -> None:
+    saved = state["model"]
+    if pool is not None:
+        extra_key = next(k for k in saved if k.endswith("_extra_state"))
+        pool.restore_sharing(saved[extra_key]["sharing"])
+    missing, unexpected = model.load_state_dict(saved, strict=False)
+    if unexpected:
+        raise ValueError(f"checkpoint does not fit this model: unexpected keys {sorted(unexpected)[:5]}")
+
+
+def _any_process(accelerator: Any, flag: torch.Tensor) -> bool:
+    """One host sync per step, and every process takes the same branch (else DDP would hang)."""
+    flag = flag.float().reshape(1)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum")
+    return bool(flag.item() > 0)
+
+
+def _assert_same_on_every_process(accelerator: Any, decision: list, step: int) -> None:
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    decisions = [None] * accelerator.num_processes
+    dist.all_gather_object(decisions, decision)
+    if any(d != decisions[0] for d in decisions):
+        raise RuntimeError(f"ASLoRA merge decisions differ across processes at step {step}: {decisions}")
+
+
 def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, Any]]:
     heads = head_module_names(model)
     head, body = [], []
@@ -188,3 +364,11 @@ def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, A
     if head:
         groups.append({"params": head, "lr": settings.head_lr or settings.lr})
     return [g for g in groups if g["params"]]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

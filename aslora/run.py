@@ -14,8 +14,10 @@ from typing import Any
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
+from aslora.adapters.pool import find_pool
+from aslora.export import save_adapter
 from aslora.data import check_task_available, get_task, load_task
-from aslora.loop import fit
+from aslora.loop import FitOptions, fit
 from aslora.models import check_model_available, load_classifier
 from aslora.params import lora_parameter_count
 from aslora.report import REPORT_VERSION, environment, is_done, read_report, write_report
@@ -38,6 +40,9 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
     check_model_available(settings.model, hub_enabled=settings.hub)
     adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
+    if settings.validate_only:
+        log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
+        return None
 
     # build — seeded first: the new task head and the adapter's A are drawn from the global RNG
     from accelerate.utils import set_seed
@@ -59,8 +64,14 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
 
     collate = DataCollatorWithPadding(tokenizer)
     with Tracker(settings.wandb, settings.run_name, container) as tracker:
-        result = fit(model, data, collate, settings.train, tracker.log)
+        options = FitOptions(
+            checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,
+            checkpoint_every_steps=settings.checkpoint.every_steps, keep_last_checkpoints=settings.checkpoint.keep_last,
+            resume=settings.resume, kill_after_step=settings.kill_after_step)
+        result = fit(model, data, collate, settings.train, tracker.log, options)
+        adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started, len(data.train))
+        report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
         tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
         tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
                          "params/fraction_of_lora": report["params"]["fraction_of_lora_after"]})
@@ -70,6 +81,18 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
              report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],
              settings.reference_lora_rank, settings.report_path)
     return result.best_metric
+
+
+def _save_trained_adapter(model: Any, directory: Any) -> Any:
+    """The trained adapter, ready for another stack: ours via ``save_adapter`` (load with
+    ``aslora.load_adapter``, or ``aslora.export_peft_lora`` it), PEFT's via ``save_pretrained``.
+    Full fine-tuning saves nothing here (a whole model per run is not a report artefact)."""
+    if find_pool(model) is not None:
+        return save_adapter(model, directory, training_state=False)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(directory))
+        return directory
+    return None
 
 
 def _target_shapes(model: Any, target_modules: Any) -> list[tuple[int, int]]:
@@ -104,6 +127,9 @@ def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_
         },
         "merge_history": result.merge_history,
         "steps": result.total_steps,
+        "skipped_steps": result.skipped_steps,
+        "resumed_from_step": result.resumed_from_step,
+        "num_processes": result.num_processes,
         "train_examples": num_train,
         "train_seconds": result.train_seconds,
         "wall_seconds": wall_seconds,

@@ -14,12 +14,14 @@ from typing import Any
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.registry import ADAPTERS, build_adapter_config
 from aslora.data import TASKS
+from aslora.checkpoint import CheckpointSettings
 from aslora.loop import TrainSettings, steps_per_epoch
 from aslora.models import ModelSpec
 
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
-                   "model", "task", "adapter", "train", "wandb"}
+                   "model", "task", "adapter", "train", "wandb", "checkpoint", "resume", "validate_only",
+                   "kill_after_step"}
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,21 @@ class RunSettings:
     hub: bool = False
     overwrite: bool = False
     wandb: WandbSettings = WandbSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    resume: bool = False
+    validate_only: bool = False
+    kill_after_step: int | None = None
+    """Fault injection for the resume tests: SIGKILL the run right after this optimizer step."""
     choices: dict[str, str] | None = None
     """Which option of each config group was composed (for the report)."""
 
     @property
     def run_dir(self) -> Path:
         return Path(self.experiments_dir) / self.run_name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
 
     @property
     def report_path(self) -> Path:
@@ -136,6 +147,10 @@ class RunSettings:
             except (TypeError, ValueError) as error:
                 problems.append(f"adapter.params: {error}")
         wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")
+        checkpoint = section("checkpoint", CheckpointSettings, data.get("checkpoint", {}), "checkpoint")
+        kill_after_step = data.get("kill_after_step")
+        if kill_after_step is not None and (not isinstance(kill_after_step, int) or kill_after_step <= 0):
+            problems.append(f"kill_after_step={kill_after_step!r} must be a positive integer or null")
         if wandb is not None and wandb.mode not in WANDB_MODES:
             problems.append(f"wandb.mode={wandb.mode!r} must be one of {list(WANDB_MODES)}")
         seed = data.get("seed")
@@ -147,7 +162,7 @@ class RunSettings:
         run_name = data.get("run_name")
         if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
             problems.append(f"run_name={run_name!r} must be a non-empty name without '/'")
-        for flag in ("hub", "overwrite"):
+        for flag in ("hub", "overwrite", "resume", "validate_only"):
             if not isinstance(data.get(flag, False), bool):
                 problems.append(f"{flag}={data.get(flag)!r} must be true or false")
         if problems:
@@ -157,5 +172,7 @@ class RunSettings:
             target_modules=target_modules if isinstance(target_modules, str) else tuple(target_modules),
             task=task, adapter=adapter, train=train, experiments_dir=str(data.get("experiments_dir", "experiments")),
             reference_lora_rank=int(data.get("reference_lora_rank", 8)), hub=bool(data.get("hub", False)),
-            overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices,
+            overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices, checkpoint=checkpoint,
+            resume=bool(data.get("resume", False)), validate_only=bool(data.get("validate_only", False)),
+            kill_after_step=kill_after_step,
         )
