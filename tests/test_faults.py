@@ -1,0 +1,120 @@
+"""Bad numbers and bad input (issue 5): non-finite policy, validate_only, and a config fuzz."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import aslora
+from aslora.data import TaskData, get_task
+from aslora.loop import FitOptions, NonFiniteError, TrainSettings, fit
+from aslora.run import run
+from conftest import tiny_bert
+from scripts.compose import compose_run
+
+
+def _tiny_task(n=32):
+    generator = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(2, 97, (6,), generator=generator), "labels": i % 2} for i in range(n)]
+    return TaskData(get_task("rt_polarity"), train=rows, validation=rows[:8], test=None)
+
+
+def _collate(rows):
+    return {"input_ids": torch.stack([r["input_ids"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}
+
+
+def _poison_after(model, calls: set[int]):
+    """Make the classifier's output NaN on the given training forward calls (1-based)."""
+    count = {"n": 0}
+
+    def hook(module, inputs, output):
+        if module.training:
+            count["n"] += 1
+            if count["n"] in calls:
+                return output * float("nan")
+        return output
+
+    model.classifier.register_forward_hook(hook)
+
+
+def test_nonfinite_loss_stops_with_error_naming_the_step_and_last_checkpoint(tmp_path):
+    model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
+    _poison_after(model, {5})
+    settings = TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False)
+    options = FitOptions(checkpoint_dir=tmp_path, checkpoint_every_steps=2)
+    with pytest.raises(NonFiniteError, match=r"non-finite loss or gradient after step 4 \(epoch 1, batch 5\).*step-000000004"):
+        fit(model, _tiny_task(), _collate, settings, options=options)
+
+
+def test_skip_policy_drops_bad_updates_and_counts_them():
+    model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
+    _poison_after(model, {2, 6})
+    result = fit(model, _tiny_task(), _collate,
+                 TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False, nonfinite="skip"))
+    assert result.skipped_steps == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert len(result.epochs) == 1 and result.epochs[0]["step"] == 8 - 2
+
+
+def test_skip_policy_stops_after_too_many():
+    model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
+    _poison_after(model, {1, 2, 3})
+    settings = TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False, nonfinite="skip", max_skipped_steps=2)
+    with pytest.raises(NonFiniteError, match="3 updates skipped, more than train.max_skipped_steps=2"):
+        fit(model, _tiny_task(), _collate, settings)
+
+
+def test_validate_only_loads_nothing_and_writes_nothing(tmp_path):
+    container, choices = compose_run(["validate_only=true", f"experiments_dir={tmp_path}"])
+    assert run(container, choices) is None
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# Fuzz: malformed overrides of every kind each get a clear error and write nothing.
+KEYS = ["seed", "train.lr", "train.epochs", "train.batch_size", "train.warmup_ratio", "train.weight_decay",
+        "train.max_grad_norm", "train.mixed_precision", "train.nonfinite", "task.max_length",
+        "task.max_train_examples", "adapter.params.r", "adapter.params.lora_alpha", "adapter.params.max_merges",
+        "adapter.params.merge_candidates", "adapter.params.a_sharing", "adapter.params.merge_update_ratio",
+        "adapter.params.merge_start_fraction", "adapter.params.merge_interval_fraction",
+        "adapter.params.merge_distance_threshold", "adapter.params.lora_dropout", "checkpoint.every_steps",
+        "checkpoint.keep_last", "wandb.mode", "model.dropout", "run_name", "hub", "resume"]
+BAD_VALUES = ["-1", "0", "-0.5", "1e300", "nan", "''", "abc", "[1,2]", "{a: 1}", "true", "2.5", "-1e-9"]
+GOOD = {"seed": {"0", "2.5"}, "train.weight_decay": {"0", "1e300", "2.5"}, "train.max_grad_norm": {"1e300", "2.5"},
+        "adapter.params.lora_alpha": {"1e300", "2.5"}, "train.lr": {"2.5"},
+        "adapter.params.merge_distance_threshold": {"0", "1e300", "2.5"}, "task.max_length": set(),
+        "adapter.params.max_merges": {"0"}, "adapter.params.lora_dropout": {"0"}, "model.dropout": {"0"},
+        "adapter.params.merge_start_fraction": {"0"},
+        "hub": {"true"}, "resume": {"true"}, "run_name": {"-1", "0", "abc", "true", "2.5", "-0.5", "1e300",
+                                                          "-1e-9", "nan"}}
+
+
+def _cases(n=60, seed=0):
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < n:
+        key, value = rng.choice(KEYS), rng.choice(BAD_VALUES)
+        if value not in GOOD.get(key, set()):
+            cases.append((key, value))
+    return cases
+
+
+@pytest.mark.parametrize("key, value", _cases())
+def test_fuzzed_override_fails_clearly_before_anything_is_written(key, value, tmp_path):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        container, choices = compose_run([f"{key}={value}", "debug=smoke", "validate_only=true",
+                                          f"experiments_dir={tmp_path / 'exp'}"])
+        outcome = run(container, choices)
+    except (ValueError, HydraException, OmegaConfBaseException) as error:
+        message = str(error)
+        assert message and len(message) < 5000
+        # the message names the key (or its last part) or the value that was wrong
+        assert key.split(".")[-1] in message or value.strip("'") in message or "run_name" in message, message
+    else:
+        pytest.fail(f"{key}={value} was accepted (returned {outcome!r})")
+    assert not (tmp_path / "exp").exists()
