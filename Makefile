@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs bench clean
+.PHONY: help install demo test test-slow validate-configs bench tables reproduce-offline reproduce-glue sweep-merge clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,24 @@ validate-configs: $(INSTALLED)  ## compose every model × task × adapter and va
 
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA in one process; writes results/bench/<device>.json
 	$(PY) -m scripts.bench
+
+tables: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv → results/tables/*.md|.tex
+	$(PY) -m scripts.collect_results
+	$(PY) -m scripts.make_tables
+
+reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~1 h, 2 CPU cores), then tables
+	$(PY) train.py sweep=offline
+	$(MAKE) tables
+
+reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds: needs the Hugging Face Hub and a GPU (days); restartable
+	$(PY) train.py sweep=glue
+	$(MAKE) tables
+
+sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
+	for s in merge_max_merges merge_threshold merge_candidates merge_start merge_interval; do \
+		$(PY) train.py sweep=$$s || exit 1; done
+	$(MAKE) tables
+	$(PY) -m scripts.plot_sweep
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

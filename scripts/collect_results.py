@@ -1,0 +1,86 @@
+"""Every ``experiments/**/report.json`` → ``results/runs.csv``: one row per finished run.
+
+    python -m scripts.collect_results [--experiments experiments] [--out results/runs.csv]
+
+Nothing is typed by hand: every column comes from a report (see aslora/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = [
+    "run_name", "grid", "model", "task", "task_standin_for", "adapter", "seed", "main_metric", "best_metric",
+    "best_epoch", "test_metric_at_best", "adapter_params_before", "adapter_params_after", "lora_reference",
+    "fraction_of_lora_after", "num_distinct_B_after", "a_sharing", "max_merges", "merge_candidates",
+    "merge_distance_threshold", "merge_start_fraction", "merge_interval_fraction", "merge_start_step",
+    "merge_interval_steps", "merge_update_ratio", "merge_scope", "num_merges", "steps", "train_seconds",
+    "device", "num_processes", "git_sha", "git_dirty", "report",
+]
+
+
+def row(report: dict, path: Path) -> dict:
+    params = report["config"]["adapter"]["params"]
+    metric = report["main_metric"]
+    test = (report["best"].get("test") or {}).get(metric)
+    return {
+        "run_name": report["run_name"], "grid": report["config"].get("run_prefix", "").rstrip("_") or "single",
+        "model": report["model"], "task": report["task"], "task_standin_for": report.get("task_standin_for") or "",
+        "adapter": report["adapter"], "seed": report["seed"], "main_metric": metric,
+        "best_metric": report["best"]["metric"], "best_epoch": report["best"]["epoch"],
+        "test_metric_at_best": "" if test is None else test,
+        "adapter_params_before": report["params"]["before"]["adapter"],
+        "adapter_params_after": report["params"]["after"]["adapter"],
+        "lora_reference": report["params"]["lora_reference"],
+        "fraction_of_lora_after": report["params"]["fraction_of_lora_after"],
+        "num_distinct_B_after": report["params"]["after"].get("num_distinct_B") or "",
+        **{key: _blank(params.get(key)) for key in (
+            "a_sharing", "max_merges", "merge_candidates", "merge_distance_threshold", "merge_start_fraction",
+            "merge_interval_fraction", "merge_start_step", "merge_interval_steps", "merge_update_ratio",
+            "merge_scope")},
+        "num_merges": len(report.get("merge_history", [])), "steps": report["steps"],
+        "train_seconds": round(report["train_seconds"], 1), "device": report["environment"]["device"],
+        "num_processes": report.get("num_processes", 1), "git_sha": report["environment"]["git_sha"] or "",
+        "git_dirty": report["environment"]["git_dirty"], "report": str(path),
+    }
+
+
+def collect(experiments: Path) -> list[dict]:
+    rows = []
+    for path in sorted(experiments.glob("**/report.json")):
+        report = json.loads(path.read_text())
+        if report.get("status") == "done":
+            rows.append(row(report, path.relative_to(experiments.parent) if experiments.is_absolute() else path))
+    return rows
+
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _blank(value):
+    return "" if value is None else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", type=Path, default=ROOT / "experiments")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "runs.csv")
+    args = parser.parse_args(argv)
+    rows = collect(args.experiments)
+    write_csv(rows, args.out)
+    print(f"{len(rows)} finished runs → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

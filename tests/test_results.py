@@ -1,0 +1,82 @@
+"""The results pipeline (issue 4): reports → runs.csv → tables, and the sharing-map figures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aslora.run import run
+from scripts import collect_results, make_tables, plot_sharing
+from scripts.compose import compose_run, options
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_tables_from_fixture_runs_match_golden(tmp_path):
+    assert make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path)]) == 0
+    golden = sorted(p.name for p in (FIXTURES / "golden").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == golden
+    for name in golden:
+        assert (tmp_path / name).read_text() == (FIXTURES / "golden" / name).read_text(), name
+
+
+def test_make_tables_without_runs_says_what_to_do(tmp_path):
+    with pytest.raises(SystemExit, match="collect_results"):
+        make_tables.main(["--runs", str(tmp_path / "none.csv"), "--out", str(tmp_path)])
+
+
+def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
+    experiments = tmp_path / "experiments"
+    container, choices = compose_run(["debug=smoke", f"experiments_dir={experiments}"])
+    run(container, choices)
+    assert collect_results.main(["--experiments", str(experiments), "--out", str(tmp_path / "runs.csv")]) == 0
+    with open(tmp_path / "runs.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["adapter"], row["grid"], row["num_distinct_B_after"], row["num_merges"]) == ("aslora", "smoke", "4", "8")
+    assert float(row["fraction_of_lora_after"]) < 0.25
+    make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "tables")])
+    table = (tmp_path / "tables" / "smoke_minilm-l6.md").read_text()
+    assert "| ASLoRA | 15,360 | 20.8 |" in table and "stand-in for sst2" in table
+
+    run_dir = experiments / container["run_name"]
+    _, adapter = plot_sharing.load(run_dir)
+    types, groups, _ = plot_sharing.sharing_matrix(adapter)
+    assert types == ["query", "value"] and groups.shape == (2, 6)
+    assert [len(np.unique(g)) for g in groups] == [2, 2]  # 6 layers, 4 ties each → 2 B's per type
+    assert plot_sharing.main([str(run_dir), "--out", str(tmp_path / "plots")]) == 0
+    for name in ("sharing_map.png", "merge_timeline.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("sweep", options("sweep"))
+def test_every_sweep_config_composes_and_validates(sweep):
+    from aslora.settings import RunSettings
+
+    container, choices = compose_run([f"sweep={sweep}"])
+    RunSettings.from_dict(container, choices).check_schedule_fits()
+
+
+def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
+    from scripts import plot_sweep
+    from scripts.collect_results import COLUMNS
+
+    rows = []
+    for name, values in (("max_merges", ["0", "2", "4"]), ("merge_candidates", ["adjacent", "all"])):
+        for value in values:
+            for seed in (1, 2):
+                row = {c: "" for c in COLUMNS}
+                row.update(run_name=f"merge_minilm-l6_rt_polarity_aslora_adapter.params.{name}={value}_s{seed}",
+                           grid="merge", model="minilm-l6", task="rt_polarity", main_metric="accuracy",
+                           best_metric=0.7 + 0.01 * seed, adapter_params_after=30000)
+                rows.append(row)
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    points = plot_sweep.swept_points(rows)
+    assert sorted(points) == ["max_merges", "merge_candidates"] and sorted(points["max_merges"]) == ["0", "2", "4"]
+    assert plot_sweep.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fig")]) == 0
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["sweep_max_merges.png", "sweep_merge_candidates.png"]
