@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs bench tables reproduce-offline reproduce-glue sweep-merge clean
+.PHONY: help install demo test test-slow validate-configs bench tables reproduce-offline reproduce-glue sweep-merge ablation clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,10 @@ sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (of
 		$(PY) train.py sweep=$$s || exit 1; done
 	$(MAKE) tables
 	$(PY) -m scripts.plot_sweep
+
+ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
+	$(PY) train.py sweep=ablation
+	$(MAKE) tables
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

@@ -31,6 +31,7 @@ log = logging.getLogger("aslora")
 def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> float | None:
     """Run the experiment ``container`` describes (a resolved config); return the best metric."""
     started = time.perf_counter()
+    provenance = environment()  # at the start: the code that runs, not what HEAD is when it ends
     settings = RunSettings.from_dict(container, choices)
     if is_done(settings.report_path) and not settings.overwrite:
         previous = read_report(settings.report_path)
@@ -80,7 +81,8 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         if not is_main:
             return result.best_metric
         adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
-        report = _report(settings, container, result, lora_reference, time.perf_counter() - started, len(data.train))
+        report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
+                         len(data.train), provenance)
         report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
         tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
         tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
@@ -111,7 +113,7 @@ def _target_shapes(model: Any, target_modules: Any) -> list[tuple[int, int]]:
 
 
 def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_reference: int,
-            wall_seconds: float, num_train: int) -> dict[str, Any]:
+            wall_seconds: float, num_train: int, provenance: dict[str, Any]) -> dict[str, Any]:
     spec = get_task(settings.task.name)
     return {
         "report_version": REPORT_VERSION,
@@ -144,5 +146,5 @@ def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_
         "train_seconds": result.train_seconds,
         "wall_seconds": wall_seconds,
         "config": container,
-        "environment": environment(),
+        "environment": provenance,
     }

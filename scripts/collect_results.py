@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,8 +21,15 @@ COLUMNS = [
     "fraction_of_lora_after", "num_distinct_B_after", "a_sharing", "max_merges", "merge_candidates",
     "merge_distance_threshold", "merge_start_fraction", "merge_interval_fraction", "merge_start_step",
     "merge_interval_steps", "merge_update_ratio", "merge_scope", "num_merges", "steps", "train_seconds",
-    "device", "num_processes", "git_sha", "git_dirty", "report",
+    "device", "num_processes", "git_sha", "git_dirty", "report", "variant",
 ]
+SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
+"""A swept adapter setting in a run name: Hydra joins swept keys into it (configs/train.yaml)."""
+
+
+def variant(run_name: str) -> str:
+    """``"merge_selection=random,a_sharing=per_module"`` for a run that swept those, else ``""``."""
+    return ",".join(f"{k}={v}" for k, v in SWEPT.findall(run_name))
 
 
 def row(report: dict, path: Path) -> dict:
@@ -46,7 +54,7 @@ def row(report: dict, path: Path) -> dict:
         "num_merges": len(report.get("merge_history", [])), "steps": report["steps"],
         "train_seconds": round(report["train_seconds"], 1), "device": report["environment"]["device"],
         "num_processes": report.get("num_processes", 1), "git_sha": report["environment"]["git_sha"] or "",
-        "git_dirty": report["environment"]["git_dirty"], "report": str(path),
+        "git_dirty": report["environment"]["git_dirty"], "report": str(path), "variant": variant(report["run_name"]),
     }
 
 

@@ -31,10 +31,10 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def cells(runs: list[dict]) -> dict:
-    """(grid, model) → adapter → task → list of rows."""
+    """(grid, model) → (adapter, variant) → task → list of rows."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
-        table[(run["grid"], run["model"])][run["adapter"]][run["task"]].append(run)
+        table[(run["grid"], run["model"])][(run["adapter"], run.get("variant", ""))][run["task"]].append(run)
     return table
 
 
@@ -53,8 +53,9 @@ def build(runs: list[dict], reference: list[dict]) -> dict[str, tuple[str, str]]
             f"{task}{' (stand-in for ' + sample[task]['task_standin_for'] + ')' if sample[task]['task_standin_for'] else ''}"
             f" {METRIC_NAMES.get(sample[task]['main_metric'], sample[task]['main_metric'])}" for task in tasks]
         body = []
-        for adapter in sorted(by_adapter, key=lambda a: (ADAPTER_ORDER.index(a) if a in ADAPTER_ORDER else 99, a)):
-            per_task = by_adapter[adapter]
+        for adapter, variant in sorted(by_adapter, key=lambda k: (ADAPTER_ORDER.index(k[0]) if k[0] in ADAPTER_ORDER
+                                                                  else 99, k)):
+            per_task = by_adapter[(adapter, variant)]
             any_rows = [r for rs in per_task.values() for r in rs]
             params = statistics.median(int(r["adapter_params_after"]) for r in any_rows)
             fraction = statistics.median(float(r["fraction_of_lora_after"]) for r in any_rows)
@@ -65,7 +66,8 @@ def build(runs: list[dict], reference: list[dict]) -> dict[str, tuple[str, str]]
                     scores.append(f"{median:.1f} ± {spread:.1f} ({n})")
                 else:
                     scores.append("—")
-            body.append([ADAPTER_NAMES.get(adapter, adapter), f"{params:,.0f}", f"{100 * fraction:.1f}", *scores])
+            label = ADAPTER_NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
+            body.append([label, f"{params:,.0f}", f"{100 * fraction:.1f}", *scores])
         for ref in sorted({r["method"] for r in reference if r["model"] == model}, key=ADAPTER_ORDER.index):
             values = {r["task"]: r for r in reference if r["model"] == model and r["method"] == ref}
             if not any(task in values for task in tasks):

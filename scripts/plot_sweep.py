@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from scripts.collect_results import SWEPT
 
 import matplotlib
 
@@ -23,7 +24,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEPT = re.compile(r"adapter\.params\.(\w+)=([^,_]+(?:\.\d+)?)")
 
 
 def swept_points(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:

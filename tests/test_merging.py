@@ -201,3 +201,29 @@ def test_controller_needs_an_aslora_model():
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
     with pytest.raises(ValueError, match="needs a model adapted with ASLoRAConfig"):
         aslora.MergeController(model)
+
+
+def _first_events(selection, step=1):
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(  # the one merge event is at `step`
+        r=2, merge_start_step=step - 1, merge_interval_steps=1, max_merges=1, merge_selection=selection))
+    with torch.no_grad():
+        for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
+            model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
+            model.aslora_pool.lora_B[f"value_{depth}"].fill_(v)
+    controller = aslora.MergeController(model, total_steps=50)
+    for t in range(1, step):
+        controller.pool.update_running_means()
+    return {e.group: (e.retired, e.kept) for e in controller.step(step)}
+
+
+def test_fixed_selection_ties_the_lowest_pair_ignoring_similarity():
+    assert _first_events("fixed")["query"] == ("query_0", "query_1")
+    assert _first_events("similarity")["query"] == ("query_1", "query_2")
+
+
+def test_random_selection_is_reproducible_and_varies_with_the_step():
+    draws = {step: _first_events("random", step)["query"] for step in range(1, 13)}
+    assert draws == {step: _first_events("random", step)["query"] for step in range(1, 13)}  # same on a rerun
+    assert len(set(draws.values())) > 1  # not stuck on one pair
+    adjacent = {("query_0", "query_1"), ("query_1", "query_2"), ("query_2", "query_3")}
+    assert set(draws.values()) <= adjacent  # still only candidate pairs

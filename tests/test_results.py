@@ -57,6 +57,7 @@ def test_every_sweep_config_composes_and_validates(sweep):
 
     container, choices = compose_run([f"sweep={sweep}"])
     RunSettings.from_dict(container, choices).check_schedule_fits()
+    assert "sweep=" not in container["run_name"]  # the grid is the prefix; its name is not a swept key
 
 
 def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
@@ -80,3 +81,13 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
     assert sorted(points) == ["max_merges", "merge_candidates"] and sorted(points["max_merges"]) == ["0", "2", "4"]
     assert plot_sweep.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fig")]) == 0
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["sweep_max_merges.png", "sweep_merge_candidates.png"]
+
+
+@pytest.mark.parametrize("run_name, expected", [
+    ("ablation_m_t_aslora_adapter.params.merge_selection=random,adapter.params.a_sharing=per_module_s1",
+     "merge_selection=random,a_sharing=per_module"),
+    ("merge_m_t_aslora_adapter.params.merge_distance_threshold=0.03_s2", "merge_distance_threshold=0.03"),
+    ("offline_minilm-l6_rt_polarity_lora_s1", ""),
+])
+def test_variant_is_read_from_the_swept_keys_in_the_run_name(run_name, expected):
+    assert collect_results.variant(run_name) == expected

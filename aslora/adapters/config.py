@@ -17,6 +17,7 @@ from typing import Literal, Sequence
 A_SHARING_CHOICES = ("global", "per_module")
 MERGE_CANDIDATE_CHOICES = ("adjacent", "all")
 MERGE_SCOPE_CHOICES = ("per_module", "joint")
+MERGE_SELECTION_CHOICES = ("similarity", "random", "fixed")
 
 
 def _require_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -174,8 +175,15 @@ class ASLoRAConfig(SharedLoRAConfig):
     and value [R]); ``joint``: any two B's of the same shape may tie, and under ``adjacent`` a
     query and value of the same layer count as neighbours."""
 
+    merge_selection: Literal["similarity", "random", "fixed"] = "similarity"
+    """Which candidate pair ties at an event. ``similarity``: the closest running means (the
+    method). Ablations: ``random``, a uniformly random candidate pair (seeded by the merge group and
+    step, so every process draws the same); ``fixed``, the lowest candidate pair in layer order
+    (layer 0 into 1, then into 2, …), ignoring similarity."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require_choice("merge_selection", self.merge_selection, MERGE_SELECTION_CHOICES)
         _check_schedule_pair(
             "merge_start_step", self.merge_start_step, "merge_start_fraction", self.merge_start_fraction,
             min_step=0, fraction_low_open=False,

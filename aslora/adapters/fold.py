@@ -43,6 +43,6 @@ def merge_into_base(model: nn.Module) -> nn.Module:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child_name, layer.base_layer)
-    owner = next(m for m in model.modules() if getattr(m, "_modules", {}).get(POOL_ATTRIBUTE) is pool)
+    owner = next(m for m in model.modules() if m._modules.get(POOL_ATTRIBUTE) is pool)
     del owner._modules[POOL_ATTRIBUTE]
     return model

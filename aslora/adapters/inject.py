@@ -30,9 +30,10 @@ def matches_target(module_name: str, target_modules: str | Sequence[str]) -> boo
 
 def find_head_modules(model: nn.Module, head_modules: Iterable[str]) -> list[str]:
     """Names of the modules that form the task head (trained, excluded from the adapter count)."""
-    head_modules = tuple(head_modules)
-    names = [name for name, _ in model.named_modules() if name and matches_target(name, list(head_modules))] \
-        if head_modules else []
+    head_modules = list(head_modules)
+    if not head_modules:
+        return []
+    names = [name for name, _ in model.named_modules() if name and matches_target(name, head_modules)]
     # keep only outermost matches (``classifier`` but not ``classifier.dense``)
     return [n for n in names if not any(n != o and n.startswith(o + ".") for o in names)]
 

@@ -19,6 +19,7 @@ same pair wins on every process.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +82,7 @@ class MergeController:
         for group, slots in self._groups().items():
             if self._merges_done(group) >= self.config.max_merges:
                 continue
-            choice = self._closest_pair(slots)
+            choice = self._choose_pair(slots, group, step)
             if choice is None:
                 continue
             lower, upper, distance = choice
@@ -112,8 +113,9 @@ class MergeController:
     def _merges_done(self, group: str) -> int:
         return sum(1 for event in self.pool.merge_history if event["group"] == group)
 
-    def _closest_pair(self, slots: list[Slot]) -> tuple[str, str, float] | None:
-        """The candidate pair with the smallest running-mean distance, as (lower, upper, distance).
+    def _choose_pair(self, slots: list[Slot], group: str, step: int) -> tuple[str, str, float] | None:
+        """The pair to tie, as (lower, upper, running-mean distance), by ``merge_selection``:
+        the closest candidate pair, or (ablations) a random or the lowest candidate pair.
 
         One host–device synchronisation per merge group per event; none on ordinary steps.
         """
@@ -124,8 +126,17 @@ class MergeController:
         distances = torch.cdist(means[None], means[None])[0]
         allowed = self._candidate_mask(keys, slots).to(distances.device)
         distances = distances.masked_fill(~allowed, float("inf"))
-        flat = int(torch.argmin(distances))
-        i, j = divmod(flat, len(keys))
+        if self.config.merge_selection == "similarity":
+            i, j = divmod(int(torch.argmin(distances)), len(keys))
+        else:
+            pairs = [(a, b) for a in range(len(keys)) for b in range(a + 1, len(keys)) if allowed[a, b]]
+            if not pairs:
+                return None
+            if self.config.merge_selection == "fixed":
+                i, j = pairs[0]
+            else:  # crc32, not hash(): Python salts str hashes per process
+                generator = torch.Generator().manual_seed(zlib.crc32(group.encode()) * 1_000_003 + step)
+                i, j = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
         distance = float(distances[i, j])
         if distance == float("inf"):
             return None
