@@ -18,7 +18,7 @@ from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.fold import merge_into_base
 from aslora.adapters.merging import MergeController, MergeEvent
 from aslora.adapters.pool import find_pool
-from aslora.export import export_peft_lora, load_adapter, save_adapter
+from aslora.export import export_peft_lora, init_lora_from, load_adapter, save_adapter
 from aslora.params import ParameterCounts, count_parameters
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "apply_adapter",
     "count_parameters",
     "export_peft_lora",
+    "init_lora_from",
     "find_pool",
     "load_adapter",
     "merge_into_base",

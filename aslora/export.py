@@ -165,3 +165,40 @@ def _write_json_atomically(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
+    """Initialise a PEFT LoRA model's A and B from another run's saved PEFT LoRA adapter, leaving
+    the task head as it is — the LoRA paper's (§5.1) MNLI initialisation for MRPC, RTE and STS-B:
+    those tasks start from the LoRA matrices trained on MNLI, with their own fresh head (their label
+    sets differ). Returns the number of tensors loaded.
+
+    Raises:
+        ValueError: ``model`` is not a PEFT LoRA model, the directory holds no PEFT adapter, or the
+            saved matrices do not match the model's (missing, extra, or of another shape).
+    """
+    import peft
+
+    if not isinstance(model, peft.PeftModel) or not isinstance(model.peft_config.get("default"), peft.LoraConfig):
+        raise ValueError(f"init from {directory}: only a PEFT LoRA model (adapter=lora) can take LoRA weights; "
+                         f"got {type(model).__name__}")
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file() or not (Path(directory) / CONFIG_FILE).is_file():
+        raise ValueError(f"init from {directory}: no PEFT adapter there ({CONFIG_FILE} + {WEIGHTS_FILE}); "
+                         f"point it at a finished lora run's adapter/ directory")
+    if json.loads((Path(directory) / CONFIG_FILE).read_text()).get("peft_type") != "LORA":
+        raise ValueError(f"init from {directory}: the saved adapter is not a LoRA adapter")
+    # PEFT saves "<module>.lora_A.weight"; the live parameter is "<module>.lora_A.default.weight".
+    # Only the LoRA matrices are taken: the head is this task's own (its label set may differ).
+    saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
+             for k, v in load_file(str(path)).items() if ".lora_" in k}
+    expected = {k: v for k, v in model.named_parameters() if ".lora_" in k}
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    wrong_shape = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(f"init from {directory}: the saved LoRA does not fit this model — missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}, wrong shape {wrong_shape[:3]} (same model, targets and r?)")
+    with torch.no_grad():
+        for name, value in saved.items():
+            expected[name].copy_(value)
+    return len(saved)

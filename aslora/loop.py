@@ -32,7 +32,7 @@ from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
 from aslora.data import TaskData
-from aslora.metrics import compute_metrics
+from aslora.metrics import compute_metrics, is_better
 from aslora.params import count_parameters
 
 log = logging.getLogger("aslora")
@@ -288,7 +288,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             record["num_distinct_B"] = controller.num_distinct_B
         result.epochs.append(record)
         main = record["val"][data.spec.metrics[0]]
-        if result.best_metric is None or main > result.best_metric:
+        if is_better(data.spec.metrics[0], main, result.best_metric):
             result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
             result.test_at_best = record.get("test")
         batches_done, epoch_losses = 0, []
@@ -302,6 +302,8 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) -> dict[str, float]:
+    if data.spec.kind == "causal_lm":
+        return evaluate_causal_lm(model, loader, accelerator)
     model.eval()
     predictions, labels = [], []
     for batch in loader:
@@ -314,6 +316,28 @@ def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) ->
     if not data.spec.is_regression:
         p, y = p.astype(np.int64), y.astype(np.int64)
     return compute_metrics(data.spec.metrics, p, y)
+
+
+@torch.no_grad()
+def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[str, float]:
+    """Held-out token loss ``L = Σ −log p(y_t | y_<t) / N`` over the response tokens of every example
+    (the prompt is masked), and perplexity ``exp(L)``. Summed over tokens, not averaged per batch,
+    so the number does not depend on the batch size or on how examples fall into batches."""
+    model.eval()
+    nll, tokens = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    for batch in loader:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        mask = labels != -100
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none").view_as(labels)
+        per_example = torch.stack([(losses * mask).sum(1).double(), mask.sum(1).double()], dim=1)
+        # per example, so accelerate can drop the duplicates it pads the last batch with under DDP
+        per_example = accelerator.gather_for_metrics(per_example).cpu()
+        nll += per_example[:, 0].sum()
+        tokens += per_example[:, 1].sum()
+    loss = float(nll / tokens.clamp(min=1))
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 
 
 _RESUMABLE_FIELDS = ("epochs", "best_epoch", "best_metric", "best_validation", "test_at_best", "skipped_steps",

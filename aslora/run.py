@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
 from aslora.adapters.pool import find_pool
-from aslora.export import save_adapter
+from aslora.export import init_lora_from, save_adapter
 from aslora.data import check_task_available, get_task, load_task
 from aslora.loop import FitOptions, fit
-from aslora.models import check_model_available, load_classifier
+from aslora.models import check_model_available, load_causal_lm, load_classifier
 from aslora.params import lora_parameter_count
 from aslora.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.settings import RunSettings
@@ -42,6 +43,9 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
     check_model_available(settings.model, hub_enabled=settings.hub)
     adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
+    if settings.init_adapter_from is not None and not (Path(settings.init_adapter_from) / "adapter_config.json").is_file():
+        raise ValueError(f"init_adapter_from={settings.init_adapter_from!r} holds no saved adapter; point it at a "
+                         f"finished lora run's adapter/ directory (e.g. experiments/<mnli run>/adapter)")
     if settings.validate_only:
         log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
         return None
@@ -50,7 +54,8 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     from accelerate.utils import set_seed
 
     set_seed(settings.seed)
-    tokenizer, model = load_classifier(settings.model, spec.num_labels)
+    causal_lm = spec.kind == "causal_lm"
+    tokenizer, model = load_causal_lm(settings.model) if causal_lm else load_classifier(settings.model, spec.num_labels)
     data = load_task(spec, tokenizer, max_length=settings.task.max_length,
                      max_train_examples=settings.task.max_train_examples,
                      max_eval_examples=settings.task.max_eval_examples,
@@ -60,11 +65,15 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
 
     # adapt
     model = apply_adapter(model, adapter_config)
+    if settings.init_adapter_from is not None:
+        loaded = init_lora_from(model, settings.init_adapter_from)
+        log.info("LoRA A and B initialised from %s (%d tensors; the head is fresh)", settings.init_adapter_from, loaded)
 
     # fit + evaluate
-    from transformers import DataCollatorWithPadding
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(tokenizer)
+    # causal LM: labels padded with -100 (skipped by the loss) alongside the inputs
+    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100) if causal_lm else DataCollatorWithPadding(tokenizer)
     import torch
     from accelerate import PartialState
 
@@ -83,6 +92,11 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
                          len(data.train), provenance)
+        if causal_lm:
+            from aslora import instruct
+
+            report["prompt_format"] = instruct.prompt_format(tokenizer)
+            report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])  # final weights
         report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
         tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
         tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
@@ -125,6 +139,7 @@ def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_
         "task_standin_for": spec.standin_for,
         "adapter": settings.adapter.name,
         "seed": settings.seed,
+        "init_adapter_from": settings.init_adapter_from,
         "main_metric": spec.metrics[0],
         "best": {"metric": result.best_metric, "epoch": result.best_epoch, "validation": result.best_validation,
                  "test": result.test_at_best},

@@ -21,7 +21,7 @@ from aslora.models import ModelSpec
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
                    "model", "task", "adapter", "train", "wandb", "checkpoint", "resume", "validate_only",
-                   "kill_after_step"}
+                   "kill_after_step", "init_adapter_from"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ class RunSettings:
     validate_only: bool = False
     kill_after_step: int | None = None
     """Fault injection for the resume tests: SIGKILL the run right after this optimizer step."""
+    init_adapter_from: str | None = None
+    """A finished ``lora`` run's ``adapter/`` directory whose A and B this run starts from (its head
+    stays fresh): the LoRA paper's MNLI initialisation for MRPC, RTE and STS-B."""
     choices: dict[str, str] | None = None
     """Which option of each config group was composed (for the report)."""
 
@@ -133,6 +136,10 @@ class RunSettings:
                 value = getattr(task, key)
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                     problems.append(f"task.{key}={value!r} must be a positive integer")
+        if model is not None and task is not None and task.name in TASKS \
+                and TASKS[task.name].kind == "causal_lm" and model.architecture != "decoder":
+            problems.append(f"task {task.name!r} is instruction tuning and needs a decoder model; model "
+                            f"{model.name!r} is an {model.architecture} (use model=smollm2-135m, or llama-2-7b with hub=true)")
         train_data = dict(data.get("train") or {})
         train_data["seed"] = data.get("seed")
         train = section("train", TrainSettings, train_data, "train")
@@ -151,6 +158,13 @@ class RunSettings:
         kill_after_step = data.get("kill_after_step")
         if kill_after_step is not None and (not isinstance(kill_after_step, int) or kill_after_step <= 0):
             problems.append(f"kill_after_step={kill_after_step!r} must be a positive integer or null")
+        init_adapter_from = data.get("init_adapter_from")
+        if init_adapter_from is not None:
+            if not isinstance(init_adapter_from, str) or not init_adapter_from:
+                problems.append(f"init_adapter_from={init_adapter_from!r} must be a directory path or null")
+            elif adapter_data.get("name") != "lora":
+                problems.append(f"init_adapter_from is for adapter=lora (LoRA's MNLI initialisation); "
+                                f"adapter={adapter_data.get('name')!r}")
         if wandb is not None and wandb.mode not in WANDB_MODES:
             problems.append(f"wandb.mode={wandb.mode!r} must be one of {list(WANDB_MODES)}")
         seed = data.get("seed")
@@ -174,5 +188,5 @@ class RunSettings:
             reference_lora_rank=int(data.get("reference_lora_rank", 8)), hub=bool(data.get("hub", False)),
             overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices, checkpoint=checkpoint,
             resume=bool(data.get("resume", False)), validate_only=bool(data.get("validate_only", False)),
-            kill_after_step=kill_after_step,
+            kill_after_step=kill_after_step, init_adapter_from=init_adapter_from,
         )

@@ -2,7 +2,10 @@
 
     python -m scripts.collect_results [--experiments experiments] [--out results/runs.csv]
 
-Nothing is typed by hand: every column comes from a report (see aslora/report.py).
+Nothing is typed by hand: every column comes from a report (see aslora/report.py). For every
+finished ASLoRA run it also keeps what the sharing map is drawn from — the report and the saved
+adapter's ``adapter_config.json`` (layer→B map, merge history) — under ``results/sharing/<run>/``
+(beside ``--out``), so the committed figures regenerate from committed files (``make figures``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import csv
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,9 +31,14 @@ SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
 """A swept adapter setting in a run name: Hydra joins swept keys into it (configs/train.yaml)."""
 
 
-def variant(run_name: str) -> str:
-    """``"merge_selection=random,a_sharing=per_module"`` for a run that swept those, else ``""``."""
-    return ",".join(f"{k}={v}" for k, v in SWEPT.findall(run_name))
+def variant(run_name: str, init_adapter_from: str | None = None) -> str:
+    """``"merge_selection=random,a_sharing=per_module"`` for a run that swept those, else ``""``;
+    ``"init=mnli"`` for a LoRA run initialised from an MNLI run's adapter (read from that run's report)."""
+    parts = [f"{k}={v}" for k, v in SWEPT.findall(run_name)]
+    if init_adapter_from:
+        source = Path(init_adapter_from).parent / "report.json"
+        parts.append(f"init={json.loads(source.read_text())['task'] if source.is_file() else 'other'}")
+    return ",".join(parts)
 
 
 def row(report: dict, path: Path) -> dict:
@@ -54,7 +63,7 @@ def row(report: dict, path: Path) -> dict:
         "num_merges": len(report.get("merge_history", [])), "steps": report["steps"],
         "train_seconds": round(report["train_seconds"], 1), "device": report["environment"]["device"],
         "num_processes": report.get("num_processes", 1), "git_sha": report["environment"]["git_sha"] or "",
-        "git_dirty": report["environment"]["git_dirty"], "report": str(path), "variant": variant(report["run_name"]),
+        "git_dirty": report["environment"]["git_dirty"], "report": str(path), "variant": variant(report["run_name"], report.get("init_adapter_from")),
     }
 
 
@@ -65,6 +74,21 @@ def collect(experiments: Path) -> list[dict]:
         if report.get("status") == "done":
             rows.append(row(report, path.relative_to(experiments.parent) if experiments.is_absolute() else path))
     return rows
+
+
+def keep_sharing_inputs(rows: list[dict], experiments: Path, out_dir: Path) -> int:
+    """Copy each ASLoRA run's report and adapter_config.json to ``out_dir/<run_name>/``."""
+    kept = 0
+    for r in rows:
+        run_dir = experiments / r["run_name"]
+        adapter_config = run_dir / "adapter" / "adapter_config.json"
+        if r["adapter"] != "aslora" or not adapter_config.is_file():
+            continue
+        (out_dir / r["run_name"] / "adapter").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "report.json", out_dir / r["run_name"] / "report.json")
+        shutil.copyfile(adapter_config, out_dir / r["run_name"] / "adapter" / "adapter_config.json")
+        kept += 1
+    return kept
 
 
 def write_csv(rows: list[dict], out: Path) -> None:
@@ -87,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = collect(args.experiments)
     write_csv(rows, args.out)
     print(f"{len(rows)} finished runs → {args.out}")
+    kept = keep_sharing_inputs(rows, args.experiments, args.out.parent / "sharing")
+    print(f"{kept} ASLoRA runs' sharing inputs → {args.out.parent / 'sharing'}")
     return 0
 
 

@@ -154,3 +154,45 @@ def test_merge_into_base_unwraps_peft_models(input_ids):
     plain = aslora.merge_into_base(model)
     assert not isinstance(plain, peft.PeftModel)
     torch.testing.assert_close(plain(input_ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def _roberta_with_labels(num_labels):
+    model = tiny_roberta()
+    model.config.num_labels = num_labels
+    model.classifier.out_proj = torch.nn.Linear(model.config.hidden_size, num_labels)
+    return model
+
+
+def test_lora_initialised_from_another_task_takes_its_matrices_and_keeps_its_own_head(tmp_path):
+    """The LoRA paper's MNLI initialisation: an MNLI-like (3-class) LoRA seeds a 1-output (STS-B-like) run."""
+    lora = peft.LoraConfig(r=4, target_modules=["query", "value"])
+    source = aslora.apply_adapter(_roberta_with_labels(3), copy.deepcopy(lora))
+    randomise_adapter(source, seed=3)
+    source.save_pretrained(str(tmp_path / "mnli"))
+    target = aslora.apply_adapter(_roberta_with_labels(1), copy.deepcopy(lora))
+    head_before = {k: v.clone() for k, v in target.named_parameters() if "classifier" in k}
+    assert aslora.init_lora_from(target, tmp_path / "mnli") == 2 * 2 * 4  # A and B, q and v, 4 layers
+    source_lora = {k: v for k, v in source.named_parameters() if ".lora_" in k}
+    target_lora = dict((k, v) for k, v in target.named_parameters() if ".lora_" in k)
+    assert source_lora.keys() == target_lora.keys()
+    for name, value in source_lora.items():
+        assert torch.equal(target_lora[name], value), name
+    for name, value in target.named_parameters():
+        if "classifier" in name:
+            assert torch.equal(value, head_before[name]), name
+
+
+def test_lora_init_refuses_what_does_not_fit(tmp_path):
+    source = aslora.apply_adapter(tiny_roberta(), peft.LoraConfig(r=4, target_modules=["query", "value"]))
+    source.save_pretrained(str(tmp_path / "r4"))
+    other_rank = aslora.apply_adapter(tiny_roberta(), peft.LoraConfig(r=8, target_modules=["query", "value"]))
+    with pytest.raises(ValueError, match="wrong shape"):
+        aslora.init_lora_from(other_rank, tmp_path / "r4")
+    other_targets = aslora.apply_adapter(tiny_roberta(), peft.LoraConfig(r=4, target_modules=["query"]))
+    with pytest.raises(ValueError, match="unexpected"):
+        aslora.init_lora_from(other_targets, tmp_path / "r4")
+    with pytest.raises(ValueError, match="no PEFT adapter there"):
+        aslora.init_lora_from(other_targets, tmp_path / "nowhere")
+    ours = aslora.apply_adapter(tiny_roberta(), aslora.ASLoRAConfig(r=4, target_modules=["query", "value"]))
+    with pytest.raises(ValueError, match="adapter=lora"):
+        aslora.init_lora_from(ours, tmp_path / "r4")

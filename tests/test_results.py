@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
     table = (tmp_path / "tables" / "smoke_minilm-l6.md").read_text()
     assert "| ASLoRA | 15,360 | 20.8 |" in table and "stand-in for sst2" in table
 
-    run_dir = experiments / container["run_name"]
+    run_dir = tmp_path / "sharing" / container["run_name"]  # the copy collect_results keeps: enough to draw
+    assert (run_dir / "adapter" / "adapter_config.json").is_file() and not (run_dir / "adapter" / "adapter_model.safetensors").exists()
     _, adapter = plot_sharing.load(run_dir)
     types, groups, _ = plot_sharing.sharing_matrix(adapter)
     assert types == ["query", "value"] and groups.shape == (2, 6)
@@ -91,3 +93,40 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
 ])
 def test_variant_is_read_from_the_swept_keys_in_the_run_name(run_name, expected):
     assert collect_results.variant(run_name) == expected
+
+
+def test_lora_initialised_from_another_run_is_reported_as_a_labelled_variant(tmp_path):
+    """The MNLI-initialisation option end to end, with offline tasks standing in for MNLI → MRPC."""
+    import torch
+    from safetensors.torch import load_file
+
+    experiments = tmp_path / "experiments"
+    source, choices = compose_run(["debug=smoke", "adapter=lora", "task=rt_polarity", f"experiments_dir={experiments}"])
+    run(source, choices)
+    adapter_dir = experiments / source["run_name"] / "adapter"
+    container, choices = compose_run(["debug=smoke", "adapter=lora", "task=bbc_news", f"experiments_dir={experiments}",
+                                      f"init_adapter_from={adapter_dir}", "train.lr=1e-12", "train.head_lr=1e-3"])
+    assert container["run_name"] == "smoke_minilm-l6_bbc_news_lora_s42"  # the path is not part of the name
+    run(container, choices)
+    report = json.loads((experiments / container["run_name"] / "report.json").read_text())
+    assert report["init_adapter_from"] == str(adapter_dir)
+    # at lr 1e-12 the LoRA matrices stay where the source run left them; the 5-class head trained
+    before = {k: v for k, v in load_file(str(adapter_dir / "adapter_model.safetensors")).items() if ".lora_" in k}
+    after = load_file(str(experiments / container["run_name"] / "adapter" / "adapter_model.safetensors"))
+    assert before and all(torch.allclose(after[k], v, atol=1e-6) for k, v in before.items())
+    assert collect_results.main(["--experiments", str(experiments), "--out", str(tmp_path / "runs.csv")]) == 0
+    rows = {r["task"]: r for r in csv.DictReader(open(tmp_path / "runs.csv"))}
+    assert rows["bbc_news"]["variant"] == "init=rt_polarity" and rows["rt_polarity"]["variant"] == ""
+
+
+def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories(tmp_path):
+    from aslora.settings import RunSettings
+
+    container, choices = compose_run(["adapter=aslora", f"init_adapter_from={tmp_path}"])
+    with pytest.raises(ValueError, match="init_adapter_from is for adapter=lora"):
+        RunSettings.from_dict(container, choices)
+    container, choices = compose_run(["adapter=lora", f"init_adapter_from={tmp_path / 'none'}",
+                                      f"experiments_dir={tmp_path / 'exp'}"])
+    with pytest.raises(ValueError, match="holds no saved adapter"):
+        run(container, choices)
+    assert not (tmp_path / "exp").exists()

@@ -110,6 +110,8 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
         (["adapter.params.target_modules=[q_proj]"], "matches no module"),
         (["adapter.params.max_merges=9"], "max_merges=9"),
         (["train.lr=-1", "train.epochs=0"], "train.epochs=0"),
+        (["task=instruct", "model=minilm-l6"], "model 'minilm-l6' is an encoder"),
+        (["task=alpaca", "model=smollm2-135m"], "tatsu-lab/alpaca from the Hugging Face Hub, which is off"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(args, message, tmp_path):
