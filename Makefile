@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs bench tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation clean
+.PHONY: help install demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,41 +35,44 @@ validate-configs: $(INSTALLED)  ## compose every model × task × adapter and va
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA in one process; writes results/bench/<device>.json
 	$(PY) -m scripts.bench
 
-tables: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv → results/tables/*.md|.tex, then figures
+collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ results/sharing/), rows of other runs kept
 	$(PY) -m scripts.collect_results
-	$(PY) -m scripts.make_tables
+
+tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, README's tables, figures (from committed files)
+	$(PY) -m scripts.make_tables --readme README.md
 	$(MAKE) figures
 
 figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
-	@for run in results/sharing/*/; do $(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
+	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
+		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~1 h, 2 CPU cores), then tables
 	$(PY) train.py sweep=offline
-	$(MAKE) tables
+	$(MAKE) collect tables
 
 reproduce-instruct: $(INSTALLED)  ## SmolLM2-135M instruction tuning on chatterbot pairs × {LoRA, VeRA, ASLoRA} × 2 seeds (CPU), then tables
 	$(PY) train.py sweep=offline_instruct
-	$(MAKE) tables
+	$(MAKE) collect tables
 
 reproduce-alpaca: $(INSTALLED)  ## LLaMA-2-7B on Alpaca × {LoRA, VeRA, ASLoRA} × 3 seeds: needs the Hub and a GPU; restartable
 	$(PY) train.py sweep=alpaca
-	$(MAKE) tables
+	$(MAKE) collect tables
 
 reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds (+ LoRA MNLI-initialised MRPC/RTE/STS-B): Hub + GPU (days); restartable
 	$(PY) train.py sweep=glue
 	$(PY) train.py sweep=glue task=mnli adapter=lora
 	$(PY) train.py sweep=glue_mnli_init
-	$(MAKE) tables
+	$(MAKE) collect tables
 
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
 	for s in merge_max_merges merge_threshold merge_candidates merge_start merge_interval; do \
 		$(PY) train.py sweep=$$s || exit 1; done
-	$(MAKE) tables
+	$(MAKE) collect tables
 	$(PY) -m scripts.plot_sweep
 
 ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
 	$(PY) train.py sweep=ablation
-	$(MAKE) tables
+	$(MAKE) collect tables
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

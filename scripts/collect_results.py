@@ -1,6 +1,10 @@
 """Every ``experiments/**/report.json`` → ``results/runs.csv``: one row per finished run.
 
-    python -m scripts.collect_results [--experiments experiments] [--out results/runs.csv]
+    python -m scripts.collect_results [--experiments experiments] [--out results/runs.csv] [--replace]
+
+``runs.csv`` accumulates: a run found under ``--experiments`` replaces its row (by run name), rows
+of runs not found there are kept — so collecting on a machine that holds only some of the runs
+never drops the others. ``--replace`` starts the file afresh.
 
 Nothing is typed by hand: every column comes from a report (see aslora/report.py). For every
 finished ASLoRA run it also keeps what the sharing map is drawn from — the report and the saved
@@ -107,10 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=Path, default=ROOT / "experiments")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("--replace", action="store_true", help="drop the rows of runs not under --experiments")
     args = parser.parse_args(argv)
     rows = collect(args.experiments)
-    write_csv(rows, args.out)
-    print(f"{len(rows)} finished runs → {args.out}")
+    kept = []
+    if args.out.is_file() and not args.replace:
+        found = {r["run_name"] for r in rows}
+        with open(args.out, newline="") as f:
+            kept = [{c: r.get(c, "") for c in COLUMNS} for r in csv.DictReader(f) if r["run_name"] not in found]
+    write_csv(sorted(kept + rows, key=lambda r: r["run_name"]), args.out)
+    print(f"{len(rows)} finished runs collected, {len(kept)} kept from before → {args.out}")
     kept = keep_sharing_inputs(rows, args.experiments, args.out.parent / "sharing")
     print(f"{kept} ASLoRA runs' sharing inputs → {args.out.parent / 'sharing'}")
     return 0

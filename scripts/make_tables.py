@@ -1,6 +1,9 @@
 """``results/runs.csv`` (+ ``results/reference.csv``) → ``results/tables/*.md`` and ``*.tex``.
 
-    python -m scripts.make_tables [--runs results/runs.csv] [--out results/tables]
+    python -m scripts.make_tables [--runs results/runs.csv] [--out results/tables] [--readme README.md]
+
+With ``--readme``, each block ``<!-- table:NAME -->`` … ``<!-- /table:NAME -->`` in that file is
+replaced by table NAME, so README's tables are generated too (``make tables`` does this).
 
 One table per (grid, model): a row per adapter, a column per task. Each cell is the median over
 seeds of the task's main metric (×100; instruction tuning's held-out loss as is), with the spread (half the min–max range) and the number of
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -110,11 +114,27 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fill_readme(path: Path, tables: dict[str, tuple[str, str]]) -> list[str]:
+    """Replace each marked block in ``path`` by its generated table; return the names filled."""
+    text, filled = path.read_text(), []
+    for name, (markdown, _) in tables.items():
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+        text, n = pattern.subn(lambda m: m.group(1) + markdown + m.group(2), text)
+        if n:
+            filled.append(name)
+    missing = sorted(set(re.findall(r"<!-- table:([\w.-]+) -->", text)) - set(tables))
+    if missing:
+        raise SystemExit(f"{path} marks table(s) {missing} that runs.csv does not produce")
+    path.write_text(text)
+    return filled
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--reference", type=Path, default=ROOT / "results" / "reference.csv")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "tables")
+    parser.add_argument("--readme", type=Path, default=None, help="fill this file's marked table blocks")
     args = parser.parse_args(argv)
     if not args.runs.is_file():
         raise SystemExit(f"{args.runs} does not exist: run `python -m scripts.collect_results` first")
@@ -124,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{name}.md").write_text(markdown)
         (args.out / f"{name}.tex").write_text(latex)
         print(f"wrote {args.out / name}.md and .tex")
+    if args.readme is not None:
+        print(f"filled {', '.join(fill_readme(args.readme, tables)) or 'no'} table(s) in {args.readme}")
     return 0
 
 

@@ -130,3 +130,25 @@ def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories
     with pytest.raises(ValueError, match="holds no saved adapter"):
         run(container, choices)
     assert not (tmp_path / "exp").exists()
+
+
+def test_readme_table_blocks_are_filled_from_the_generated_tables(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:offline_minilm-l6 -->\nstale numbers\n<!-- /table:offline_minilm-l6 -->\nend\n")
+    assert make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path / "t"), "--readme", str(readme)]) == 0
+    golden = (FIXTURES / "golden" / "offline_minilm-l6.md").read_text()
+    assert readme.read_text() == f"intro\n<!-- table:offline_minilm-l6 -->\n{golden}<!-- /table:offline_minilm-l6 -->\nend\n"
+    readme.write_text("<!-- table:nonexistent_grid -->\n<!-- /table:nonexistent_grid -->\n")
+    with pytest.raises(SystemExit, match="nonexistent_grid"):
+        make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path / "t"), "--readme", str(readme)])
+
+
+def test_collect_keeps_rows_of_runs_it_does_not_find_unless_replace(tmp_path):
+    out = tmp_path / "runs.csv"
+    out.write_text((FIXTURES / "runs.csv").read_text())
+    before = {r["run_name"] for r in csv.DictReader(open(out))}
+    (tmp_path / "experiments").mkdir()
+    assert collect_results.main(["--experiments", str(tmp_path / "experiments"), "--out", str(out)]) == 0
+    assert {r["run_name"] for r in csv.DictReader(open(out))} == before and before
+    assert collect_results.main(["--experiments", str(tmp_path / "experiments"), "--out", str(out), "--replace"]) == 0
+    assert list(csv.DictReader(open(out))) == []
