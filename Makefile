@@ -46,7 +46,7 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 
-reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~1 h, 2 CPU cores), then tables
+reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) train.py sweep=offline
 	$(MAKE) collect tables
 

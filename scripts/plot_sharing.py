@@ -38,20 +38,26 @@ def sharing_matrix(adapter: dict) -> tuple[list[str], np.ndarray, list[list[str]
     depth = max(s["depth"] for s in adapter["slots"]) + 1
     groups = np.full((len(types), depth), -1)
     labels = [[""] * depth for _ in types]
-    for row, module_type in enumerate(types):
-        slots = sorted((s for s in adapter["slots"] if s["module_type"] == module_type), key=lambda s: s["depth"])
-        keys = list(dict.fromkeys(adapter["sharing"][f"{s['module_type']}_{s['depth']}"] for s in slots))
-        for s in slots:
-            key = adapter["sharing"][f"{s['module_type']}_{s['depth']}"]
-            groups[row, s["depth"]] = keys.index(key)
-            labels[row][s["depth"]] = key.rsplit("_", 1)[-1]
+    # One id per B over the whole model, not per row: under merge_scope=joint a value layer can use
+    # a query layer's B, and two rows must never show different B's as the same group.
+    slots = sorted(adapter["slots"], key=lambda s: (types.index(s["module_type"]), s["depth"]))
+    keys = list(dict.fromkeys(adapter["sharing"][f"{s['module_type']}_{s['depth']}"] for s in slots))
+    for s in slots:
+        key = adapter["sharing"][f"{s['module_type']}_{s['depth']}"]
+        owner_type, owner_depth = key.rsplit("_", 1)
+        row = types.index(s["module_type"])
+        groups[row, s["depth"]] = keys.index(key)
+        labels[row][s["depth"]] = owner_depth if owner_type == s["module_type"] else f"{owner_type}:{owner_depth}"
     return types, groups, labels
 
 
 def plot_sharing_map(report: dict, adapter: dict, out: Path) -> Path:
     types, groups, labels = sharing_matrix(adapter)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * groups.shape[1] + 2), 0.9 * len(types) + 1.6))
-    ax.imshow(np.ma.masked_less(groups, 0), cmap="tab20", aspect="auto", vmin=0, vmax=19)
+    # tab20 has 20 colours; ids repeat them beyond that, so the number in each cell is what identifies a B.
+    ax.imshow(np.ma.masked_where(groups < 0, groups % 20), cmap="tab20", aspect="auto", vmin=0, vmax=19)
+    for boundary in range(1, groups.shape[0]):
+        ax.axhline(boundary - 0.5, color="white", linewidth=3)
     for r in range(groups.shape[0]):
         for c in range(groups.shape[1]):
             if labels[r][c]:

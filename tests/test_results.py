@@ -48,9 +48,22 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
     types, groups, _ = plot_sharing.sharing_matrix(adapter)
     assert types == ["query", "value"] and groups.shape == (2, 6)
     assert [len(np.unique(g)) for g in groups] == [2, 2]  # 6 layers, 4 ties each → 2 B's per type
+    assert len(np.unique(groups)) == 4  # a query B and a value B never share an id (or a colour)
     assert plot_sharing.main([str(run_dir), "--out", str(tmp_path / "plots")]) == 0
     for name in ("sharing_map.png", "merge_timeline.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sharing_map_ids_are_per_B_across_module_types():
+    # merge_scope=joint can give a value layer a query layer's B: the map must show it as that B.
+    slots = [{"module_type": t, "depth": d} for t in ("query", "value") for d in range(3)]
+    sharing = {"query_0": "query_1", "query_1": "query_1", "query_2": "query_2",
+               "value_0": "value_0", "value_1": "query_2", "value_2": "query_2"}
+    types, groups, labels = plot_sharing.sharing_matrix({"slots": slots, "sharing": sharing})
+    assert types == ["query", "value"]
+    assert groups[1, 1] == groups[1, 2] == groups[0, 2] and groups[0, 0] == groups[0, 1]
+    assert len(np.unique(groups)) == 3
+    assert labels == [["1", "1", "2"], ["0", "query:2", "query:2"]]
 
 
 @pytest.mark.parametrize("sweep", options("sweep"))
