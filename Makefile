@@ -45,6 +45,7 @@ tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, README's
 figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
+	$(PY) -m scripts.plot_sweep --if-any
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) train.py sweep=offline
@@ -68,7 +69,6 @@ sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (of
 	for s in merge_max_merges merge_threshold merge_candidates merge_start merge_interval; do \
 		$(PY) train.py sweep=$$s || exit 1; done
 	$(MAKE) collect tables
-	$(PY) -m scripts.plot_sweep
 
 ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
 	$(PY) train.py sweep=ablation

@@ -98,6 +98,21 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["sweep_max_merges.png", "sweep_merge_candidates.png"]
 
 
+def test_plot_sweep_without_merge_runs_errors_unless_if_any(tmp_path):
+    from scripts import plot_sweep
+    from scripts.collect_results import COLUMNS
+
+    runs = tmp_path / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerow({**{c: "" for c in COLUMNS}, "run_name": "offline_minilm-l6_rt_polarity_lora_s1", "grid": "offline"})
+    with pytest.raises(SystemExit, match="make sweep-merge"):
+        plot_sweep.main(["--runs", str(runs), "--out", str(tmp_path / "fig")])
+    assert plot_sweep.main(["--runs", str(runs), "--out", str(tmp_path / "fig"), "--if-any"]) == 0
+    assert not (tmp_path / "fig").exists()
+
+
 @pytest.mark.parametrize("run_name, expected", [
     ("ablation_m_t_aslora_adapter.params.merge_selection=random,adapter.params.a_sharing=per_module_s1",
      "merge_selection=random,a_sharing=per_module"),
