@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from aslora import instruct
+
 HUB_DATASET = "nyu-mll/glue"
 
 
@@ -129,8 +131,6 @@ def load_task(
     max_eval_examples: int | None = None, split_seed: int = 0, local_dir: str | None = None,
 ) -> TaskData:
     """Load, subsample (first ``max_*`` examples of a fixed shuffle) and tokenise a task."""
-    from aslora import instruct
-
     raw = _load_raw(spec, split_seed=split_seed, local_dir=local_dir)
     limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
     tokenised, samples = {}, None
@@ -210,8 +210,8 @@ def _instruct_loader(name: str) -> Callable[[], Any]:
 
 _OFFLINE_LOADERS: dict[str, Callable[[], Any]] = {
     "rt_polarity": _load_rt_polarity, "bbc_news": _load_bbc_news,
-    "chatterbot": _instruct_loader("chatterbot"), "chitchat": _instruct_loader("chitchat"),
-    "alpaca": _instruct_loader("alpaca"),  # from the Hub, but split like the offline tasks: it has one split
+    "chatterbot": instruct.load_chatterbot, "chitchat": instruct.load_chitchat,
+    "alpaca": instruct.load_alpaca,  # from the Hub, but split like the offline tasks: it has one split
 }
 
 

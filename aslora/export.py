@@ -167,6 +167,18 @@ def _write_json_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_lora_adapter_dir(directory: str | os.PathLike) -> None:
+    """Raise ``ValueError`` unless ``directory`` holds a saved PEFT LoRA adapter (config + weights).
+    Cheap — reads one small JSON file — so a run checks ``init_adapter_from`` before loading a model."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+        raise ValueError(f"init_adapter_from={str(directory)!r} holds no saved adapter: no PEFT adapter there "
+                         f"({CONFIG_FILE} + {WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
+                         f"(e.g. experiments/<mnli run>/adapter)")
+    if json.loads((directory / CONFIG_FILE).read_text()).get("peft_type") != "LORA":
+        raise ValueError(f"init_adapter_from={str(directory)!r}: the saved adapter is not a LoRA adapter")
+
+
 def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
     """Initialise a PEFT LoRA model's A and B from another run's saved PEFT LoRA adapter, leaving
     the task head as it is — the LoRA paper's (§5.1) MNLI initialisation for MRPC, RTE and STS-B:
@@ -182,12 +194,8 @@ def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
     if not isinstance(model, peft.PeftModel) or not isinstance(model.peft_config.get("default"), peft.LoraConfig):
         raise ValueError(f"init from {directory}: only a PEFT LoRA model (adapter=lora) can take LoRA weights; "
                          f"got {type(model).__name__}")
+    check_lora_adapter_dir(directory)
     path = Path(directory) / WEIGHTS_FILE
-    if not path.is_file() or not (Path(directory) / CONFIG_FILE).is_file():
-        raise ValueError(f"init from {directory}: no PEFT adapter there ({CONFIG_FILE} + {WEIGHTS_FILE}); "
-                         f"point it at a finished lora run's adapter/ directory")
-    if json.loads((Path(directory) / CONFIG_FILE).read_text()).get("peft_type") != "LORA":
-        raise ValueError(f"init from {directory}: the saved adapter is not a LoRA adapter")
     # PEFT saves "<module>.lora_A.weight"; the live parameter is "<module>.lora_A.default.weight".
     # Only the LoRA matrices are taken: the head is this task's own (its label set may differ).
     saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v

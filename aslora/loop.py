@@ -32,6 +32,7 @@ from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
 from aslora.data import TaskData
+from aslora.instruct import IGNORE_INDEX
 from aslora.metrics import compute_metrics, is_better
 from aslora.params import count_parameters
 
@@ -328,7 +329,7 @@ def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[
     for batch in loader:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
-        mask = labels != -100
+        mask = labels != IGNORE_INDEX
         losses = torch.nn.functional.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none").view_as(labels)
         per_example = torch.stack([(losses * mask).sum(1).double(), mask.sum(1).double()], dim=1)

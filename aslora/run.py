@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
 from aslora.adapters.pool import find_pool
-from aslora.export import init_lora_from, save_adapter
+from aslora.export import check_lora_adapter_dir, init_lora_from, save_adapter
 from aslora.data import check_task_available, get_task, load_task
+from aslora.instruct import IGNORE_INDEX
 from aslora.loop import FitOptions, fit
 from aslora.models import check_model_available, load_causal_lm, load_classifier
 from aslora.params import lora_parameter_count
@@ -43,9 +43,8 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
     check_model_available(settings.model, hub_enabled=settings.hub)
     adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
-    if settings.init_adapter_from is not None and not (Path(settings.init_adapter_from) / "adapter_config.json").is_file():
-        raise ValueError(f"init_adapter_from={settings.init_adapter_from!r} holds no saved adapter; point it at a "
-                         f"finished lora run's adapter/ directory (e.g. experiments/<mnli run>/adapter)")
+    if settings.init_adapter_from is not None:
+        check_lora_adapter_dir(settings.init_adapter_from)  # before loading anything
     if settings.validate_only:
         log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
         return None
@@ -72,8 +71,9 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     # fit + evaluate
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    # causal LM: labels padded with -100 (skipped by the loss) alongside the inputs
-    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100) if causal_lm else DataCollatorWithPadding(tokenizer)
+    # causal LM: labels padded with IGNORE_INDEX (skipped by the loss) alongside the inputs
+    collate = (DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX) if causal_lm
+               else DataCollatorWithPadding(tokenizer))
     import torch
     from accelerate import PartialState
 
