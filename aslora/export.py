@@ -1,10 +1,11 @@
 """Saving, loading and exporting shared-pool adapters.
 
-Our format (a directory):
-  * ``adapter_config.json`` — the adapter type and config, the layer→B map, the slots, the merge
-    history and the running-mean count;
-  * ``adapter_model.safetensors`` — each A, each surviving B (once: a tied B is one tensor), the
-    Tied-LoRA vectors, the running means (so training can continue) and the task head.
+Our format (a directory), named so that no tool mistakes it for a PEFT adapter:
+  * ``aslora_config.json`` — ``"format": "aslora-adapter"``, the adapter type and config, the
+    layer→B map, the slots, the live B's, the merge history and the running-mean count;
+  * ``aslora_model.safetensors`` — each A, each bank's **live** rows only (a tied B is one
+    tensor row; a retired row is not saved, so the file stays < 25 % of LoRA's), the Tied-LoRA
+    vectors, the running means of the live rows (so training can continue) and the task head.
 
 ``export_peft_lora`` writes the same adapter as a standard PEFT LoRA adapter — per-layer copies of
 A and of the (tied) B — that ``peft.PeftModel.from_pretrained`` loads, so an ASLoRA adapter can be
@@ -30,11 +31,12 @@ from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pool import SharedLoRAPool, find_pool
 
 FORMAT = "aslora-adapter"
-FORMAT_VERSION = 1
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+FORMAT_VERSION = 2
+CONFIG_FILE = "aslora_config.json"
+WEIGHTS_FILE = "aslora_model.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 _CONFIG_TYPES = {cls.__name__: cls for cls in (ASLoRAConfig, ShareLoRAConfig, TiedLoRAConfig)}
-_POOL_TENSORS = ("lora_A", "lora_B", "lora_u", "lora_v", "running_mean_B")
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_state: bool = True) -> Path:
@@ -44,7 +46,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_sta
     smallest file that still reproduces the adapted model's outputs.
     """
     pool = _require_pool(model)
-    tensors = _adapter_tensors(model, pool, training_state=training_state)
+    live = pool.live_rows()
+    tensors = _adapter_tensors(model, pool, live, training_state=training_state)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -52,10 +55,12 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_sta
         "config": _jsonable_config(pool.config),
         "head_modules": head_module_names(model),
         "slots": pool.describe()["slots"],
-        **pool.get_extra_state(),
+        "sharing": pool.sharing_map(),
+        "live_B": {bank: [pool.row_names[bank][row] for row in rows] for bank, rows in live.items()},
+        "merge_history": pool.merge_history,
+        # without saved means, training resumed from this file starts them afresh
+        "num_mean_updates": int(pool.num_mean_updates) if training_state else 0,
     }
-    if not training_state:  # no means saved: training resumed from this starts them afresh
-        meta["num_mean_updates"] = 0
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
@@ -63,30 +68,52 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_sta
     return directory
 
 
+def read_adapter_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """The JSON half of a saved adapter (``aslora_config.json``; a version-1 directory's
+    ``adapter_config.json``). Raises ``ValueError`` when the directory holds neither."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, PEFT_CONFIG_FILE):
+        path = directory / name
+        if path.is_file():
+            meta = json.loads(path.read_text())
+            if meta.get("format") == FORMAT:
+                return meta
+            if name == CONFIG_FILE:
+                raise ValueError(f"{path} is not an aslora adapter (format={meta.get('format')!r})")
+    if (directory / PEFT_CONFIG_FILE).is_file():
+        raise ValueError(f"{directory} holds a PEFT adapter, not an aslora one: load it with "
+                         f"peft.PeftModel.from_pretrained")
+    raise ValueError(f"{directory / CONFIG_FILE} does not exist: {directory} is not a saved aslora adapter")
+
+
 def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    """Apply the saved adapter to a fresh base ``model`` and load its tensors.
+    """Apply the saved adapter to a fresh base ``model`` and load its tensors and layer→B map.
 
     Raises:
         ValueError: not an adapter directory, a config type we do not know, a layer map that does
             not fit this model, or tensors missing, unexpected or of the wrong shape.
     """
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise ValueError(f"{path} does not exist: {directory} is not a saved aslora adapter")
-    meta = json.loads(config_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_path} is not an aslora adapter (format={meta.get('format')!r})")
+    meta = read_adapter_meta(directory)
+    version = meta.get("format_version", 1)
+    weights_path = directory / (WEIGHTS_FILE if version >= 2 else PEFT_WEIGHTS_FILE)
+    if not weights_path.is_file():
+        raise ValueError(f"{weights_path} does not exist: {directory} is not a saved aslora adapter")
     if meta["adapter_type"] not in _CONFIG_TYPES:
-        raise ValueError(f"unknown adapter_type {meta['adapter_type']!r} in {config_path}")
-    config = _CONFIG_TYPES[meta["adapter_type"]](**meta["config"])
+        raise ValueError(f"unknown adapter_type {meta['adapter_type']!r} in {directory}")
+    config_fields = {f.name for f in dataclasses.fields(_CONFIG_TYPES[meta["adapter_type"]])}
+    # version 1 had reuse_input_projection, an option (a tensor-identity cache) since removed
+    config = _CONFIG_TYPES[meta["adapter_type"]](**{k: v for k, v in meta["config"].items()
+                                                     if version >= 2 or k in config_fields})
     model = apply_adapter(model, config, head_modules=meta["head_modules"])
     pool = _require_pool(model)
-    pool.restore_sharing(meta["sharing"])
+    pool.restore(meta["sharing"], meta["merge_history"], meta["num_mean_updates"])
     saved = load_file(weights_path)
+    if version < 2:
+        saved = _banked_from_version_1(pool, saved)
+    live = pool.live_rows()
     training_state = any(k.startswith("running_mean_B.") for k in saved)
-    expected = _adapter_tensors(model, pool, training_state=training_state)
+    expected = _adapter_tensors(model, pool, live, training_state=training_state)
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise ValueError(f"adapter in {directory} does not fit this model: missing {missing}, unexpected {unexpected}")
@@ -94,9 +121,14 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     if wrong:
         raise ValueError(f"adapter in {directory} has tensors of the wrong shape (saved, model): {wrong}")
     with torch.no_grad():
-        for key, target in expected.items():
-            target.copy_(saved[key].to(target.dtype))
-    pool.set_extra_state({k: meta[k] for k in ("sharing", "merge_history", "num_mean_updates")})
+        for key, target in _adapter_targets(model, pool).items():
+            if key in saved:
+                rows = live.get(key.split(".", 1)[1]) if key.startswith(("lora_B.", "running_mean_B.")) else None
+                value = saved[key].to(target.dtype)
+                if rows is None:
+                    target.copy_(value)
+                else:
+                    target[rows] = value.to(target.device)
     return model
 
 
@@ -112,9 +144,8 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
     layers = {name: m for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)}
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
-        a, b = pool.factors(layer.slot_key)
-        if pool.is_tied_lora:
-            b = pool.lora_v[layer.slot_key][:, None] * b * pool.lora_u[layer.slot_key][None, :]
+        a = pool.lora_A[layer.slot.a_key]
+        b = layer.effective_B(scaled=False)  # Tied-LoRA's diag(v)·B·diag(u); PEFT applies α/r itself
         tensors[f"base_model.model.{name}.lora_A.weight"] = a
         tensors[f"base_model.model.{name}.lora_B.weight"] = b
     heads = head_module_names(model)
@@ -128,20 +159,47 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     peft_config.save_pretrained(str(directory))
-    save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
+    save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, directory / PEFT_WEIGHTS_FILE)
     return directory
 
 
-def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool, *, training_state: bool) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for prefix in _POOL_TENSORS if training_state else _POOL_TENSORS[:-1]:
-        container = getattr(pool, prefix)
-        for key in container.keys():
-            tensors[f"{prefix}.{key}"] = container[key]
+def _adapter_targets(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.Tensor]:
+    """Saved key → the live tensor it is loaded into (whole banks)."""
+    targets: dict[str, torch.Tensor] = {}
+    for prefix in ("lora_A", "lora_B", "lora_u", "lora_v", "running_mean_B"):
+        for key, value in getattr(pool, prefix).items():
+            targets[f"{prefix}.{key}"] = value
     for head in head_module_names(model):
         for pname, p in model.get_submodule(head).named_parameters():
-            tensors[f"head.{head}.{pname}"] = p
+            targets[f"head.{head}.{pname}"] = p
+    return targets
+
+
+def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool, live: dict[str, list[int]], *,
+                     training_state: bool) -> dict[str, torch.Tensor]:
+    """What a saved adapter holds: banks and their means reduced to their live rows."""
+    tensors = {}
+    for key, value in _adapter_targets(model, pool).items():
+        if key.startswith("running_mean_B.") and not training_state:
+            continue
+        if key.startswith(("lora_B.", "running_mean_B.")):
+            value = value[live[key.split(".", 1)[1]]]
+        tensors[key] = value
     return tensors
+
+
+def _banked_from_version_1(pool: SharedLoRAPool, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Version 1 stored one tensor per live B (``lora_B.query_3``); stack them per bank."""
+    converted = {k: v for k, v in saved.items() if not k.startswith(("lora_B.", "running_mean_B."))}
+    for prefix in ("lora_B", "running_mean_B"):
+        by_bank: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        for key, value in saved.items():
+            if key.startswith(prefix + "."):
+                bank, row = pool._row_named(key.split(".", 1)[1])
+                by_bank.setdefault(bank, []).append((row, value))
+        for bank, rows in by_bank.items():
+            converted[f"{prefix}.{bank}"] = torch.stack([value for _, value in sorted(rows, key=lambda t: t[0])])
+    return converted
 
 
 def _require_pool(model: nn.Module) -> SharedLoRAPool:
@@ -171,11 +229,11 @@ def check_lora_adapter_dir(directory: str | os.PathLike) -> None:
     """Raise ``ValueError`` unless ``directory`` holds a saved PEFT LoRA adapter (config + weights).
     Cheap — reads one small JSON file — so a run checks ``init_adapter_from`` before loading a model."""
     directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+    if not (directory / PEFT_WEIGHTS_FILE).is_file() or not (directory / PEFT_CONFIG_FILE).is_file():
         raise ValueError(f"init_adapter_from={str(directory)!r} holds no saved adapter: no PEFT adapter there "
-                         f"({CONFIG_FILE} + {WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
+                         f"({PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
                          f"(e.g. experiments/<mnli run>/adapter)")
-    if json.loads((directory / CONFIG_FILE).read_text()).get("peft_type") != "LORA":
+    if json.loads((directory / PEFT_CONFIG_FILE).read_text()).get("peft_type") != "LORA":
         raise ValueError(f"init_adapter_from={str(directory)!r}: the saved adapter is not a LoRA adapter")
 
 
@@ -195,7 +253,7 @@ def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
         raise ValueError(f"init from {directory}: only a PEFT LoRA model (adapter=lora) can take LoRA weights; "
                          f"got {type(model).__name__}")
     check_lora_adapter_dir(directory)
-    path = Path(directory) / WEIGHTS_FILE
+    path = Path(directory) / PEFT_WEIGHTS_FILE
     # PEFT saves "<module>.lora_A.weight"; the live parameter is "<module>.lora_A.default.weight".
     # Only the LoRA matrices are taken: the head is this task's own (its label set may differ).
     saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v

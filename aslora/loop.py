@@ -2,8 +2,9 @@
 
 AdamW, linear warm-up then linear decay, gradient clipping, evaluation after each epoch with
 best-epoch tracking, dynamic padding. ASLoRA's merge controller runs after every optimizer step;
-when it ties two B's it removes the retired one from the optimizer right there, in the loop.
-Built on ``accelerate``, so the same loop runs on one CPU, one GPU or several processes (DDP).
+a tie rewrites which B row a layer reads and leaves the parameter set — and so the optimizer,
+DDP's buckets and a compiled graph — as it was. Built on ``accelerate``, so the same loop runs on
+one CPU, one GPU or several processes (DDP, or FSDP2 through ``accelerate launch``).
 
 Exact continuation: each epoch's order is a permutation drawn from ``(seed, epoch)`` alone, so a
 resumed run skips the batches already done and sees the rest in the same order; checkpoints carry
@@ -63,6 +64,10 @@ class TrainSettings:
     ``skip`` drops that batch's update and counts it."""
     max_skipped_steps: int = 10
     """Under ``skip``: stop once more than this many updates were dropped."""
+    compile: bool = False
+    """``torch.compile`` the model (after ``accelerate.prepare``): merges never recompile it."""
+    gradient_checkpointing: bool = False
+    """Activation checkpointing of the base model's blocks (transformers' non-reentrant default)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,8 +91,9 @@ class TrainSettings:
             problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
         if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
             problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
-        if not isinstance(self.progress_bar, bool):
-            problems.append(f"train.progress_bar={self.progress_bar!r} must be true or false")
+        for name in ("progress_bar", "compile", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"train.{name}={getattr(self, name)!r} must be true or false")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -160,9 +166,10 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     log_metrics = log_metrics or (lambda metrics, step: None)
     pool = find_pool(model)
     is_aslora = pool is not None and isinstance(pool.config, ASLoRAConfig)
-    # A retired B stops receiving gradients mid-run, which DDP must be told to expect; the running
-    # means are computed identically on every process from synchronised B's, so no broadcast.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=is_aslora, broadcast_buffers=not is_aslora)
+    # Every parameter receives a gradient at every step (a retired B row gets zeros), so DDP needs
+    # no search for unused parameters; the pool's buffers (running means, layer→B map) are updated
+    # identically on every process from synchronised B's, so they are not broadcast either.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=pool is None)
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[ddp])
     set_seed(settings.seed)
@@ -217,7 +224,11 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
     # (it assumes single-process step counts), but total_steps already counts this process's
     # optimizer steps — prepared, the schedule would run N× too fast under N processes.
+    if settings.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if settings.compile:
+        model = torch.compile(model)
     if resume_state is not None:
         ckpt.set_rng_state(ckpt.load_rng(resume_dir, accelerator.process_index))
 
@@ -269,10 +280,11 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             batches_done += 1
             epoch_losses.append(loss.item())
             if controller is not None:
-                events = controller.step(step, optimizer)
+                events = controller.step(step)
                 _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], step)
-                for event in events:
-                    log_metrics({"aslora/num_B": controller.num_distinct_B, "aslora/merge_distance": event.distance}, step)
+                if events:  # one key per merge group: ties of two groups at one step must not overwrite
+                    log_metrics({"aslora/num_B": controller.num_distinct_B,
+                                 **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, step)
             if step % 10 == 0 or step == total_steps:
                 progress.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
                 log_metrics({"train/loss": epoch_losses[-1], "train/lr": scheduler.get_last_lr()[0]}, step)
@@ -355,12 +367,19 @@ def _trainable_state(model: nn.Module) -> dict[str, Any]:
             if k in trainable or (pool_prefix is not None and k.startswith(pool_prefix))}
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """transformers' activation checkpointing on the (possibly PEFT-wrapped) base model, with the
+    input embeddings' output requiring grad so reentrant checkpointing also reaches the adapter."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(target, "supports_gradient_checkpointing", False):
+        raise ValueError(f"train.gradient_checkpointing=true: {type(target).__name__} does not support it")
+    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    target.enable_input_require_grads()
+
+
 def _restore_model(model: nn.Module, pool: Any, state: dict[str, Any]) -> None:
-    saved = state["model"]
-    if pool is not None:
-        extra_key = next(k for k in saved if k.endswith("_extra_state"))
-        pool.restore_sharing(saved[extra_key]["sharing"])
-    missing, unexpected = model.load_state_dict(saved, strict=False)
+    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise ValueError(f"checkpoint does not fit this model: unexpected keys {sorted(unexpected)[:5]}")
 

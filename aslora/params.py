@@ -39,11 +39,17 @@ class ParameterCounts:
 
 
 def count_parameters(model: nn.Module) -> ParameterCounts:
-    """Count ``model``'s parameters by role. Works on meta-device models (no data is read)."""
+    """Count ``model``'s parameters by role. Works on meta-device models (no data is read).
+
+    For ASLoRA the counts are of the adapter as it is now: each B bank contributes its live rows
+    (``num_distinct_B`` of them in all), so the count drops by one B per tie."""
     heads = head_module_names(model)
+    pool = find_pool(model)
+    # a B bank counts its live rows only: a retired row is allocated but no layer reads it
+    live = pool.live_numel() if pool is not None else {}
     total = trainable = head = 0
     for name, parameter in model.named_parameters():  # named_parameters de-duplicates shared tensors
-        n = parameter.numel()
+        n = live.get(id(parameter), parameter.numel())
         total += n
         if not parameter.requires_grad:
             continue
@@ -51,12 +57,11 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
         if is_head_parameter(name, heads):
             head += n
     adapter = trainable - head
-    pool = find_pool(model)
     return ParameterCounts(
         total=total, trainable=trainable, adapter=adapter, head=head,
         stored=trainable + _frozen_stored_tensors(model),
         num_A=len(pool.lora_A) if pool is not None else None,
-        num_distinct_B=len(pool.lora_B) if pool is not None else None,
+        num_distinct_B=pool.num_distinct_B if pool is not None else None,
     )
 
 

@@ -5,7 +5,10 @@
 
 For each method: the median time of a training step (forward + backward + AdamW step) after
 warm-up, training memory, adapter bytes in a saved checkpoint (head excluded), and — as ratios to
-PEFT LoRA at the same rank and targets. Steps are interleaved across methods round by round, so
+PEFT LoRA at the same rank and targets. The ``limit`` row is what no adapter can beat: the frozen
+base's forward and its input-gradient backward through every layer (the embeddings' output
+requires grad), with only the task head training. ``--compile`` adds ``torch.compile``d rows
+(``+compile``) of the limit, PEFT LoRA and ASLoRA, timed after compilation. Steps are interleaved across methods round by round, so
 a drift in machine speed hits every method alike. For ASLoRA it also times the running-mean
 update and one merge event, as fractions of a step, and the fold-into-base inference speed.
 
@@ -58,10 +61,15 @@ def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, l
     return AutoModelForSequenceClassification.from_config(config), targets, config.vocab_size
 
 
+LIMIT = "limit"
+COMPILED = "+compile"
+
+
 def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callable[[], object]]:
     import peft
 
     return {
+        LIMIT: lambda: None,
         "full": lambda: aslora.FullFinetuneConfig(),
         "peft-lora": lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets),
         "peft-vera": lambda: peft.VeraConfig(r=1024, target_modules=targets, save_projection=True),
@@ -69,33 +77,44 @@ def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callabl
         "tiedlora": lambda: aslora.TiedLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
         "aslora": lambda: aslora.ASLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges,
                                               merge_start_step=0, merge_interval_steps=1),
-        "aslora-plain": lambda: aslora.ASLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges,
-                                                    merge_start_step=0, merge_interval_steps=1,
-                                                    reuse_input_projection=False),
     }
 
 
 class Trainee:
     """One adapted model, its optimizer and (for ASLoRA) its merge controller."""
 
-    def __init__(self, name: str, base: torch.nn.Module, config: object, device: str) -> None:
+    def __init__(self, name: str, base: torch.nn.Module, config: object, device: str, compile: bool = False) -> None:
         self.name = name
-        self.model = aslora.apply_adapter(copy.deepcopy(base), config).to(device).train()
+        if config is None:  # the limit: frozen base, gradients flow to the input of every layer
+            self.model = copy.deepcopy(base)
+            self.model.requires_grad_(False)
+            self.model = aslora.apply_adapter(self.model, aslora.FullFinetuneConfig())
+            self.model.requires_grad_(False)
+            for head in ("classifier", "score"):
+                if hasattr(self.model, head):
+                    getattr(self.model, head).requires_grad_(True)
+            self.model.enable_input_require_grads()
+        else:
+            self.model = aslora.apply_adapter(copy.deepcopy(base), config)
+        self.model = self.model.to(device).train()
+        # transformers sets problem_type on the first call; set it now so compile sees one config
+        self.model.config.problem_type = "single_label_classification"
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-4)
         pool = aslora.find_pool(self.model)
         self.controller = aslora.MergeController(self.model, total_steps=10**6) \
             if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig) else None
+        self.forward = torch.compile(self.model) if compile else self.model
         self.steps = 0
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        loss = self.model(**batch).loss
+        loss = self.forward(**batch).loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         if self.controller is not None:
-            self.controller.step(self.steps, self.optimizer)
+            self.controller.step(self.steps)
 
 
 def timed(fn: Callable[[], Any], device: str) -> float:
@@ -141,11 +160,13 @@ def adapter_checkpoint_bytes(trainee: Trainee) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if aslora.find_pool(trainee.model) is not None:
             aslora.save_adapter(trainee.model, tmp, training_state=False)
+            weights = aslora.export.WEIGHTS_FILE
         elif hasattr(trainee.model, "save_pretrained") and hasattr(trainee.model, "peft_config"):
             trainee.model.save_pretrained(tmp)
+            weights = aslora.export.PEFT_WEIGHTS_FILE
         else:
-            return sum(p.numel() * p.element_size() for p in trainee.model.parameters())
-        tensors = load_file(str(Path(tmp) / "adapter_model.safetensors"))
+            return sum(p.numel() * p.element_size() for p in trainee.model.parameters() if p.requires_grad)
+        tensors = load_file(str(Path(tmp) / weights))
     return sum(t.numel() * t.element_size() for k, t in tensors.items()
                if not k.startswith("head.") and ".classifier." not in f".{k}" and ".score." not in f".{k}")
 
@@ -161,23 +182,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", default="all", help="comma-separated subset, or all")
     parser.add_argument("--out", default=None, help="JSON path (default results/bench/<device>.json)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows of limit, peft-lora, aslora")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the base model's dtype (adapters stay fp32, as in training)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     base, targets, vocab = build_base(args.model)
+    base = base.to(getattr(torch, args.dtype))
     layers = base.config.num_hidden_layers
     merges = {6: 4, 12: 7, 24: 13, 32: 17}.get(layers, layers // 2)  # as configs/model/*.yaml
     configs = method_configs(targets, args.rank, merges)
     names = list(configs) if args.methods == "all" else args.methods.split(",")
-    if "peft-lora" not in names:
-        names.insert(0, "peft-lora")  # the reference every ratio is taken against
+    unknown = sorted(set(names) - set(configs))
+    if unknown:
+        raise SystemExit(f"unknown --methods {unknown}; choose from {sorted(configs)}")
+    for required in (LIMIT, "peft-lora"):  # the references every ratio is taken against
+        if required not in names:
+            names.insert(0, required)
+    if args.compile:
+        names += [name + COMPILED for name in (LIMIT, "peft-lora", "aslora") if name in names]
     generator = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
              "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
              "labels": torch.randint(0, 2, (args.batch_size,), generator=generator)}
     batch = {k: v.to(args.device) for k, v in batch.items()}
 
-    trainees = {name: Trainee(name, base, configs[name](), args.device) for name in names}
+    trainees = {name: Trainee(name, base, configs[name.removesuffix(COMPILED)](), args.device,
+                              compile=name.endswith(COMPILED)) for name in names}
     for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
         for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
             trainee.step(batch)
@@ -194,13 +226,17 @@ def main(argv: list[str] | None = None) -> int:
                       "adapter_bytes": adapter_checkpoint_bytes(trainee), "adapter_params": counts.adapter,
                       "num_distinct_B": counts.num_distinct_B}
     reference = rows["peft-lora"]
-    for row in rows.values():
+    for name, row in rows.items():
         for key in ("step_seconds", "memory_bytes", "adapter_bytes"):
             row[f"{key}_ratio"] = row[key] / reference[key]
+        # against the limit of the same kind (eager or compiled)
+        limit = rows[LIMIT + COMPILED] if name.endswith(COMPILED) else rows[LIMIT]
+        row["step_seconds_ratio_to_limit"] = row["step_seconds"] / limit["step_seconds"]
 
     extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
     report = {"command": " ".join(["python -m scripts.bench", *(argv if argv is not None else sys.argv[1:])]),
-              "model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len, "rank": args.rank,
+              "model": args.model, "dtype": args.dtype, "batch_size": args.batch_size, "seq_len": args.seq_len,
+              "rank": args.rank,
               "repeats": args.repeats, "warmup": args.warmup, "device": args.device, "methods": rows,
               "aslora": extras, "environment": environment()}
     print_table(report)
@@ -219,7 +255,7 @@ def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) 
     mean_update = statistics.median(timed(pool.update_running_means, args.device) for _ in range(50))
     fresh = Trainee("aslora", base, configs["aslora"](), args.device)  # all B's untied: the costliest search
     fresh.step(batch)
-    merge_event = timed(lambda: fresh.controller.step(fresh.steps + 1, fresh.optimizer), args.device)
+    merge_event = timed(lambda: fresh.controller.step(fresh.steps + 1), args.device)
     # inference: the base model vs the same model after the adapter is folded in
     with torch.no_grad():
         plain = copy.deepcopy(base).to(args.device).eval()
@@ -243,9 +279,11 @@ def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) 
 def print_table(report: dict[str, Any]) -> None:
     print(f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
           f"{report['environment']['device']}; median of {report['repeats']} interleaved steps")
-    print(f"{'method':<14}{'step s':>9}{'× LoRA':>8}{'memory MB':>11}{'× LoRA':>8}{'adapter KB':>12}{'× LoRA':>8}")
+    print(f"{'method':<19}{'step s':>9}{'× LoRA':>8}{'× limit':>9}{'memory MB':>11}{'× LoRA':>8}"
+          f"{'adapter KB':>12}{'× LoRA':>8}")
     for name, row in report["methods"].items():
-        print(f"{name:<14}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.2f}"
+        print(f"{name:<19}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.3f}"
+              f"{row['step_seconds_ratio_to_limit']:>9.3f}"
               f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
               f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}")
     extras = report["aslora"]
@@ -258,7 +296,8 @@ def print_table(report: dict[str, Any]) -> None:
 def _device_slug(report: dict[str, Any]) -> str:
     device = report["environment"]["device"].lower()
     kind = "cuda" if report["device"] == "cuda" else "cpu"
-    return f"{report['model']}_{kind}_" + "".join(c if c.isalnum() else "-" for c in device).strip("-")[:40]
+    dtype = "" if report.get("dtype", "float32") == "float32" else f"{report['dtype']}_"
+    return f"{report['model']}_{kind}_{dtype}" + "".join(c if c.isalnum() else "-" for c in device).strip("-")[:40]
 
 
 if __name__ == "__main__":

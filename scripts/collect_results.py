@@ -8,7 +8,7 @@ never drops the others. ``--replace`` starts the file afresh.
 
 Nothing is typed by hand: every column comes from a report (see aslora/report.py). For every
 finished ASLoRA run it also keeps what the sharing map is drawn from — the report and the saved
-adapter's ``adapter_config.json`` (layer→B map, merge history) — under ``results/sharing/<run>/``
+adapter's ``aslora_config.json`` (layer→B map, merge history) — under ``results/sharing/<run>/``
 (beside ``--out``), so the committed figures regenerate from committed files (``make figures``).
 """
 
@@ -21,6 +21,8 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
+from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = [
@@ -81,16 +83,18 @@ def collect(experiments: Path) -> list[dict]:
 
 
 def keep_sharing_inputs(rows: list[dict], experiments: Path, out_dir: Path) -> int:
-    """Copy each ASLoRA run's report and adapter_config.json to ``out_dir/<run_name>/``."""
+    """Copy each ASLoRA run's report and adapter JSON (``aslora_config.json``; version-1 runs:
+    ``adapter_config.json``) to ``out_dir/<run_name>/``."""
     kept = 0
     for r in rows:
         run_dir = experiments / r["run_name"]
-        adapter_config = run_dir / "adapter" / "adapter_config.json"
-        if r["adapter"] != "aslora" or not adapter_config.is_file():
+        configs = [run_dir / "adapter" / name for name in (CONFIG_FILE, PEFT_CONFIG_FILE)]
+        adapter_config = next((path for path in configs if path.is_file()), None)
+        if r["adapter"] != "aslora" or adapter_config is None:
             continue
         (out_dir / r["run_name"] / "adapter").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "report.json", out_dir / r["run_name"] / "report.json")
-        shutil.copyfile(adapter_config, out_dir / r["run_name"] / "adapter" / "adapter_config.json")
+        shutil.copyfile(adapter_config, out_dir / r["run_name"] / "adapter" / adapter_config.name)
         kept += 1
     return kept
 

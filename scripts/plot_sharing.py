@@ -22,11 +22,15 @@ import numpy as np  # noqa: E402
 
 
 def load(run_dir: Path) -> tuple[dict, dict]:
-    report_path, adapter_path = run_dir / "report.json", run_dir / "adapter" / "adapter_config.json"
-    for path in (report_path, adapter_path):
-        if not path.is_file():
-            raise SystemExit(f"{path} not found: {run_dir} is not a finished ASLoRA run")
-    adapter = json.loads(adapter_path.read_text())
+    from aslora.export import read_adapter_meta
+
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise SystemExit(f"{report_path} not found: {run_dir} is not a finished ASLoRA run")
+    try:
+        adapter = read_adapter_meta(run_dir / "adapter")
+    except ValueError as error:
+        raise SystemExit(f"{run_dir} is not a finished ASLoRA run: {error}") from None
     if adapter.get("adapter_type") != "ASLoRAConfig":
         raise SystemExit(f"{run_dir} is a {adapter.get('adapter_type')} run; the sharing map is for ASLoRA")
     return json.loads(report_path.read_text()), adapter

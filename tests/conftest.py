@@ -72,3 +72,23 @@ def randomise_adapter(model: torch.nn.Module, seed: int = 0) -> None:
         for name, p in model.named_parameters():
             if p.requires_grad and ("lora_" in name):
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+
+
+def B_of(pool, name: str) -> torch.Tensor:
+    """The B named ``name`` (``"query_2"``): a row of its bank, a view that can be written."""
+    bank, row = pool.row_of_name[name]
+    return pool.lora_B[bank].data[row]
+
+
+def tie_lowest_upward(model: torch.nn.Module, merges_per_group) -> None:
+    """Tie each merge group's lowest B's upward, ``merges_per_group`` times (an int, or a callable
+    of the group name), through the pool's own tie. A meta-device pool (counting tests) is given
+    real storage first; the base model stays on the meta device."""
+    pool = model.aslora_pool
+    if pool.b_map.is_meta:
+        pool.to_empty(device="cpu")
+        pool.restore({key: key for key in pool.slots}, merge_history=[], num_mean_updates=0)
+    for bank in pool.bank_names:
+        merges = merges_per_group(bank) if callable(merges_per_group) else merges_per_group
+        for row in range(merges):
+            pool.tie(bank=bank, lower=row, upper=row + 1, update_ratio=0.0, step=0, distance=0.0)

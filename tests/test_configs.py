@@ -7,6 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
 import aslora
+from conftest import tie_lowest_upward
 from aslora.models import ModelSpec, model_path
 from aslora.params import lora_parameter_count
 from aslora.settings import RunSettings
@@ -56,10 +57,7 @@ def test_shipped_aslora_config_ends_below_a_quarter_of_lora(model_name):
     pool = model.aslora_pool
     shapes = [(s.in_features, s.out_features) for s in pool.slots.values()]
     lora = lora_parameter_count(shapes, config.r)
-    for module_type in sorted({s.module_type for s in pool.slots.values()}):
-        for depth in range(config.max_merges):  # which pairs tie does not change the count
-            pool.tie(lower=f"{module_type}_{depth}", upper=f"{module_type}_{depth + 1}", update_ratio=0.0,
-                     step=0, distance=0.0, group=module_type)
+    tie_lowest_upward(model, config.merges_allowed)  # which pairs tie does not change the count
     after = aslora.count_parameters(model).adapter
     assert after / lora < 0.25, f"{model_name}: {after} of LoRA's {lora}"
     # and max_merges is the fewest that does it: one merge fewer per type would not

@@ -33,7 +33,7 @@ def _torchrun(args, cwd):
 
 def _result(experiments):
     (run_dir,) = [p.parent for p in experiments.glob("*/report.json")]
-    return json.loads((run_dir / "report.json").read_text()), load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    return json.loads((run_dir / "report.json").read_text()), load_file(run_dir / "adapter" / "aslora_model.safetensors")
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):

@@ -39,23 +39,26 @@ def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
     model = _merged_aslora(build, targets)
     expected = model(input_ids).logits
     aslora.save_adapter(model, tmp_path / "adapter")
-    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    saved = load_file(tmp_path / "adapter" / "aslora_model.safetensors")
     assert sum(1 for k in saved if k.startswith("lora_A.")) == 1  # shared A stored once
-    assert sum(1 for k in saved if k.startswith("lora_B.")) == aslora.count_parameters(model).num_distinct_B
+    # live rows only: a retired B is not saved, so the file is as small as the count says
+    assert sum(v.shape[0] for k, v in saved.items() if k.startswith("lora_B.")) == aslora.count_parameters(model).num_distinct_B
+    assert sum(v.numel() for k, v in saved.items() if k.startswith(("lora_A.", "lora_B."))) == aslora.count_parameters(model).adapter
     loaded = aslora.load_adapter(build(), tmp_path / "adapter")
     torch.testing.assert_close(loaded(input_ids).logits, expected, rtol=0, atol=0)
     assert loaded.aslora_pool.sharing_map() == model.aslora_pool.sharing_map()
     assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
     assert loaded.aslora_pool.num_mean_updates == model.aslora_pool.num_mean_updates
-    for key, mean in model.aslora_pool.running_mean_B._buffers.items():
-        torch.testing.assert_close(loaded.aslora_pool.running_mean_B[key], mean, rtol=0, atol=0)
+    for key, rows in model.aslora_pool.live_rows().items():
+        torch.testing.assert_close(loaded.aslora_pool.running_mean_B[key][rows],
+                                   model.aslora_pool.running_mean_B[key][rows], rtol=0, atol=0)
     assert aslora.count_parameters(loaded) == aslora.count_parameters(model)
 
 
 def test_adapter_saved_without_training_state_still_reproduces_outputs(tmp_path, input_ids):
     model = _merged_aslora(tiny_bert, ["query", "value"])
     aslora.save_adapter(model, tmp_path, training_state=False)
-    saved = load_file(tmp_path / "adapter_model.safetensors")
+    saved = load_file(tmp_path / "aslora_model.safetensors")
     assert not any(k.startswith("running_mean_B.") for k in saved)
     loaded = aslora.load_adapter(tiny_bert(), tmp_path)
     assert loaded.aslora_pool.num_mean_updates == 0  # its means start afresh if training continues
@@ -74,15 +77,15 @@ def test_loading_into_a_model_of_the_wrong_shape_fails_clearly(tmp_path):
     aslora.save_adapter(_merged_aslora(tiny_bert, ["query", "value"]), tmp_path)
     with pytest.raises(ValueError, match="wrong shape"):
         aslora.load_adapter(tiny_bert(hidden=64), tmp_path)
-    with pytest.raises(ValueError, match="lacks adapted layers"):
+    with pytest.raises(ValueError, match="adapted layers it lacks"):
         aslora.load_adapter(tiny_bert(layers=6), tmp_path)
 
 
 def test_loading_with_missing_keys_fails_clearly(tmp_path):
     aslora.save_adapter(_merged_aslora(tiny_bert, ["query", "value"]), tmp_path)
-    weights = load_file(tmp_path / "adapter_model.safetensors")
+    weights = load_file(tmp_path / "aslora_model.safetensors")
     del weights["lora_A.global"]
-    save_file(weights, tmp_path / "adapter_model.safetensors")
+    save_file(weights, tmp_path / "aslora_model.safetensors")
     with pytest.raises(ValueError, match=r"missing \['lora_A.global'\]"):
         aslora.load_adapter(tiny_bert(), tmp_path)
 
@@ -90,10 +93,38 @@ def test_loading_with_missing_keys_fails_clearly(tmp_path):
 def test_loading_a_directory_without_an_adapter_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="is not a saved aslora adapter"):
         aslora.load_adapter(tiny_bert(), tmp_path)
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"format": "something-else"}))
-    save_file({}, tmp_path / "adapter_model.safetensors")
+    (tmp_path / "aslora_config.json").write_text(json.dumps({"format": "something-else"}))
+    save_file({}, tmp_path / "aslora_model.safetensors")
     with pytest.raises(ValueError, match="is not an aslora adapter"):
         aslora.load_adapter(tiny_bert(), tmp_path)
+
+
+def test_a_peft_directory_is_named_as_such(tmp_path):
+    peft_model = aslora.apply_adapter(tiny_bert(), peft.LoraConfig(r=4, target_modules=["query", "value"]))
+    peft_model.save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="holds a PEFT adapter, not an aslora one"):
+        aslora.load_adapter(tiny_bert(), tmp_path)
+
+
+def test_a_version_1_adapter_still_loads(tmp_path, input_ids):
+    """Version 1 (before B banks) saved one tensor per live B under PEFT's file names."""
+    model = _merged_aslora(tiny_bert, ["query", "value"])
+    aslora.save_adapter(model, tmp_path / "v2")
+    meta = json.loads((tmp_path / "v2" / "aslora_config.json").read_text())
+    weights = load_file(tmp_path / "v2" / "aslora_model.safetensors")
+    v1 = {k: v for k, v in weights.items() if not k.startswith(("lora_B.", "running_mean_B."))}
+    for prefix in ("lora_B", "running_mean_B"):
+        for bank, names in meta["live_B"].items():
+            for row, name in enumerate(names):
+                v1[f"{prefix}.{name}"] = weights[f"{prefix}.{bank}"][row]
+    meta.update(format_version=1, config={**meta["config"], "reuse_input_projection": True})
+    del meta["live_B"]
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "adapter_config.json").write_text(json.dumps(meta))
+    save_file({k: v.contiguous() for k, v in v1.items()}, tmp_path / "v1" / "adapter_model.safetensors")
+    loaded = aslora.load_adapter(tiny_bert(), tmp_path / "v1")
+    torch.testing.assert_close(loaded(input_ids).logits, model(input_ids).logits, rtol=0, atol=0)
+    assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
 
 
 @pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))

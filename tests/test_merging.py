@@ -1,4 +1,4 @@
-"""Merges follow the schedule, pick the closest pair, tie it, and manage optimizer state (item 4)."""
+"""Merges follow the schedule, pick the closest pair and tie it by rewriting the layer→B map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import aslora
 from aslora.adapters.layers import SharedLoRALinear
-from conftest import randomise_adapter, tiny_bert, tiny_llama_classifier
+from conftest import B_of, randomise_adapter, tiny_bert, tiny_llama_classifier
 
 
 def _train(model, controller, steps, input_ids, lr=1e-2, seed=0):
@@ -21,7 +21,7 @@ def _train(model, controller, steps, input_ids, lr=1e-2, seed=0):
         model(input_ids, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        events_by_step[t] = controller.step(t, optimizer)
+        events_by_step[t] = controller.step(t)
     return optimizer, events_by_step
 
 
@@ -61,9 +61,9 @@ def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
     # Set B's so that the query running means are 0, 10, 10.5, 30 and value means 0, 5, 20, 21.
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
-            pool.lora_B[f"query_{depth}"].fill_(v)
+            B_of(pool, f"query_{depth}").fill_(v)
         for depth, v in enumerate([0.0, 5.0, 20.0, 21.0]):
-            pool.lora_B[f"value_{depth}"].fill_(v)
+            B_of(pool, f"value_{depth}").fill_(v)
     controller = aslora.MergeController(model, total_steps=5)
     events = controller.step(1)
     by_group = {e.group: e for e in events}
@@ -71,11 +71,13 @@ def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
     assert (by_group["value"].retired, by_group["value"].kept) == ("value_2", "value_3")
     n = 32 * 2  # elements of each B
     assert by_group["query"].distance == pytest.approx(0.5 * n ** 0.5)
+    assert pool.sharing_map()["query_1"] == "query_2" == pool.sharing_map()["query_2"]
     layer1 = model.bert.encoder.layer[1].attention.self.query
     layer2 = model.bert.encoder.layer[2].attention.self.query
-    assert layer1.pool.factors(layer1.slot_key)[1] is layer2.pool.factors(layer2.slot_key)[1]
-    assert "query_1" not in pool.lora_B and "query_1" not in pool.running_mean_B
+    torch.testing.assert_close(layer1.pool.factors(layer1.slot_key)[1], layer2.pool.factors(layer2.slot_key)[1])
+    assert "query_1" not in model.aslora_pool.sharing_map().values()
     assert pool.merge_history[0]["moved_layers"] == ["bert.encoder.layer.1.attention.self.query"]
+    assert by_group["query"].moved_layers == ("bert.encoder.layer.1.attention.self.query",)
 
 
 def test_running_mean_is_the_mean_of_all_sampled_values():
@@ -85,9 +87,9 @@ def test_running_mean_is_the_mean_of_all_sampled_values():
     values = [1.0, 2.0, 6.0]
     for t, v in enumerate(values, 1):
         with torch.no_grad():
-            pool.lora_B["query_0"].fill_(v)
+            B_of(pool, "query_0").fill_(v)
         controller.step(t)
-    torch.testing.assert_close(pool.running_mean_B["query_0"], torch.full((32, 2), 3.0))
+    torch.testing.assert_close(pool.running_mean_B["query"][0], torch.full((32, 2), 3.0))
 
 
 def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
@@ -96,7 +98,7 @@ def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
             r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates=candidates))
         with torch.no_grad():
             for depth, v in enumerate([0.0, 10.0, 20.0, 0.1]):  # layer 0 and layer 3 are closest
-                model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
+                B_of(model.aslora_pool, f"query_{depth}").fill_(v)
         return next(e for e in aslora.MergeController(model, total_steps=3).step(1) if e.group == "query")
 
     assert (first_event("all").retired, first_event("all").kept) == ("query_0", "query_3")
@@ -108,8 +110,8 @@ def test_distance_threshold_blocks_merges_above_it():
         r=2, merge_start_step=0, merge_interval_steps=1, max_merges=3, merge_distance_threshold=1.0))
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 20.0, 30.0]):
-            model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
-            model.aslora_pool.lora_B[f"value_{depth}"].fill_(0.01 * depth)
+            B_of(model.aslora_pool, f"query_{depth}").fill_(v)
+            B_of(model.aslora_pool, f"value_{depth}").fill_(0.01 * depth)
     events = aslora.MergeController(model, total_steps=3).step(1)
     assert [e.group for e in events] == ["value"]  # query pairs are ~80 apart, value pairs 0.08
 
@@ -118,15 +120,15 @@ def test_update_ratio_blends_survivor():
     model = aslora.apply_adapter(tiny_bert(layers=2), aslora.ASLoRAConfig(
         r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_update_ratio=0.5))
     with torch.no_grad():
-        model.aslora_pool.lora_B["query_0"].fill_(2.0)
-        model.aslora_pool.lora_B["query_1"].fill_(4.0)
+        B_of(model.aslora_pool, "query_0").fill_(2.0)
+        B_of(model.aslora_pool, "query_1").fill_(4.0)
     aslora.MergeController(model, total_steps=3).step(1)
-    torch.testing.assert_close(model.aslora_pool.lora_B["query_1"], torch.full((32, 2), 3.0))
+    torch.testing.assert_close(B_of(model.aslora_pool, "query_1"), torch.full((32, 2), 3.0))
 
 
-def test_tied_B_gets_the_sum_of_both_layers_gradients(input_ids):
-    """After a tie, the one B's gradient equals the sum of the gradients two untied copies of it
-    (same values) would get — both layers train it."""
+def test_tied_B_gets_the_sum_of_both_layers_gradients_and_the_retired_row_none(input_ids):
+    """After a tie, the survivor's gradient equals the sum of the gradients two untied copies of
+    it (same values) would get — both layers train it — and the retired row's gradient is zero."""
     import copy
 
     config = aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1)
@@ -136,39 +138,32 @@ def test_tied_B_gets_the_sum_of_both_layers_gradients(input_ids):
     events = aslora.MergeController(tied, total_steps=3).step(1)
     with torch.no_grad():  # give the untied model's lower B's the values the survivors have
         for e in events:
-            untied.aslora_pool.lora_B[e.retired].copy_(untied.aslora_pool.lora_B[e.kept])
+            B_of(untied.aslora_pool, e.retired).copy_(B_of(untied.aslora_pool, e.kept))
     event = next(e for e in events if e.group == "query")
-    layer0 = tied.bert.encoder.layer[0].attention.self.query
-    layer1 = tied.bert.encoder.layer[1].attention.self.query
-    assert layer0.pool.factors(layer0.slot_key)[1] is layer1.pool.factors(layer1.slot_key)[1]
     tied(input_ids).logits.square().sum().backward()
     untied(input_ids).logits.square().sum().backward()
-    expected = untied.aslora_pool.lora_B[event.kept].grad + untied.aslora_pool.lora_B[event.retired].grad
-    assert untied.aslora_pool.lora_B[event.retired].grad.abs().sum() > 0
-    torch.testing.assert_close(tied.aslora_pool.lora_B[event.kept].grad, expected, rtol=1e-5, atol=1e-7)
+    grad = lambda model, name: model.aslora_pool.lora_B.query.grad[model.aslora_pool.row_of_name[name][1]]
+    expected = grad(untied, event.kept) + grad(untied, event.retired)
+    assert grad(untied, event.retired).abs().sum() > 0
+    torch.testing.assert_close(grad(tied, event.kept), expected, rtol=1e-5, atol=1e-7)
+    assert torch.count_nonzero(grad(tied, event.retired)) == 0
 
 
-def test_optimizer_drops_retired_B_state_and_keeps_survivor_moments(input_ids):
+def test_a_tie_leaves_the_parameter_set_and_the_optimizer_untouched(input_ids):
     config = aslora.ASLoRAConfig(r=2, merge_start_step=1, merge_interval_steps=2, max_merges=1)
     model = aslora.apply_adapter(tiny_bert(), config)
     controller = aslora.MergeController(model, total_steps=6)
-    optimizer, _ = _train(model, controller, 2, input_ids)
-    labels = torch.tensor([0, 1, 1])
-    model(input_ids, labels=labels).loss.backward()
-    optimizer.step(); optimizer.zero_grad()
-    state_before_merge = {k: optimizer.state[p]["exp_avg"].clone() for k, p in model.aslora_pool.lora_B.items()}
-    events = controller.step(3, optimizer)
-    assert len(events) == 2
-    live = set(model.aslora_pool.lora_B.values())
-    in_optimizer = {p for g in optimizer.param_groups for p in g["params"]}
-    assert all(p in in_optimizer for p in live)
-    assert len([p for p in in_optimizer if p.shape == (32, 2)]) == 6
-    assert len(optimizer.state) == len(in_optimizer)  # no state for parameters that are gone
-    for e in events:
-        torch.testing.assert_close(optimizer.state[model.aslora_pool.lora_B[e.kept]]["exp_avg"], state_before_merge[e.kept])
-    # training continues without error after the merge
-    model(input_ids, labels=labels).loss.backward()
-    optimizer.step()
+    keys_before = list(model.state_dict())
+    shapes_before = {k: v.shape for k, v in model.state_dict().items()}
+    params_before = [id(p) for p in model.parameters()]
+    optimizer, events = _train(model, controller, 4, input_ids)
+    assert [t for t, e in events.items() if e] == [3]
+    assert list(model.state_dict()) == keys_before and {k: v.shape for k, v in model.state_dict().items()} == shapes_before
+    assert [id(p) for p in model.parameters()] == params_before
+    assert all(torch.is_tensor(v) for v in model.state_dict().values())  # no extra state: any framework saves it
+    assert len(optimizer.param_groups[0]["params"]) == len(params_before) - sum(
+        1 for p in model.parameters() if not p.requires_grad)
+    assert int(model.aslora_pool.num_merges) == 2
 
 
 def test_merges_to_the_target_count_on_llama_shapes(input_ids):
@@ -181,7 +176,8 @@ def test_merges_to_the_target_count_on_llama_shapes(input_ids):
         controller.step(t)
     # joint scope groups B's by shape; q (32×2) and v (16×2) never tie with each other
     assert controller.num_distinct_B == 2
-    assert {tuple(b.shape) for b in model.aslora_pool.lora_B.values()} == {(32, 2), (16, 2)}
+    assert sorted(model.aslora_pool.lora_B.keys()) == ["shape_16x2", "shape_32x2"]
+    assert model.aslora_pool.live_rows() == {"shape_32x2": [3], "shape_16x2": [3]}
 
 
 @pytest.mark.parametrize("max_merges", [4, 10])
@@ -208,8 +204,8 @@ def _first_events(selection, step=1):
         r=2, merge_start_step=step - 1, merge_interval_steps=1, max_merges=1, merge_selection=selection))
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
-            model.aslora_pool.lora_B[f"query_{depth}"].fill_(v)
-            model.aslora_pool.lora_B[f"value_{depth}"].fill_(v)
+            B_of(model.aslora_pool, f"query_{depth}").fill_(v)
+            B_of(model.aslora_pool, f"value_{depth}").fill_(v)
     controller = aslora.MergeController(model, total_steps=50)
     for t in range(1, step):
         controller.pool.update_running_means()
@@ -227,3 +223,60 @@ def test_random_selection_is_reproducible_and_varies_with_the_step():
     assert len(set(draws.values())) > 1  # not stuck on one pair
     adjacent = {("query_0", "query_1"), ("query_1", "query_2"), ("query_2", "query_3")}
     assert set(draws.values()) <= adjacent  # still only candidate pairs
+
+
+def test_joint_scope_orders_and_neighbours_by_the_real_layer_index():
+    """query on layers 0–3, value on layers 2–3 only: value_0 sits in layer 2, above query_1."""
+    targets = r".*layer\.[0-3]\.attention\.self\.query|.*layer\.[23]\.attention\.self\.value"
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
+        r=2, target_modules=targets, merge_scope="joint", merge_start_step=0, merge_interval_steps=1, max_merges=1))
+    pool = model.aslora_pool
+    assert [(s.key, s.layer) for s in pool.slots.values()] == [
+        ("query_0", 0), ("query_1", 1), ("query_2", 2), ("value_0", 2), ("query_3", 3), ("value_1", 3)]
+    with torch.no_grad():
+        for name, v in {"query_0": 0.0, "query_1": 10.0, "query_2": 20.0, "query_3": 30.0,
+                        "value_0": 10.2, "value_1": 50.0}.items():
+            B_of(pool, name).fill_(v)
+    (event,) = aslora.MergeController(model, total_steps=3).step(1)
+    # the lower layer takes the upper layer's B: query_1 (layer 1) reads value_0 (layer 2) from now on
+    assert (event.retired, event.kept) == ("query_1", "value_0")
+
+
+def test_exact_ties_go_to_the_lowest_pair_with_many_B():
+    """30 identical B's (SmolLM2 has 30 layers): every distance is exactly 0, and the lowest
+    adjacent pair wins — torch.cdist's matmul path (used above 25 rows) would give them slightly
+    different, non-zero distances."""
+    model = aslora.apply_adapter(tiny_bert(layers=30, hidden=16), aslora.ASLoRAConfig(
+        r=4, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates="all"))
+    pool = model.aslora_pool
+    same = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for bank in ("query", "value"):
+            pool.lora_B[bank].copy_(same.expand_as(pool.lora_B[bank]))
+    events = aslora.MergeController(model, total_steps=3).step(1)
+    assert [(e.group, e.retired, e.kept, e.distance) for e in events] == [
+        ("query", "query_0", "query_1", 0.0), ("value", "value_0", "value_1", 0.0)]
+
+
+def test_max_merges_per_group():
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
+        r=2, merge_start_step=0, merge_interval_steps=1, max_merges={"query": 3, "value": 1}))
+    randomise_adapter(model)
+    controller = aslora.MergeController(model, total_steps=5)
+    for t in range(1, 6):
+        controller.step(t)
+    groups = [e["group"] for e in model.aslora_pool.merge_history]
+    assert groups.count("query") == 3 and groups.count("value") == 1
+    assert controller.num_distinct_B == 1 + 3
+    assert model.aslora_pool.config.resolve_schedule(5).last_event_step == 3  # the largest cap sets the schedule
+
+
+@pytest.mark.parametrize("caps, message", [
+    ({"query": 1, "key": 1, "value": 1}, r"max_merges names merge group\(s\) \['key'\]"),
+    ({"query": 1}, r"has no entry for merge group 'value'"),
+    ({"query": 4, "value": 1}, r"max_merges=4 is more than merge group 'query' allows"),
+])
+def test_bad_per_group_caps_are_rejected_naming_the_group(caps, message):
+    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, max_merges=caps))
+    with pytest.raises(ValueError, match=message):
+        aslora.MergeController(model, total_steps=5000)

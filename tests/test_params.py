@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
 import aslora
+from conftest import tie_lowest_upward
 from aslora.params import (
     lora_parameter_count,
     shared_lora_parameter_count,
@@ -55,13 +56,13 @@ def test_roberta_base_counts_match_the_paper_notes():
     before = aslora.count_parameters(model)
     assert before.adapter == 153_600 == 768 * r + 24 * 768 * r
     assert before.head == 768 * 768 + 768 + 768 * 2 + 2  # RoBERTa's dense + out_proj head, excluded
-    _tie_per_module_type(model, merges=7)
+    tie_lowest_upward(model, 7)
     after = aslora.count_parameters(model)
     assert after.num_distinct_B == 10
     assert after.adapter == 67_584 == 768 * r + 10 * 768 * r
     assert after.adapter / lora.adapter < 0.25  # the paper's claim
     per_module = aslora.apply_adapter(_meta_model("roberta-base"), aslora.ASLoRAConfig(r=r, a_sharing="per_module"))
-    _tie_per_module_type(per_module, merges=7)
+    tie_lowest_upward(per_module, 7)
     assert aslora.count_parameters(per_module).adapter == 73_728  # exactly 25.0 %: per-module A misses the claim
 
 
@@ -78,7 +79,7 @@ def test_counts_equal_closed_forms(arch, r):
     assert lora.adapter == lora_parameter_count(shapes, r)
     aslora_model = aslora.apply_adapter(_meta_model(arch), aslora.ASLoRAConfig(r=r, target_modules=targets))
     assert aslora.count_parameters(aslora_model).adapter == shared_lora_parameter_count(r, [d_in], b_widths)
-    _tie_per_module_type(aslora_model, merges=layers // 2)
+    tie_lowest_upward(aslora_model, layers // 2)
     left = [d for d in b_widths[:2]] * (layers - layers // 2)  # each type keeps layers − merges B's
     assert aslora.count_parameters(aslora_model).adapter == shared_lora_parameter_count(r, [d_in], left)
     share = aslora.count_parameters(aslora.apply_adapter(_meta_model(arch), aslora.ShareLoRAConfig(r=r, target_modules=targets)))
@@ -105,12 +106,3 @@ def test_full_finetuning_counts_everything_but_the_head_as_adapter():
     counts = aslora.count_parameters(model)
     assert counts.trainable == counts.total
     assert counts.adapter == counts.total - counts.head
-
-
-def _tie_per_module_type(model, merges):
-    """Tie the lowest B's upward, ``merges`` times per module type, through the pool's tie."""
-    pool = model.aslora_pool
-    for module_type in sorted({s.module_type for s in pool.slots.values()}):
-        for depth in range(merges):
-            pool.tie(lower=f"{module_type}_{depth}", upper=f"{module_type}_{depth + 1}", update_ratio=0.0,
-                     step=0, distance=0.0, group=module_type)

@@ -43,7 +43,7 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
     assert "| ASLoRA | 15,360 | 20.8 |" in table and "stand-in for sst2" in table
 
     run_dir = tmp_path / "sharing" / container["run_name"]  # the copy collect_results keeps: enough to draw
-    assert (run_dir / "adapter" / "adapter_config.json").is_file() and not (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert (run_dir / "adapter" / "aslora_config.json").is_file() and not (run_dir / "adapter" / "aslora_model.safetensors").exists()
     _, adapter = plot_sharing.load(run_dir)
     types, groups, _ = plot_sharing.sharing_matrix(adapter)
     assert types == ["query", "value"] and groups.shape == (2, 6)

@@ -20,7 +20,7 @@ NAME = "smoke_minilm-l6_rt_polarity_aslora_task.max_train_examples=256,train.epo
 
 def _outcome(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
-    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    weights = load_file(run_dir / "adapter" / "aslora_model.safetensors")
     return report, weights
 
 

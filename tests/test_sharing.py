@@ -28,8 +28,9 @@ def test_global_A_is_one_tensor_used_by_every_layer_and_stored_once(arch):
         assert layer.pool.factors(layer.slot_key)[0] is first_a
     a_keys = [k for k in model.state_dict() if ".lora_A." in k]
     assert a_keys == ["aslora_pool.lora_A.global"]
-    b_keys = [k for k in model.state_dict() if ".lora_B." in k]
-    assert len(b_keys) == len(layers)  # one B per layer before any merge
+    b_banks = {k: v.shape for k, v in model.state_dict().items() if ".lora_B." in k}
+    assert sorted(b_banks) == [f"aslora_pool.lora_B.{t}" for t in sorted(targets)]  # one bank per module type
+    assert sum(shape[0] for shape in b_banks.values()) == len(layers)  # one B row per layer before any merge
     assert sum(1 for n, _ in model.named_parameters() if "lora_A" in n) == 1
 
 
@@ -90,7 +91,8 @@ def test_matches_peft_lora_with_same_factors(arch, input_ids):
         torch.testing.assert_close(pool.lora_A[module_type].grad, grad_sum, rtol=1e-4, atol=1e-6)
     for name, m in peft_layers.items():
         layer = ours.get_submodule(name)
-        torch.testing.assert_close(pool.lora_B[pool.slots[layer.slot_key].b_key].grad,
+        slot = pool.slots[layer.slot_key]
+        torch.testing.assert_close(pool.lora_B[slot.bank].grad[slot.row],
                                    m.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6)
 
 
@@ -99,13 +101,13 @@ def test_global_A_spans_q_and_v_of_different_output_widths():
     model = aslora.apply_adapter(tiny_llama_classifier(), aslora.ASLoRAConfig(r=4, target_modules=["q_proj", "v_proj"]))
     pool = model.aslora_pool
     assert list(pool.lora_A.keys()) == ["global"]
-    assert {tuple(b.shape) for b in pool.lora_B.values()} == {(32, 4), (16, 4)}
+    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {"q_proj": (3, 32, 4), "v_proj": (3, 16, 4)}
 
 
 def test_tied_lora_shares_A_and_B_with_per_layer_vectors(input_ids):
     model = aslora.apply_adapter(tiny_bert(), aslora.TiedLoRAConfig(r=4))
     pool = model.aslora_pool
-    assert sorted(pool.lora_B.keys()) == ["query", "value"]
+    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {"query": (1, 32, 4), "value": (1, 32, 4)}
     assert len(pool.lora_u) == len(pool.lora_v) == 8
     randomise_adapter(model)
     model(input_ids).logits.sum().backward()

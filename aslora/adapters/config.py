@@ -69,12 +69,6 @@ class SharedLoRAConfig:
     (a shape constraint, reported by ``count_parameters(...).num_A``). ``per_module``: one A per
     module type (``query``, ``value``), the ShareLoRA convention."""
 
-    reuse_input_projection: bool = True
-    """Compute ``x·Aᵀ`` once when several adapted modules share one A and receive the same input
-    tensor (q, k and v read the same hidden states), instead of once per module. Exact — the
-    product is the same — and skipped while dropout is active, where each module draws its own
-    mask. ``False`` gives the plain per-module path (kept for the equivalence test)."""
-
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             raise ValueError(f"r={self.r!r} must be a positive integer")
@@ -84,8 +78,6 @@ class SharedLoRAConfig:
             raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
         self.target_modules = _normalise_targets(self.target_modules)
         _require_choice("a_sharing", self.a_sharing, A_SHARING_CHOICES)
-        if not isinstance(self.reuse_input_projection, bool):
-            raise ValueError(f"reuse_input_projection={self.reuse_input_projection!r} must be true or false")
 
     @property
     def scaling(self) -> float:
@@ -134,8 +126,9 @@ class ASLoRAConfig(SharedLoRAConfig):
     its merges. Exactly one of each pair is set.
 
     Decisions the paper leaves open, and ours:
-      * the tied group keeps the upper B's running mean and Adam moments; the retired B's
-        parameter, running mean and optimizer state are dropped (they no longer affect the model);
+      * the tied group keeps the upper B's running mean and Adam moments; the retired B's row
+        stays allocated in its bank and is read by no layer again (its gradient is zero), so the
+        parameter set never changes (see ``aslora/adapters/pool.py``);
       * ``merge_update_ratio`` λ: the survivor becomes ``(1−λ)·B_upper + λ·B_lower``.
     """
 
@@ -151,11 +144,13 @@ class ASLoRAConfig(SharedLoRAConfig):
     merge_interval_fraction: float | None = None
     """m as a fraction of the run's total optimizer steps, in (0, 1)."""
 
-    max_merges: int = 7
-    """Most ties per merge group (per module type under ``merge_scope="per_module"``). Algorithm 1
-    has no stopping rule, yet without one 12 layers collapse to one B [I]; 7 per module type
-    leaves 5 B's of 12 and puts RoBERTa-base q,v at 67,584 parameters, 22.9 % of LoRA's
-    294,912 — under the paper's "< 25 %" claim [P]. 0 disables merging (ShareLoRA with global A)."""
+    max_merges: int | dict[str, int] = 7
+    """Most ties per merge group (per module type under ``merge_scope="per_module"``), or a dict
+    from group name to its own cap (``{"query": 7, "value": 5}``) — for partial targets, where
+    groups differ in size and one number would be capped by the smallest. Algorithm 1 has no
+    stopping rule, yet without one 12 layers collapse to one B [I]; 7 per module type leaves 5 B's
+    of 12 and puts RoBERTa-base q,v at 67,584 parameters, 22.9 % of LoRA's 294,912 — under the
+    paper's "< 25 %" claim [P]. 0 disables merging (ShareLoRA with global A)."""
 
     merge_distance_threshold: float | None = None
     """Tie the closest pair only if its distance is at most this (``None``: always tie until
@@ -193,8 +188,15 @@ class ASLoRAConfig(SharedLoRAConfig):
             "merge_interval_fraction", self.merge_interval_fraction,
             min_step=1, fraction_low_open=True,
         )
-        if not isinstance(self.max_merges, int) or isinstance(self.max_merges, bool) or self.max_merges < 0:
-            raise ValueError(f"max_merges={self.max_merges!r} must be a non-negative integer")
+        caps = self.max_merges.values() if isinstance(self.max_merges, dict) else [self.max_merges]
+        if isinstance(self.max_merges, dict) and not self.max_merges:
+            raise ValueError("max_merges={} names no merge group; give an integer or {group: cap, ...}")
+        if not all(_is_int(c) and c >= 0 for c in caps) or (
+                isinstance(self.max_merges, dict) and not all(isinstance(k, str) for k in self.max_merges)):
+            raise ValueError(f"max_merges={self.max_merges!r} must be a non-negative integer or a dict "
+                             f"from merge group name to a non-negative integer")
+        if isinstance(self.max_merges, dict):
+            self.max_merges = dict(self.max_merges)  # a plain dict (Hydra hands over its own mapping type)
         if self.merge_distance_threshold is not None and (
             not _is_finite_number(self.merge_distance_threshold) or self.merge_distance_threshold < 0
         ):
@@ -205,6 +207,19 @@ class ASLoRAConfig(SharedLoRAConfig):
         _require_choice("merge_scope", self.merge_scope, MERGE_SCOPE_CHOICES)
         if not _is_finite_number(self.merge_update_ratio) or not 0.0 <= self.merge_update_ratio <= 1.0:
             raise ValueError(f"merge_update_ratio={self.merge_update_ratio!r} must be in [0, 1]")
+
+    @property
+    def most_merges(self) -> int:
+        """The largest per-group cap: how many merge events the schedule must hold."""
+        return max(self.max_merges.values()) if isinstance(self.max_merges, dict) else self.max_merges
+
+    def merges_allowed(self, group: str) -> int:
+        """The cap of one merge group. Raises ``ValueError`` for a dict that does not name it."""
+        if not isinstance(self.max_merges, dict):
+            return self.max_merges
+        if group not in self.max_merges:
+            raise ValueError(f"max_merges={self.max_merges!r} has no entry for merge group {group!r}")
+        return self.max_merges[group]
 
     def resolve_schedule(self, total_steps: int | None) -> "MergeSchedule":
         """The schedule in optimizer steps for a run of ``total_steps`` optimizer steps.
@@ -225,11 +240,11 @@ class ASLoRAConfig(SharedLoRAConfig):
             interval = max(1, math.floor(self.merge_interval_fraction * total_steps))
         else:
             interval = self.merge_interval_steps
-        schedule = MergeSchedule(start_step=start, interval_steps=interval, max_events=self.max_merges)
-        if total_steps is not None and self.max_merges > 0 and schedule.last_event_step > total_steps:
+        schedule = MergeSchedule(start_step=start, interval_steps=interval, max_events=self.most_merges)
+        if total_steps is not None and self.most_merges > 0 and schedule.last_event_step > total_steps:
             raise ValueError(
-                f"merge schedule cannot complete: merge event {self.max_merges} (max_merges) would be at step "
-                f"{schedule.last_event_step} = merge_start_step {start} + {self.max_merges} × merge_interval_steps "
+                f"merge schedule cannot complete: merge event {self.most_merges} (max_merges) would be at step "
+                f"{schedule.last_event_step} = merge_start_step {start} + {self.most_merges} × merge_interval_steps "
                 f"{interval}, but the run has only total_steps={total_steps}; shorten the schedule "
                 f"(e.g. merge_start_fraction/merge_interval_fraction) or lower max_merges"
             )
@@ -263,6 +278,10 @@ class MergeSchedule:
 @dataclass
 class FullFinetuneConfig:
     """Full fine-tuning: every parameter of the model trains. The reference upper bound."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_finite_number(value: object) -> bool:

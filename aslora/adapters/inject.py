@@ -15,7 +15,7 @@ from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import POOL_ATTRIBUTE, SharedLoRAPool, Slot, find_pool
+from aslora.adapters.pool import POOL_ATTRIBUTE, SharedLoRAPool, Slot, find_pool, layer_index
 
 DEFAULT_HEAD_MODULES = ("classifier", "score")
 """Task heads that train alongside every adapter (PEFT's ``modules_to_save`` for SEQ_CLS)."""
@@ -61,16 +61,18 @@ def find_targets(model: nn.Module, config: SharedLoRAConfig, exclude: Sequence[s
 
 
 def build_slots(targets: list[tuple[str, nn.Linear]], config: SharedLoRAConfig) -> list[Slot]:
-    """One slot per target, with its A key (by ``a_sharing``) and initial B key (by adapter).
+    """One slot per target, with its A key (by ``a_sharing``), its B bank and its initial row.
 
     A keys: ``global`` gives one A per distinct input width — ``"global"`` when there is only one
-    width; ``per_module`` gives one A per module type. B keys: one per layer (ASLoRA/ShareLoRA)
-    or one per module type (Tied-LoRA).
+    width; ``per_module`` gives one A per module type. Banks are the merge groups: one per module
+    type, or (ASLoRA with ``merge_scope="joint"``) one per B shape, so that any two B's that may
+    tie live in one bank. Rows: one per layer (ASLoRA, ShareLoRA), or one per bank (Tied-LoRA).
     """
     widths = sorted({module.in_features for _, module in targets})
     depth_by_type: dict[str, int] = {}
+    rows_by_bank: dict[str, int] = {}
     slots = []
-    for name, module in targets:
+    for index, (name, module) in enumerate(targets):
         module_type = name.rsplit(".", 1)[-1]
         depth = depth_by_type.get(module_type, 0)
         depth_by_type[module_type] = depth + 1
@@ -78,12 +80,20 @@ def build_slots(targets: list[tuple[str, nn.Linear]], config: SharedLoRAConfig) 
             a_key = "global" if len(widths) == 1 else f"global_in{module.in_features}"
         else:
             a_key = module_type
-        slot = Slot(
-            module_name=name, module_type=module_type, depth=depth,
-            in_features=module.in_features, out_features=module.out_features, a_key=a_key, b_key="",
-        )
-        slot.b_key = module_type if isinstance(config, TiedLoRAConfig) else slot.key
-        slots.append(slot)
+        if isinstance(config, ASLoRAConfig) and config.merge_scope == "joint":
+            bank = f"shape_{module.out_features}x{config.r}"
+        else:
+            bank = module_type
+        if isinstance(config, TiedLoRAConfig):
+            row = 0
+        else:
+            row = rows_by_bank.get(bank, 0)
+            rows_by_bank[bank] = row + 1
+        slots.append(Slot(
+            module_name=name, module_type=module_type, depth=depth, layer=layer_index(name, depth),
+            in_features=module.in_features, out_features=module.out_features, a_key=a_key, bank=bank,
+            index=index, row=row,
+        ))
     _check_module_types_have_one_shape(slots, config)
     return slots
 
@@ -96,13 +106,11 @@ def inject_shared_lora(model: nn.Module, config: SharedLoRAConfig, head_names: S
     slots = build_slots(targets, config)
     weight = targets[0][1].weight
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    pool = SharedLoRAPool(
-        config, slots, track_running_means=isinstance(config, ASLoRAConfig), device=weight.device, dtype=dtype,
-    )
+    pool = SharedLoRAPool(config, slots, device=weight.device, dtype=dtype)
     for slot, (name, module) in zip(slots, targets):
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child_name, SharedLoRALinear(module, pool, slot.key, config.lora_dropout))
+        setattr(parent, child_name, SharedLoRALinear(module, pool, slot, config.lora_dropout))
     model.add_module(POOL_ATTRIBUTE, pool)
     return pool
 

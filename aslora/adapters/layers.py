@@ -3,9 +3,14 @@
     h = W x + (α / r) · B_{g(i)} · A_{a(i)} · dropout(x)                 (LoRA Eq. 3; ASLoRA §3.1)
     h = W x + (α / r) · diag(v_i) · B · diag(u_i) · A · dropout(x)        (Tied-LoRA, vBuA)
 
-The layer owns no adapter tensor: it holds a reference to the model-level pool and looks its
-factors up by slot key on every call, so a tie performed by the merge controller takes effect at
-the next forward with no surgery on the layer.
+The layer owns no adapter tensor: it holds a reference to the model-level pool and reads its B
+as row ``b_map[i]`` of its bank on every call, so a tie (a write into ``b_map``) takes effect at
+the next forward with no surgery on the layer, the optimizer or a compiled graph.
+
+The forward is a pure function of ``x`` and the pool's tensors — no cache, no Python state read
+from tensor values — which is what makes it safe under activation checkpointing (the recomputed
+forward saves exactly what the first one did), ``torch.compile`` (no graph break, no guard on the
+map's values) and ``torch.no_grad`` generation.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aslora.adapters.pool import SharedLoRAPool
+from aslora.adapters.pool import SharedLoRAPool, Slot
 
 
 class SharedLoRALinear(nn.Module):
@@ -24,17 +29,19 @@ class SharedLoRALinear(nn.Module):
         base_layer: the frozen pretrained projection ``W`` (kept as ``self.base_layer``, so the
             state-dict key of ``W`` gains the PEFT-style ``.base_layer`` infix).
         pool: the model-level pool; referenced, not registered, so shared tensors are stored once.
-        slot_key: this layer's key in ``pool.slots``.
+        slot: this layer's slot in ``pool.slots``.
         dropout: probability of dropout on the adapter input.
     """
 
-    def __init__(self, base_layer: nn.Linear, pool: SharedLoRAPool, slot_key: str, dropout: float) -> None:
+    def __init__(self, base_layer: nn.Linear, pool: SharedLoRAPool, slot: Slot, dropout: float) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.__dict__["pool"] = pool  # a plain reference: nn.Module would otherwise register it here too
-        self.slot_key = slot_key
+        self.slot = slot
+        self.slot_key = slot.key
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling = pool.config.scaling
+        self.is_tied_lora = pool.is_tied_lora
 
     @property
     def in_features(self) -> int:
@@ -48,33 +55,33 @@ class SharedLoRALinear(nn.Module):
     def weight(self) -> torch.Tensor:  # code that inspects ``module.weight`` (e.g. dtype checks) keeps working
         return self.base_layer.weight
 
+    def effective_B(self, scaled: bool = True) -> torch.Tensor:
+        """``(α/r) · [diag(v)] B [diag(u)]``, shape ``(out_features, r)``: the scaling is applied to
+        this small matrix rather than to the ``tokens × out_features`` update (``scaled=False``:
+        without ``α/r``, as PEFT stores B)."""
+        b = self.pool.row(self.slot)
+        if scaled:
+            b = b * self.scaling
+        if self.is_tied_lora:
+            b = self.pool.lora_v[self.slot_key][:, None] * b * self.pool.lora_u[self.slot_key][None, :]
+        return b
+
     def delta_weight(self) -> torch.Tensor:
         """``ΔW = (α/r) · [diag(v)] B [diag(u)] A``, shape ``(out_features, in_features)``, in fp32."""
-        a, b = self.pool.factors(self.slot_key)
-        a, b = a.float(), b.float()
-        if self.pool.is_tied_lora:
-            u = self.pool.lora_u[self.slot_key].float()
-            v = self.pool.lora_v[self.slot_key].float()
-            return (v[:, None] * b * u[None, :]) @ a * self.scaling
-        return b @ a * self.scaling
+        return self.effective_B().float() @ self.pool.lora_A[self.slot.a_key].float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        slot = self.pool.slots[self.slot_key]
-        b = self.pool.lora_B[slot.b_key]
-        # The adapter computes in its own (fp32) dtype, then casts back, as PEFT's LoRA does.
-        dropout_active = self.training and not isinstance(self.lora_dropout, nn.Identity)
-        hidden = self.pool.project(
-            slot.a_key, self.lora_dropout(x) if dropout_active else x,
-            reusable=self.pool.config.reuse_input_projection and not dropout_active,
-        )
-        if self.pool.is_tied_lora:
-            hidden = hidden * self.pool.lora_u[self.slot_key]
-            update = F.linear(hidden, b) * self.pool.lora_v[self.slot_key]
-        else:
-            update = F.linear(hidden, b)
-        return result + (update * self.scaling).to(result.dtype)
+        a = self.pool.lora_A[self.slot.a_key]
+        b = self.effective_B()
+        # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
+        hidden = F.linear(self.lora_dropout(x).to(a.dtype), a)
+        if result.dtype == hidden.dtype and result.dim() >= 2:
+            # W x + B·(A x) with the addition fused into the GEMM: one kernel and no extra
+            # tokens × out_features temporary (this is most of the gap to the frozen base's step)
+            fused = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), b.t())
+            return fused.view(result.shape)
+        return result + F.linear(hidden, b).to(result.dtype)
 
     def extra_repr(self) -> str:
-        slot = self.pool.slots[self.slot_key]
-        return f"slot={self.slot_key}, A={slot.a_key}, B={slot.b_key}, scaling={self.scaling:g}"
+        return f"slot={self.slot_key}, A={self.slot.a_key}, B bank={self.slot.bank}, scaling={self.scaling:g}"

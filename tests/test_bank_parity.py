@@ -1,0 +1,128 @@
+"""Parity (issue 11, item 1): the B bank with its layer→row map trains exactly like the method as
+first written — one ``nn.Parameter`` per B, a tie pointing the lower layers at the upper B and
+dropping the retired B from AdamW. The reference below is written from the paper's description
+(Eq. 3 running means, Eq. 4 distances, Algorithm 1 schedule, adjacent candidates), not from our
+code, and shares nothing with it but the initial values."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import aslora
+from aslora.adapters.layers import SharedLoRALinear
+from conftest import randomise_adapter, tiny_bert
+
+STEPS, START, INTERVAL, MAX_MERGES = 14, 3, 2, 3
+
+
+class ReferenceLayer(nn.Module):
+    def __init__(self, base: nn.Linear, owner: "Reference", name: str) -> None:
+        super().__init__()
+        self.base, self.name = base, name
+        self.__dict__["owner"] = owner
+
+    def forward(self, x):
+        b = self.owner.B[self.owner.reads[self.name]]
+        return self.base(x) + F.linear(F.linear(x, self.owner.A), b) * self.owner.scaling
+
+
+class Reference(nn.Module):
+    """One A, one nn.Parameter per B, a Python dict saying which B each layer reads."""
+
+    def __init__(self, adapted: nn.Module) -> None:
+        super().__init__()
+        pool = adapted.aslora_pool
+        self.update_ratio = pool.config.merge_update_ratio
+        self.scaling = pool.config.scaling
+        self.model = copy.deepcopy(adapted)
+        self.A = nn.Parameter(pool.lora_A["global"].detach().clone())
+        self.B = nn.ParameterDict({name: nn.Parameter(pool.lora_B[bank].detach()[row].clone())
+                                   for name, (bank, row) in pool.row_of_name.items()})
+        self.means = {name: torch.zeros_like(b) for name, b in self.B.items()}
+        self.reads = {name: name for name in self.B}
+        self.t = 0
+        for module_name, module in list(self.model.named_modules()):
+            if isinstance(module, SharedLoRALinear):
+                parent, _, child = module_name.rpartition(".")
+                setattr(self.model.get_submodule(parent), child, ReferenceLayer(module.base_layer, self, module.slot_key))
+        del self.model.aslora_pool
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    @torch.no_grad()
+    def after_step(self, t: int, optimizer: torch.optim.Optimizer) -> list[tuple]:
+        self.t += 1
+        for name, b in self.B.items():  # Eq. 3 as a sum: B̄ = (1/t) Σ B^k
+            self.means[name] = self.means[name] + (b - self.means[name]) / self.t
+        if not (t > START and (t - START) % INTERVAL == 0 and (t - START) // INTERVAL <= MAX_MERGES):
+            return []
+        ties = []
+        for module_type in ("query", "value"):
+            live = sorted({b for n, b in self.reads.items() if n.startswith(module_type)}, key=lambda n: int(n.split("_")[1]))
+            layers = {b: [int(n.split("_")[1]) for n, r in self.reads.items() if r == b] for b in live}
+            pairs = [(lo, hi) for i, lo in enumerate(live) for hi in live[i + 1:]
+                     if any(abs(x - y) <= 1 for x in layers[lo] for y in layers[hi])]
+            lower, upper = min(pairs, key=lambda p: torch.dist(self.means[p[0]].double(), self.means[p[1]].double()))
+            distance = float(torch.dist(self.means[lower].double(), self.means[upper].double()))
+            for n, r in self.reads.items():
+                if r == lower:
+                    self.reads[n] = upper
+            retired = self.B[lower]
+            self.B[upper].mul_(1 - self.update_ratio).add_(retired, alpha=self.update_ratio)
+            for group in optimizer.param_groups:  # the old optimizer surgery
+                group["params"] = [p for p in group["params"] if p is not retired]
+            optimizer.state.pop(retired, None)
+            ties.append((t, module_type, upper, lower, distance))
+        return ties
+
+
+def _train(model, after_step, input_ids):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2, weight_decay=0.1)
+    labels = torch.tensor([0, 1, 1])
+    losses, ties = [], []
+    for t in range(1, STEPS + 1):
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        ties += after_step(t, optimizer)
+    return losses, ties
+
+
+@pytest.mark.parametrize("update_ratio", [0.0, 0.5])
+def test_bank_trains_like_one_parameter_per_B_with_optimizer_surgery(update_ratio, input_ids):
+    ours = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
+        r=4, merge_start_step=START, merge_interval_steps=INTERVAL, max_merges=MAX_MERGES,
+        merge_update_ratio=update_ratio))
+    randomise_adapter(ours, seed=5)
+    for module in ours.modules():  # dropout off: two models must see the same function
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    reference = Reference(ours)
+    ours.train(), reference.train()
+    controller = aslora.MergeController(ours, total_steps=STEPS)
+
+    our_losses, our_ties = _train(ours, lambda t, optimizer: [
+        (e.step, e.group, e.kept, e.retired, e.distance) for e in controller.step(t)], input_ids)
+    ref_losses, ref_ties = _train(reference, reference.after_step, input_ids)
+
+    assert len(our_ties) == len(ref_ties) == 2 * MAX_MERGES
+    assert [t[:4] for t in our_ties] == [t[:4] for t in ref_ties]  # same pairs at the same steps
+    for ours_tie, ref_tie in zip(our_ties, ref_ties):
+        assert ours_tie[4] == pytest.approx(ref_tie[4], rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(torch.tensor(our_losses), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
+    pool = ours.aslora_pool
+    assert pool.sharing_map() == reference.reads
+    for bank, rows in pool.live_rows().items():
+        for row in rows:
+            name = pool.row_names[bank][row]
+            torch.testing.assert_close(pool.lora_B[bank][row], reference.B[name], rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(pool.lora_A["global"], reference.A, rtol=1e-5, atol=1e-6)
