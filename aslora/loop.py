@@ -68,6 +68,9 @@ class TrainSettings:
     """``torch.compile`` the model (after ``accelerate.prepare``): merges never recompile it."""
     gradient_checkpointing: bool = False
     """Activation checkpointing of the base model's blocks (transformers' non-reentrant default)."""
+    fsdp: bool = False
+    """Shard with FSDP2 (``aslora.integrations.fsdp``) instead of replicating with DDP; needs
+    several processes (torchrun / accelerate launch)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -91,7 +94,7 @@ class TrainSettings:
             problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
         if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
             problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
-        for name in ("progress_bar", "compile", "gradient_checkpointing"):
+        for name in ("progress_bar", "compile", "gradient_checkpointing", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"train.{name}={getattr(self, name)!r} must be true or false")
         if problems:
@@ -114,6 +117,8 @@ class FitResult:
     resumed_from_step: int | None = None
     num_processes: int = 1
     is_main_process: bool = True
+    final_state: dict[str, Any] | None = None
+    """Under FSDP: the trained tensors gathered in full (trainable parameters and the pool)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
         accelerator.wait_for_everyone()
     if resume_state is not None:
         _restore_model(model, pool, resume_state)  # before the optimizer: its parameter list must match
+    if settings.fsdp:
+        model = _shard(model, accelerator, options)  # before the optimizer: it must hold the sharded parameters
 
     optimizer = torch.optim.AdamW(_param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_linear_schedule_with_warmup(
@@ -226,7 +233,10 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     # optimizer steps — prepared, the schedule would run N× too fast under N processes.
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if settings.fsdp:  # sharded already; accelerate would wrap it in DDP
+        optimizer = accelerator.prepare_optimizer(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     if settings.compile:
         model = torch.compile(model)
     if resume_state is not None:
@@ -259,6 +269,8 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             loss = model(**batch).loss
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
+                grad_norm = grad_norm.full_tensor()
             if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 result.skipped_steps += 1
@@ -306,7 +318,12 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
             result.test_at_best = record.get("test")
         batches_done, epoch_losses = 0, []
     progress.close()
-    _assert_parameters_agree(accelerator, accelerator.unwrap_model(model))
+    if settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
+        from aslora.integrations.fsdp import full_state
+
+        result.final_state = full_state(accelerator.unwrap_model(model), _trainable_state_keys(accelerator.unwrap_model(model)))
+    else:
+        _assert_parameters_agree(accelerator, accelerator.unwrap_model(model))
     result.train_seconds += time.perf_counter() - started
     result.params_after = count_parameters(accelerator.unwrap_model(model)).as_dict()
     result.merge_history = list(pool.merge_history) if pool is not None else []
@@ -357,14 +374,32 @@ _RESUMABLE_FIELDS = ("epochs", "best_epoch", "best_metric", "best_validation", "
                      "train_seconds")
 
 
-def _trainable_state(model: nn.Module) -> dict[str, Any]:
-    """What a checkpoint must hold of the model: trainable parameters and the whole ASLoRA pool
-    (its buffers — the running means — and its extra state: layer→B map, history, mean count)."""
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+def _trainable_state_keys(model: nn.Module) -> set[str]:
+    """Trainable parameters and the whole pool (its buffers too: running means, layer→B map,
+    merge log, mean count) — what a checkpoint or an FSDP run's final state must hold."""
+    keys = {name for name, p in model.named_parameters() if p.requires_grad}
     pool = find_pool(model)
     pool_prefix = next((f"{n}." for n, m in model.named_modules() if m is pool), None)
-    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()
-            if k in trainable or (pool_prefix is not None and k.startswith(pool_prefix))}
+    if pool_prefix is not None:
+        keys |= {k for k in model.state_dict() if k.startswith(pool_prefix)}
+    return keys
+
+
+def _trainable_state(model: nn.Module) -> dict[str, Any]:
+    keys = _trainable_state_keys(model)
+    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items() if k in keys}
+
+
+def _shard(model: nn.Module, accelerator: Any, options: "FitOptions") -> nn.Module:
+    from aslora.integrations.fsdp import fully_shard_adapted
+
+    if accelerator.num_processes < 2:
+        raise ValueError("train.fsdp=true shards over several processes; this run has one "
+                         "(launch with accelerate launch --num_processes N, or torchrun)")
+    if options.checkpoint_every_steps:
+        raise ValueError("train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported yet; "
+                         "use DDP (train.fsdp=false) for resumable runs")
+    return fully_shard_adapted(model)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

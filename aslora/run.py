@@ -54,7 +54,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
 
     set_seed(settings.seed)
     causal_lm = spec.kind == "causal_lm"
-    tokenizer, model = load_causal_lm(settings.model) if causal_lm else load_classifier(settings.model, spec.num_labels)
+    tokenizer, model = _load_base(settings, spec)
     data = load_task(spec, tokenizer, max_length=settings.task.max_length,
                      max_train_examples=settings.task.max_train_examples,
                      max_eval_examples=settings.task.max_eval_examples,
@@ -89,6 +89,8 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         result = fit(model, data, collate, settings.train, tracker.log, options)
         if not is_main:
             return result.best_metric
+        if result.final_state is not None:  # FSDP: a plain copy of the trained model, for saving and sampling
+            model = _rebuild(settings, spec, adapter_config, result.final_state)
         adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
                          len(data.train), provenance)
@@ -107,6 +109,22 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
              report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],
              settings.reference_lora_rank, settings.report_path)
     return result.best_metric
+
+
+def _load_base(settings: RunSettings, spec: Any) -> tuple[Any, Any]:
+    if spec.kind == "causal_lm":
+        return load_causal_lm(settings.model)
+    return load_classifier(settings.model, spec.num_labels)
+
+
+def _rebuild(settings: RunSettings, spec: Any, adapter_config: object, state: dict[str, Any]) -> Any:
+    """The adapted model with the trained tensors of a sharded run loaded, on this process only."""
+    _, model = _load_base(settings, spec)
+    model = apply_adapter(model, adapter_config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise RuntimeError(f"the sharded run's final state does not fit the rebuilt model: {sorted(unexpected)[:5]}")
+    return model
 
 
 def _save_trained_adapter(model: Any, directory: Any) -> Any:

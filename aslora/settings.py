@@ -7,6 +7,7 @@ reports every problem at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,20 @@ class RunSettings:
         else:
             adapter = AdapterSettings(name=adapter_data["name"], params=dict(adapter_data.get("params") or {}))
             try:
-                build_adapter_config(adapter.name, dict(adapter.params))
+                config = build_adapter_config(adapter.name, dict(adapter.params))
+                problems += _merge_group_problems(config)
             except (TypeError, ValueError) as error:
                 problems.append(f"adapter.params: {error}")
         wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")
         checkpoint = section("checkpoint", CheckpointSettings, data.get("checkpoint", {}), "checkpoint")
+        if train is not None and train.fsdp:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
+            if world_size < 2:
+                problems.append("train.fsdp=true shards over several processes; this is one process "
+                                "(launch with accelerate launch --num_processes N train.py …, or torchrun)")
+            if checkpoint is not None and checkpoint.every_steps:
+                problems.append("train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported "
+                                "yet; use DDP (train.fsdp=false) for resumable runs")
         kill_after_step = data.get("kill_after_step")
         if kill_after_step is not None and (not isinstance(kill_after_step, int) or kill_after_step <= 0):
             problems.append(f"kill_after_step={kill_after_step!r} must be a positive integer or null")
@@ -190,3 +200,17 @@ class RunSettings:
             resume=bool(data.get("resume", False)), validate_only=bool(data.get("validate_only", False)),
             kill_after_step=kill_after_step, init_adapter_from=init_adapter_from,
         )
+
+
+def _merge_group_problems(config: object) -> list[str]:
+    """A per-group ``max_merges`` must name the merge groups the targets make — checkable before
+    loading when targets are listed by name and groups are module types (a regex waits for the model)."""
+    if not isinstance(config, ASLoRAConfig) or not isinstance(config.max_merges, dict):
+        return []
+    if isinstance(config.target_modules, str) or config.merge_scope != "per_module":
+        return []
+    groups = {t.rsplit(".", 1)[-1] for t in config.target_modules}
+    if set(config.max_merges) == groups:
+        return []
+    return [f"adapter.params.max_merges={config.max_merges!r} must give a cap for each merge group, "
+            f"which are the module types {sorted(groups)}"]

@@ -66,6 +66,17 @@ def test_skip_policy_stops_after_too_many():
         fit(model, _tiny_task(), _collate, settings)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train.fsdp=true"], "train.fsdp=true shards over several processes"),
+    (["adapter.params.max_merges={query: 2}"], r"must give a cap for each merge group, which are the module types \['query', 'value'\]"),
+])
+def test_settings_that_cannot_work_fail_before_loading(overrides, message, tmp_path):
+    container, choices = compose_run([*overrides, "debug=smoke", f"experiments_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=message):
+        run(container, choices)
+    assert not any(tmp_path.iterdir())
+
+
 def test_validate_only_loads_nothing_and_writes_nothing(tmp_path):
     container, choices = compose_run(["validate_only=true", f"experiments_dir={tmp_path}"])
     assert run(container, choices) is None
