@@ -46,7 +46,7 @@ def configure_environment(hub: bool, wandb_mode: str) -> None:
 def main(cfg: DictConfig) -> float | None:
     container = OmegaConf.to_container(cfg, resolve=True)
     configure_environment(bool(container.get("hub")), str((container.get("wandb") or {}).get("mode", "disabled")))
-    from aslora.run import run  # imports transformers: after the environment is set
+    from aslora.harness.run import run  # imports transformers: after the environment is set
 
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
     return run(container, choices)

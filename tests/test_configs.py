@@ -8,15 +8,15 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaCo
 
 import aslora
 from conftest import tie_lowest_upward
-from aslora.models import ModelSpec, model_path
+from aslora.harness.models import ModelSpec, model_path
 from aslora.params import lora_parameter_count
-from aslora.settings import RunSettings
+from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run, options
 from scripts.validate_configs import main as validate_all
 
 
 def test_every_model_task_adapter_combination_composes_and_validates(capsys):
-    from aslora.data import TASKS
+    from aslora.harness.data import TASKS
 
     assert validate_all() == 0, capsys.readouterr().out
     out = capsys.readouterr().out

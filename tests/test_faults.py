@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import aslora
-from aslora.data import TaskData, get_task
-from aslora.loop import FitOptions, NonFiniteError, TrainSettings, fit
-from aslora.run import run
+from aslora.harness.data import TaskData, get_task
+from aslora.harness.loop import FitOptions, NonFiniteError, TrainSettings, fit
+from aslora.harness.run import run
 from conftest import tiny_bert
 from scripts.compose import compose_run
 

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from aslora import instruct
-from aslora.data import TASKS
-from aslora.loop import evaluate_causal_lm
-from aslora.metrics import is_better
+from aslora.harness import instruct
+from aslora.harness.data import TASKS
+from aslora.harness.loop import evaluate_causal_lm
+from aslora.harness.metrics import is_better
 from conftest import VOCAB, tiny_llama_lm
 
 
@@ -20,7 +20,7 @@ from conftest import VOCAB, tiny_llama_lm
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from aslora.models import dequantised_smollm2
+    from aslora.harness.models import dequantised_smollm2
 
     return AutoTokenizer.from_pretrained(dequantised_smollm2())
 
@@ -113,8 +113,8 @@ def test_lower_is_better_for_loss_and_perplexity_only():
 
 
 def test_smollm2_instruction_run_end_to_end(tmp_path):
-    from aslora.report import read_report
-    from aslora.run import run
+    from aslora.harness.report import read_report
+    from aslora.harness.run import run
     from scripts.compose import compose_run
 
     container, choices = compose_run([

@@ -184,7 +184,7 @@ def test_merges_to_the_target_count_on_llama_shapes(input_ids):
 def test_max_merges_beyond_possible_is_rejected(max_merges):
     model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, max_merges=max_merges))
     with pytest.raises(ValueError, match=rf"max_merges={max_merges} is more than merge group 'query' allows"):
-        aslora.MergeController(model)
+        aslora.MergeController(model, total_steps=10**6)
 
 
 def test_schedule_that_cannot_complete_is_rejected():
@@ -196,7 +196,7 @@ def test_schedule_that_cannot_complete_is_rejected():
 def test_controller_needs_an_aslora_model():
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
     with pytest.raises(ValueError, match="needs a model adapted with ASLoRAConfig"):
-        aslora.MergeController(model)
+        aslora.MergeController(model, total_steps=10**6)
 
 
 def _first_events(selection, step=1):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aslora.run import run
+from aslora.harness.run import run
 from scripts import collect_results, make_tables, plot_sharing
 from scripts.compose import compose_run, options
 
@@ -68,7 +68,7 @@ def test_sharing_map_ids_are_per_B_across_module_types():
 
 @pytest.mark.parametrize("sweep", options("sweep"))
 def test_every_sweep_config_composes_and_validates(sweep):
-    from aslora.settings import RunSettings
+    from aslora.harness.settings import RunSettings
 
     container, choices = compose_run([f"sweep={sweep}"])
     RunSettings.from_dict(container, choices).check_schedule_fits()
@@ -148,7 +148,7 @@ def test_lora_initialised_from_another_run_is_reported_as_a_labelled_variant(tmp
 
 
 def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories(tmp_path):
-    from aslora.settings import RunSettings
+    from aslora.harness.settings import RunSettings
 
     container, choices = compose_run(["adapter=aslora", f"init_adapter_from={tmp_path}"])
     with pytest.raises(ValueError, match="init_adapter_from is for adapter=lora"):

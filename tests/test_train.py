@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aslora.report import read_report
-from aslora.run import run
+from aslora.harness.report import read_report
+from aslora.harness.run import run
 from scripts.compose import ROOT, compose_run
 from test_data import write_glue_fixture
 

@@ -5,16 +5,28 @@ a documented default; the reasons cite ``shared/paper-notes.md`` (labels [P] pap
 re-implementation that cites the paper's equations, [I] our inference).
 
 Field names reuse PEFT's where the concept is the same (``r``, ``lora_alpha``, ``lora_dropout``,
-``target_modules``); new knobs are named after what they mean, with their unit.
+``target_modules``, ``modules_to_save``); new knobs are named after what they mean, with their unit.
+
+The configs are ``peft.PeftConfig`` dataclasses (as PEFT's own ``LoraConfig`` and ``VeraConfig``
+are), so ``peft.get_peft_model(model, ASLoRAConfig(...))``, ``PeftModel.from_pretrained`` and TRL's
+``SFTTrainer(peft_config=...)`` take them; ``aslora.integrations.peft`` registers the tuner.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
+from peft import PeftConfig
+
+DEFAULT_MERGE_START_FRACTION = 0.1
+DEFAULT_MERGE_INTERVAL_FRACTION = 0.08
 A_SHARING_CHOICES = ("global", "per_module")
+PEFT_TYPE_NAMES = {"SharedLoRAConfig": "SHAREDLORA", "ShareLoRAConfig": "SHARELORA", "TiedLoRAConfig": "TIEDLORA",
+                   "ASLoRAConfig": "ASLORA"}
+"""The ``peft_type`` each config writes (PEFT's ``PeftType`` enum has no entry for them: see
+``aslora.integrations.peft``)."""
 MERGE_CANDIDATE_CHOICES = ("adjacent", "all")
 MERGE_SCOPE_CHOICES = ("per_module", "joint")
 MERGE_SELECTION_CHOICES = ("similarity", "random", "fixed")
@@ -40,7 +52,7 @@ def _normalise_targets(value: object) -> str | tuple[str, ...]:
 
 
 @dataclass
-class SharedLoRAConfig:
+class SharedLoRAConfig(PeftConfig):
     """Fields common to every adapter whose low-rank factors live in one model-level pool.
 
     Layer ``i`` computes ``h_i = W_i x + (lora_alpha / r) · B_{g(i)} · A_{a(i)} · dropout(x)``
@@ -62,6 +74,11 @@ class SharedLoRAConfig:
     """Which ``nn.Linear`` modules to adapt (PEFT semantics). ASLoRA adapts W_Q and W_V on
     RoBERTa GLUE [R]; use ``["q_proj", "v_proj"]`` for Llama-family models."""
 
+    modules_to_save: Optional[list[str]] = None
+    """PEFT's: modules trained and saved whole beside the adapter (the task head). Under
+    ``get_peft_model`` with ``task_type="SEQ_CLS"`` PEFT sets it to the classifier; with
+    ``aslora.apply_adapter`` it replaces the default heads (``classifier``, ``score``)."""
+
     a_sharing: Literal["global", "per_module"] = "global"
     """``global``: one A shared by every adapted module that reads the same input width — one A
     in all for RoBERTa q,v and Llama q,v (§3.1, "global sharing" [P]; the parameter arithmetic in
@@ -70,6 +87,8 @@ class SharedLoRAConfig:
     module type (``query``, ``value``), the ShareLoRA convention."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = PEFT_TYPE_NAMES[type(self).__name__]
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             raise ValueError(f"r={self.r!r} must be a positive integer")
         if not _is_finite_number(self.lora_alpha) or self.lora_alpha <= 0:
@@ -132,17 +151,23 @@ class ASLoRAConfig(SharedLoRAConfig):
       * ``merge_update_ratio`` λ: the survivor becomes ``(1−λ)·B_upper + λ·B_lower``.
     """
 
-    merge_start_step: int | None = 320
-    """T_s in optimizer steps (Table 5, MRPC [R]). ``None`` when ``merge_start_fraction`` is set."""
+    merge_start_step: int | None = None
+    """T_s in optimizer steps; the paper's MRPC value is 320 (Table 5 [R], for 30-epoch runs).
+    Give it or ``merge_start_fraction``; with neither, ``merge_start_fraction`` = 0.1."""
 
-    merge_interval_steps: int | None = 240
-    """m in optimizer steps (Table 5, MRPC [R]). ``None`` when ``merge_interval_fraction`` is set."""
+    merge_interval_steps: int | None = None
+    """m in optimizer steps; the paper's MRPC value is 240 (Table 5 [R]). Give it or
+    ``merge_interval_fraction``; with neither, ``merge_interval_fraction`` = 0.08."""
 
     merge_start_fraction: float | None = None
     """T_s as a fraction of the run's total optimizer steps, in [0, 1)."""
 
     merge_interval_fraction: float | None = None
-    """m as a fraction of the run's total optimizer steps, in (0, 1)."""
+    """m as a fraction of the run's total optimizer steps, in (0, 1). The default pair (0.1, 0.08)
+    puts the 7 default merge events at 18 %, 26 %, …, 66 % of any run: steps are the paper's
+    unit, but 320 + 7 × 240 = 2,000 steps would not fit a short run, and a library default must
+    work for any run length (the paper's steps are one config away:
+    ``merge_start_step=320, merge_interval_steps=240``)."""
 
     max_merges: int | dict[str, int] = 7
     """Most ties per merge group (per module type under ``merge_scope="per_module"``), or a dict
@@ -179,6 +204,10 @@ class ASLoRAConfig(SharedLoRAConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require_choice("merge_selection", self.merge_selection, MERGE_SELECTION_CHOICES)
+        if self.merge_start_step is None and self.merge_start_fraction is None:
+            self.merge_start_fraction = DEFAULT_MERGE_START_FRACTION
+        if self.merge_interval_steps is None and self.merge_interval_fraction is None:
+            self.merge_interval_fraction = DEFAULT_MERGE_INTERVAL_FRACTION
         _check_schedule_pair(
             "merge_start_step", self.merge_start_step, "merge_start_fraction", self.merge_start_fraction,
             min_step=0, fraction_low_open=False,
@@ -228,6 +257,8 @@ class ASLoRAConfig(SharedLoRAConfig):
         a schedule that can never complete is a configuration error, not a silent no-op.
         """
         uses_fraction = self.merge_start_fraction is not None or self.merge_interval_fraction is not None
+        if self.most_merges == 0 and total_steps is None:  # no merge events: nothing to place
+            return MergeSchedule(start_step=0, interval_steps=1, max_events=0)
         if uses_fraction and total_steps is None:
             raise ValueError("the merge schedule is given as fractions, so total_steps must be given")
         if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
@@ -242,11 +273,15 @@ class ASLoRAConfig(SharedLoRAConfig):
             interval = self.merge_interval_steps
         schedule = MergeSchedule(start_step=start, interval_steps=interval, max_events=self.most_merges)
         if total_steps is not None and self.most_merges > 0 and schedule.last_event_step > total_steps:
+            fit = max(0, (total_steps - start) // interval)
             raise ValueError(
                 f"merge schedule cannot complete: merge event {self.most_merges} (max_merges) would be at step "
                 f"{schedule.last_event_step} = merge_start_step {start} + {self.most_merges} × merge_interval_steps "
-                f"{interval}, but the run has only total_steps={total_steps}; shorten the schedule "
-                f"(e.g. merge_start_fraction/merge_interval_fraction) or lower max_merges"
+                f"{interval}, but the run has only total_steps={total_steps}, where {fit} merge events fit. "
+                f"Set max_merges={fit} or fewer"
+                + (", or train longer" if uses_fraction else
+                   f", or give the schedule as fractions of the run (merge_start_step=None, merge_interval_steps=None, "
+                   f"merge_start_fraction=0.1, merge_interval_fraction={round(0.56 / max(self.most_merges, 1), 4)})")
             )
         return schedule
 
@@ -294,7 +329,7 @@ def _check_schedule_pair(
 ) -> None:
     if (step_value is None) == (fraction_value is None):
         raise ValueError(
-            f"set exactly one of {step_name} (got {step_value!r}) and {fraction_name} (got {fraction_value!r})"
+            f"give one of {step_name} (got {step_value!r}) and {fraction_name} (got {fraction_value!r}), not both"
         )
     if step_value is not None:
         if not isinstance(step_value, int) or isinstance(step_value, bool) or step_value < min_step:

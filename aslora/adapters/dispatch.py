@@ -34,6 +34,8 @@ def apply_adapter(
     Raises:
         ValueError: an unknown config type, or a config that does not fit the model.
     """
+    if isinstance(config, SharedLoRAConfig) and config.modules_to_save:
+        head_modules = config.modules_to_save  # PEFT's name for the modules that train whole
     head_names = find_head_modules(model, head_modules)
     if isinstance(config, FullFinetuneConfig):
         model.requires_grad_(True)
@@ -64,8 +66,14 @@ def apply_adapter(
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """The head names recorded by :func:`apply_adapter` (empty for an unadapted model)."""
-    return list(getattr(model, HEAD_NAMES_ATTRIBUTE, ()))
+    """The head names recorded by :func:`apply_adapter`; for a model wrapped by
+    ``peft.get_peft_model`` directly, its config's ``modules_to_save``; else none."""
+    if HEAD_NAMES_ATTRIBUTE in model.__dict__:
+        return list(model.__dict__[HEAD_NAMES_ATTRIBUTE])
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and peft_config:
+        return list(getattr(next(iter(peft_config.values())), "modules_to_save", None) or ())
+    return []
 
 
 def is_head_parameter(parameter_name: str, head_names: Sequence[str]) -> bool:

@@ -19,27 +19,40 @@ from aslora.adapters.pool import POOL_ATTRIBUTE, find_pool
 def merge_into_base(model: nn.Module) -> nn.Module:
     """Return ``model`` with every adapter folded into its base weights and removed.
 
-    Our adapters are folded in place; a PEFT model is unwrapped with
-    ``merge_and_unload(safe_merge=True)``; a model without adapter is returned as is.
+    Our adapters are folded in place; a PEFT model (PEFT's own methods, or ours through
+    ``peft.get_peft_model``) is unwrapped with ``merge_and_unload(safe_merge=True)``; a model
+    without adapter is returned as is.
 
     Raises:
         ValueError: a folded weight would contain NaN or Inf (the model is left unchanged).
     """
     if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
         return model.merge_and_unload(safe_merge=True)
+    return _replace_adapted_layers(model, fold=True)
+
+
+@torch.no_grad()
+def remove_adapter(model: nn.Module) -> nn.Module:
+    """Return ``model`` with our adapted layers replaced by their untouched base layers and the
+    pool removed: the base model as it was before ``apply_adapter``."""
+    return _replace_adapted_layers(model, fold=False)
+
+
+def _replace_adapted_layers(model: nn.Module, *, fold: bool) -> nn.Module:
     pool = find_pool(model)
     if pool is None:
         return model
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)]
     folded = {}
-    for name, layer in layers:  # compute everything first, so a failure changes nothing
+    for name, layer in layers if fold else []:  # compute everything first, so a failure changes nothing
         weight = layer.base_layer.weight
         new_weight = weight.float() + layer.delta_weight().to(weight.device)
         if not torch.isfinite(new_weight).all():
             raise ValueError(f"folding the adapter into {name} gives non-finite weights; model left unchanged")
         folded[name] = new_weight.to(weight.dtype)
     for name, layer in layers:
-        layer.base_layer.weight.copy_(folded[name])
+        if fold:
+            layer.base_layer.weight.copy_(folded[name])
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child_name, layer.base_layer)

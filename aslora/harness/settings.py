@@ -14,10 +14,10 @@ from typing import Any
 
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.registry import ADAPTERS, build_adapter_config
-from aslora.data import TASKS
-from aslora.checkpoint import CheckpointSettings
-from aslora.loop import TrainSettings, steps_per_epoch
-from aslora.models import ModelSpec
+from aslora.harness.data import TASKS
+from aslora.harness.checkpoint import CheckpointSettings
+from aslora.harness.loop import TrainSettings, steps_per_epoch
+from aslora.harness.models import ModelSpec
 
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",

@@ -1,0 +1,80 @@
+"""ASLoRA in a Hugging Face ``Trainer`` (and TRL's trainers, which are Trainers).
+
+    model = peft.get_peft_model(base, aslora.ASLoRAConfig(r=8, task_type="SEQ_CLS"))
+    trainer = Trainer(model=model, args=args, train_dataset=train, ...)
+    trainer.add_callback(ASLoRACallback(trainer))
+    trainer.train()                       # or trainer.train(resume_from_checkpoint=True)
+
+The callback runs ASLoRA's running means and merge schedule (Algorithm 1) where the paper puts
+them: after every *optimizer* step, with ``t`` = ``state.global_step`` counting optimizer steps
+from 1 — under gradient accumulation that is once per ``gradient_accumulation_steps``
+micro-batches (``on_step_end``, not ``on_substep_end``). A schedule given as fractions resolves
+against ``state.max_steps``; one that cannot complete stops the run in ``on_train_begin``, before
+any step, with what to set.
+
+Checkpoints and resume need nothing from the callback: a tie changes only tensors (the layer→B
+map, the merge log, the running means) that are part of the adapter's state dict. With the
+model wrapped by PEFT, the Trainer's checkpoints hold the adapter (live B rows, a few hundred KB),
+not the base model, and ``resume_from_checkpoint`` continues the run exactly.
+
+Each tie is logged to the Trainer's loggers (W&B, TensorBoard, …) when the callback is given the
+trainer: ``aslora/num_B`` and ``aslora/merge_distance/<group>``. Without it, ties still go to
+``state.log_history`` (saved in every checkpoint's ``trainer_state.json``) and Python logging:
+a ``TrainerCallback`` is never handed the trainer, and its ``on_log`` runs after the reporters.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.merging import MergeController, MergeEvent
+from aslora.adapters.pool import find_pool
+
+log = logging.getLogger("aslora")
+
+
+class ASLoRACallback(TrainerCallback):
+    """Running means and ties for a model adapted with ``ASLoRAConfig`` (PEFT-wrapped or not).
+
+    Args:
+        trainer: the ``Trainer`` this callback is added to, so ties reach its loggers; optional.
+    """
+
+    def __init__(self, trainer: Any | None = None) -> None:
+        self.trainer = trainer
+        self.controller: MergeController | None = None
+        self.events: list[MergeEvent] = []
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: Any = None, **kwargs: Any) -> None:
+        pool = find_pool(model) if model is not None else None
+        if pool is None or not isinstance(pool.config, ASLoRAConfig):
+            raise ValueError("ASLoRACallback needs a model adapted with aslora.ASLoRAConfig "
+                             "(peft.get_peft_model(model, ASLoRAConfig(...)) or aslora.apply_adapter)")
+        # resolves fractions against the run's optimizer steps and refuses an impossible schedule
+        self.controller = MergeController(model, total_steps=state.max_steps)
+        schedule = self.controller.schedule
+        if schedule.max_events:
+            log.info("ASLoRA: %d merge events at steps %d, %d, … %d of %d", schedule.max_events,
+                     schedule.first_event_step, schedule.first_event_step + schedule.interval_steps,
+                     schedule.last_event_step, state.max_steps)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        events = self.controller.step(state.global_step)
+        if not events:
+            return
+        self.events += events
+        metrics = {"aslora/num_B": float(self.controller.num_distinct_B),
+                   **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}
+        for event in events:
+            log.info("ASLoRA tie at step %d (%s): %s now read %s's B; distance %.4g", event.step, event.group,
+                     ", ".join(event.moved_layers), event.kept, event.distance)
+        if self.trainer is not None:
+            self.trainer.log(metrics)
+        else:
+            state.log_history.append({**metrics, "step": state.global_step})
