@@ -32,8 +32,8 @@ test-slow: $(INSTALLED)  ## the slow tests only
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
 	$(PY) -m scripts.validate_configs
 
-bench: $(INSTALLED)  ## time every adapter against PEFT LoRA in one process; writes results/bench/<device>.json
-	$(PY) -m scripts.bench
+bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit, eager and compiled; writes results/bench/<device>.json
+	$(PY) -m scripts.bench --seq-len 64 --compile
 
 collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ results/sharing/), rows of other runs kept
 	$(PY) -m scripts.collect_results

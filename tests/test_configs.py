@@ -70,10 +70,14 @@ def test_paper_recipe_is_applied_for_roberta_base_mrpc_aslora():
     container, choices = compose_run(["model=roberta-base", "task=mrpc", "adapter=aslora"])
     assert choices["recipe"] == "roberta-base_mrpc_aslora"
     params = container["adapter"]["params"]
-    assert (params["merge_start_step"], params["merge_interval_steps"], params["merge_update_ratio"]) == (320, 240, 0.5)
+    # λ = 0: the method text's tie; Table 5's unexplained λ = 0.5 is a labelled variant
+    assert (params["merge_start_step"], params["merge_interval_steps"], params["merge_update_ratio"]) == (320, 240, 0.0)
     assert (container["train"]["lr"], container["train"]["batch_size"], container["train"]["epochs"]) == (4e-4, 16, 30)
     schedule = RunSettings.from_dict(container).adapter_config().resolve_schedule(30 * 230)
     assert schedule.first_event_step == 560
+    variant, _ = compose_run(["model=roberta-base", "task=mrpc", "adapter=aslora", "adapter.params.merge_update_ratio=0.5"])
+    assert variant["adapter"]["params"]["merge_update_ratio"] == 0.5
+    assert "adapter.params.merge_update_ratio=0.5" in variant["run_name"]
 
 
 def test_default_run_is_minilm_rt_polarity_aslora():
