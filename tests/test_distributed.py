@@ -2,7 +2,7 @@
 
 The loop itself asserts, under several processes, that every merge decision (and, under DDP, the
 final trainable weights) agree across ranks; these tests check each run succeeds and matches one
-single-process run with the same global batch (16 = 2 × 8) to floating-point tolerance: the same
+single-process run with the same global batch (8 = 2 × 4) to floating-point tolerance: the same
 ties at the same steps and the same final weights. DDP runs with find_unused_parameters=False
 (a retired B row still receives its zero gradient); FSDP2 shards every BERT block and the root,
 with the pool in the root unit. Dropout is off (model.dropout=0.0): each process draws its own
@@ -42,7 +42,7 @@ def _result(experiments):
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("single")
-    single = _cli([*COMMON, "train.batch_size=16", f"experiments_dir={tmp_path / 'one'}"], tmp_path)
+    single = _cli([*COMMON, "train.batch_size=8", f"experiments_dir={tmp_path / 'one'}"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     return _result(tmp_path / "one")
 
@@ -50,12 +50,12 @@ def single_process_run(tmp_path_factory):
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(sharding, single_process_run, tmp_path):
     extra = ["train.fsdp=true"] if sharding == "fsdp" else []
-    multi = _torchrun([*COMMON, "train.batch_size=8", *extra, f"experiments_dir={tmp_path / 'two'}"], tmp_path)
+    multi = _torchrun([*COMMON, "train.batch_size=4", *extra, f"experiments_dir={tmp_path / 'two'}"], tmp_path)
     assert multi.returncode == 0, (multi.stdout + multi.stderr)[-3000:]
     (report_1, weights_1), (report_2, weights_2) = single_process_run, _result(tmp_path / "two")
     assert report_2["config"]["train"]["fsdp"] is (sharding == "fsdp")
     assert report_2["num_processes"] == 2 and report_1["num_processes"] == 1
-    assert report_1["steps"] == report_2["steps"] == 8
+    assert report_1["steps"] == report_2["steps"] == 16
     pairs = lambda r: [(e["step"], e["group"], e["kept"], e["retired"]) for e in r["merge_history"]]
     assert pairs(report_1) == pairs(report_2) and len(pairs(report_1)) == 8
     for a, b in zip(report_1["merge_history"], report_2["merge_history"]):

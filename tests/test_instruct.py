@@ -119,8 +119,8 @@ def test_smollm2_instruction_run_end_to_end(tmp_path):
 
     container, choices = compose_run([
         "task=instruct", "adapter=aslora", "debug=smoke", f"experiments_dir={tmp_path}",
-        "task.max_train_examples=24", "task.max_eval_examples=6", "train.batch_size=4",
-        "adapter.params.max_merges=2"])
+        "task.max_train_examples=32", "task.max_eval_examples=6", "train.batch_size=4",
+        "adapter.params.max_merges=2", "adapter.params.merge_interval_fraction=0.3"])
     assert container["model"]["name"] == "smollm2-135m"  # the instruct task picks a decoder by default
     best = run(container, choices)
     report = read_report(tmp_path / container["run_name"] / "report.json")
@@ -128,7 +128,7 @@ def test_smollm2_instruction_run_end_to_end(tmp_path):
     for split in ("validation", "test"):
         scores = report["best"][split]
         assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]))
-    assert report["steps"] == 6 and report["prompt_format"] == "chat_template"
+    assert report["steps"] == 8 and report["prompt_format"] == "chat_template"
     # one global A (8×576) serves q (576→576) and v (576→192); 30 B's per type, two ties per type
     r, layers = 8, 30
     before, after = report["params"]["before"], report["params"]["after"]
@@ -138,3 +138,11 @@ def test_smollm2_instruction_run_end_to_end(tmp_path):
     assert len(report["samples"]) == 3
     assert all(s["prompt"] and s["reference"] and isinstance(s["generated"], str) for s in report["samples"])
     assert any(s["generated"] for s in report["samples"])
+    # evaluate.py on the saved adapter: the run's final held-out loss again, and generations from given prompts
+    from aslora.harness.evaluation import evaluate_saved
+
+    evaluated = evaluate_saved(run=str(tmp_path / container["run_name"]), prompts=["What is your name?"])
+    final = report["epochs"][-1]
+    assert evaluated["validation"]["loss"] == pytest.approx(final["val"]["loss"], rel=1e-6)
+    assert evaluated["generations"][0]["prompt"] == "What is your name?"
+    assert isinstance(evaluated["generations"][0]["generated"], str)

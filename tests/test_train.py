@@ -1,4 +1,4 @@
-"""`train.py` end to end on the real MiniLM-L6 and rt_polarity data (debug=smoke: 8 steps)."""
+"""`train.py` end to end on the real MiniLM-L6 and rt_polarity data (debug=smoke: 16 steps)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def _run(overrides: list[str], experiments: Path):
     return run(container, choices), container
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+def _cli(args: list[str], cwd: Path, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), **env_overrides}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -38,7 +38,7 @@ def test_smoke_run_writes_a_valid_report(adapter, tmp_path):
     assert 0.0 <= best <= 1.0 and report["best"]["metric"] == best
     assert report["best"]["epoch"] == 1 and set(report["best"]["validation"]) == {"accuracy", "f1"}
     assert report["best"]["test"] is not None  # rt_polarity has a labelled test split
-    assert report["steps"] == 8 and len(report["epochs"]) == 1
+    assert report["steps"] == 16 and len(report["epochs"]) == 1
     assert report["params"]["lora_reference"] == 73_728  # LoRA r=8 on MiniLM-L6 q,v: 6·2·8·(384+384)
     env = report["environment"]
     assert env["packages"]["torch"].startswith("2.13.0") and env["device"]
@@ -77,10 +77,10 @@ def test_same_seed_same_result(tmp_path):
 
 def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
     write_glue_fixture(tmp_path, "mrpc", n_train=128, n_val=16)
-    best, container = _run(["task=mrpc", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
+    best, container = _run(["task=mrpc", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
     report = read_report(tmp_path / "exp" / container["run_name"] / "report.json")
     assert set(report["best"]["validation"]) == {"accuracy", "f1"} and report["best"]["test"] is None
-    assert report["steps"] == 8 and report["task"] == "mrpc"
+    assert report["steps"] == 16 and report["task"] == "mrpc"
 
 
 def test_cli_smoke_and_two_point_multirun(tmp_path):
@@ -112,6 +112,9 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
         (["train.lr=-1", "train.epochs=0"], "train.epochs=0"),
         (["task=instruct", "model=minilm-l6"], "model 'minilm-l6' is an encoder"),
         (["task=alpaca", "model=smollm2-135m"], "tatsu-lab/alpaca from the Hugging Face Hub, which is off"),
+        # Hydra's own hint for an unknown key must not be silently ignored (and mislabel the run)
+        (["+adapter.merge_distance_threshold=0.1"], "did you mean adapter.params.merge_distance_threshold=0.1?"),
+        (["train.warmup_ratio=0.3"], "the first ASLoRA merge would be at step 3, within the learning-rate warm-up"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(args, message, tmp_path):
@@ -119,3 +122,39 @@ def test_bad_input_fails_clearly_and_writes_nothing(args, message, tmp_path):
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "exp").exists()
+
+
+def test_ties_of_the_smoke_run_come_after_warm_up_on_moved_B(tmp_path):
+    _, container = _run(["adapter=aslora"], tmp_path)
+    report = read_report(tmp_path / container["run_name"] / "report.json")
+    assert [e["step"] for e in report["merge_history"]] == [3, 3, 5, 5, 7, 7, 9, 9]  # warm-up is step 1
+    assert all(e["distance"] > 0 for e in report["merge_history"])
+
+
+UNREACHABLE_HUB = "http://127.0.0.1:9"  # nothing listens on port 9: the connection is refused at once
+
+
+def test_a_hub_grid_without_hub_access_stops_before_its_first_job(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    result = _cli(["-m", "sweep=glue", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HF_ENDPOINT=UNREACHABLE_HUB)
+    assert result.returncode != 0 and time.perf_counter() - started < 60
+    output = result.stderr + result.stdout
+    assert "stopped before the first job" in output and "task.local_dir" in output and "make reproduce-offline" in output
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_glue_task_runs_its_paper_model_unless_told_otherwise(tmp_path, caplog):
+    container, choices = compose_run(["task=sst2"])
+    assert choices["model"] == "roberta-base"  # the LoRA recipe's model, not the offline default
+    container, choices = compose_run(["task=sst2", "model=minilm-l6"])
+    assert choices["model"] == "minilm-l6"
+    result = _cli(["task=sst2", "hub=true", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HF_ENDPOINT=UNREACHABLE_HUB)
+    assert result.returncode != 0 and "needs the Hugging Face Hub" in result.stderr + result.stdout
+    # a recipe paired with another model is stated at the start of the run
+    write_glue_fixture(tmp_path, "sst2", n_train=128, n_val=16)
+    with caplog.at_level("INFO", logger="aslora"):
+        _run(["task=sst2", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=lora"], tmp_path / "exp2")
+    assert "task sst2's training recipe (lr, epochs, max length) is the one published for roberta-base; " \
+           "this run applies it to minilm-l6" in caplog.text

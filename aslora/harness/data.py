@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from aslora.harness import instruct
+from aslora.harness.hub import check_hub_reachable
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -101,6 +102,8 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
                 f"(hub=false sets HF_HUB_OFFLINE=1). On a machine with Hub access run with hub=true, "
                 f"or set task.local_dir to a folder of GLUE-schema files; offline tasks: rt_polarity, bbc_news"
             )
+        else:
+            check_hub_reachable(f"task {spec.name!r} ({HUB_DATASET})")
     elif spec.hub_dataset is not None:
         if not hub_enabled:
             raise ValueError(
@@ -108,6 +111,7 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
                 f"(hub=false sets HF_HUB_OFFLINE=1); run with hub=true where the Hub is reachable; "
                 f"offline instruction tasks: instruct, instruct_chitchat"
             )
+        check_hub_reachable(f"task {spec.name!r} ({spec.hub_dataset})")
     elif importlib.util.find_spec(spec.asset_package) is None:
         raise ValueError(
             f"task {spec.name!r} reads its data from the {spec.asset_package!r} package, which is not installed; "
@@ -131,7 +135,22 @@ def load_task(
     max_eval_examples: int | None = None, split_seed: int = 0, local_dir: str | None = None,
 ) -> TaskData:
     """Load, subsample (first ``max_*`` examples of a fixed shuffle) and tokenise a task."""
+    import datasets
+
     raw = _load_raw(spec, split_seed=split_seed, local_dir=local_dir)
+    # a progress bar per split for a second of tokenising says nothing; the run's summary gives the sizes
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return _tokenise_splits(spec, tokenizer, raw, max_length=max_length, max_train_examples=max_train_examples,
+                                max_eval_examples=max_eval_examples, split_seed=split_seed)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _tokenise_splits(spec: TaskSpec, tokenizer: Any, raw: dict[str, Any], *, max_length: int,
+                     max_train_examples: int | None, max_eval_examples: int | None, split_seed: int) -> TaskData:
     limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
     tokenised, samples = {}, None
     for split, dataset in raw.items():

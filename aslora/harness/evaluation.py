@@ -1,0 +1,191 @@
+"""Evaluate a saved adapter: the base model + the adapter a run saved, on the task's held-out splits.
+
+``evaluate.py`` is its command line. Works for every adapter a run saves: ours (``aslora_config.json``,
+or a version-1 directory) and PEFT's (``adapter_config.json`` with a ``peft_type``: LoRA, VeRA, or
+ours through ``get_peft_model``). The data is prepared exactly as the run prepared it (same task
+settings: length, subsample, split seed), so the scores of a run's final weights are reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from aslora.harness.report import read_report
+
+log = logging.getLogger("aslora")
+EVAL_FILE = "eval.json"
+
+
+def load_trained(base: Any, adapter_dir: str | Path) -> Any:
+    """``base`` with the saved adapter in ``adapter_dir`` applied, in eval mode."""
+    adapter_dir = Path(adapter_dir)
+    if (adapter_dir / "aslora_config.json").is_file():
+        import aslora
+
+        return aslora.load_adapter(base, adapter_dir).eval()
+    peft_file = adapter_dir / "adapter_config.json"
+    if peft_file.is_file():
+        meta = json.loads(peft_file.read_text())
+        if meta.get("format") == "aslora-adapter":  # version 1 of ours, under PEFT's file name
+            import aslora
+
+            return aslora.load_adapter(base, adapter_dir).eval()
+        if "peft_type" in meta:
+            import peft
+
+            import aslora  # noqa: F401  (registers our PEFT types, for adapters saved through get_peft_model)
+
+            return peft.PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    raise ValueError(f"{adapter_dir} holds no saved adapter (neither aslora_config.json nor a PEFT adapter_config.json)")
+
+
+def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, task: str | None = None,
+                   model: str | None = None, hub: bool = False, texts: Sequence[str] = (),
+                   prompts: Sequence[str] = (), out: str | None = None) -> dict[str, Any]:
+    """Scores (and predictions for ``texts`` / ``prompts``) of a saved adapter; writes ``eval.json``.
+
+    Either ``run`` (an ``experiments/<run_name>`` directory: its report says model, task and task
+    settings, its ``adapter/`` holds the weights) or ``adapter_dir`` with ``task`` and ``model``.
+
+    Raises:
+        ValueError: neither or both ways given, a run that saved no adapter (full fine-tuning), an
+            unknown task or model, or data/weights that cannot be had here.
+    """
+    from aslora.harness.data import check_task_available, get_task
+    from aslora.harness.models import check_model_available
+    from aslora.harness.settings import RunSettings, TaskSettings
+
+    if (run is None) == (adapter_dir is None):
+        raise ValueError("give run=experiments/<run_name>, or adapter_dir=<dir> with task=<name> and model=<name>")
+    if run is not None:
+        report_path = Path(run) / "report.json"
+        if not report_path.is_file():
+            raise ValueError(f"run={run!r}: {report_path} not found (a finished run's directory holds report.json)")
+        report = read_report(report_path)
+        settings = RunSettings.from_dict(report["config"])
+        adapter_dir = str(Path(run) / "adapter")
+        if not Path(adapter_dir).is_dir():
+            raise ValueError(f"run={run!r} (adapter={report['adapter']}) saved no adapter to evaluate "
+                             f"(full fine-tuning runs do not save their weights)")
+        model_spec, task_settings = settings.model, settings.task
+        if task is not None and task != task_settings.name:
+            task_settings = TaskSettings(name=task, max_length=task_settings.max_length)
+        out = out or str(Path(run) / EVAL_FILE)
+    else:
+        if task is None or model is None:
+            raise ValueError("adapter_dir= needs task=<name> and model=<name> (a configs/model/<name>.yaml)")
+        model_spec = _model_spec(model)
+        task_settings = TaskSettings(name=task, max_length=_task_max_length(task))
+        out = out or str(Path(adapter_dir) / EVAL_FILE)
+    spec = get_task(task_settings.name)
+    check_task_available(spec, hub_enabled=hub, local_dir=task_settings.local_dir)
+    check_model_available(model_spec, hub_enabled=hub)
+
+    trained, tokenizer = _load(model_spec, spec, adapter_dir)
+    scores = _scores(trained, tokenizer, spec, task_settings)
+    result: dict[str, Any] = {"run": run, "adapter_dir": str(adapter_dir), "model": model_spec.name, "task": spec.name,
+                              "task_standin_for": spec.standin_for, "main_metric": spec.metrics[0], **scores}
+    if texts:
+        result["predictions"] = predict_classes(trained, tokenizer, spec, list(texts), task_settings.max_length)
+    if prompts:
+        from aslora.harness.instruct import generate_samples
+
+        result["generations"] = generate_samples(trained, tokenizer, [(p, "") for p in prompts])
+    Path(out).write_text(json.dumps(result, indent=2))
+    result["eval_file"] = out
+    return result
+
+
+def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:
+    """Class (or score, for regression) and class probabilities of each text."""
+    import torch
+
+    if spec.kind != "classify":
+        raise ValueError(f"texts= are for classification tasks; task {spec.name!r} generates: give prompts=")
+    if len(spec.text_fields) != 1:
+        raise ValueError(f"task {spec.name!r} classifies pairs ({', '.join(spec.text_fields)}); texts= takes single "
+                         f"texts, for single-sentence tasks")
+    with torch.no_grad():
+        inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        logits = model(**inputs).logits
+    if spec.is_regression:
+        return [{"text": t, "score": float(v)} for t, v in zip(texts, logits.squeeze(-1))]
+    probabilities = logits.softmax(-1)
+    return [{"text": t, "label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]}
+            for t, p in zip(texts, probabilities)]
+
+
+def _load(model_spec: Any, spec: Any, adapter_dir: str) -> tuple[Any, Any]:
+    from aslora.harness.models import load_causal_lm, load_classifier
+
+    tokenizer, base = load_causal_lm(model_spec) if spec.kind == "causal_lm" else load_classifier(model_spec, spec.num_labels)
+    return load_trained(base, adapter_dir), tokenizer
+
+
+def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
+    import torch
+    from accelerate import Accelerator
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    from aslora.harness.data import load_task
+    from aslora.harness.instruct import IGNORE_INDEX
+    from aslora.harness.loop import evaluate
+
+    data = load_task(spec, tokenizer, max_length=task.max_length, max_train_examples=task.max_train_examples,
+                     max_eval_examples=task.max_eval_examples, split_seed=task.split_seed, local_dir=task.local_dir)
+    collate = (DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX) if spec.kind == "causal_lm"
+               else DataCollatorWithPadding(tokenizer))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    scores = {}
+    for split, dataset in (("validation", data.validation), ("test", data.test)):
+        if dataset is None:
+            continue
+        loader = accelerator.prepare_data_loader(torch.utils.data.DataLoader(dataset, batch_size=64, collate_fn=collate))
+        scores[split] = evaluate(model, loader, data, accelerator)
+        scores[f"{split}_examples"] = len(dataset)
+    return scores
+
+
+def _model_spec(name: str) -> Any:
+    from omegaconf import OmegaConf
+
+    from aslora.harness.models import ModelSpec
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown model {name!r}; known: {known}")
+    fields = OmegaConf.to_container(OmegaConf.load(path))
+    fields = {k: v for k, v in fields.items() if k not in ("target_modules", "aslora_max_merges")}
+    return ModelSpec(**fields)
+
+
+def _task_max_length(name: str) -> int:
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "task" / f"{name}.yaml"
+    if not path.is_file():
+        return 128
+    return int(OmegaConf.load(path).task.max_length)
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    lines = [f"{result['model']} + adapter {result['adapter_dir']} on {result['task']}"]
+    for split in ("validation", "test"):
+        if split in result:
+            scores = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}"
+                               for k, v in result[split].items())
+            lines.append(f"  {split} ({result[f'{split}_examples']} examples): {scores}")
+    for p in result.get("predictions", []):
+        verdict = (f"label {p['label']} (p={p['probabilities'][p['label']]:.3f})" if "label" in p
+                   else f"score {p['score']:.3f}")
+        lines.append(f"  {verdict}  {p['text']}")
+    for g in result.get("generations", []):
+        lines.append(f"  > {g['prompt']}\n    {g['generated']}")
+    lines.append(f"wrote {result['eval_file']}")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Evaluate a saved adapter on its task's held-out splits, and predict on given texts or prompts.
+
+    python evaluate.py run=experiments/<run_name>                           # writes experiments/<run_name>/eval.json
+    python evaluate.py run=experiments/<run_name> 'texts=["a moving, funny film", "two hours I want back"]'
+    python evaluate.py adapter_dir=path/to/adapter task=rt_polarity model=minilm-l6
+    python evaluate.py run=experiments/<instruct run> 'prompts=["What is your name?"]'
+
+Keys are ``key=value`` (OmegaConf's command-line syntax, as train.py's): run, adapter_dir, task,
+model, hub (default false), texts, prompts, out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+KEYS = {"run": None, "adapter_dir": None, "task": None, "model": None, "hub": False, "texts": [], "prompts": [],
+        "out": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from omegaconf import OmegaConf
+
+    args = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
+    unknown = sorted(set(args) - set(KEYS))
+    if unknown:
+        raise SystemExit(f"unknown key(s) {unknown}; evaluate.py takes {sorted(KEYS)}")
+    options = {**KEYS, **args}
+    if not options["hub"]:  # before transformers is imported: it reads this once
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from aslora.harness.evaluation import evaluate_saved, format_summary
+
+    try:
+        result = evaluate_saved(**options)
+    except ValueError as error:
+        raise SystemExit(f"evaluate.py: {error}") from None
+    print(format_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
