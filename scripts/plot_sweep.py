@@ -44,23 +44,51 @@ def _order(value: str):
         return (1, value)
 
 
+SETTING_NAMES = {
+    "max_merges": "ties per module type (max_merges)",
+    "merge_candidates": "which pairs may tie (merge_candidates)",
+    "merge_distance_threshold": "largest distance that may tie (merge_distance_threshold)",
+    "merge_start_fraction": "first merge after this fraction of the run (merge_start_fraction)",
+    "merge_interval_fraction": "merge interval, fraction of the run (merge_interval_fraction)",
+    "merge_selection": "which pair ties (merge_selection)",
+    "a_sharing": "A shared by (a_sharing)",
+}
+
+
 def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
+    """Two panels, one y-axis each: the score (median over seeds, min–max bars) and the adapter's
+    size as a % of LoRA's (with the paper's 25 % line), both against the swept setting."""
+    from scripts.plot_sharing import MODEL_NAMES, TASK_NAMES
+
     values = sorted(by_value, key=_order)
     scores = [[100 * float(r["best_metric"]) for r in by_value[v]] for v in values]
-    params = [statistics.median(int(r["adapter_params_after"]) for r in by_value[v]) for v in values]
-    x = range(len(values))
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sizes = [statistics.median(100 * float(r["fraction_of_lora_after"]) for r in by_value[v]) for v in values]
+    seeds = sorted({int(r["seed"]) for v in values for r in by_value[v]})
+    x = list(range(len(values)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     medians = [statistics.median(s) for s in scores]
-    ax.errorbar(x, medians, yerr=[[m - min(s) for m, s in zip(medians, scores)],
-                                  [max(s) - m for m, s in zip(medians, scores)]], fmt="o-", capsize=3, label="score")
-    ax.set_xticks(list(x), values)
-    ax.set_xlabel(setting)
-    ax.set_ylabel(f"validation {by_value[values[0]][0]['main_metric']} ×100 (median, min–max)")
-    twin = ax.twinx()
-    twin.plot(list(x), params, "s--", color="tab:orange", label="adapter params")
-    twin.set_ylabel("adapter parameters after merging", color="tab:orange")
+    left.errorbar(x, medians, yerr=[[m - min(s) for m, s in zip(medians, scores)],
+                                    [max(s) - m for m, s in zip(medians, scores)]],
+                  fmt="o-" if all(_order(v)[0] == 0 for v in values) else "o", capsize=3)  # no line between categories
+    left.set_xlim(-0.5, len(x) - 0.5)
+    spread = max(max(max(s) for s in scores) - min(min(s) for s in scores), 2.0)  # never a sub-point scale
+    middle = (max(max(s) for s in scores) + min(min(s) for s in scores)) / 2
+    left.set_ylim(middle - 0.75 * spread, middle + 0.75 * spread)
+    metric = by_value[values[0]][0]["main_metric"]
+    left.set_ylabel(f"validation {metric} ×100")
+    left.set_title(f"score (median of {len(seeds)} seeds, bars: min–max)", fontsize=9)
+    right.bar(x, sizes, color="tab:orange", width=0.6)
+    right.axhline(25, color="black", linestyle="--", linewidth=1)
+    right.text(-0.45, 25, "25 % of LoRA", va="bottom", ha="left", fontsize=8)
+    right.set_ylim(0, max(max(sizes), 25) * 1.15)
+    right.set_ylabel("adapter parameters, % of LoRA r=8")
+    right.set_title("adapter size after merging", fontsize=9)
+    for ax in (left, right):
+        ax.set_xticks(x, values)
+        ax.set_xlabel(SETTING_NAMES.get(setting, setting), fontsize=8)
     sample = by_value[values[0]][0]
-    ax.set_title(f"ASLoRA, {sample['model']} on {sample['task']}: {setting}", fontsize=9)
+    fig.suptitle(f"ASLoRA, {MODEL_NAMES.get(sample['model'], sample['model'])} on "
+                 f"{TASK_NAMES.get(sample['task'], sample['task'])}: {SETTING_NAMES.get(setting, setting)}", fontsize=10)
     fig.tight_layout()
     path = out / f"sweep_{setting}.png"
     fig.savefig(path, dpi=120)

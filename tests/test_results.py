@@ -86,7 +86,8 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
                 row = {c: "" for c in COLUMNS}
                 row.update(run_name=f"merge_minilm-l6_rt_polarity_aslora_adapter.params.{name}={value}_s{seed}",
                            grid="merge", model="minilm-l6", task="rt_polarity", main_metric="accuracy",
-                           best_metric=0.7 + 0.01 * seed, adapter_params_after=30000)
+                           best_metric=0.7 + 0.01 * seed, adapter_params_after=30000, fraction_of_lora_after=0.41,
+                           seed=seed)
                 rows.append(row)
     with open(tmp_path / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
