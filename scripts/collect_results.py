@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
+from aslora.harness.figures import SWEPT  # the run-name convention's swept-setting pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = [
@@ -33,8 +33,6 @@ COLUMNS = [
     "merge_interval_steps", "merge_update_ratio", "merge_scope", "num_merges", "steps", "train_seconds",
     "device", "num_processes", "git_sha", "git_dirty", "report", "variant",
 ]
-SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
-"""A swept adapter setting in a run name: Hydra joins swept keys into it (configs/train.yaml)."""
 
 
 def variant(run_name: str, init_adapter_from: str | None = None) -> str:

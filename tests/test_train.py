@@ -158,3 +158,25 @@ def test_a_glue_task_runs_its_paper_model_unless_told_otherwise(tmp_path, caplog
         _run(["task=sst2", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=lora"], tmp_path / "exp2")
     assert "task sst2's training recipe (lr, epochs, max length) is the one published for roberta-base; " \
            "this run applies it to minilm-l6" in caplog.text
+
+
+def test_every_tie_is_logged_per_group_and_wandb_lives_in_the_run_directory(tmp_path):
+    import csv
+
+    from aslora.harness.settings import WandbSettings
+    from aslora.harness.tracking import Tracker
+
+    _, container = _run(["adapter=aslora"], tmp_path)
+    with open(tmp_path / container["run_name"] / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    ties = [(int(r["step"]), r["key"]) for r in rows if r["key"].startswith("aslora/merge_distance/")]
+    assert len(ties) == 8 and len(set(ties)) == 8  # query and value at the same step: two points, not one
+    assert {key for _, key in ties} == {"aslora/merge_distance/query", "aslora/merge_distance/value"}
+
+    run_dir = tmp_path / "wandb_run"
+    history = read_report(tmp_path / container["run_name"] / "report.json")["merge_history"]
+    with Tracker(WandbSettings(mode="offline"), "r", {}, run_dir=run_dir, group="glue") as tracker:
+        assert tracker.run.group == "glue" and Path(tracker.run.dir).is_relative_to(run_dir)
+        tracker.merge_table(history)
+        tracker.log({"train/loss": 0.5}, 1)
+    assert list((run_dir / "wandb").glob("offline-run-*"))

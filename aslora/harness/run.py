@@ -82,7 +82,9 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
     is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     tracker_settings = settings.wandb if is_main else dataclasses.replace(settings.wandb, mode="disabled")
-    with Tracker(tracker_settings, settings.run_name, container) as tracker:
+    group = (settings.choices or {}).get("sweep") or str(container.get("run_prefix") or "").rstrip("_") or None
+    with Tracker(tracker_settings, settings.run_name, container, run_dir=settings.run_dir, group=group,
+                 metrics_csv=settings.metrics_csv and is_main) as tracker:
         options = FitOptions(
             checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,
             checkpoint_every_steps=settings.checkpoint.every_steps, keep_last_checkpoints=settings.checkpoint.keep_last,
@@ -105,6 +107,14 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
                          "params/fraction_of_lora": report["params"]["fraction_of_lora_after"]})
         write_report(settings.report_path, report)
+        if tracker.run is not None and report["merge_history"] and adapter_dir is not None:
+            from aslora.export import read_adapter_meta
+            from aslora.harness.figures import plot_sharing_map, plot_timeline
+
+            tracker.merge_table(report["merge_history"])
+            adapter_meta = read_adapter_meta(adapter_dir)
+            tracker.images([plot_sharing_map(report, adapter_meta, settings.run_dir),
+                            plot_timeline(report, settings.run_dir)])
     log.info("%s: best %s %.4f at epoch %s; adapter %d params (%.1f %% of LoRA r=%d); report %s",
              settings.run_name, spec.metrics[0], result.best_metric, result.best_epoch,
              report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],

@@ -23,7 +23,7 @@ from aslora.harness.models import ModelSpec
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
                    "model", "task", "adapter", "train", "wandb", "checkpoint", "resume", "validate_only",
-                   "kill_after_step", "init_adapter_from"}
+                   "kill_after_step", "init_adapter_from", "metrics_csv"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class RunSettings:
     stays fresh): the LoRA paper's MNLI initialisation for MRPC, RTE and STS-B."""
     choices: dict[str, str] | None = None
     """Which option of each config group was composed (for the report)."""
+    metrics_csv: bool = True
+    """Also write every logged value to ``<run dir>/metrics.csv``."""
 
     @property
     def run_dir(self) -> Path:
@@ -215,7 +217,7 @@ class RunSettings:
         run_name = data.get("run_name")
         if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
             problems.append(f"run_name={run_name!r} must be a non-empty name without '/'")
-        for flag in ("hub", "overwrite", "resume", "validate_only"):
+        for flag in ("hub", "overwrite", "resume", "validate_only", "metrics_csv"):
             if not isinstance(data.get(flag, False), bool):
                 problems.append(f"{flag}={data.get(flag)!r} must be true or false")
         if problems:
@@ -228,6 +230,7 @@ class RunSettings:
             overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices, checkpoint=checkpoint,
             resume=bool(data.get("resume", False)), validate_only=bool(data.get("validate_only", False)),
             kill_after_step=kill_after_step, init_adapter_from=init_adapter_from,
+            metrics_csv=bool(data.get("metrics_csv", True)),
         )
 
 
