@@ -6,7 +6,7 @@
     python evaluate.py run=experiments/<instruct run> 'prompts=["What is your name?"]'
 
 Keys are ``key=value`` (OmegaConf's command-line syntax, as train.py's): run, adapter_dir, task,
-model, hub (default false), texts, prompts, out.
+model, hub (default false), texts, prompts, out, max_eval_examples (score the first N of each split).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 
 KEYS = {"run": None, "adapter_dir": None, "task": None, "model": None, "hub": False, "texts": [], "prompts": [],
-        "out": None}
+        "out": None, "max_eval_examples": None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ settings: length, subsample, split seed), so the scores of a run's final weights
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -45,11 +46,15 @@ def load_trained(base: Any, adapter_dir: str | Path) -> Any:
 
 def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, task: str | None = None,
                    model: str | None = None, hub: bool = False, texts: Sequence[str] = (),
-                   prompts: Sequence[str] = (), out: str | None = None) -> dict[str, Any]:
+                   prompts: Sequence[str] = (), out: str | None = None,
+                   max_eval_examples: int | None = None) -> dict[str, Any]:
     """Scores (and predictions for ``texts`` / ``prompts``) of a saved adapter; writes ``eval.json``.
 
     Either ``run`` (an ``experiments/<run_name>`` directory: its report says model, task and task
     settings, its ``adapter/`` holds the weights) or ``adapter_dir`` with ``task`` and ``model``.
+
+    ``max_eval_examples`` scores the first N of each held-out split's fixed shuffle (a quick look);
+    by default a run's own setting, or the whole split.
 
     Raises:
         ValueError: neither or both ways given, a run that saved no adapter (full fine-tuning), an
@@ -81,6 +86,8 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
         model_spec = _model_spec(model)
         task_settings = TaskSettings(name=task, max_length=_task_max_length(task))
         out = out or str(Path(adapter_dir) / EVAL_FILE)
+    if max_eval_examples is not None:
+        task_settings = dataclasses.replace(task_settings, max_eval_examples=max_eval_examples)
     spec = get_task(task_settings.name)
     check_task_available(spec, hub_enabled=hub, local_dir=task_settings.local_dir)
     check_model_available(model_spec, hub_enabled=hub)
