@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation clean
+.PHONY: help install demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,7 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 	$(PY) -m scripts.plot_sweep --if-any
+	$(PY) -m scripts.protocol_report --if-any
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) train.py sweep=offline
@@ -72,6 +73,15 @@ sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (of
 
 ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
 	$(PY) train.py sweep=ablation
+	$(MAKE) collect tables
+
+protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation, 5 seeds, size curves; CPU, hours; restartable), then its table and figure
+	$(PY) -m scripts.protocol lr
+	$(MAKE) collect
+	$(PY) -m scripts.protocol select
+	$(PY) -m scripts.protocol final
+	$(MAKE) collect
+	$(PY) -m scripts.protocol curves
 	$(MAKE) collect tables
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)

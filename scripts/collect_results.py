@@ -31,7 +31,7 @@ COLUMNS = [
     "fraction_of_lora_after", "num_distinct_B_after", "a_sharing", "max_merges", "merge_candidates",
     "merge_distance_threshold", "merge_start_fraction", "merge_interval_fraction", "merge_start_step",
     "merge_interval_steps", "merge_update_ratio", "merge_scope", "num_merges", "steps", "train_seconds",
-    "device", "num_processes", "git_sha", "git_dirty", "report", "variant",
+    "device", "num_processes", "git_sha", "git_dirty", "report", "variant", "lr",
 ]
 
 
@@ -65,6 +65,7 @@ def row(report: dict, path: Path) -> dict:
             "merge_interval_fraction", "merge_start_step", "merge_interval_steps", "merge_update_ratio",
             "merge_scope")},
         "num_merges": len(report.get("merge_history", [])), "steps": report["steps"],
+        "lr": report["config"]["train"]["lr"],
         "train_seconds": round(report["train_seconds"], 1), "device": report["environment"]["device"],
         "num_processes": report.get("num_processes", 1), "git_sha": report["environment"]["git_sha"] or "",
         "git_dirty": report["environment"]["git_dirty"], "report": str(path), "variant": variant(report["run_name"], report.get("init_adapter_from")),

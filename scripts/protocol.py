@@ -1,0 +1,155 @@
+"""The comparison protocol (issue 14), stage by stage, restartable (finished runs are skipped).
+
+    python -m scripts.protocol lr        # stage 1: every adapter over its lr grid, one seed
+    python -m scripts.protocol select    # results/runs.csv → results/protocol/chosen_lr.csv (best validation)
+    python -m scripts.protocol final     # stage 2: 5 seeds per task × adapter at its chosen lr
+    python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks
+    python -m scripts.protocol plan      # print the commands of every stage, run nothing
+
+``make protocol`` runs all of them with ``make collect`` between the stages. The lr of every final
+run comes from ``chosen_lr.csv``, which records the grid it was chosen from and the validation
+score that chose it; the thresholds of stage 3 are quantiles of the tie distances the final ASLoRA
+runs recorded, so each of them binds (a threshold above every distance would change nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
+LORA_FAMILY_LRS = "3e-4,1e-3,3e-3"
+VERA_LRS = "1e-3,4e-3,1e-2"
+TASKS = ("rt_polarity", "bbc_news")
+LR_STAGE = [
+    ["sweep=protocol_lr"],                                                       # lora, aslora, sharelora, tiedlora
+    ["sweep=protocol_lr", "adapter=lora", "adapter.params.r=2"],                 # LoRA at ASLoRA's size
+    ["sweep=protocol_lr", "adapter=vera", f"train.lr={VERA_LRS}"],               # VeRA's own range
+]
+CURVE_MAX_MERGES = "1,2,3,5"     # 4 is the shipped default, run in stage 2
+CURVE_LORA_RANKS = "1,4"         # 2 and 8 are run in stage 2
+LOWER_IS_BETTER = {"loss", "perplexity"}
+
+
+def select(rows: list[dict]) -> list[dict]:
+    """Per (task, adapter, variant) of the lr grid: the lr with the best validation score (ties: the
+    smaller lr), with the grid it came from."""
+    groups: dict = defaultdict(list)
+    for row in rows:
+        if row["grid"] == "protocol-lr":
+            groups[(row["task"], row["adapter"], row["variant"])].append(row)
+    chosen = []
+    for (task, adapter, variant), runs in sorted(groups.items()):
+        sign = 1 if runs[0]["main_metric"] in LOWER_IS_BETTER else -1
+        best = min(runs, key=lambda r: (sign * float(r["best_metric"]), float(r["lr"])))
+        chosen.append({"task": task, "adapter": adapter, "variant": variant, "lr": best["lr"],
+                       "validation": best["best_metric"], "main_metric": best["main_metric"],
+                       "grid": ",".join(sorted({r["lr"] for r in runs}, key=float)),
+                       "runs": ";".join(r["run_name"] for r in sorted(runs, key=lambda r: float(r["lr"])))})
+    return chosen
+
+
+def final_commands(chosen: list[dict]) -> list[list[str]]:
+    commands = []
+    for row in chosen:
+        variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
+        commands.append(["sweep=protocol_final", f"task={row['task']}", f"adapter={row['adapter']}", *variant,
+                         f"train.lr={row['lr']}"])
+    return commands
+
+
+def thresholds(reports: list[dict], quantiles=(0.25, 0.5, 0.75)) -> list[float]:
+    """Quantiles of the tie distances recorded by the final ASLoRA runs (rounded to 3 significant
+    digits): each blocks the ties above it, so each value of the sweep changes what happens."""
+    import numpy as np
+
+    distances = [e["distance"] for r in reports for e in r["merge_history"]]
+    if not distances:
+        raise SystemExit("no tie distances recorded yet: run `python -m scripts.protocol final` and `make collect` first")
+    return [float(f"{q:.3g}") for q in np.quantile(distances, quantiles)]
+
+
+def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
+    lr = {(r["task"], r["adapter"], r["variant"]): r["lr"] for r in chosen}
+    commands = []
+    for task in TASKS:
+        if (task, "aslora", "") in lr:
+            base = ["sweep=protocol_final", f"task={task}", "adapter=aslora", f"train.lr={lr[task, 'aslora', '']}"]
+            commands.append([*base, f"adapter.params.max_merges={CURVE_MAX_MERGES}"])
+            task_reports = [r for r in reports if r["task"] == task]
+            if task_reports:
+                values = ",".join(str(t) for t in thresholds(task_reports))
+                commands.append([*base, f"adapter.params.merge_distance_threshold={values}"])
+        if (task, "lora", "") in lr:
+            commands.append(["sweep=protocol_final", f"task={task}", "adapter=lora", f"train.lr={lr[task, 'lora', '']}",
+                             f"adapter.params.r={CURVE_LORA_RANKS}"])
+    return commands
+
+
+def _read_chosen() -> list[dict]:
+    if not CHOSEN.is_file():
+        raise SystemExit(f"{CHOSEN} not found: run `python -m scripts.protocol lr`, `make collect`, then `select`")
+    with open(CHOSEN, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _final_aslora_reports() -> list[dict]:
+    sharing = ROOT / "results" / "sharing"
+    return [json.loads(p.read_text()) for p in sorted(sharing.glob("protocol_*_aslora_*/report.json"))
+            if "adapter.params" not in p.parent.name]
+
+
+def _train(overrides: list[str], dry_run: bool) -> None:
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
+    print("$ python train.py -m " + " ".join(overrides), flush=True)
+    if not dry_run:
+        subprocess.run(command, cwd=ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["lr", "select", "final", "curves", "plan"])
+    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
+    args = parser.parse_args(argv)
+    if args.stage in ("lr", "plan"):
+        for overrides in LR_STAGE:
+            _train(overrides, args.dry_run or args.stage == "plan")
+        if args.stage == "lr":
+            return 0
+    if args.stage == "select":
+        with open(args.runs, newline="") as f:
+            chosen = select(list(csv.DictReader(f)))
+        if not chosen:
+            raise SystemExit(f"no runs of the lr grid (grid protocol-lr) in {args.runs}: run the lr stage and `make collect`")
+        CHOSEN.parent.mkdir(parents=True, exist_ok=True)
+        with open(CHOSEN, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
+            writer.writeheader()
+            writer.writerows(chosen)
+        for row in chosen:
+            print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
+                  f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']})")
+        print(f"wrote {CHOSEN.relative_to(ROOT)}")
+        return 0
+    if args.stage in ("final", "plan"):
+        if args.stage == "plan" and not CHOSEN.is_file():
+            print("# final and curves: after `select` (they need results/protocol/chosen_lr.csv)")
+            return 0
+        for overrides in final_commands(_read_chosen()):
+            _train(overrides, args.dry_run or args.stage == "plan")
+        if args.stage == "final":
+            return 0
+    for overrides in curve_commands(_read_chosen(), _final_aslora_reports()):
+        _train(overrides, args.dry_run or args.stage == "plan")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The comparison protocol's table and figure (issue 14), from ``results/runs.csv`` alone.
+
+    python -m scripts.protocol_report [--runs results/runs.csv] [--tables results/tables] [--figures results/figures]
+
+Table ``protocol_<model>.md``: per task, a row per adapter (and size variant): live adapter
+parameters (head excluded) and % of LoRA r=8, the **test** score at the best validation epoch —
+median over seeds with its 95 % percentile-bootstrap interval — the validation score beside it,
+and the number of seeds; then the paired differences ASLoRA − LoRA and ASLoRA − LoRA r=2 (the
+equal-budget question) on test, per seed, with their intervals (``scripts/stats.py``).
+
+Figure ``protocol_<model>.png``: per task, test score against adapter parameters (log axis): one
+point per adapter with its interval; ASLoRA's ``max_merges`` and distance-threshold curves and
+LoRA's rank curve as lines. Nothing is typed by hand; runs of the ``protocol`` grid only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scripts.stats import format_interval, median_interval, paired_difference
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = "protocol"
+NAMES = {"full": "Full FT", "lora": "LoRA", "vera": "VeRA", "tiedlora": "Tied-LoRA", "sharelora": "ShareLoRA",
+         "aslora": "ASLoRA"}
+ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
+COLOURS = {"lora": "tab:blue", "vera": "tab:green", "tiedlora": "tab:purple", "sharelora": "tab:brown", "aslora": "tab:red"}
+"""One colour per adapter; its size variants are the smaller points of that colour."""
+
+
+def _label(adapter: str, variant: str) -> str:
+    return NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
+
+
+def _scale(row: dict) -> float:
+    return 1.0 if row["main_metric"] in ("loss", "perplexity") else 100.0
+
+
+def groups(rows: list[dict]) -> dict:
+    """model → task → (adapter, variant) → runs of the protocol grid."""
+    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for row in rows:
+        if row["grid"] == GRID and row["test_metric_at_best"] != "":
+            table[row["model"]][row["task"]][(row["adapter"], row["variant"])].append(row)
+    return table
+
+
+def _by_seed(runs: list[dict], key: str) -> dict[int, float]:
+    return {int(r["seed"]): _scale(r) * float(r[key]) for r in runs}
+
+
+def markdown(model: str, by_task: dict) -> str:
+    lines = [f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
+             f"[95 % percentile-bootstrap interval over seeds]; validation beside it. Sizes are live adapter "
+             f"parameters, head excluded.", ""]
+    for task, by_adapter in sorted(by_task.items()):
+        sample = next(iter(by_adapter.values()))[0]
+        standin = f" (stand-in for {sample['task_standin_for']})" if sample["task_standin_for"] else ""
+        lines += [f"**{task}{standin}**, {sample['main_metric']}", "",
+                  "| adapter | params | % of LoRA | test | validation | seeds |", "|---|---|---|---|---|---|"]
+        keys = sorted(by_adapter, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, _size(by_adapter[k]), k[1]))
+        for key in keys:
+            runs = by_adapter[key]
+            test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
+            val = median_interval(list(_by_seed(runs, "best_metric").values()))
+            lines.append(f"| {_label(*key)} | {_size(runs):,} | {100 * float(runs[0]['fraction_of_lora_after']):.1f} | "
+                         f"{format_interval(test)} | {format_interval(val)} | {test.n} |")
+        lines.append("")
+        for other in (("lora", ""), ("lora", "r=2")):
+            if ("aslora", "") in by_adapter and other in by_adapter:
+                diff = paired_difference(_by_seed(by_adapter["aslora", ""], "test_metric_at_best"),
+                                         _by_seed(by_adapter[other], "test_metric_at_best"))
+                lines.append(f"ASLoRA − {_label(*other)}, paired by seed (test): {format_interval(diff, signed=True)} "
+                             f"over {diff.n} seeds")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _size(runs: list[dict]) -> int:
+    return int(sorted(int(r["adapter_params_after"]) for r in runs)[len(runs) // 2])
+
+
+def _variant_value(variant: str, name: str) -> str | None:
+    match = re.fullmatch(rf"{name}=([^,]+)", variant)
+    return match.group(1) if match else None
+
+
+def figure(model: str, by_task: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES
+
+    tasks = sorted(by_task)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        by_adapter = by_task[task]
+        point = {}
+        for key, runs in by_adapter.items():
+            interval = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
+            point[key] = (_size(runs), interval)
+        curves = {  # (label, style, keys in order of size)
+            "ASLoRA, max_merges": [k for k in point if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "max_merges"))],
+            "ASLoRA, distance threshold": [k for k in point if k[0] == "aslora"
+                                           and (k[1] == "" or _variant_value(k[1], "merge_distance_threshold"))],
+            "LoRA, rank": [k for k in point if k[0] == "lora" and (k[1] == "" or _variant_value(k[1], "r"))],
+        }
+        for (label, keys), style in zip(curves.items(), ("-", ":", "--")):
+            if len(keys) > 1:
+                keys = sorted(keys, key=lambda k: point[k][0])
+                ax.plot([point[k][0] for k in keys], [point[k][1].estimate for k in keys], style, color="grey",
+                        linewidth=1, label=label)
+        for key, (size, interval) in sorted(point.items(), key=lambda kv: kv[1][0]):
+            if size <= 0:
+                continue  # full fine-tuning has no adapter size to place on this axis
+            ax.errorbar([size], [interval.estimate], yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
+                        fmt="o", capsize=3, markersize=7 if key[1] == "" else 4, color=COLOURS.get(key[0], "black"))
+            if key[1] == "" or key == ("lora", "r=2"):
+                ax.annotate(_label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
+        sample = next(iter(by_adapter.values()))[0]
+        ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else ""))
+        ax.set_title(TASK_NAMES.get(task, task), fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
+                 f"interval", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("--tables", type=Path, default=ROOT / "results" / "tables")
+    parser.add_argument("--figures", type=Path, default=ROOT / "results" / "figures")
+    parser.add_argument("--if-any", action="store_true", help="exit quietly when there are no protocol runs")
+    args = parser.parse_args(argv)
+    with open(args.runs, newline="") as f:
+        table = groups(list(csv.DictReader(f)))
+    if not table:
+        if args.if_any:
+            print(f"no runs of the protocol grid in {args.runs}: no protocol table or figure")
+            return 0
+        raise SystemExit(f"no runs of the protocol grid in {args.runs}: run `make protocol`")
+    for model, by_task in sorted(table.items()):
+        args.tables.mkdir(parents=True, exist_ok=True)
+        out = args.tables / f"protocol_{model}.md"
+        out.write_text(markdown(model, by_task))
+        print(f"wrote {out}")
+        print(f"wrote {figure(model, by_task, args.figures / f'protocol_{model}.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The protocol's table and figure from fixture rows (synthetic numbers, made here; issue 14)."""
+
+from __future__ import annotations
+
+import csv
+
+from scripts import protocol_report
+from scripts.collect_results import COLUMNS
+
+SEED_EFFECT = {1: -0.02, 2: 0.0, 3: 0.02, 4: 0.01, 5: -0.01}
+
+
+def _rows():
+    rows = []
+    specs = [("lora", "", 73_728, 0.80), ("lora", "r=2", 18_432, 0.78), ("lora", "r=1", 9_216, 0.76),
+             ("aslora", "", 15_360, 0.79), ("aslora", "max_merges=2", 27_648, 0.795), ("vera", "", 16_896, 0.70),
+             ("aslora", "merge_distance_threshold=0.3", 21_504, 0.792)]
+    for adapter, variant, size, base in specs:
+        for seed, effect in SEED_EFFECT.items():
+            row = {c: "" for c in COLUMNS}
+            row.update(grid="protocol", model="minilm-l6", task="rt_polarity", task_standin_for="sst2", adapter=adapter,
+                       variant=variant, seed=seed, main_metric="accuracy", best_metric=base + effect + 0.01,
+                       test_metric_at_best=base + effect, adapter_params_after=size, fraction_of_lora_after=size / 73_728,
+                       run_name=f"protocol_minilm-l6_rt_polarity_{adapter}_{variant}_s{seed}")
+            rows.append(row)
+    return rows
+
+
+def test_table_has_test_intervals_and_paired_differences(tmp_path):
+    runs = tmp_path / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(_rows())
+    assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
+    table = (tmp_path / "protocol_minilm-l6.md").read_text()
+    # LoRA's test scores are 78–82 (median 80.0); every adapter shares the seed effects
+    assert "| LoRA | 73,728 | 100.0 | 80.0 [" in table and "| 5 |" in table
+    assert "| ASLoRA | 15,360 | 20.8 | 79.0 [" in table and "| LoRA [r=2] | 18,432 | 25.0 | 78.0 [" in table
+    # the paired differences are exact: ASLoRA is 1.0 below LoRA and 1.0 above LoRA r=2 on every seed
+    assert "ASLoRA − LoRA, paired by seed (test): -1.0 [-1.0, -1.0] over 5 seeds" in table
+    assert "ASLoRA − LoRA [r=2], paired by seed (test): +1.0 [1.0, 1.0] over 5 seeds" in table
+    lines = table.splitlines()
+    order = [l.split("|")[1].strip() for l in lines if l.startswith("| ") and not l.startswith("| adapter")]
+    assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
+    assert (tmp_path / "protocol_minilm-l6.png").stat().st_size > 10_000
+
+
+def test_without_protocol_runs(tmp_path):
+    runs = tmp_path / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        csv.DictWriter(f, fieldnames=COLUMNS).writeheader()
+    assert protocol_report.main(["--runs", str(runs), "--if-any", "--tables", str(tmp_path / "t")]) == 0
+    assert not (tmp_path / "t").exists()
