@@ -252,7 +252,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {"step": step, "epoch": epoch, "batches_done": batches_done, "epoch_losses": epoch_losses,
-                     "model": _trainable_state(accelerator.unwrap_model(model)),
+                     "model": _trainable_state(accelerator.unwrap_model(model, keep_torch_compile=False)),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "result": {k: getattr(result, k) for k in _RESUMABLE_FIELDS}}
             ckpt.commit(tmp, options.checkpoint_dir, step, state, options.keep_last_checkpoints)
@@ -326,14 +326,16 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
                 log.info("%s", describe_epoch(record, settings.epochs, data.spec.metrics[0], result))
             batches_done, epoch_losses = 0, []
         progress.close()
+    # the model itself: no DDP wrapper, no torch.compile wrapper (its head names and state-dict keys)
+    trained = accelerator.unwrap_model(model, keep_torch_compile=False)
     if settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
         from aslora.integrations.fsdp import full_state
 
-        result.final_state = full_state(accelerator.unwrap_model(model), _trainable_state_keys(accelerator.unwrap_model(model)))
+        result.final_state = full_state(trained, _trainable_state_keys(trained))
     else:
-        _assert_parameters_agree(accelerator, accelerator.unwrap_model(model))
+        _assert_parameters_agree(accelerator, trained)
     result.train_seconds += time.perf_counter() - started
-    result.params_after = count_parameters(accelerator.unwrap_model(model)).as_dict()
+    result.params_after = count_parameters(trained).as_dict()
     result.merge_history = list(pool.merge_history) if pool is not None else []
     return result
 
