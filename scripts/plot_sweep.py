@@ -58,7 +58,7 @@ SETTING_NAMES = {
 def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     """Two panels, one y-axis each: the score (median over seeds, min–max bars) and the adapter's
     size as a % of LoRA's (with the paper's 25 % line), both against the swept setting."""
-    from scripts.plot_sharing import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES, save
 
     values = sorted(by_value, key=_order)
     scores = [[100 * float(r["best_metric"]) for r in by_value[v]] for v in values]
@@ -89,11 +89,7 @@ def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     sample = by_value[values[0]][0]
     fig.suptitle(f"ASLoRA, {MODEL_NAMES.get(sample['model'], sample['model'])} on "
                  f"{TASK_NAMES.get(sample['task'], sample['task'])}: {SETTING_NAMES.get(setting, setting)}", fontsize=10)
-    fig.tight_layout()
-    path = out / f"sweep_{setting}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"sweep_{setting}.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES, save
 
     tasks = sorted(by_task)
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)
@@ -132,11 +132,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
                  f"interval", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,15 @@ TASK_NAMES = {"rt_polarity": "Rotten Tomatoes (SST-2 stand-in)", "bbc_news": "BB
               "stsb": "STS-B", "mnli": "MNLI", "qqp": "QQP"}
 
 
+def save(fig, path: Path) -> Path:
+    """Every figure of the project the same way: tight layout, 120 dpi, the figure closed."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def describe_run(report: dict) -> str:
     """``ASLoRA · SmolLM2-135M-Instruct on chatterbot dialogue pairs · seed 1`` (+ swept settings)."""
     name = f"ASLoRA · {MODEL_NAMES.get(report['model'], report['model'])} on {TASK_NAMES.get(report['task'], report['task'])}"
@@ -96,11 +105,7 @@ def plot_sharing_map(report: dict, adapter: dict, out: Path) -> Path:
                   f"{after['adapter']:,} adapter parameters = {100 * report['params']['fraction_of_lora_after']:.1f} % "
                   f"of LoRA r={report['params'].get('lora_reference_rank', 8)}", fontsize=8)
     ax.set_title("\n".join(textwrap.wrap(f"Which layers share a B at the end — {describe_run(report)}", 46)), fontsize=9)
-    fig.tight_layout()
-    path = out / "sharing_map.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out / "sharing_map.png")
 
 
 def plot_timeline(report: dict, out: Path) -> Path:
@@ -127,10 +132,6 @@ def plot_timeline(report: dict, out: Path) -> Path:
     if history:
         right.legend(fontsize=8)
     fig.suptitle(describe_run(report), fontsize=10)
-    fig.tight_layout()
-    path = out / "merge_timeline.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out / "merge_timeline.png")
 
 
