@@ -11,6 +11,7 @@ which trains, as in every GLUE PEFT paper.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Sequence
 
 from torch import nn
@@ -56,7 +57,11 @@ def apply_adapter(
         if config.modules_to_save is None and head_names:
             # PEFT trains the head only when told; name it, as task_type=SEQ_CLS would.
             config = dataclasses.replace(config, modules_to_save=[n.rsplit(".", 1)[-1] for n in head_names])
-        adapted = peft.get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # PEFT 0.21 reads `is_gradient_checkpointing`, which transformers 5 deprecates with a
+            # FutureWarning on every adapted model; it says nothing to the user of either library
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            adapted = peft.get_peft_model(model, config)
         _remember_head(adapted, [n.rsplit(".", 1)[-1] for n in head_names])
         return adapted
     raise ValueError(
