@@ -302,6 +302,11 @@ class MergeSchedule:
     def last_event_step(self) -> int:
         return self.start_step + self.max_events * self.interval_steps
 
+    @property
+    def event_steps(self) -> list[int]:
+        """Every merge event's step: ``start_step + k · interval_steps``, ``k = 1 … max_events``."""
+        return [self.start_step + k * self.interval_steps for k in range(1, self.max_events + 1)]
+
     def is_event(self, step: int) -> bool:
         """Algorithm 1: ``t > T_s`` and ``(t − T_s) mod m = 0``, at most ``max_events`` times."""
         if step <= self.start_step:

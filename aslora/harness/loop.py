@@ -212,7 +212,7 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
                 ckpt.discard(old)
         accelerator.wait_for_everyone()
     if resume_state is not None:
-        _restore_model(model, pool, resume_state)  # before the optimizer: its parameter list must match
+        _restore_model(model, resume_state)  # before the optimizer: its parameter list must match
     if settings.fsdp:
         model = _shard(model, accelerator, options)  # before the optimizer: it must hold the sharded parameters
 
@@ -444,7 +444,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     target.enable_input_require_grads()
 
 
-def _restore_model(model: nn.Module, pool: Any, state: dict[str, Any]) -> None:
+def _restore_model(model: nn.Module, state: dict[str, Any]) -> None:
     # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:

@@ -138,8 +138,7 @@ def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: 
     ]
     merges = settings.merge_steps(num_train)
     if merges:
-        cap = adapter_config.max_merges
-        lines.append(f"  ASLoRA: {cap if isinstance(cap, int) else cap} tie(s) per merge group, at steps "
+        lines.append(f"  ASLoRA: {adapter_config.max_merges} tie(s) per merge group, at steps "
                      f"{', '.join(map(str, merges))} of {total}")
     if settings.task.recipe_model and settings.task.recipe_model != settings.model.name:
         lines.append(f"  note: task {spec.name}'s training recipe (lr, epochs, max length) is the one published for "

@@ -130,8 +130,7 @@ class RunSettings:
         config = self.adapter_config()
         if not isinstance(config, ASLoRAConfig):
             return []
-        schedule = config.resolve_schedule(self.planned_total_steps(num_train_examples))
-        return [schedule.start_step + k * schedule.interval_steps for k in range(1, schedule.max_events + 1)]
+        return config.resolve_schedule(self.planned_total_steps(num_train_examples)).event_steps
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], choices: dict[str, str] | None = None) -> "RunSettings":

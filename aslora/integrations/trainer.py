@@ -59,9 +59,8 @@ class ASLoRACallback(TrainerCallback):
         self.controller = MergeController(model, total_steps=state.max_steps)
         schedule = self.controller.schedule
         if schedule.max_events:
-            log.info("ASLoRA: %d merge events at steps %d, %d, … %d of %d", schedule.max_events,
-                     schedule.first_event_step, schedule.first_event_step + schedule.interval_steps,
-                     schedule.last_event_step, state.max_steps)
+            log.info("ASLoRA: %d merge events at steps %s of %d", schedule.max_events,
+                     ", ".join(map(str, schedule.event_steps)), state.max_steps)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
