@@ -24,7 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
-LORA_FAMILY_LRS = "3e-4,1e-3,3e-3"
 VERA_LRS = "1e-3,4e-3,1e-2"
 TASKS = ("rt_polarity", "bbc_news")
 LR_STAGE = [
