@@ -89,6 +89,10 @@ def test_default_run_is_minilm_rt_polarity_aslora():
 def test_swept_keys_join_the_run_name():
     container, _ = compose_run(["adapter.params.max_merges=2", "seed=3"])
     assert container["run_name"] == "minilm-l6_rt_polarity_aslora_adapter.params.max_merges=2_s3"
+    # other batches make another run; the evaluation order (always by length) is not a setting
+    grouped, _ = compose_run(["train.group_by_length=true"])
+    assert grouped["run_name"] == "minilm-l6_rt_polarity_aslora_train.group_by_length=true_s42"
+    assert RunSettings.from_dict(grouped).train.group_by_length is True
 
 
 @pytest.mark.parametrize(

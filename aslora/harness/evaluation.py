@@ -138,6 +138,7 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
     from accelerate import Accelerator
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
+    from aslora.harness.batching import evaluation_loader
     from aslora.harness.data import load_task
     from aslora.harness.instruct import IGNORE_INDEX
     from aslora.harness.loop import evaluate
@@ -152,7 +153,7 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
     for split, dataset in (("validation", data.validation), ("test", data.test)):
         if dataset is None:
             continue
-        loader = accelerator.prepare_data_loader(torch.utils.data.DataLoader(dataset, batch_size=64, collate_fn=collate))
+        loader = accelerator.prepare_data_loader(evaluation_loader(dataset, 64, collate))
         scores[split] = evaluate(model, loader, data, accelerator)
         scores[f"{split}_examples"] = len(dataset)
     return scores

