@@ -3,8 +3,13 @@
     python -m scripts.protocol lr        # stage 1: every adapter over its lr grid, one seed
     python -m scripts.protocol select    # results/runs.csv → results/protocol/chosen_lr.csv (best validation)
     python -m scripts.protocol final     # stage 2: 5 seeds per task × adapter at its chosen lr
-    python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks
+    python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks; 3 seeds
     python -m scripts.protocol plan      # print the commands of every stage, run nothing
+
+Two suites: ``--suite classification`` (the default: MiniLM-L6 on rt_polarity and bbc_news,
+``configs/sweep/protocol_{lr,final}.yaml``) and ``--suite instruct`` (SmolLM2-135M-Instruct on the
+chatterbot pairs, held-out loss, 3 seeds, ``configs/sweep/protocol_instruct_{lr,final}.yaml``; no
+size curves). ``select`` reads both suites' grids.
 
 ``make protocol`` runs all of them with ``make collect`` between the stages. Before a stage trains,
 the finished runs committed under ``results/reports/`` are restored into ``experiments/``
@@ -23,19 +28,40 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
 VERA_LRS = "1e-3,4e-3,1e-2"
-TASKS = ("rt_polarity", "bbc_news")
-LR_STAGE = [
-    ["sweep=protocol_lr"],                                                       # lora, aslora, sharelora, tiedlora
-    ["sweep=protocol_lr", "adapter=lora", "adapter.params.r=2"],                 # LoRA at ASLoRA's size
-    ["sweep=protocol_lr", "adapter=vera", f"train.lr={VERA_LRS}"],               # VeRA's own range
-]
+
+
+def _lr_stage(sweep: str) -> list[list[str]]:
+    return [
+        [f"sweep={sweep}"],                                                  # the LoRA family at the sweep's grid
+        # LoRA at the rank nearest ASLoRA's final size (MiniLM-L6: 18,432 vs 15,360; SmolLM2: 115,200
+        # vs 109,056; tests/test_protocol.py derives it from the closed-form counts)
+        [f"sweep={sweep}", "adapter=lora", "adapter.params.r=2"],
+        [f"sweep={sweep}", "adapter=vera", f"train.lr={VERA_LRS}"],          # VeRA's own range
+    ]
+
+
+@dataclass(frozen=True)
+class Suite:
+    lr_grid: str          # the run_prefix of its lr stage, as runs.csv's `grid` column reads it
+    lr_stage: list
+    final_sweep: str
+    tasks: tuple
+
+
+SUITES = {
+    "classification": Suite("protocol-lr", _lr_stage("protocol_lr"), "protocol_final", ("rt_polarity", "bbc_news")),
+    "instruct": Suite("protocol-instruct-lr", _lr_stage("protocol_instruct_lr"), "protocol_instruct_final", ("instruct",)),
+}
+TASKS = SUITES["classification"].tasks  # the size curves' tasks
 CURVE_MAX_MERGES = "1,2,3,5"     # 4 is the shipped default, run in stage 2
 CURVE_LORA_RANKS = "1,4"         # 2 and 8 are run in stage 2
+CURVE_SEEDS = "seed=1,2,3"       # a curve's points are read together: 3 seeds each keeps stage 3 to 54 runs
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
@@ -43,8 +69,9 @@ def select(rows: list[dict]) -> list[dict]:
     """Per (task, adapter, variant) of the lr grid: the lr with the best validation score (ties: the
     smaller lr), with the grid it came from."""
     groups: dict = defaultdict(list)
+    lr_grids = {suite.lr_grid for suite in SUITES.values()}
     for row in rows:
-        if row["grid"] == "protocol-lr":
+        if row["grid"] in lr_grids:
             groups[(row["task"], row["adapter"], row["variant"])].append(row)
     chosen = []
     for (task, adapter, variant), runs in sorted(groups.items()):
@@ -60,18 +87,22 @@ def select(rows: list[dict]) -> list[dict]:
 FINAL_ORDER = [("aslora", ""), ("lora", ""), ("lora", "r=2"), ("tiedlora", ""), ("sharelora", ""), ("vera", "")]
 
 
-def final_commands(chosen: list[dict]) -> list[list[str]]:
+def final_commands(chosen: list[dict], suite: str | None = None) -> list[list[str]]:
     """One 5-seed multirun per (task, adapter) at its chosen lr; ASLoRA, LoRA and LoRA r=2 first on
-    every task, so a protocol stopped part-way has answered the main comparison."""
+    every task, so a protocol stopped part-way has answered the main comparison. ``suite``: only
+    that suite's tasks."""
     def priority(row: dict) -> tuple:
         key = (row["adapter"], row["variant"])
         return (FINAL_ORDER.index(key) if key in FINAL_ORDER else len(FINAL_ORDER), row["task"])
 
+    final_sweep = {task: s.final_sweep for name, s in SUITES.items() if suite in (None, name) for task in s.tasks}
     commands = []
     for row in sorted(chosen, key=priority):
+        if row["task"] not in final_sweep:
+            continue
         variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
-        commands.append(["sweep=protocol_final", f"task={row['task']}", f"adapter={row['adapter']}", *variant,
-                         f"train.lr={row['lr']}"])
+        commands.append([f"sweep={final_sweep[row['task']]}", f"task={row['task']}", f"adapter={row['adapter']}",
+                         *variant, f"train.lr={row['lr']}"])
     return commands
 
 
@@ -91,7 +122,8 @@ def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
     commands = []
     for task in TASKS:
         if (task, "aslora", "") in lr:
-            base = ["sweep=protocol_final", f"task={task}", "adapter=aslora", f"train.lr={lr[task, 'aslora', '']}"]
+            base = ["sweep=protocol_final", f"task={task}", "adapter=aslora", f"train.lr={lr[task, 'aslora', '']}",
+                    CURVE_SEEDS]
             commands.append([*base, f"adapter.params.max_merges={CURVE_MAX_MERGES}"])
             task_reports = [r for r in reports if r["task"] == task]
             if task_reports:
@@ -99,7 +131,7 @@ def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
                 commands.append([*base, f"adapter.params.merge_distance_threshold={values}"])
         if (task, "lora", "") in lr:
             commands.append(["sweep=protocol_final", f"task={task}", "adapter=lora", f"train.lr={lr[task, 'lora', '']}",
-                             f"adapter.params.r={CURVE_LORA_RANKS}"])
+                             CURVE_SEEDS, f"adapter.params.r={CURVE_LORA_RANKS}"])
     return commands
 
 
@@ -135,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["lr", "select", "final", "curves", "plan"])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="classification",
+                        help="which suite's lr and final stages run (select reads every suite; curves: classification)")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     args = parser.parse_args(argv)
+    suite = SUITES[args.suite]
     if args.stage in ("lr", "final", "curves") and not args.dry_run:
         _restore_committed_runs()
     if args.stage in ("lr", "plan"):
-        for overrides in LR_STAGE:
+        for overrides in suite.lr_stage:
             _train(overrides, args.dry_run or args.stage == "plan")
         if args.stage == "lr":
             return 0
@@ -148,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.runs, newline="") as f:
             chosen = select(list(csv.DictReader(f)))
         if not chosen:
-            raise SystemExit(f"no runs of the lr grid (grid protocol-lr) in {args.runs}: run the lr stage and `make collect`")
+            grids = ", ".join(s.lr_grid for s in SUITES.values())
+            raise SystemExit(f"no runs of an lr grid ({grids}) in {args.runs}: run the lr stage and `make collect`")
         CHOSEN.parent.mkdir(parents=True, exist_ok=True)
         with open(CHOSEN, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
@@ -163,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "plan" and not CHOSEN.is_file():
             print("# final and curves: after `select` (they need results/protocol/chosen_lr.csv)")
             return 0
-        for overrides in final_commands(_read_chosen()):
+        for overrides in final_commands(_read_chosen(), args.suite):
             _train(overrides, args.dry_run or args.stage == "plan")
-        if args.stage == "final":
+        if args.stage == "final" or args.suite != "classification":
             return 0
     for overrides in curve_commands(_read_chosen(), _final_aslora_reports()):
         _train(overrides, args.dry_run or args.stage == "plan")

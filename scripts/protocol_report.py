@@ -10,7 +10,8 @@ equal-budget question) on test, per seed, with their intervals (``scripts/stats.
 
 Figure ``protocol_<model>.png``: per task, test score against adapter parameters (log axis): one
 point per adapter with its interval; ASLoRA's ``max_merges`` and distance-threshold curves and
-LoRA's rank curve as lines. Nothing is typed by hand; runs of the ``protocol`` grid only.
+LoRA's rank curve as lines. Nothing is typed by hand; runs of the protocol's final grids only
+(``protocol``: classification; ``protocol-instruct``: instruction tuning, held-out loss, lower is better).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from scripts.stats import format_interval, median_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = "protocol"
+GRIDS = ("protocol", "protocol-instruct")  # the final stages' run_prefix, as runs.csv's grid column reads it
 NAMES = {"full": "Full FT", "lora": "LoRA", "vera": "VeRA", "tiedlora": "Tied-LoRA", "sharelora": "ShareLoRA",
          "aslora": "ASLoRA"}
 ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
@@ -45,7 +46,7 @@ def groups(rows: list[dict]) -> dict:
     """model → task → (adapter, variant) → runs of the protocol grid."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
-        if row["grid"] == GRID and row["test_metric_at_best"] != "":
+        if row["grid"] in GRIDS and row["test_metric_at_best"] != "":
             table[row["model"]][row["task"]][(row["adapter"], row["variant"])].append(row)
     return table
 

@@ -4,10 +4,11 @@ curve commands that compose into valid runs, thresholds that bind."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run
-from scripts.protocol import final_commands, select, thresholds
+from scripts.protocol import SUITES, curve_commands, final_commands, select, thresholds
 
 
 def _row(task, adapter, lr, score, variant="", metric="accuracy"):
@@ -37,13 +38,36 @@ def test_select_takes_the_best_validation_lr_per_adapter_and_records_the_grid():
 def test_final_commands_compose_into_valid_five_seed_runs_at_the_chosen_lr():
     commands = final_commands(select(ROWS))
     assert ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "adapter.params.r=2", "train.lr=0.003"] in commands
+    assert ["sweep=protocol_instruct_final", "task=instruct", "adapter=aslora", "train.lr=0.001"] in commands
     for overrides in commands:
-        if overrides[1] == "task=instruct":
-            continue  # the fixture's instruct row is for the lower-is-better rule only
         container, choices = compose_run([*overrides, "seed=1"])
         settings = RunSettings.from_dict(container, choices)
-        assert settings.run_name.startswith("protocol_minilm-l6_") and settings.train.lr == float(overrides[-1].split("=")[1])
+        prefix = "protocol-instruct_smollm2-135m_" if overrides[1] == "task=instruct" else "protocol_minilm-l6_"
+        assert settings.run_name.startswith(prefix) and settings.train.lr == float(overrides[-1].split("=")[1])
         settings.check_schedule_fits()
+    only_instruct = final_commands(select(ROWS), suite="instruct")
+    assert only_instruct == [c for c in commands if c[1] == "task=instruct"] and only_instruct
+
+
+@pytest.mark.parametrize("model_name, tasks", [("minilm-l6", ["rt_polarity"]), ("smollm2-135m", ["instruct"])])
+def test_lora_r2_is_the_rank_nearest_aslora_final_size(model_name, tasks):
+    """The equal-budget baseline every lr stage runs (adapter.params.r=2), from closed-form counts."""
+    import aslora
+    from aslora.params import lora_parameter_count
+    from conftest import tie_lowest_upward
+    from test_configs import _architecture
+    from transformers import AutoModelForSequenceClassification
+
+    container, choices = compose_run([f"model={model_name}", f"task={tasks[0]}", "adapter=aslora"])
+    config = RunSettings.from_dict(container, choices).adapter_config()
+    with torch.device("meta"):
+        model = aslora.apply_adapter(AutoModelForSequenceClassification.from_config(_architecture(model_name)), config)
+    shapes = [(s.in_features, s.out_features) for s in model.aslora_pool.slots.values()]
+    tie_lowest_upward(model, config.merges_allowed)
+    final = aslora.count_parameters(model).adapter
+    nearest = min(range(1, 9), key=lambda r: abs(lora_parameter_count(shapes, r) - final))
+    assert nearest == 2, (final, [lora_parameter_count(shapes, r) for r in (1, 2, 3)])
+    assert any("adapter.params.r=2" in c for c in SUITES["classification"].lr_stage + SUITES["instruct"].lr_stage)
 
 
 def test_final_stage_runs_the_main_comparison_first():
@@ -59,3 +83,16 @@ def test_thresholds_are_quantiles_of_recorded_tie_distances():
     assert thresholds(reports) == [0.2, 0.3, 0.4]
     with pytest.raises(SystemExit, match="no tie distances recorded yet"):
         thresholds([{"merge_history": []}])
+
+
+def test_curve_commands_sweep_sizes_at_the_chosen_lr_with_three_seeds():
+    reports = [{"task": "rt_polarity", "merge_history": [{"distance": d} for d in (0.1, 0.2, 0.3, 0.4, 0.5)]}]
+    commands = curve_commands(select(ROWS), reports)
+    assert commands == [
+        ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
+         "adapter.params.max_merges=1,2,3,5"],
+        ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
+         "adapter.params.merge_distance_threshold=0.2,0.3,0.4"],
+        ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "train.lr=0.001", "seed=1,2,3",
+         "adapter.params.r=1,4"],
+    ]  # bbc_news has no chosen lr in the fixture rows, so no curve
