@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aslora.harness.batching import (MEGABATCH_FACTOR, EpochShuffle, LengthGroupedShuffle, LengthOrder,
-                                     evaluation_loader)
+                                     evaluation_loader, lengths_of)
 from aslora.harness.data import TaskData, get_task
 from aslora.harness.loop import TrainSettings, evaluate
 from tests.conftest import VOCAB, tiny_bert
@@ -115,3 +115,11 @@ def test_fit_draws_its_batches_from_the_chosen_order(group_by_length):
     train_batches = [b for b in seen if len(b) == 8][:12]  # the 12 training batches come first
     spread = sum(max(b) - min(b) for b in train_batches) / len(train_batches)
     assert (spread < 8) == group_by_length, spread
+
+
+def test_lengths_are_read_from_any_map_style_dataset():
+    rows = [{"input_ids": [1] * n, "label": 0} for n in (4, 9, 2)]
+    assert lengths_of(rows) == [4, 9, 2]
+    from datasets import Dataset
+
+    assert lengths_of(Dataset.from_list(rows)) == [4, 9, 2]

@@ -26,8 +26,11 @@ MEGABATCH_FACTOR = 50  # as in HF Trainer's LengthGroupedSampler: enough to grou
 
 
 def lengths_of(dataset) -> list[int]:
-    """Token count of every example (its ``input_ids``), read once."""
-    return [len(ids) for ids in dataset["input_ids"]]
+    """Token count of every example (its ``input_ids``), read once: a column read for a
+    ``datasets.Dataset``, one example at a time for any other map-style dataset."""
+    if hasattr(dataset, "column_names"):
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
 
 
 def _permutation(size: int, seed: int, epoch: int) -> list[int]:

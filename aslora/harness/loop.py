@@ -153,91 +153,208 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
     The best epoch is chosen on the validation main metric; the test score reported is the one
     at that epoch, so the held-out number is never selected on.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-    from transformers import get_linear_schedule_with_warmup
+    return _Fit(model, data, collate, settings, log_metrics, options).run()
 
-    log_metrics = log_metrics or (lambda metrics, step: None)
-    pool = find_pool(model)
-    is_aslora = pool is not None and isinstance(pool.config, ASLoRAConfig)
-    # Every parameter receives a gradient at every step (a retired B row gets zeros), so DDP needs
-    # no search for unused parameters; the pool's buffers (running means, layer→B map) are updated
-    # identically on every process from synchronised B's, so they are not broadcast either.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=pool is None)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[ddp])
-    set_seed(settings.seed)
 
-    # Every loader gets its own generator: creating an iterator draws a seed from the loader's
-    # generator, or else from the global RNG — which would shift dropout masks after a resume.
-    train_lengths = lengths_of(data.train) if settings.group_by_length else None
+class _Fit:
+    """One call of ``fit``, stage by stage: accelerator → data → resume → optimisation → epochs
+    (steps, evaluation, checkpoints) → finish. The order of the stages is the order in which they
+    draw from the RNGs, which resumed == uninterrupted depends on."""
 
-    def train_loader(epoch: int):
-        sampler = (LengthGroupedShuffle(train_lengths, settings.batch_size, settings.seed, epoch)
-                   if settings.group_by_length else EpochShuffle(len(data.train), settings.seed, epoch))
+    def __init__(self, model: nn.Module, data: TaskData, collate: Callable, settings: TrainSettings,
+                 log_metrics: Logger | None, options: FitOptions) -> None:
+        self.model, self.data, self.collate, self.settings, self.options = model, data, collate, settings, options
+        self.log_metrics = log_metrics or (lambda metrics, step: None)
+        self.pool = find_pool(model)
+        self.step, self.start_epoch, self.batches_done, self.epoch_losses = 0, 1, 0, []
+
+    def run(self) -> FitResult:
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self._setup_accelerator()
+        self._setup_data()
+        self._setup_resume()
+        self._setup_optimization()
+        settings = self.settings
+        progress = tqdm(total=self.total_steps, initial=self.step, desc="train",
+                        disable=not (settings.progress_bar and self.accelerator.is_main_process))
+        started = time.perf_counter()
+        # log lines (ties, epochs) print above the progress bar instead of through it
+        with logging_redirect_tqdm(loggers=[logging.root]):  # the console handler Hydra installs
+            for epoch in range(self.start_epoch, settings.epochs + 1):
+                self._train_epoch(epoch, progress)
+                self._evaluate_epoch(epoch)
+                self.batches_done, self.epoch_losses = 0, []
+            progress.close()
+        return self._finish(started)
+
+    # --- setup ---------------------------------------------------------------------------------
+    def _setup_accelerator(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        # Every parameter receives a gradient at every step (a retired B row gets zeros), so DDP needs
+        # no search for unused parameters; the pool's buffers (running means, layer→B map) are updated
+        # identically on every process from synchronised B's, so they are not broadcast either.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=self.pool is None)
+        self.accelerator = Accelerator(mixed_precision=self.settings.mixed_precision,
+                                       cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        set_seed(self.settings.seed)
+
+    def _setup_data(self) -> None:
+        data, settings, accelerator = self.data, self.settings, self.accelerator
+        self.train_lengths = lengths_of(data.train) if settings.group_by_length else None
+        # Evaluation longest first: a metric pairs each prediction with its own label, so the order
+        # changes nothing but the padding (scripts/bench_batching.py measures the saving).
+        eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
+        self.eval_loaders = {k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, self.collate))
+                             for k, v in eval_sets.items()}
+        self.total_steps = settings.epochs * len(self._train_loader(1))
+        is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
+        # built before the first step: an impossible merge schedule fails here, not mid-run
+        self.controller = MergeController(self.model, self.total_steps) if is_aslora else None
+        self.result = FitResult(total_steps=self.total_steps, params_before=count_parameters(self.model).as_dict(),
+                                num_processes=accelerator.num_processes, is_main_process=accelerator.is_main_process)
+
+    def _train_loader(self, epoch: int):
+        settings = self.settings
+        sampler = (LengthGroupedShuffle(self.train_lengths, settings.batch_size, settings.seed, epoch)
+                   if settings.group_by_length else EpochShuffle(len(self.data.train), settings.seed, epoch))
+        # Every loader gets its own generator: creating an iterator draws a seed from the loader's
+        # generator, or else from the global RNG — which would shift dropout masks after a resume.
         loader = torch.utils.data.DataLoader(
-            data.train, batch_size=settings.batch_size, collate_fn=collate, sampler=sampler,
+            self.data.train, batch_size=settings.batch_size, collate_fn=self.collate, sampler=sampler,
             generator=torch.Generator().manual_seed(settings.seed + epoch))
-        return accelerator.prepare_data_loader(loader)
+        return self.accelerator.prepare_data_loader(loader)
 
-    # Evaluation longest first: a metric pairs each prediction with its own label, so the order
-    # changes nothing but the padding (scripts/bench_batching.py measures the saving).
-    eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
-    eval_loaders = {k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, collate))
-                    for k, v in eval_sets.items()}
+    def _setup_resume(self) -> None:
+        options, accelerator = self.options, self.accelerator
+        self.resume_state, self.resume_dir = None, None
+        if options.checkpoint_dir is not None:
+            if options.resume:
+                self.resume_dir = ckpt.latest_valid(options.checkpoint_dir)
+                self.resume_state = ckpt.load_state(self.resume_dir) if self.resume_dir is not None else None
+            elif accelerator.is_main_process and ckpt.list_checkpoints(options.checkpoint_dir):
+                # a fresh start must never later resume from an older run's checkpoints
+                log.info("starting afresh: removing old checkpoints in %s", options.checkpoint_dir)
+                for old in ckpt.list_checkpoints(options.checkpoint_dir):
+                    ckpt.discard(old)
+            accelerator.wait_for_everyone()
+        if self.resume_state is not None:
+            _restore_model(self.model, self.resume_state)  # before the optimizer: its parameter list must match
+        if self.settings.fsdp:  # before the optimizer: it must hold the sharded parameters
+            self.model = _shard(self.model, accelerator, options)
 
-    total_steps = settings.epochs * len(train_loader(1))
-    # built before the first step: an impossible merge schedule fails here, not mid-run
-    controller = MergeController(model, total_steps) if is_aslora else None
-    result = FitResult(total_steps=total_steps, params_before=count_parameters(model).as_dict(),
-                       num_processes=accelerator.num_processes, is_main_process=accelerator.is_main_process)
+    def _setup_optimization(self) -> None:
+        from transformers import get_linear_schedule_with_warmup
 
-    resume_state, resume_dir = None, None
-    if options.checkpoint_dir is not None:
-        if options.resume:
-            resume_dir = ckpt.latest_valid(options.checkpoint_dir)
-            resume_state = ckpt.load_state(resume_dir) if resume_dir is not None else None
-        elif accelerator.is_main_process and ckpt.list_checkpoints(options.checkpoint_dir):
-            # a fresh start must never later resume from an older run's checkpoints
-            log.info("starting afresh: removing old checkpoints in %s", options.checkpoint_dir)
-            for old in ckpt.list_checkpoints(options.checkpoint_dir):
-                ckpt.discard(old)
-        accelerator.wait_for_everyone()
-    if resume_state is not None:
-        _restore_model(model, resume_state)  # before the optimizer: its parameter list must match
-    if settings.fsdp:
-        model = _shard(model, accelerator, options)  # before the optimizer: it must hold the sharded parameters
+        settings, accelerator, state = self.settings, self.accelerator, self.resume_state
+        optimizer = torch.optim.AdamW(_param_groups(self.model, settings), lr=settings.lr,
+                                      weight_decay=settings.weight_decay)
+        # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
+        # (it assumes single-process step counts), but total_steps already counts this process's
+        # optimizer steps — prepared, the schedule would run N× too fast under N processes.
+        self.scheduler = get_linear_schedule_with_warmup(
+            optimizer, num_warmup_steps=math.ceil(settings.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.start_epoch = state["step"], state["epoch"]
+            self.batches_done, self.epoch_losses = state["batches_done"], list(state["epoch_losses"])
+            for key, value in state["result"].items():
+                setattr(self.result, key, value)
+            self.result.resumed_from_step = self.step
+            log.info("resuming from %s (step %d, epoch %d, batch %d)", self.resume_dir, self.step, self.start_epoch,
+                     self.batches_done)
+        if settings.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        if settings.fsdp:  # sharded already; accelerate would wrap it in DDP
+            self.optimizer = accelerator.prepare_optimizer(optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(self.model, optimizer)
+        if settings.compile:
+            self.model = torch.compile(self.model)
+        if state is not None:
+            ckpt.set_rng_state(ckpt.load_rng(self.resume_dir, accelerator.process_index))
 
-    optimizer = torch.optim.AdamW(_param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, num_warmup_steps=math.ceil(settings.warmup_ratio * total_steps), num_training_steps=total_steps)
-    step, start_epoch, batches_done, epoch_losses = 0, 1, 0, []
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        step, start_epoch = resume_state["step"], resume_state["epoch"]
-        batches_done, epoch_losses = resume_state["batches_done"], list(resume_state["epoch_losses"])
-        for key, value in resume_state["result"].items():
-            setattr(result, key, value)
-        result.resumed_from_step = step
-        log.info("resuming from %s (step %d, epoch %d, batch %d)", resume_dir, step, start_epoch, batches_done)
-    # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
-    # (it assumes single-process step counts), but total_steps already counts this process's
-    # optimizer steps — prepared, the schedule would run N× too fast under N processes.
-    if settings.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    if settings.fsdp:  # sharded already; accelerate would wrap it in DDP
-        optimizer = accelerator.prepare_optimizer(optimizer)
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    if settings.compile:
-        model = torch.compile(model)
-    if resume_state is not None:
-        ckpt.set_rng_state(ckpt.load_rng(resume_dir, accelerator.process_index))
+    # --- epochs --------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int, progress: Any) -> None:
+        self.model.train()
+        loader = self._train_loader(epoch)
+        if self.batches_done:
+            loader = self.accelerator.skip_first_batches(loader, self.batches_done)
+        for batch in loader:
+            if not self._train_step(batch, epoch):
+                continue
+            # the bar shows the running mean of the last (up to) 20 losses, refreshed every step
+            progress.set_postfix(loss=f"{np.mean(self.epoch_losses[-20:]):.4f}", refresh=False)
+            progress.update(1)
+            if self.options.checkpoint_every_steps and self.step % self.options.checkpoint_every_steps == 0:
+                self._save_checkpoint(epoch)
+            if self.options.kill_after_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    def save_checkpoint(epoch: int) -> None:
+    def _train_step(self, batch: dict, epoch: int) -> bool:
+        """One optimizer step, then ASLoRA's merge controller; ``False`` if a non-finite batch was skipped."""
+        settings, accelerator, result = self.settings, self.accelerator, self.result
+        loss = self.model(**batch).loss
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm or math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
+        if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            result.skipped_steps += 1
+            where = f"after step {self.step} (epoch {epoch}, batch {self.batches_done + 1})"
+            last = ckpt.latest_valid(self.options.checkpoint_dir) if self.options.checkpoint_dir else None
+            if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
+                raise NonFiniteError(
+                    f"non-finite loss or gradient {where}"
+                    + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
+                       f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
+                    + f"; last good checkpoint: {last or 'none'}")
+            log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
+            self.batches_done += 1
+            return False
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.batches_done += 1
+        self.epoch_losses.append(loss.item())
+        if self.controller is not None:
+            events = self.controller.step(self.step)
+            _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], self.step)
+            if events:  # one key per merge group: ties of two groups at one step must not overwrite
+                self.log_metrics({"aslora/num_B": self.controller.num_distinct_B,
+                                  **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, self.step)
+                for event in events:
+                    log.info("%s", describe_tie(event, self.pool))
+        if self.step % 10 == 0 or self.step == self.total_steps:
+            self.log_metrics({"train/loss": self.epoch_losses[-1], "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
+        return True
+
+    def _evaluate_epoch(self, epoch: int) -> None:
+        data, result = self.data, self.result
+        record = {"epoch": epoch, "step": self.step,
+                  "train_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None}
+        for split, eval_loader in self.eval_loaders.items():
+            record[split] = evaluate(self.model, eval_loader, data, self.accelerator)
+            self.log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, self.step)
+        if self.controller is not None:
+            record["num_distinct_B"] = self.controller.num_distinct_B
+        result.epochs.append(record)
+        main = record["val"][data.spec.metrics[0]]
+        if is_better(data.spec.metrics[0], main, result.best_metric):
+            result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
+            result.test_at_best = record.get("test")
+        if self.accelerator.is_main_process:
+            log.info("%s", describe_epoch(record, self.settings.epochs, data.spec.metrics[0], result))
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        accelerator, options, step = self.accelerator, self.options, self.step
         tmp = options.checkpoint_dir / f".tmp-{ckpt.PREFIX}{step:09d}"
         if accelerator.is_main_process:
             ckpt.begin(options.checkpoint_dir, step)
@@ -245,93 +362,28 @@ def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSett
         ckpt.write_rng(tmp, accelerator.process_index)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"step": step, "epoch": epoch, "batches_done": batches_done, "epoch_losses": epoch_losses,
-                     "model": _trainable_state(accelerator.unwrap_model(model, keep_torch_compile=False)),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "result": {k: getattr(result, k) for k in _RESUMABLE_FIELDS}}
+            state = {"step": step, "epoch": epoch, "batches_done": self.batches_done, "epoch_losses": self.epoch_losses,
+                     "model": _trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
+                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS}}
             ckpt.commit(tmp, options.checkpoint_dir, step, state, options.keep_last_checkpoints)
         accelerator.wait_for_everyone()
 
-    progress = tqdm(total=total_steps, initial=step, desc="train",
-                    disable=not (settings.progress_bar and accelerator.is_main_process))
-    started = time.perf_counter()
-    # log lines (ties, epochs) print above the progress bar instead of through it
-    with logging_redirect_tqdm(loggers=[logging.root]):  # the console handler Hydra installs
-        for epoch in range(start_epoch, settings.epochs + 1):
-            model.train()
-            loader = train_loader(epoch)
-            if batches_done:
-                loader = accelerator.skip_first_batches(loader, batches_done)
-            for batch in loader:
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
-                if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
-                    grad_norm = grad_norm.full_tensor()
-                if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
-                    optimizer.zero_grad(set_to_none=True)
-                    result.skipped_steps += 1
-                    where = f"after step {step} (epoch {epoch}, batch {batches_done + 1})"
-                    last = ckpt.latest_valid(options.checkpoint_dir) if options.checkpoint_dir else None
-                    if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
-                        raise NonFiniteError(
-                            f"non-finite loss or gradient {where}"
-                            + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
-                               f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
-                            + f"; last good checkpoint: {last or 'none'}")
-                    log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
-                    batches_done += 1
-                    continue
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                batches_done += 1
-                epoch_losses.append(loss.item())
-                if controller is not None:
-                    events = controller.step(step)
-                    _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], step)
-                    if events:  # one key per merge group: ties of two groups at one step must not overwrite
-                        log_metrics({"aslora/num_B": controller.num_distinct_B,
-                                     **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, step)
-                        for event in events:
-                            log.info("%s", describe_tie(event, pool))
-                # the bar shows the running mean of the last (up to) 20 losses, refreshed every step
-                progress.set_postfix(loss=f"{np.mean(epoch_losses[-20:]):.4f}", refresh=False)
-                if step % 10 == 0 or step == total_steps:
-                    log_metrics({"train/loss": epoch_losses[-1], "train/lr": scheduler.get_last_lr()[0]}, step)
-                progress.update(1)
-                if options.checkpoint_every_steps and step % options.checkpoint_every_steps == 0:
-                    save_checkpoint(epoch)
-                if options.kill_after_step == step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None}
-            for split, eval_loader in eval_loaders.items():
-                record[split] = evaluate(model, eval_loader, data, accelerator)
-                log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, step)
-            if controller is not None:
-                record["num_distinct_B"] = controller.num_distinct_B
-            result.epochs.append(record)
-            main = record["val"][data.spec.metrics[0]]
-            if is_better(data.spec.metrics[0], main, result.best_metric):
-                result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
-                result.test_at_best = record.get("test")
-            if accelerator.is_main_process:
-                log.info("%s", describe_epoch(record, settings.epochs, data.spec.metrics[0], result))
-            batches_done, epoch_losses = 0, []
-        progress.close()
-    # the model itself: no DDP wrapper, no torch.compile wrapper (its head names and state-dict keys)
-    trained = accelerator.unwrap_model(model, keep_torch_compile=False)
-    if settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
-        from aslora.integrations.fsdp import full_state
+    # --- finish --------------------------------------------------------------------------------
+    def _finish(self, started: float) -> FitResult:
+        result = self.result
+        # the model itself: no DDP wrapper, no torch.compile wrapper (its head names and state-dict keys)
+        trained = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if self.settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
+            from aslora.integrations.fsdp import full_state
 
-        result.final_state = full_state(trained, _trainable_state_keys(trained))
-    else:
-        _assert_parameters_agree(accelerator, trained)
-    result.train_seconds += time.perf_counter() - started
-    result.params_after = count_parameters(trained).as_dict()
-    result.merge_history = list(pool.merge_history) if pool is not None else []
-    return result
+            result.final_state = full_state(trained, _trainable_state_keys(trained))
+        else:
+            _assert_parameters_agree(self.accelerator, trained)
+        result.train_seconds += time.perf_counter() - started
+        result.params_after = count_parameters(trained).as_dict()
+        result.merge_history = list(self.pool.merge_history) if self.pool is not None else []
+        return result
 
 
 @torch.no_grad()
