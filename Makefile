@@ -82,6 +82,9 @@ protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation
 	$(PY) -m scripts.protocol lr
 	$(MAKE) collect
 	$(PY) -m scripts.protocol select
+	$(PY) -m scripts.protocol extend
+	$(MAKE) collect
+	$(PY) -m scripts.protocol select
 	$(PY) -m scripts.protocol final
 	$(MAKE) collect
 	$(PY) -m scripts.protocol curves

@@ -2,6 +2,7 @@
 
     python -m scripts.protocol lr        # stage 1: every adapter over its lr grid, one seed
     python -m scripts.protocol select    # results/runs.csv → results/protocol/chosen_lr.csv (best validation)
+    python -m scripts.protocol extend    # one more lr beyond the grid's edge where the choice sits on it
     python -m scripts.protocol final     # stage 2: 5 seeds per task × adapter at its chosen lr
     python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks; 3 seeds
     python -m scripts.protocol plan      # print the commands of every stage, run nothing
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 from collections import defaultdict
@@ -48,15 +50,19 @@ def _lr_stage(sweep: str) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Suite:
-    lr_grid: str          # the run_prefix of its lr stage, as runs.csv's `grid` column reads it
-    lr_stage: list
+    lr_sweep: str         # configs/sweep/<lr_sweep>.yaml
+    lr_grid: str          # its run_prefix, as runs.csv's `grid` column reads it
     final_sweep: str
     tasks: tuple
 
+    @property
+    def lr_stage(self) -> list[list[str]]:
+        return _lr_stage(self.lr_sweep)
+
 
 SUITES = {
-    "classification": Suite("protocol-lr", _lr_stage("protocol_lr"), "protocol_final", ("rt_polarity", "bbc_news")),
-    "instruct": Suite("protocol-instruct-lr", _lr_stage("protocol_instruct_lr"), "protocol_instruct_final", ("instruct",)),
+    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", ("rt_polarity", "bbc_news")),
+    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", ("instruct",)),
 }
 TASKS = SUITES["classification"].tasks  # the size curves' tasks
 CURVE_MAX_MERGES = "1,2,3,5"     # 4 is the shipped default, run in stage 2
@@ -77,11 +83,48 @@ def select(rows: list[dict]) -> list[dict]:
     for (task, adapter, variant), runs in sorted(groups.items()):
         sign = 1 if runs[0]["main_metric"] in LOWER_IS_BETTER else -1
         best = min(runs, key=lambda r: (sign * float(r["best_metric"]), float(r["lr"])))
+        grid = sorted({float(r["lr"]) for r in runs})
+        edge = "" if len(grid) < 2 else "top" if float(best["lr"]) == grid[-1] else "bottom" if float(best["lr"]) == grid[0] else ""
         chosen.append({"task": task, "adapter": adapter, "variant": variant, "lr": best["lr"],
                        "validation": best["best_metric"], "main_metric": best["main_metric"],
-                       "grid": ",".join(sorted({r["lr"] for r in runs}, key=float)),
+                       "grid": ",".join(sorted({r["lr"] for r in runs}, key=float)), "edge": edge,
                        "runs": ";".join(r["run_name"] for r in sorted(runs, key=lambda r: float(r["lr"])))})
     return chosen
+
+
+LR_LIMITS = (1e-5, 0.1)  # an edge beyond these is reported, not extended
+
+
+def next_lr(lr: float, direction: str) -> float:
+    """The next value beyond a grid's edge on the 1–3 half-decade ladder the grids use:
+    up 3e-3 → 1e-2 → 3e-2, down 1e-3 → 3e-4 → 1e-4 (VeRA's 4e-3 → 1e-3 when going down)."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    mantissa = lr / 10 ** exponent
+    if direction == "top":
+        value = 3 * 10 ** exponent if mantissa < 3 - 1e-9 else 10 ** (exponent + 1)
+    else:
+        value = 10 ** exponent if mantissa > 1 + 1e-9 else 3 * 10 ** (exponent - 1)
+    return float(f"{value:.3g}")
+
+
+def extension_commands(chosen: list[dict]) -> list[list[str]]:
+    """A chosen lr at the edge of its grid may not be the best: one more run beyond that edge
+    (then ``collect`` and ``select`` again). Repeat until no choice sits at an edge."""
+    lr_sweep = {task: f"sweep={s.lr_sweep}" for s in SUITES.values() for task in s.tasks}
+    commands = []
+    for row in chosen:
+        if not row.get("edge") or row["task"] not in lr_sweep:
+            continue
+        grid = [float(v) for v in row["grid"].split(",")]
+        lr = next_lr(max(grid) if row["edge"] == "top" else min(grid), row["edge"])
+        if not LR_LIMITS[0] <= lr <= LR_LIMITS[1]:
+            print(f"# {row['task']} {row['adapter']} {row['variant']}: best lr {row['lr']} at the {row['edge']} "
+                  f"edge; {lr:g} is outside {LR_LIMITS}, not run", flush=True)
+            continue
+        variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
+        commands.append([lr_sweep[row["task"]], f"task={row['task']}", f"adapter={row['adapter']}", *variant,
+                         f"train.lr={lr:g}"])
+    return commands
 
 
 FINAL_ORDER = [("aslora", ""), ("lora", ""), ("lora", "r=2"), ("tiedlora", ""), ("sharelora", ""), ("vera", "")]
@@ -165,14 +208,14 @@ def _train(overrides: list[str], dry_run: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["lr", "select", "final", "curves", "plan"])
+    parser.add_argument("stage", choices=["lr", "select", "extend", "final", "curves", "plan"])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--suite", choices=sorted(SUITES), default="classification",
                         help="which suite's lr and final stages run (select reads every suite; curves: classification)")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     args = parser.parse_args(argv)
     suite = SUITES[args.suite]
-    if args.stage in ("lr", "final", "curves") and not args.dry_run:
+    if args.stage in ("lr", "extend", "final", "curves") and not args.dry_run:
         _restore_committed_runs()
     if args.stage in ("lr", "plan"):
         for overrides in suite.lr_stage:
@@ -191,9 +234,16 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(chosen)
         for row in chosen:
+            edge = f"; at the {row['edge']} edge: `extend`" if row["edge"] else ""
             print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
-                  f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']})")
+                  f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
         print(f"wrote {CHOSEN.relative_to(ROOT)}")
+        return 0
+    if args.stage == "extend":
+        commands = extension_commands(_read_chosen())
+        for overrides in commands:
+            _train(overrides, args.dry_run)
+        print(f"{len(commands)} runs beyond a grid edge" + ("; now `make collect` and `select` again" if commands else ""))
         return 0
     if args.stage in ("final", "plan"):
         if args.stage == "plan" and not CHOSEN.is_file():

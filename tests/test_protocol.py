@@ -8,7 +8,7 @@ import torch
 
 from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run
-from scripts.protocol import SUITES, curve_commands, final_commands, select, thresholds
+from scripts.protocol import SUITES, curve_commands, extension_commands, final_commands, next_lr, select, thresholds
 
 
 def _row(task, adapter, lr, score, variant="", metric="accuracy"):
@@ -96,3 +96,22 @@ def test_curve_commands_sweep_sizes_at_the_chosen_lr_with_three_seeds():
         ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "train.lr=0.001", "seed=1,2,3",
          "adapter.params.r=1,4"],
     ]  # bbc_news has no chosen lr in the fixture rows, so no curve
+
+
+def test_a_choice_at_the_grid_edge_is_flagged_and_extended_one_step_beyond():
+    chosen = {(r["task"], r["adapter"], r["variant"]): r for r in select(ROWS)}
+    assert chosen["rt_polarity", "lora", "r=2"]["edge"] == "top" and chosen["rt_polarity", "lora", ""]["edge"] == ""
+    assert chosen["rt_polarity", "vera", ""]["edge"] == "top"
+    assert [next_lr(lr, "top") for lr in (3e-4, 1e-3, 3e-3, 4e-3, 1e-2)] == [1e-3, 3e-3, 1e-2, 1e-2, 3e-2]
+    assert [next_lr(lr, "bottom") for lr in (1e-3, 3e-4, 4e-3)] == [3e-4, 1e-4, 1e-3]
+    commands = extension_commands(select(ROWS))
+    assert ["sweep=protocol_lr", "task=rt_polarity", "adapter=lora", "adapter.params.r=2", "train.lr=0.01"] in commands
+    assert ["sweep=protocol_lr", "task=rt_polarity", "adapter=vera", "train.lr=0.03"] in commands
+    assert ["sweep=protocol_instruct_lr", "task=instruct", "adapter=aslora", "train.lr=0.003"] in commands  # loss: 1e-3 best
+    assert not any("adapter=lora" in c and "adapter.params.r=2" not in c for c in commands)  # LoRA r=8 chose inside
+    for overrides in commands:
+        container, choices = compose_run([*overrides, "seed=1"])
+        settings = RunSettings.from_dict(container, choices)
+        assert settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and "train.lr=" in settings.run_name
+    # beyond the limits: reported, not run
+    assert extension_commands([{**chosen["rt_polarity", "vera", ""], "grid": "0.03,0.1", "lr": "0.1"}]) == []
