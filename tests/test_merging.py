@@ -267,6 +267,7 @@ def test_max_merges_per_group():
         controller.step(t)
     groups = [e["group"] for e in model.aslora_pool.merge_history]
     assert groups.count("query") == 3 and groups.count("value") == 1
+    assert model.aslora_pool.merges_by_bank() == {"query": 3, "value": 1}  # read from the log, as the caps are
     assert controller.num_distinct_B == 1 + 3
     assert model.aslora_pool.config.resolve_schedule(5).last_event_step == 3  # the largest cap sets the schedule
 

@@ -73,7 +73,7 @@ class MergeController:
                 raise ValueError(f"max_merges names merge group(s) {unknown} this model does not have; "
                                  f"its groups: {sorted(groups)}")
         live = pool.live_rows()
-        done = self._merges_done_by_group()
+        done = self.pool.merges_by_bank()  # groups are banks
         for group in groups:
             allowed = self.config.merges_allowed(group)
             possible = len(live[group]) - 1 + done.get(group, 0)
@@ -96,9 +96,9 @@ class MergeController:
         if self.config.most_merges == 0 or not self.schedule.is_event(step):
             return []
         events = []
-        done = self._merges_done_by_group()
+        done = self.pool.merges_by_bank()  # groups are banks
         for group, slots in self._groups().items():
-            if done.get(group, 0) >= self.config.merges_allowed(group):
+            if done[group] >= self.config.merges_allowed(group):
                 continue
             choice = self._choose_pair(slots, group, step)
             if choice is None:
@@ -122,12 +122,6 @@ class MergeController:
         for slot in self.pool.slots.values():
             groups.setdefault(slot.bank, []).append(slot)
         return groups
-
-    def _merges_done_by_group(self) -> dict[str, int]:
-        done: dict[str, int] = {}
-        for event in self.pool.merge_history:
-            done[event["group"]] = done.get(event["group"], 0) + 1
-        return done
 
     def _choose_pair(self, slots: list[Slot], group: str, step: int) -> tuple[int, int, float] | None:
         """The pair of rows to tie, as (lower, upper, running-mean distance), by ``merge_selection``:

@@ -240,6 +240,13 @@ class SharedLoRAPool(nn.Module):
         self.merge_log[n] = torch.tensor([step, self.bank_names.index(bank), lower, upper, distance], dtype=torch.float64)
         self.num_merges += 1
 
+    def merges_by_bank(self) -> dict[str, int]:
+        """How many ties each B bank has had, read straight from ``merge_log``."""
+        done = dict.fromkeys(self.bank_names, 0)
+        for bank_index in self.merge_log[:int(self.num_merges), 1].tolist():
+            done[self.bank_names[int(bank_index)]] += 1
+        return done
+
     @property
     def merge_history(self) -> list[dict[str, Any]]:
         """The ties so far, rebuilt from ``merge_log`` by replaying them on the initial map:

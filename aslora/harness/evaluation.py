@@ -162,14 +162,13 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
 def _model_spec(name: str) -> Any:
     from omegaconf import OmegaConf
 
-    from aslora.harness.models import ModelSpec
+    from aslora.harness.models import ModelSpec, split_model_config
 
     path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"unknown model {name!r}; known: {known}")
-    fields = OmegaConf.to_container(OmegaConf.load(path))
-    fields = {k: v for k, v in fields.items() if k not in ("target_modules", "aslora_max_merges")}
+    fields, _ = split_model_config(OmegaConf.to_container(OmegaConf.load(path)))
     return ModelSpec(**fields)
 
 

@@ -149,6 +149,17 @@ PACKAGE_MODELS: dict[str, PackagedModel] = {
 ARCHITECTURES = ("encoder", "decoder")
 
 
+ADAPTER_KEYS = ("target_modules", "aslora_max_merges")
+"""Keys of a ``configs/model/*.yaml`` that say how to adapt the model, not how to load it: read by
+the run settings and the adapter config, never passed to ``ModelSpec``."""
+
+
+def split_model_config(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model config → (``ModelSpec`` fields, adapter keys)."""
+    return ({k: v for k, v in fields.items() if k not in ADAPTER_KEYS},
+            {k: v for k, v in fields.items() if k in ADAPTER_KEYS})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str

@@ -18,7 +18,7 @@ from aslora.adapters.registry import ADAPTERS, build_adapter_config
 from aslora.harness.data import TASKS
 from aslora.harness.checkpoint import CheckpointSettings
 from aslora.harness.loop import TrainSettings, steps_per_epoch
-from aslora.harness.models import ModelSpec
+from aslora.harness.models import ModelSpec, split_model_config
 
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
@@ -150,9 +150,9 @@ class RunSettings:
                 problems.append(f"{prefix}: {error}")
                 return None
 
-        model_data = dict(data.get("model") or {})
-        target_modules = model_data.pop("target_modules", None)
-        model_data.pop("aslora_max_merges", None)  # consumed by the aslora adapter config's interpolation
+        # aslora_max_merges is consumed by the aslora adapter config's interpolation
+        model_data, adapter_keys = split_model_config(dict(data.get("model") or {}))
+        target_modules = adapter_keys.get("target_modules")
         if not target_modules:
             problems.append(f"model.target_modules={target_modules!r} must name the modules to adapt")
         model = section("model", ModelSpec, model_data, "model")
