@@ -38,14 +38,17 @@ CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
 VERA_LRS = "1e-3,4e-3,1e-2"
 
 
-def _lr_stage(sweep: str) -> list[list[str]]:
-    return [
-        [f"sweep={sweep}"],                                                  # the LoRA family at the sweep's grid
+def _lr_stage(sweep: str, other_adapters: str) -> list[list[str]]:
+    """The lr stage's multiruns, the main comparison (LoRA, ASLoRA, LoRA at ASLoRA's size) first."""
+    stage = [
+        [f"sweep={sweep}", "adapter=lora,aslora"],
         # LoRA at the rank nearest ASLoRA's final size (MiniLM-L6: 18,432 vs 15,360; SmolLM2: 115,200
         # vs 109,056; tests/test_protocol.py derives it from the closed-form counts)
         [f"sweep={sweep}", "adapter=lora", "adapter.params.r=2"],
-        [f"sweep={sweep}", "adapter=vera", f"train.lr={VERA_LRS}"],          # VeRA's own range
     ]
+    if other_adapters:
+        stage.append([f"sweep={sweep}", f"adapter={other_adapters}"])
+    return stage + [[f"sweep={sweep}", "adapter=vera", f"train.lr={VERA_LRS}"]]  # VeRA's own range
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,17 @@ class Suite:
     lr_grid: str          # its run_prefix, as runs.csv's `grid` column reads it
     final_sweep: str
     tasks: tuple
+    other_adapters: str   # beyond LoRA, ASLoRA, LoRA r=2 and VeRA
 
     @property
     def lr_stage(self) -> list[list[str]]:
-        return _lr_stage(self.lr_sweep)
+        return _lr_stage(self.lr_sweep, self.other_adapters)
 
 
 SUITES = {
-    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", ("rt_polarity", "bbc_news")),
-    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", ("instruct",)),
+    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", ("rt_polarity", "bbc_news"),
+                            "sharelora,tiedlora"),
+    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", ("instruct",), ""),
 }
 TASKS = SUITES["classification"].tasks  # the size curves' tasks
 CURVE_MAX_MERGES = "1,2,3,5"     # 4 is the shipped default, run in stage 2
