@@ -49,7 +49,7 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 	$(PY) -m scripts.plot_sweep --if-any
-	$(PY) -m scripts.protocol_report --if-any
+	$(PY) -m scripts.protocol_report --if-any --readme README.md
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) train.py sweep=offline

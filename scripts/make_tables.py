@@ -114,15 +114,20 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fill_readme(path: Path, tables: dict[str, tuple[str, str]]) -> list[str]:
-    """Replace each marked block in ``path`` by its generated table; return the names filled."""
+OTHER_OWNERS = ("protocol_",)
+"""README blocks another script fills (``scripts/protocol_report.py``: ``protocol_<model>``)."""
+
+
+def fill_readme(path: Path, tables: dict[str, tuple[str, ...]], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:
+    """Replace each marked block in ``path`` by its generated table; return the names filled. A block
+    this caller ``owns`` that it has no table for is an error (a table README shows but nothing makes)."""
     text, filled = path.read_text(), []
-    for name, (markdown, _) in tables.items():
+    for name, (markdown, *_) in tables.items():  # (markdown, latex) or (markdown,)
         pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
         text, n = pattern.subn(lambda m: m.group(1) + markdown + m.group(2), text)
         if n:
             filled.append(name)
-    missing = sorted(set(re.findall(r"<!-- table:([\w.-]+) -->", text)) - set(tables))
+    missing = sorted(name for name in set(re.findall(r"<!-- table:([\w.-]+) -->", text)) - set(tables) if owns(name))
     if missing:
         raise SystemExit(f"{path} marks table(s) {missing} that runs.csv does not produce")
     path.write_text(text)

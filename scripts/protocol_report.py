@@ -1,6 +1,6 @@
 """The comparison protocol's table and figure (issue 14), from ``results/runs.csv`` alone.
 
-    python -m scripts.protocol_report [--runs results/runs.csv] [--tables results/tables] [--figures results/figures]
+    python -m scripts.protocol_report [--runs results/runs.csv] [--tables results/tables] [--figures results/figures] [--readme README.md]
 
 Table ``protocol_<model>.md``: per task, a row per adapter (and size variant): live adapter
 parameters (head excluded) and % of LoRA r=8, the **test** score at the best validation epoch —
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=ROOT / "results" / "tables")
     parser.add_argument("--figures", type=Path, default=ROOT / "results" / "figures")
     parser.add_argument("--if-any", action="store_true", help="exit quietly when there are no protocol runs")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="fill this file's <!-- table:protocol_<model> --> blocks (make_tables fills the others)")
     args = parser.parse_args(argv)
     with open(args.runs, newline="") as f:
         table = groups(list(csv.DictReader(f)))
@@ -150,12 +152,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no runs of the protocol grid in {args.runs}: no protocol table or figure")
             return 0
         raise SystemExit(f"no runs of the protocol grid in {args.runs}: run `make protocol`")
+    tables = {}
     for model, by_task in sorted(table.items()):
         args.tables.mkdir(parents=True, exist_ok=True)
         out = args.tables / f"protocol_{model}.md"
-        out.write_text(markdown(model, by_task))
+        tables[f"protocol_{model}"] = (markdown(model, by_task),)
+        out.write_text(tables[f"protocol_{model}"][0])
         print(f"wrote {out}")
         print(f"wrote {figure(model, by_task, args.figures / f'protocol_{model}.png')}")
+    if args.readme is not None:
+        from scripts.make_tables import OTHER_OWNERS, fill_readme
+
+        filled = fill_readme(args.readme, tables, owns=lambda name: name.startswith(OTHER_OWNERS))
+        print(f"filled {', '.join(filled) or 'no'} table(s) in {args.readme}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from scripts import protocol_report
 from scripts.collect_results import COLUMNS
 
@@ -44,6 +46,17 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     order = [l.split("|")[1].strip() for l in lines if l.startswith("| ") and not l.startswith("| adapter")]
     assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
     assert (tmp_path / "protocol_minilm-l6.png").stat().st_size > 10_000
+
+    # README's protocol block is filled by this script; make_tables' blocks are left to make_tables
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- table:protocol_minilm-l6 -->\nSTALE-BLOCK\n<!-- /table:protocol_minilm-l6 -->\n"
+                      "<!-- table:offline_minilm-l6 -->\nkept\n<!-- /table:offline_minilm-l6 -->\n")
+    args = ["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path), "--readme", str(readme)]
+    assert protocol_report.main(args) == 0
+    assert table in readme.read_text() and "STALE-BLOCK" not in readme.read_text() and "kept" in readme.read_text()
+    readme.write_text("<!-- table:protocol_roberta-base -->\n<!-- /table:protocol_roberta-base -->\n")
+    with pytest.raises(SystemExit, match=r"protocol_roberta-base"):
+        protocol_report.main(args)
 
 
 def test_without_protocol_runs(tmp_path):
