@@ -9,7 +9,9 @@ One table per (grid, model): a row per adapter, a column per task. Each cell is 
 seeds of the task's main metric (×100; instruction tuning's held-out loss as is), with the spread (half the min–max range) and the number of
 seeds; the adapter's parameter count after merging and as a % of LoRA's sit beside it. Published
 numbers for the same model and task (``reference.csv``, with sources) follow as their own rows,
-marked "published". Stand-in tasks are labelled as such. Nothing here is typed by hand.
+marked "published". Stand-in tasks are labelled as such. Nothing here is typed by hand. The
+comparison protocol's grids (``protocol``, ``protocol-*``) are tabled by ``scripts/protocol_report.py``
+instead: their runs differ by lr, not seed, or need intervals.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def cells(runs: list[dict]) -> dict:
     """(grid, model) → (adapter, variant) → task → list of rows."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
+        if run["grid"] == "protocol" or run["grid"].startswith("protocol-"):
+            continue  # scripts/protocol_report.py tables those: per lr, and with intervals over seeds
         table[(run["grid"], run["model"])][(run["adapter"], run.get("variant", ""))][run["task"]].append(run)
     return table
 
@@ -114,8 +118,9 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-OTHER_OWNERS = ("protocol_",)
-"""README blocks another script fills (``scripts/protocol_report.py``: ``protocol_<model>``)."""
+OTHER_OWNERS = ("protocol_", "protocol-lr_")
+"""README blocks another script fills (``scripts/protocol_report.py``: ``protocol_<model>``,
+``protocol-lr_<model>``)."""
 
 
 def fill_readme(path: Path, tables: dict[str, tuple[str, ...]], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:

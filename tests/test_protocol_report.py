@@ -65,3 +65,19 @@ def test_without_protocol_runs(tmp_path):
         csv.DictWriter(f, fieldnames=COLUMNS).writeheader()
     assert protocol_report.main(["--runs", str(runs), "--if-any", "--tables", str(tmp_path / "t")]) == 0
     assert not (tmp_path / "t").exists()
+
+
+def test_lr_table_shows_every_grid_value_and_bolds_the_choice():
+    def row(adapter, lr, score, variant=""):
+        return {"grid": "protocol-lr", "model": "minilm-l6", "task": "rt_polarity", "adapter": adapter, "variant": variant,
+                "lr": str(lr), "best_metric": str(score), "main_metric": "accuracy",
+                "run_name": f"rt_polarity_{adapter}_{variant}_{lr}"}
+
+    rows = [row("lora", 1e-3, 0.75), row("lora", 3e-3, 0.79), row("lora", 1e-2, 0.77),
+            row("aslora", 1e-3, 0.73), row("aslora", 3e-3, 0.75), row("aslora", 1e-2, 0.76), row("aslora", 3e-2, 0.575),
+            row("lora", 3e-3, 0.786, variant="r=2"), {**row("lora", 3e-3, 0.9), "grid": "offline"}]
+    table = protocol_report.lr_markdown("minilm-l6", rows)
+    assert "| adapter | 0.001 | 0.003 | 0.01 | 0.03 |" in table
+    assert "| LoRA | 75.0 | **79.0** | 77.0 | — |" in table  # the offline row is not part of the grid
+    assert "| LoRA [r=2] | — | **78.6** | — | — |" in table
+    assert "| ASLoRA | 73.0 | 75.0 | **76.0** | 57.5 |" in table
