@@ -163,7 +163,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         sample = next(iter(by_adapter.values()))[0]
         ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else ""))
         ax.set_title(TASK_NAMES.get(task, task), fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
     fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
                  f"interval", fontsize=10)
     return save(fig, path)
