@@ -10,7 +10,7 @@ seeds of the task's main metric (×100; instruction tuning's held-out loss as is
 seeds; the adapter's parameter count after merging and as a % of LoRA's sit beside it. Published
 numbers for the same model and task (``reference.csv``, with sources) follow as their own rows,
 marked "published". Stand-in tasks are labelled as such. Nothing here is typed by hand. The
-comparison protocol's grids (``protocol``, ``protocol-*``) are tabled by ``scripts/protocol_report.py``
+comparison protocol's grids (``scripts.protocol.LR_GRIDS``, ``FINAL_GRIDS``) are tabled by ``scripts/protocol_report.py``
 instead: their runs differ by lr, not seed, or need intervals.
 """
 
@@ -23,6 +23,8 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from scripts.protocol import FINAL_GRIDS, LR_GRIDS
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTER_ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
@@ -43,7 +45,7 @@ def cells(runs: list[dict]) -> dict:
     """(grid, model) → (adapter, variant) → task → list of rows."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
-        if run["grid"] == "protocol" or run["grid"].startswith("protocol-"):
+        if run["grid"] in LR_GRIDS + FINAL_GRIDS:
             continue  # scripts/protocol_report.py tables those: per lr, and with intervals over seeds
         table[(run["grid"], run["model"])][(run["adapter"], run.get("variant", ""))][run["task"]].append(run)
     return table
@@ -123,11 +125,12 @@ OTHER_OWNERS = ("protocol_", "protocol-lr_")
 ``protocol-lr_<model>``)."""
 
 
-def fill_readme(path: Path, tables: dict[str, tuple[str, ...]], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:
-    """Replace each marked block in ``path`` by its generated table; return the names filled. A block
+def fill_readme(path: Path, tables: dict[str, str], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:
+    """Replace each marked block in ``path`` by its generated markdown table (``tables``: name →
+    markdown); return the names filled. A block
     this caller ``owns`` that it has no table for is an error (a table README shows but nothing makes)."""
     text, filled = path.read_text(), []
-    for name, (markdown, *_) in tables.items():  # (markdown, latex) or (markdown,)
+    for name, markdown in tables.items():
         pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
         text, n = pattern.subn(lambda m: m.group(1) + markdown + m.group(2), text)
         if n:
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{name}.tex").write_text(latex)
         print(f"wrote {args.out / name}.md and .tex")
     if args.readme is not None:
-        print(f"filled {', '.join(fill_readme(args.readme, tables)) or 'no'} table(s) in {args.readme}")
+        markdown = {name: md for name, (md, _) in tables.items()}
+        print(f"filled {', '.join(fill_readme(args.readme, markdown)) or 'no'} table(s) in {args.readme}")
     return 0
 
 

@@ -56,6 +56,7 @@ class Suite:
     lr_sweep: str         # configs/sweep/<lr_sweep>.yaml
     lr_grid: str          # its run_prefix, as runs.csv's `grid` column reads it
     final_sweep: str
+    final_grid: str
     tasks: tuple
     other_adapters: str   # beyond LoRA, ASLoRA, LoRA r=2 and VeRA
 
@@ -65,10 +66,13 @@ class Suite:
 
 
 SUITES = {
-    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", ("rt_polarity", "bbc_news"),
+    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", "protocol", ("rt_polarity", "bbc_news"),
                             "sharelora,tiedlora"),
-    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", ("instruct",), ""),
+    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", "protocol-instruct",
+                      ("instruct",), ""),
 }
+LR_GRIDS = tuple(s.lr_grid for s in SUITES.values())
+FINAL_GRIDS = tuple(s.final_grid for s in SUITES.values())
 TASKS = SUITES["classification"].tasks  # the size curves' tasks
 CURVE_MAX_MERGES = "1,2,3,5"     # 4 is the shipped default, run in stage 2
 CURVE_LORA_RANKS = "1,4"         # 2 and 8 are run in stage 2
@@ -80,21 +84,25 @@ def select(rows: list[dict]) -> list[dict]:
     """Per (task, adapter, variant) of the lr grid: the lr with the best validation score (ties: the
     smaller lr), with the grid it came from."""
     groups: dict = defaultdict(list)
-    lr_grids = {suite.lr_grid for suite in SUITES.values()}
     for row in rows:
-        if row["grid"] in lr_grids:
+        if row["grid"] in LR_GRIDS:
             groups[(row["task"], row["adapter"], row["variant"])].append(row)
     chosen = []
     for (task, adapter, variant), runs in sorted(groups.items()):
         sign = 1 if runs[0]["main_metric"] in LOWER_IS_BETTER else -1
         best = min(runs, key=lambda r: (sign * float(r["best_metric"]), float(r["lr"])))
-        grid = sorted({float(r["lr"]) for r in runs})
-        edge = "" if len(grid) < 2 else "top" if float(best["lr"]) == grid[-1] else "bottom" if float(best["lr"]) == grid[0] else ""
+        grid = sorted({r["lr"] for r in runs}, key=float)
+        edge = "" if len(grid) < 2 else {grid[-1]: "top", grid[0]: "bottom"}.get(best["lr"], "")
         chosen.append({"task": task, "adapter": adapter, "variant": variant, "lr": best["lr"],
                        "validation": best["best_metric"], "main_metric": best["main_metric"],
-                       "grid": ",".join(sorted({r["lr"] for r in runs}, key=float)), "edge": edge,
+                       "grid": ",".join(grid), "edge": edge,
                        "runs": ";".join(r["run_name"] for r in sorted(runs, key=lambda r: float(r["lr"])))})
     return chosen
+
+
+def _variant_overrides(row: dict) -> list[str]:
+    """A row's size variant (``"r=2"``) as the overrides that make it (``adapter.params.r=2``)."""
+    return [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
 
 
 LR_LIMITS = (1e-5, 0.1)  # an edge beyond these is reported, not extended
@@ -126,9 +134,8 @@ def extension_commands(chosen: list[dict]) -> list[list[str]]:
             print(f"# {row['task']} {row['adapter']} {row['variant']}: best lr {row['lr']} at the {row['edge']} "
                   f"edge; {lr:g} is outside {LR_LIMITS}, not run", flush=True)
             continue
-        variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
-        commands.append([lr_sweep[row["task"]], f"task={row['task']}", f"adapter={row['adapter']}", *variant,
-                         f"train.lr={lr:g}"])
+        commands.append([lr_sweep[row["task"]], f"task={row['task']}", f"adapter={row['adapter']}",
+                         *_variant_overrides(row), f"train.lr={lr:g}"])
     return commands
 
 
@@ -148,9 +155,8 @@ def final_commands(chosen: list[dict], suite: str | None = None) -> list[list[st
     for row in sorted(chosen, key=priority):
         if row["task"] not in final_sweep:
             continue
-        variant = [f"adapter.params.{part}" for part in row["variant"].split(",") if part]
         commands.append([f"sweep={final_sweep[row['task']]}", f"task={row['task']}", f"adapter={row['adapter']}",
-                         *variant, f"train.lr={row['lr']}"])
+                         *_variant_overrides(row), f"train.lr={row['lr']}"])
     return commands
 
 
@@ -231,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.runs, newline="") as f:
             chosen = select(list(csv.DictReader(f)))
         if not chosen:
-            grids = ", ".join(s.lr_grid for s in SUITES.values())
-            raise SystemExit(f"no runs of an lr grid ({grids}) in {args.runs}: run the lr stage and `make collect`")
+            raise SystemExit(f"no runs of an lr grid ({', '.join(LR_GRIDS)}) in {args.runs}: run the lr stage and `make collect`")
         CHOSEN.parent.mkdir(parents=True, exist_ok=True)
         with open(CHOSEN, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(chosen[0]))

@@ -26,11 +26,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from scripts.protocol import FINAL_GRIDS, LR_GRIDS, select
 from scripts.stats import format_interval, median_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
-GRIDS = ("protocol", "protocol-instruct")  # the final stages' run_prefix, as runs.csv's grid column reads it
-LR_GRIDS = ("protocol-lr", "protocol-instruct-lr")
 NAMES = {"full": "Full FT", "lora": "LoRA", "vera": "VeRA", "tiedlora": "Tied-LoRA", "sharelora": "ShareLoRA",
          "aslora": "ASLoRA"}
 ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
@@ -50,7 +49,7 @@ def groups(rows: list[dict]) -> dict:
     """model → task → (adapter, variant) → runs of the protocol grid."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
-        if row["grid"] in GRIDS and row["test_metric_at_best"] != "":
+        if row["grid"] in FINAL_GRIDS and row["test_metric_at_best"] != "":
             table[row["model"]][row["task"]][(row["adapter"], row["variant"])].append(row)
     return table
 
@@ -89,8 +88,6 @@ def markdown(model: str, by_task: dict) -> str:
 def lr_markdown(model: str, rows: list[dict]) -> str:
     """The lr stage of one model: validation score per (task, adapter, variant) and lr; the lr that
     ``scripts/protocol.py select`` chooses (best validation, ties to the smaller lr) in bold."""
-    from scripts.protocol import select
-
     runs = [r for r in rows if r["grid"] in LR_GRIDS and r["model"] == model]
     chosen = {(c["task"], c["adapter"], c["variant"]): c["lr"] for c in select(runs)}
     lines = [f"Comparison protocol, {model}, lr stage: validation score of the best epoch, one seed, per "
@@ -180,24 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.runs, newline="") as f:
         rows = list(csv.DictReader(f))
-    table, tables = groups(rows), {}
-    for model in sorted({r["model"] for r in rows if r["grid"] in LR_GRIDS}):
-        args.tables.mkdir(parents=True, exist_ok=True)
-        out = args.tables / f"protocol-lr_{model}.md"
-        tables[f"protocol-lr_{model}"] = (lr_markdown(model, rows),)
-        out.write_text(tables[f"protocol-lr_{model}"][0])
-        print(f"wrote {out}")
+    table = groups(rows)
+    tables = {f"protocol-lr_{model}": lr_markdown(model, rows)
+              for model in sorted({r["model"] for r in rows if r["grid"] in LR_GRIDS})}
     if not table:
         print(f"no runs of the protocol's final grids in {args.runs}: no protocol table or figure")
         if not args.if_any:
             raise SystemExit(f"no runs of the protocol grid in {args.runs}: run `make protocol`")
     for model, by_task in sorted(table.items()):
-        args.tables.mkdir(parents=True, exist_ok=True)
-        out = args.tables / f"protocol_{model}.md"
-        tables[f"protocol_{model}"] = (markdown(model, by_task),)
-        out.write_text(tables[f"protocol_{model}"][0])
-        print(f"wrote {out}")
+        tables[f"protocol_{model}"] = markdown(model, by_task)
         print(f"wrote {figure(model, by_task, args.figures / f'protocol_{model}.png')}")
+    for name, text in tables.items():
+        args.tables.mkdir(parents=True, exist_ok=True)
+        (args.tables / f"{name}.md").write_text(text)
+        print(f"wrote {args.tables / name}.md")
     if args.readme is not None and tables:
         from scripts.make_tables import OTHER_OWNERS, fill_readme
 

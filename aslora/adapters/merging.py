@@ -76,7 +76,7 @@ class MergeController:
         done = self.pool.merges_by_bank()  # groups are banks
         for group in groups:
             allowed = self.config.merges_allowed(group)
-            possible = len(live[group]) - 1 + done.get(group, 0)
+            possible = len(live[group]) - 1 + done[group]
             if allowed > possible:
                 raise ValueError(
                     f"max_merges={allowed} is more than merge group {group!r} allows: "
