@@ -5,8 +5,9 @@
 Table ``protocol_<model>.md``: per task, a row per adapter (and size variant): live adapter
 parameters (head excluded) and % of LoRA r=8, the **test** score at the best validation epoch —
 median over seeds with its 95 % percentile-bootstrap interval — the validation score beside it,
-and the number of seeds; then the paired differences ASLoRA − LoRA and ASLoRA − LoRA r=2 (the
-equal-budget question) on test, per seed, with their intervals (``scripts/stats.py``).
+and the number of seeds; then the paired difference ASLoRA − LoRA on test (the paper's claim), and
+the equal-budget table: every ASLoRA setting (the shipped one and its size curves) against the LoRA
+rank nearest its size, paired by seed, with intervals (``scripts/stats.py``).
 
 Table ``protocol-lr_<model>.md``: the lr stage, per task a row per adapter and a column per lr,
 the validation score of each run (one seed), the chosen lr in bold — the grid behind every choice.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import re
 import sys
 from collections import defaultdict
@@ -75,14 +77,44 @@ def markdown(model: str, by_task: dict) -> str:
             lines.append(f"| {_label(*key)} | {_size(runs):,} | {100 * float(runs[0]['fraction_of_lora_after']):.1f} | "
                          f"{format_interval(test)} | {format_interval(val)} | {test.n} |")
         lines.append("")
-        for other in (("lora", ""), ("lora", "r=2")):
-            if ("aslora", "") in by_adapter and other in by_adapter:
-                diff = paired_difference(_by_seed(by_adapter["aslora", ""], "test_metric_at_best"),
-                                         _by_seed(by_adapter[other], "test_metric_at_best"))
-                lines.append(f"ASLoRA − {_label(*other)}, paired by seed (test): {format_interval(diff, signed=True)} "
-                             f"over {diff.n} seeds")
-        lines.append("")
+        if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
+            diff = paired_difference(_by_seed(by_adapter["aslora", ""], "test_metric_at_best"),
+                                     _by_seed(by_adapter["lora", ""], "test_metric_at_best"))
+            lines += [f"ASLoRA − LoRA, paired by seed (test): {format_interval(diff, signed=True)} over {diff.n} seeds",
+                      ""]
+        lines += _equal_budget_markdown(by_adapter)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def equal_budget_pairs(by_adapter: dict) -> list[tuple]:
+    """Each ASLoRA point (shipped setting and size variants) with the LoRA point (any rank) nearest
+    it in size on a log scale; on a tie, the smaller LoRA, so that LoRA never gets more parameters
+    than an equally near alternative would give it. The issue's question: is adaptive sharing
+    better than simply a smaller LoRA at the same parameter count?"""
+    loras = [k for k in by_adapter if k[0] == "lora"]
+    pairs = []
+    for key in sorted((k for k in by_adapter if k[0] == "aslora"), key=lambda k: _size(by_adapter[k])):
+        size = _size(by_adapter[key])
+        if not loras or size <= 0:
+            continue
+        nearest = min(loras, key=lambda k: (abs(math.log(_size(by_adapter[k]) / size)), _size(by_adapter[k])))
+        pairs.append((key, nearest))
+    return pairs
+
+
+def _equal_budget_markdown(by_adapter: dict) -> list[str]:
+    pairs = equal_budget_pairs(by_adapter)
+    if not pairs:
+        return []
+    lines = ["Equal budgets: each ASLoRA setting against the LoRA rank nearest its size, test, paired by seed "
+             "(mean difference [95 % bootstrap interval over the seeds both ran]):", "",
+             "| ASLoRA | params | LoRA | params | ASLoRA − LoRA | seeds |", "|---|---|---|---|---|---|"]
+    for aslora, lora in pairs:
+        diff = paired_difference(_by_seed(by_adapter[aslora], "test_metric_at_best"),
+                                 _by_seed(by_adapter[lora], "test_metric_at_best"))
+        lines.append(f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
+                     f"{_size(by_adapter[lora]):,} | {format_interval(diff, signed=True)} | {diff.n} |")
+    return lines + [""]
 
 
 def lr_markdown(model: str, rows: list[dict]) -> str:
@@ -121,6 +153,15 @@ def _variant_value(variant: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _short(variant: str) -> str:
+    """A curve point's setting, short enough to print beside it: ``≤2 ties``, ``d≤2.72``, ``r=4``."""
+    if (value := _variant_value(variant, "max_merges")) is not None:
+        return f"≤{value} ties"
+    if (value := _variant_value(variant, "merge_distance_threshold")) is not None:
+        return f"d≤{value}"
+    return variant
+
+
 def figure(model: str, by_task: dict, path: Path) -> Path:
     import matplotlib
 
@@ -155,14 +196,20 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                         fmt="o", capsize=3, markersize=7 if key[1] == "" else 4, color=COLOURS.get(key[0], "black"))
             if key[1] == "" or key == ("lora", "r=2"):
                 ax.annotate(_label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            else:  # a curve's point: which setting made it
+                ax.annotate(_short(key[1]), (size, interval.estimate), textcoords="offset points", xytext=(5, -9),
+                            fontsize=7, color="dimgrey")
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]
         ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else ""))
-        ax.set_title(TASK_NAMES.get(task, task), fontsize=10)
+        steps = sorted({int(r["steps"]) for runs in by_adapter.values() for r in runs if r.get("steps")})
+        ax.set_title(TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""),
+                     fontsize=10)
         ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
+    devices = sorted({r["device"] for t in by_task.values() for runs in t.values() for r in runs if r.get("device")})
     fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
-                 f"interval", fontsize=10)
+                 f"interval" + (f" · {'; '.join(devices)}" if devices else ""), fontsize=10)
     return save(fig, path)
 
 

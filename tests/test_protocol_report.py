@@ -41,7 +41,9 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     assert "| ASLoRA | 15,360 | 20.8 | 79.0 [" in table and "| LoRA [r=2] | 18,432 | 25.0 | 78.0 [" in table
     # the paired differences are exact: ASLoRA is 1.0 below LoRA and 1.0 above LoRA r=2 on every seed
     assert "ASLoRA − LoRA, paired by seed (test): -1.0 [-1.0, -1.0] over 5 seeds" in table
-    assert "ASLoRA − LoRA [r=2], paired by seed (test): +1.0 [1.0, 1.0] over 5 seeds" in table
+    # equal budgets: every ASLoRA point against the LoRA rank nearest its size (here all nearest r=2)
+    assert "| ASLoRA | 15,360 | LoRA [r=2] | 18,432 | +1.0 [1.0, 1.0] | 5 |" in table
+    assert "| ASLoRA [max_merges=2] | 27,648 | LoRA [r=2] | 18,432 | +1.5 [1.5, 1.5] | 5 |" in table
     lines = table.splitlines()
     order = [l.split("|")[1].strip() for l in lines if l.startswith("| ") and not l.startswith("| adapter")]
     assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
@@ -81,3 +83,23 @@ def test_lr_table_shows_every_grid_value_and_bolds_the_choice():
     assert "| LoRA | 75.0 | **79.0** | 77.0 | — |" in table  # the offline row is not part of the grid
     assert "| LoRA [r=2] | — | **78.6** | — | — |" in table
     assert "| ASLoRA | 73.0 | 75.0 | **76.0** | 57.5 |" in table
+
+
+def test_equal_budget_pairs_nearest_on_a_log_scale_ties_to_the_smaller_lora():
+    def runs(size, seeds=(1, 2, 3)):
+        return [{"adapter_params_after": size, "seed": s} for s in seeds]
+
+    by_adapter = {("lora", "r=1"): runs(9_216), ("lora", "r=4"): runs(36_864), ("lora", ""): runs(73_728),
+                  ("aslora", ""): runs(18_432),  # the geometric mean of r=1 and r=4: a tie → the smaller
+                  ("aslora", "max_merges=1"): runs(33_792), ("aslora", "max_merges=5"): runs(9_216),
+                  ("vera", ""): runs(16_896)}
+    pairs = dict(protocol_report.equal_budget_pairs(by_adapter))
+    assert pairs == {("aslora", ""): ("lora", "r=1"), ("aslora", "max_merges=1"): ("lora", "r=4"),
+                     ("aslora", "max_merges=5"): ("lora", "r=1")}
+    assert protocol_report.equal_budget_pairs({("aslora", ""): runs(15_360)}) == []  # no LoRA, no pairs
+
+
+def test_curve_points_are_labelled_by_their_setting():
+    assert protocol_report._short("max_merges=2") == "≤2 ties"
+    assert protocol_report._short("merge_distance_threshold=2.72") == "d≤2.72"
+    assert protocol_report._short("r=4") == "r=4"
