@@ -83,8 +83,6 @@ protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation
 	$(MAKE) collect
 	$(PY) -m scripts.protocol select
 	$(PY) -m scripts.protocol extend
-	$(MAKE) collect
-	$(PY) -m scripts.protocol select
 	$(PY) -m scripts.protocol final
 	$(MAKE) collect
 	$(PY) -m scripts.protocol curves

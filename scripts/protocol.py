@@ -2,7 +2,7 @@
 
     python -m scripts.protocol lr        # stage 1: every adapter over its lr grid, one seed
     python -m scripts.protocol select    # results/runs.csv → results/protocol/chosen_lr.csv (best validation)
-    python -m scripts.protocol extend    # one more lr beyond the grid's edge where the choice sits on it
+    python -m scripts.protocol extend    # lrs beyond a grid's edge where the choice sits on it, until it lies inside
     python -m scripts.protocol final     # stage 2: 5 seeds per task × adapter at its chosen lr
     python -m scripts.protocol curves    # stage 3: ASLoRA's size curves (max_merges, distance threshold), LoRA's ranks; 3 seeds
     python -m scripts.protocol plan      # print the commands of every stage, run nothing
@@ -32,6 +32,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
@@ -139,6 +140,26 @@ def extension_commands(chosen: list[dict]) -> list[list[str]]:
     return commands
 
 
+MAX_EXTENSION_ROUNDS = 3  # 1e-2 → 3e-2 → 0.1 is as far as a top edge can go within LR_LIMITS
+
+
+def extend_until_inside(current_rows: Callable[[], list[dict]], train: Callable[[list[str]], None],
+                        rounds: int = MAX_EXTENSION_ROUNDS) -> list[dict]:
+    """Extend every grid whose choice sits at an edge, re-select, and repeat until every choice lies
+    inside its grid (or ``rounds`` are spent, or the next lr is beyond ``LR_LIMITS``): one extra lr
+    can move the best to the new edge, and a choice at an edge says only "at least this far".
+    ``current_rows`` returns the runs after training (in ``main``: ``collect``, then ``runs.csv``)."""
+    chosen = select(current_rows())
+    for _ in range(rounds):
+        commands = extension_commands(chosen)
+        if not commands:
+            break
+        for overrides in commands:
+            train(overrides)
+        chosen = select(current_rows())
+    return chosen
+
+
 FINAL_ORDER = [("aslora", ""), ("lora", ""), ("lora", "r=2"), ("tiedlora", ""), ("sharelora", ""), ("vera", "")]
 
 
@@ -189,6 +210,26 @@ def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
     return commands
 
 
+def _read_runs(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_chosen(chosen: list[dict], source: Path) -> None:
+    if not chosen:
+        raise SystemExit(f"no runs of an lr grid ({', '.join(LR_GRIDS)}) in {source}: run the lr stage and `make collect`")
+    CHOSEN.parent.mkdir(parents=True, exist_ok=True)
+    with open(CHOSEN, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    for row in chosen:
+        edge = f"; at the {row['edge']} edge: `extend`" if row["edge"] else ""
+        print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
+              f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
+    print(f"wrote {CHOSEN.relative_to(ROOT)}")
+
+
 def _read_chosen() -> list[dict]:
     if not CHOSEN.is_file():
         raise SystemExit(f"{CHOSEN} not found: run `python -m scripts.protocol lr`, `make collect`, then `select`")
@@ -234,26 +275,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "lr":
             return 0
     if args.stage == "select":
-        with open(args.runs, newline="") as f:
-            chosen = select(list(csv.DictReader(f)))
-        if not chosen:
-            raise SystemExit(f"no runs of an lr grid ({', '.join(LR_GRIDS)}) in {args.runs}: run the lr stage and `make collect`")
-        CHOSEN.parent.mkdir(parents=True, exist_ok=True)
-        with open(CHOSEN, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
-            writer.writeheader()
-            writer.writerows(chosen)
-        for row in chosen:
-            edge = f"; at the {row['edge']} edge: `extend`" if row["edge"] else ""
-            print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
-                  f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
-        print(f"wrote {CHOSEN.relative_to(ROOT)}")
+        _write_chosen(select(_read_runs(args.runs)), args.runs)
         return 0
     if args.stage == "extend":
-        commands = extension_commands(_read_chosen())
-        for overrides in commands:
-            _train(overrides, args.dry_run)
-        print(f"{len(commands)} runs beyond a grid edge" + ("; now `make collect` and `select` again" if commands else ""))
+        if args.dry_run:  # one round: later rounds depend on the scores of this one
+            for overrides in extension_commands(_read_chosen()):
+                _train(overrides, dry_run=True)
+            return 0
+
+        def current_rows() -> list[dict]:
+            subprocess.run([sys.executable, "-m", "scripts.collect_results", "--out", str(args.runs)], cwd=ROOT, check=True)
+            return _read_runs(args.runs)
+
+        _write_chosen(extend_until_inside(current_rows, lambda overrides: _train(overrides, dry_run=False)), args.runs)
         return 0
     if args.stage in ("final", "plan"):
         if args.stage == "plan" and not CHOSEN.is_file():

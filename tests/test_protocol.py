@@ -8,7 +8,8 @@ import torch
 
 from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run
-from scripts.protocol import SUITES, curve_commands, extension_commands, final_commands, next_lr, select, thresholds
+from scripts.protocol import (SUITES, curve_commands, extend_until_inside, extension_commands, final_commands, next_lr,
+                              select, thresholds)
 
 
 def _row(task, adapter, lr, score, variant="", metric="accuracy"):
@@ -115,3 +116,55 @@ def test_a_choice_at_the_grid_edge_is_flagged_and_extended_one_step_beyond():
         assert settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and "train.lr=" in settings.run_name
     # beyond the limits: reported, not run
     assert extension_commands([{**chosen["rt_polarity", "vera", ""], "grid": "0.03,0.1", "lr": "0.1"}]) == []
+
+
+def _vera_trainer(rows: list, score, trained: list):
+    """A stand-in for train.py: records the overrides and appends the run's lr-stage row."""
+    def train(overrides):
+        trained.append(overrides)
+        lr = float(next(o for o in overrides if o.startswith("train.lr=")).split("=")[1])
+        rows.append(_row("rt_polarity", "vera", lr, score(lr)))
+    return train
+
+
+def test_extend_repeats_until_every_choice_lies_inside_its_grid():
+    # VeRA's validation score climbs up to lr 0.03 and falls after: the first extension (0.03) is
+    # again the top edge, the second (0.1) puts the choice inside; LoRA chose inside from the start
+    scores = {1e-3: 0.55, 4e-3: 0.60, 1e-2: 0.70, 3e-2: 0.74, 0.1: 0.58}
+    rows = [r for r in ROWS if r["task"] == "rt_polarity" and r["adapter"] in ("lora", "vera") and not r["variant"]]
+    trained = []
+    chosen = {(r["adapter"], r["variant"]): r
+              for r in extend_until_inside(lambda: list(rows), _vera_trainer(rows, scores.get, trained))}
+    assert [o[-1] for o in trained] == ["train.lr=0.03", "train.lr=0.1"]  # nothing run for LoRA
+    assert chosen["vera", ""]["lr"] == "0.03" and chosen["vera", ""]["edge"] == ""
+    assert chosen["lora", ""]["lr"] == "0.001"
+
+
+def test_extend_stops_at_the_lr_limit_and_keeps_the_edge_flagged():
+    rows = [_row("rt_polarity", "vera", lr, lr) for lr in (1e-3, 4e-3, 1e-2)]  # the score keeps climbing
+    trained = []
+    chosen = extend_until_inside(lambda: list(rows), _vera_trainer(rows, lambda lr: lr, trained))
+    assert [o[-1] for o in trained] == ["train.lr=0.03", "train.lr=0.1"]  # 0.3 is beyond LR_LIMITS
+    assert chosen[0]["lr"] == "0.1" and chosen[0]["edge"] == "top"
+
+
+def test_select_stage_writes_the_choices_and_names_an_empty_runs_file(tmp_path, monkeypatch):
+    import csv
+
+    from scripts import protocol
+
+    monkeypatch.setattr(protocol, "CHOSEN", tmp_path / "protocol" / "chosen_lr.csv")
+    monkeypatch.setattr(protocol, "ROOT", tmp_path)
+    runs = tmp_path / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(ROWS[0]))
+        writer.writeheader()
+        writer.writerows(ROWS)
+    assert protocol.main(["select", "--runs", str(runs)]) == 0
+    with open(protocol.CHOSEN, newline="") as f:
+        written = {(r["task"], r["adapter"], r["variant"]): r for r in csv.DictReader(f)}
+    assert written == {(r["task"], r["adapter"], r["variant"]): r for r in select(ROWS)}
+    assert written["rt_polarity", "vera", ""]["edge"] == "top"
+    runs.write_text("run_name,grid\n")
+    with pytest.raises(SystemExit, match="no runs of an lr grid .*runs.csv"):
+        protocol.main(["select", "--runs", str(runs)])
