@@ -74,7 +74,7 @@ def markdown(model: str, by_task: dict) -> str:
             runs = by_adapter[key]
             test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
             val = median_interval(list(_by_seed(runs, "best_metric").values()))
-            lines.append(f"| {_label(*key)} | {_size(runs):,} | {100 * float(runs[0]['fraction_of_lora_after']):.1f} | "
+            lines.append(f"| {_label(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
                          f"{format_interval(test)} | {format_interval(val)} | {test.n} |")
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
@@ -145,7 +145,17 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
 
 
 def _size(runs: list[dict]) -> int:
+    """The median final size over seeds: a distance threshold can let a different number of ties
+    through in each seed, so the size of one run does not speak for the others."""
     return int(sorted(int(r["adapter_params_after"]) for r in runs)[len(runs) // 2])
+
+
+def _percent_of_lora(runs: list[dict]) -> float:
+    """The median size as % of LoRA r=8 on the same model (the fraction implied by ``lora_reference``)."""
+    run = runs[0]
+    reference = float(run["lora_reference"]) if run.get("lora_reference") else \
+        int(run["adapter_params_after"]) / float(run["fraction_of_lora_after"])
+    return 100 * _size(runs) / reference
 
 
 def _variant_value(variant: str, name: str) -> str | None:
@@ -156,7 +166,7 @@ def _variant_value(variant: str, name: str) -> str | None:
 def _short(variant: str) -> str:
     """A curve point's setting, short enough to print beside it: ``≤2 ties``, ``d≤2.72``, ``r=4``."""
     if (value := _variant_value(variant, "max_merges")) is not None:
-        return f"≤{value} ties"
+        return "no ties" if value == "0" else f"≤{value} ties"
     if (value := _variant_value(variant, "merge_distance_threshold")) is not None:
         return f"d≤{value}"
     return variant
@@ -189,6 +199,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                 keys = sorted(keys, key=lambda k: point[k][0])
                 ax.plot([point[k][0] for k in keys], [point[k][1].estimate for k in keys], style, color="grey",
                         linewidth=1, label=label)
+        curve_labels: dict = defaultdict(list)  # ASLoRA's max_merges and threshold points of one size: one label
         for key, (size, interval) in sorted(point.items(), key=lambda kv: kv[1][0]):
             if size <= 0:
                 continue  # full fine-tuning has no adapter size to place on this axis
@@ -196,9 +207,11 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                         fmt="o", capsize=3, markersize=7 if key[1] == "" else 4, color=COLOURS.get(key[0], "black"))
             if key[1] == "" or key == ("lora", "r=2"):
                 ax.annotate(_label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8)
-            else:  # a curve's point: which setting made it
-                ax.annotate(_short(key[1]), (size, interval.estimate), textcoords="offset points", xytext=(5, -9),
-                            fontsize=7, color="dimgrey")
+            else:
+                curve_labels[key[0], size].append((_short(key[1]), interval.estimate))
+        for (_, size), labels in curve_labels.items():  # a curve's point: which setting made it
+            ax.annotate(" / ".join(text for text, _ in labels), (size, min(e for _, e in labels)), textcoords="offset points",
+                        xytext=(5, -9), fontsize=7, color="dimgrey")
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]

@@ -91,7 +91,7 @@ def test_curve_commands_sweep_sizes_at_the_chosen_lr_with_three_seeds():
     commands = curve_commands(select(ROWS), reports)
     assert commands == [
         ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
-         "adapter.params.max_merges=1,2,3,5"],
+         "adapter.params.max_merges=0,1,2,3,5"],
         ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
          "adapter.params.merge_distance_threshold=0.2,0.3,0.4"],
         ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "train.lr=0.001", "seed=1,2,3",

@@ -100,6 +100,14 @@ def test_equal_budget_pairs_nearest_on_a_log_scale_ties_to_the_smaller_lora():
 
 
 def test_curve_points_are_labelled_by_their_setting():
-    assert protocol_report._short("max_merges=2") == "≤2 ties"
+    assert protocol_report._short("max_merges=2") == "≤2 ties" and protocol_report._short("max_merges=0") == "no ties"
     assert protocol_report._short("merge_distance_threshold=2.72") == "d≤2.72"
     assert protocol_report._short("r=4") == "r=4"
+
+
+def test_size_and_percent_of_lora_are_the_median_over_seeds():
+    # a distance threshold lets 5 ties through in one seed and 4 in the others: size is the median
+    runs = [{"adapter_params_after": size, "lora_reference": 73_728, "fraction_of_lora_after": size / 73_728}
+            for size in (24_576, 21_504, 21_504)]
+    assert protocol_report._size(runs) == 21_504
+    assert protocol_report._percent_of_lora(runs) == pytest.approx(100 * 21_504 / 73_728)
