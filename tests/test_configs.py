@@ -133,3 +133,27 @@ def test_schedule_that_cannot_fit_the_run_is_rejected_before_loading():
     assert settings.planned_total_steps(10_201) == 2 * 319  # 2 epochs of ceil(10,201 / 32) steps
     with pytest.raises(ValueError, match="merge schedule cannot complete.*total_steps=638"):
         settings.check_schedule_fits()
+
+
+def test_merge_threshold_sweep_values_bind_on_the_recorded_tie_distances():
+    """Each threshold of ``sweep=merge_threshold`` must lie inside the range of tie distances that the
+    runs with the same settings recorded (committed ``merge_*max_merges=4`` reports): below that range
+    it blocks every tie (the same run as max_merges=0), above it it blocks none (the default run)."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    sweeps = {name: yaml.safe_load((root / "configs" / "sweep" / f"{name}.yaml").read_text())
+              for name in ("merge_threshold", "merge_max_merges")}
+    settings = {name: {k: v for k, v in sweep.items() if k != "hydra"} for name, sweep in sweeps.items()}
+    assert settings["merge_threshold"] == settings["merge_max_merges"]  # same runs apart from the swept key
+    values = [float(v) for v in str(sweeps["merge_threshold"]["hydra"]["sweeper"]["params"]
+                                    ["adapter.params.merge_distance_threshold"]).split(",")]
+    reports = [json.loads(p.read_text())
+               for p in sorted((root / "results" / "sharing").glob("merge_*_aslora_adapter.params.max_merges=4_s*/report.json"))]
+    distances = [event["distance"] for report in reports for event in report["merge_history"]]
+    assert len(reports) >= 2 and len(distances) >= 8
+    for value in values:
+        assert min(distances) < value < max(distances), f"threshold {value} does not bind on {min(distances):.3f}…{max(distances):.3f}"
