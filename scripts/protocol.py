@@ -85,7 +85,8 @@ LOWER_IS_BETTER = {"loss", "perplexity"}
 
 def select(rows: list[dict]) -> list[dict]:
     """Per (task, adapter, variant) of the lr grid: the lr with the best validation score (ties: the
-    smaller lr), with the grid it came from."""
+    smaller lr), with the grid it came from, and ``edge``: ``top``/``bottom`` when the choice sits at
+    that end of its grid, ``flat`` when every lr scored the same (so nothing was chosen)."""
     groups: dict = defaultdict(list)
     for row in rows:
         if row["grid"] in LR_GRIDS:
@@ -95,7 +96,12 @@ def select(rows: list[dict]) -> list[dict]:
         sign = 1 if runs[0]["main_metric"] in LOWER_IS_BETTER else -1
         best = min(runs, key=lambda r: (sign * float(r["best_metric"]), float(r["lr"])))
         grid = sorted({r["lr"] for r in runs}, key=float)
-        edge = "" if len(grid) < 2 else {grid[-1]: "top", grid[0]: "bottom"}.get(best["lr"], "")
+        if len(grid) < 2:
+            edge = ""
+        elif len({r["best_metric"] for r in runs}) == 1:
+            edge = "flat"  # every lr scores the same (e.g. the majority class throughout): nothing chose
+        else:
+            edge = {grid[-1]: "top", grid[0]: "bottom"}.get(best["lr"], "")
         chosen.append({"task": task, "adapter": adapter, "variant": variant, "lr": best["lr"],
                        "validation": best["best_metric"], "main_metric": best["main_metric"],
                        "grid": ",".join(grid), "edge": edge,
@@ -132,7 +138,10 @@ def extension_commands(chosen: list[dict]) -> list[list[str]]:
         if not row.get("edge") or row["task"] not in lr_sweep:
             continue
         grid = [float(v) for v in row["grid"].split(",")]
-        lr = next_lr(max(grid) if row["edge"] == "top" else min(grid), row["edge"])
+        # a flat grid goes up: a model that did not move at any lr needs a larger step (one that
+        # diverged everywhere would go up to LR_LIMITS and stay flagged, as the table then shows)
+        direction = "top" if row["edge"] == "flat" else row["edge"]
+        lr = next_lr(max(grid) if direction == "top" else min(grid), direction)
         if not LR_LIMITS[0] <= lr <= LR_LIMITS[1]:
             print(f"# {row['task']} {row['adapter']} {row['variant']}: best lr {row['lr']} at the {row['edge']} "
                   f"edge; {lr:g} is outside {LR_LIMITS}, not run", flush=True)

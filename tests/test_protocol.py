@@ -168,3 +168,17 @@ def test_select_stage_writes_the_choices_and_names_an_empty_runs_file(tmp_path, 
     runs.write_text("run_name,grid\n")
     with pytest.raises(SystemExit, match="no runs of an lr grid .*runs.csv"):
         protocol.main(["select", "--runs", str(runs)])
+
+
+def test_a_flat_grid_is_flagged_and_extended_upward():
+    # VeRA predicting the majority class at every lr: the tie rule picks the smallest lr, but that is
+    # no choice at all; a model that did not move needs a larger step
+    rows = [_row("rt_polarity", "vera", lr, 0.575) for lr in (1e-3, 4e-3, 1e-2)]
+    chosen = select(rows)
+    assert chosen[0]["edge"] == "flat" and chosen[0]["lr"] == "0.001"
+    assert extension_commands(chosen) == [["sweep=protocol_lr", "task=rt_polarity", "adapter=vera", "train.lr=0.03"]]
+    scores = {1e-3: 0.575, 4e-3: 0.575, 1e-2: 0.575, 3e-2: 0.70, 0.1: 0.74}
+    trained = []
+    chosen = extend_until_inside(lambda: list(rows), _vera_trainer(rows, scores.get, trained))
+    assert [o[-1] for o in trained] == ["train.lr=0.03", "train.lr=0.1"]
+    assert chosen[0]["lr"] == "0.1" and chosen[0]["edge"] == "top"  # at LR_LIMITS: stays flagged
