@@ -83,6 +83,10 @@ def test_lr_table_shows_every_grid_value_and_bolds_the_choice():
     assert "| LoRA | 75.0 | **79.0** | 77.0 | — |" in table  # the offline row is not part of the grid
     assert "| LoRA [r=2] | — | **78.6** | — | — |" in table
     assert "| ASLoRA | 73.0 | 75.0 | **76.0** | 57.5 |" in table
+    # LoRA r=2 has one lr, LoRA r=8 and ASLoRA chose inside: no edge note; VeRA at its top edge gets one
+    assert "edge" not in table
+    table = protocol_report.lr_markdown("minilm-l6", rows + [row("vera", 3e-2, 0.76), row("vera", 0.1, 0.78)])
+    assert "VeRA: the choice sits at the top edge (`extend` goes no further than 0.1 up or 1e-05 down)" in table
 
 
 def test_equal_budget_pairs_nearest_on_a_log_scale_ties_to_the_smaller_lora():
