@@ -295,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         def current_rows() -> list[dict]:
-            subprocess.run([sys.executable, "-m", "scripts.collect_results", "--out", str(args.runs)], cwd=ROOT, check=True)
+            from scripts.collect_results import main as collect
+
+            collect(["--out", str(args.runs)])
             return _read_runs(args.runs)
 
         _write_chosen(extend_until_inside(current_rows, lambda overrides: _train(overrides, dry_run=False)), args.runs)

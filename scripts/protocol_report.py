@@ -78,12 +78,16 @@ def markdown(model: str, by_task: dict) -> str:
                          f"{format_interval(test)} | {format_interval(val)} | {test.n} |")
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
-            diff = paired_difference(_by_seed(by_adapter["aslora", ""], "test_metric_at_best"),
-                                     _by_seed(by_adapter["lora", ""], "test_metric_at_best"))
+            diff = _paired_test(by_adapter["aslora", ""], by_adapter["lora", ""])
             lines += [f"ASLoRA − LoRA, paired by seed (test): {format_interval(diff, signed=True)} over {diff.n} seeds",
                       ""]
         lines += _equal_budget_markdown(by_adapter)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _paired_test(runs: list[dict], others: list[dict]):
+    """``runs − others`` on test, per seed both ran (``scripts/stats.py``)."""
+    return paired_difference(_by_seed(runs, "test_metric_at_best"), _by_seed(others, "test_metric_at_best"))
 
 
 def equal_budget_pairs(by_adapter: dict) -> list[tuple]:
@@ -110,8 +114,7 @@ def _equal_budget_markdown(by_adapter: dict) -> list[str]:
              "(mean difference [95 % bootstrap interval over the seeds both ran]):", "",
              "| ASLoRA | params | LoRA | params | ASLoRA − LoRA | seeds |", "|---|---|---|---|---|---|"]
     for aslora, lora in pairs:
-        diff = paired_difference(_by_seed(by_adapter[aslora], "test_metric_at_best"),
-                                 _by_seed(by_adapter[lora], "test_metric_at_best"))
+        diff = _paired_test(by_adapter[aslora], by_adapter[lora])
         lines.append(f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
                      f"{_size(by_adapter[lora]):,} | {format_interval(diff, signed=True)} | {diff.n} |")
     return lines + [""]
@@ -157,11 +160,8 @@ def _size(runs: list[dict]) -> int:
 
 
 def _percent_of_lora(runs: list[dict]) -> float:
-    """The median size as % of LoRA r=8 on the same model (the fraction implied by ``lora_reference``)."""
-    run = runs[0]
-    reference = float(run["lora_reference"]) if run.get("lora_reference") else \
-        int(run["adapter_params_after"]) / float(run["fraction_of_lora_after"])
-    return 100 * _size(runs) / reference
+    """The median size as % of LoRA r=8 on the same model (``lora_reference``, in every run's report)."""
+    return 100 * _size(runs) / float(runs[0]["lora_reference"])
 
 
 def _variant_value(variant: str, name: str) -> str | None:

@@ -22,7 +22,8 @@ def _rows():
             row = {c: "" for c in COLUMNS}
             row.update(grid="protocol", model="minilm-l6", task="rt_polarity", task_standin_for="sst2", adapter=adapter,
                        variant=variant, seed=seed, main_metric="accuracy", best_metric=base + effect + 0.01,
-                       test_metric_at_best=base + effect, adapter_params_after=size, fraction_of_lora_after=size / 73_728,
+                       test_metric_at_best=base + effect, adapter_params_after=size, lora_reference=73_728,
+                       fraction_of_lora_after=size / 73_728,
                        run_name=f"protocol_minilm-l6_rt_polarity_{adapter}_{variant}_s{seed}")
             rows.append(row)
     return rows
