@@ -172,7 +172,7 @@ def _variant_value(variant: str, name: str) -> str | None:
 def _short(variant: str) -> str:
     """A curve point's setting, short enough to print beside it: ``≤2 ties``, ``d≤2.72``, ``r=4``."""
     if (value := _variant_value(variant, "max_merges")) is not None:
-        return "no ties" if value == "0" else f"≤{value} ties"
+        return "no ties" if value == "0" else f"≤{value} tie" + ("" if value == "1" else "s")
     if (value := _variant_value(variant, "merge_distance_threshold")) is not None:
         return f"d≤{value}"
     return variant
@@ -205,7 +205,10 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                 keys = sorted(keys, key=lambda k: point[k][0])
                 ax.plot([point[k][0] for k in keys], [point[k][1].estimate for k in keys], style, color="grey",
                         linewidth=1, label=label)
-        curve_labels: dict = defaultdict(list)  # ASLoRA's max_merges and threshold points of one size: one label
+        # a curve point's label names the setting that made it; ASLoRA's max_merges and threshold
+        # points that coincide (same size and score, as when a threshold lets the same ties through)
+        # share one label, below the point; a threshold point of its own is labelled above it
+        curve_labels: dict = defaultdict(list)
         for key, (size, interval) in sorted(point.items(), key=lambda kv: kv[1][0]):
             if size <= 0:
                 continue  # full fine-tuning has no adapter size to place on this axis
@@ -214,10 +217,14 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
             if key[1] == "" or key == ("lora", "r=2"):
                 ax.annotate(_label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8)
             else:
-                curve_labels[key[0], size].append((_short(key[1]), interval.estimate))
-        for (_, size), labels in curve_labels.items():  # a curve's point: which setting made it
-            ax.annotate(" / ".join(text for text, _ in labels), (size, min(e for _, e in labels)), textcoords="offset points",
-                        xytext=(5, -9), fontsize=7, color="dimgrey")
+                curve_labels[key[0], size, round(interval.estimate, 6)].append(key[1])
+        for (_, size, estimate), variants in curve_labels.items():
+            above = all(_variant_value(v, "merge_distance_threshold") for v in variants) and any(
+                k[1] == size and k[2] != estimate for k in curve_labels)  # another point shares its size
+            # stacked, not side by side: neighbouring curve points are ~50 px apart on the log axis
+            ax.annotate("\n".join(_short(v) for v in variants), (size, estimate), textcoords="offset points",
+                        xytext=(4, 4) if above else (4, -4), va="bottom" if above else "top", fontsize=7,
+                        color="dimgrey", linespacing=1.0)
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]

@@ -106,6 +106,7 @@ def test_equal_budget_pairs_nearest_on_a_log_scale_ties_to_the_smaller_lora():
 
 def test_curve_points_are_labelled_by_their_setting():
     assert protocol_report._short("max_merges=2") == "≤2 ties" and protocol_report._short("max_merges=0") == "no ties"
+    assert protocol_report._short("max_merges=1") == "≤1 tie"
     assert protocol_report._short("merge_distance_threshold=2.72") == "d≤2.72"
     assert protocol_report._short("r=4") == "r=4"
 
