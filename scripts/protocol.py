@@ -143,8 +143,9 @@ def extension_commands(chosen: list[dict]) -> list[list[str]]:
         direction = "top" if row["edge"] == "flat" else row["edge"]
         lr = next_lr(max(grid) if direction == "top" else min(grid), direction)
         if not LR_LIMITS[0] <= lr <= LR_LIMITS[1]:
-            print(f"# {row['task']} {row['adapter']} {row['variant']}: best lr {row['lr']} at the {row['edge']} "
-                  f"edge; {lr:g} is outside {LR_LIMITS}, not run", flush=True)
+            where = "every lr scored the same" if row["edge"] == "flat" else f"best lr {row['lr']} at the {row['edge']} edge"
+            print(f"# {row['task']} {row['adapter']} {row['variant']}: {where}; {lr:g} is outside {LR_LIMITS}, not run",
+                  flush=True)
             continue
         commands.append([lr_sweep[row["task"]], f"task={row['task']}", f"adapter={row['adapter']}",
                          *_variant_overrides(row), f"train.lr={lr:g}"])
@@ -235,7 +236,8 @@ def _write_chosen(chosen: list[dict], source: Path) -> None:
         writer.writeheader()
         writer.writerows(chosen)
     for row in chosen:
-        edge = f"; at the {row['edge']} edge: `extend`" if row["edge"] else ""
+        edge = {"": "", "flat": "; flat, every lr scored the same: `extend` goes up"}.get(
+            row["edge"], f"; at the {row['edge']} edge: `extend`")
         print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
               f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
     print(f"wrote {CHOSEN.relative_to(ROOT)}")

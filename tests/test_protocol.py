@@ -184,6 +184,19 @@ def test_a_flat_grid_is_flagged_and_extended_upward():
     assert chosen[0]["lr"] == "0.1" and chosen[0]["edge"] == "top"  # at LR_LIMITS: stays flagged
 
 
+def test_a_flat_grid_is_reported_as_flat_not_as_an_edge(tmp_path, monkeypatch, capsys):
+    from scripts import protocol
+
+    monkeypatch.setattr(protocol, "CHOSEN", tmp_path / "protocol" / "chosen_lr.csv")
+    monkeypatch.setattr(protocol, "ROOT", tmp_path)
+    flat = select([_row("rt_polarity", "vera", lr, 0.575) for lr in (1e-3, 4e-3, 1e-2)])
+    protocol._write_chosen(flat, tmp_path / "runs.csv")
+    assert "flat, every lr scored the same: `extend` goes up" in capsys.readouterr().out
+    extension_commands([{**flat[0], "grid": "0.03,0.1"}])  # the next lr up is beyond LR_LIMITS
+    out = capsys.readouterr().out
+    assert "every lr scored the same; 0.3 is outside" in out and "edge" not in out
+
+
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_a_suites_lr_and_final_stages_train_alike(suite):
     """The lr is chosen in one stage and used in the other, so both must draw the same batches at
