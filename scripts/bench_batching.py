@@ -29,6 +29,7 @@ import torch
 
 import aslora
 from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
+from aslora.harness.instruct import IGNORE_INDEX
 from aslora.harness.report import environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,6 @@ def _setup(task: str, max_length: int, max_examples: int, max_eval_examples: int
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     from aslora.harness.data import get_task, load_task
-    from aslora.harness.instruct import IGNORE_INDEX
     from aslora.harness.models import ModelSpec, load_causal_lm, load_classifier
 
     spec = get_task(task)
@@ -78,7 +78,7 @@ def _predict(model, batches, kind: str) -> tuple[float, torch.Tensor]:
         if kind == "causal_lm":
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
             labels = batch["labels"][:, 1:]
-            per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+            per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                                                           reduction="none")
             outputs.update(zip(indices, per_token.sum(-1, keepdim=True)))
         else:
