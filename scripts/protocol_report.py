@@ -28,7 +28,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scripts.protocol import FINAL_GRIDS, LR_GRIDS, LR_LIMITS, select
+from scripts.protocol import FINAL_GRIDS, LOWER_IS_BETTER, LR_GRIDS, LR_LIMITS, select
 from scripts.stats import format_interval, median_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +43,18 @@ def _label(adapter: str, variant: str) -> str:
     return NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
 
 
+def _lower_is_better(row: dict) -> bool:
+    return row["main_metric"] in LOWER_IS_BETTER
+
+
 def _scale(row: dict) -> float:
-    return 1.0 if row["main_metric"] in ("loss", "perplexity") else 100.0
+    return 1.0 if _lower_is_better(row) else 100.0
+
+
+def _digits(row: dict) -> int:
+    """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three, since adapters
+    differ by hundredths."""
+    return 3 if _lower_is_better(row) else 1
 
 
 def groups(rows: list[dict]) -> dict:
@@ -67,7 +77,9 @@ def markdown(model: str, by_task: dict) -> str:
     for task, by_adapter in sorted(by_task.items()):
         sample = next(iter(by_adapter.values()))[0]
         standin = f" (stand-in for {sample['task_standin_for']})" if sample["task_standin_for"] else ""
-        lines += [f"**{task}{standin}**, {sample['main_metric']}", "",
+        digits = _digits(sample)
+        better = " (lower is better)" if _lower_is_better(sample) else ""
+        lines += [f"**{task}{standin}**, {sample['main_metric']}{better}", "",
                   "| adapter | params | % of LoRA | test | validation | seeds |", "|---|---|---|---|---|---|"]
         keys = sorted(by_adapter, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, _size(by_adapter[k]), k[1]))
         for key in keys:
@@ -75,13 +87,14 @@ def markdown(model: str, by_task: dict) -> str:
             test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
             val = median_interval(list(_by_seed(runs, "best_metric").values()))
             lines.append(f"| {_label(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
-                         f"{format_interval(test)} | {format_interval(val)} | {test.n} |")
+                         f"{format_interval(test, digits)} | {format_interval(val, digits)} | {test.n} |")
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
             diff = _paired_test(by_adapter["aslora", ""], by_adapter["lora", ""])
-            lines += [f"ASLoRA − LoRA, paired by seed (test): {format_interval(diff, signed=True)} over {diff.n} seeds",
-                      ""]
-        lines += _equal_budget_markdown(by_adapter)
+            favours = "; negative favours ASLoRA" if _lower_is_better(sample) else ""
+            lines += [f"ASLoRA − LoRA, paired by seed (test{favours}): {format_interval(diff, digits, signed=True)} "
+                      f"over {diff.n} seeds", ""]
+        lines += _equal_budget_markdown(by_adapter, digits)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -106,7 +119,7 @@ def equal_budget_pairs(by_adapter: dict) -> list[tuple]:
     return pairs
 
 
-def _equal_budget_markdown(by_adapter: dict) -> list[str]:
+def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
     pairs = equal_budget_pairs(by_adapter)
     if not pairs:
         return []
@@ -116,7 +129,7 @@ def _equal_budget_markdown(by_adapter: dict) -> list[str]:
     for aslora, lora in pairs:
         diff = _paired_test(by_adapter[aslora], by_adapter[lora])
         lines.append(f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
-                     f"{_size(by_adapter[lora]):,} | {format_interval(diff, signed=True)} | {diff.n} |")
+                     f"{_size(by_adapter[lora]):,} | {format_interval(diff, digits, signed=True)} | {diff.n} |")
     return lines + [""]
 
 
@@ -141,7 +154,8 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
             score = {float(r["lr"]): _scale(r) * float(r["best_metric"]) for r in task_runs
                      if (r["adapter"], r["variant"]) == (adapter, variant)}
             best = float(chosen[task, adapter, variant])
-            cells = [("—" if lr not in score else f"**{score[lr]:.1f}**" if lr == best else f"{score[lr]:.1f}")
+            digits = _digits(task_runs[0])
+            cells = [("—" if lr not in score else f"**{score[lr]:.{digits}f}**" if lr == best else f"{score[lr]:.{digits}f}")
                      for lr in lrs]
             lines.append(f"| {_label(adapter, variant)} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -228,7 +242,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]
-        ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else ""))
+        ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else " (lower is better)"))
         steps = sorted({int(r["steps"]) for runs in by_adapter.values() for r in runs if r.get("steps")})
         ax.set_title(TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""),
                      fontsize=10)

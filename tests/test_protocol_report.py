@@ -117,3 +117,32 @@ def test_size_and_percent_of_lora_are_the_median_over_seeds():
             for size in (24_576, 21_504, 21_504)]
     assert protocol_report._size(runs) == 21_504
     assert protocol_report._percent_of_lora(runs) == pytest.approx(100 * 21_504 / 73_728)
+
+
+def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path):
+    """The instruct suite scores a held-out loss (~2.2): one decimal would hide the differences
+    between adapters, and a negative ASLoRA − LoRA is then ASLoRA's win."""
+    rows = []
+    for adapter, variant, size, base in [("lora", "", 460_800, 2.150), ("lora", "r=2", 115_200, 2.160),
+                                         ("aslora", "", 109_056, 2.1630)]:
+        for seed, effect in SEED_EFFECT.items():
+            row = {c: "" for c in COLUMNS}
+            row.update(grid="protocol-instruct", model="smollm2-135m", task="instruct", adapter=adapter, variant=variant,
+                       seed=seed, main_metric="loss", best_metric=base + effect + 0.2, test_metric_at_best=base + effect,
+                       adapter_params_after=size, lora_reference=460_800, lr="0.001",
+                       run_name=f"protocol-instruct_smollm2-135m_instruct_{adapter}_{variant}_s{seed}")
+            rows.append(row)
+            rows.append({**row, "grid": "protocol-instruct-lr", "run_name": row["run_name"] + "_lr"}) if seed == 1 else None
+    runs = tmp_path / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
+    table = (tmp_path / "protocol_smollm2-135m.md").read_text()
+    assert "**instruct**, loss (lower is better)" in table
+    assert "| LoRA | 460,800 | 100.0 | 2.150 [" in table and "| ASLoRA | 109,056 | 23.7 | 2.163 [" in table
+    assert "ASLoRA − LoRA, paired by seed (test; negative favours ASLoRA): +0.013 [0.013, 0.013] over 5 seeds" in table
+    assert "| ASLoRA | 109,056 | LoRA [r=2] | 115,200 | +0.003 [0.003, 0.003] | 5 |" in table
+    lr_table = (tmp_path / "protocol-lr_smollm2-135m.md").read_text()
+    assert "| ASLoRA | **2.343** |" in lr_table  # seed 1: 2.163 - 0.02 + 0.2
