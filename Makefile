@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol clean
+.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -86,6 +86,14 @@ protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation
 	$(PY) -m scripts.protocol final
 	$(MAKE) collect
 	$(PY) -m scripts.protocol curves
+	$(MAKE) collect tables
+
+protocol-instruct: $(INSTALLED)  ## the same protocol on SmolLM2 + chatterbot (held-out loss, 3 seeds, no size curves; CPU, ~1.5 h; restartable)
+	$(PY) -m scripts.protocol lr --suite instruct
+	$(MAKE) collect
+	$(PY) -m scripts.protocol select
+	$(PY) -m scripts.protocol extend
+	$(PY) -m scripts.protocol final --suite instruct
 	$(MAKE) collect tables
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
