@@ -146,7 +146,7 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
         task_runs = [r for r in runs if r["task"] == task]
         lrs = sorted({float(r["lr"]) for r in task_runs})
         metric = task_runs[0]["main_metric"]
-        lines += [f"**{task}**, validation {metric}" + (" ×100" if _scale(task_runs[0]) == 100 else ""), "",
+        lines += [f"**{task}**, validation {metric}" + (" ×100" if _scale(task_runs[0]) == 100 else " (lower is better)"), "",
                   "| adapter | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
         keys = sorted({(r["adapter"], r["variant"]) for r in task_runs},
                       key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]))
@@ -246,7 +246,8 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         steps = sorted({int(r["steps"]) for runs in by_adapter.values() for r in runs if r.get("steps")})
         ax.set_title(TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""),
                      fontsize=10)
-        ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
+        if ax.get_legend_handles_labels()[0]:  # a suite without size curves has no lines to name
+            ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
     devices = sorted({r["device"] for t in by_task.values() for runs in t.values() for r in runs if r.get("device")})
     fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
                  f"interval" + (f" · {'; '.join(devices)}" if devices else ""), fontsize=10)

@@ -145,4 +145,5 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
     assert "ASLoRA − LoRA, paired by seed (test; negative favours ASLoRA): +0.013 [0.013, 0.013] over 5 seeds" in table
     assert "| ASLoRA | 109,056 | LoRA [r=2] | 115,200 | +0.003 [0.003, 0.003] | 5 |" in table
     lr_table = (tmp_path / "protocol-lr_smollm2-135m.md").read_text()
+    assert "**instruct**, validation loss (lower is better)" in lr_table
     assert "| ASLoRA | **2.343** |" in lr_table  # seed 1: 2.163 - 0.02 + 0.2
