@@ -249,8 +249,10 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:  # a suite without size curves has no lines to name
             ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
     devices = sorted({r["device"] for t in by_task.values() for runs in t.values() for r in runs if r.get("device")})
-    fig.suptitle(f"Score against size, {MODEL_NAMES.get(model, model)}: median over seeds, bars 95 % bootstrap "
-                 f"interval" + (f" · {'; '.join(devices)}" if devices else ""), fontsize=10)
+    parts = [f"Score against size, {MODEL_NAMES.get(model, model)}", "median over seeds, bars 95 % bootstrap interval",
+             "; ".join(devices)]
+    # one panel is too narrow for the title on one line
+    fig.suptitle((" · " if len(tasks) > 1 else "\n").join(p for p in parts if p), fontsize=10)
     return save(fig, path)
 
 
