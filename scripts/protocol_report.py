@@ -51,6 +51,11 @@ def _scale(row: dict) -> float:
     return 1.0 if _lower_is_better(row) else 100.0
 
 
+def _unit(row: dict) -> str:
+    """What a score column needs said beside its metric: accuracy is shown ×100, a loss falls."""
+    return " ×100" if _scale(row) == 100 else " (lower is better)"
+
+
 def _digits(row: dict) -> int:
     """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three, since adapters
     differ by hundredths."""
@@ -145,8 +150,8 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
     for task in sorted({r["task"] for r in runs}):
         task_runs = [r for r in runs if r["task"] == task]
         lrs = sorted({float(r["lr"]) for r in task_runs})
-        metric = task_runs[0]["main_metric"]
-        lines += [f"**{task}**, validation {metric}" + (" ×100" if _scale(task_runs[0]) == 100 else " (lower is better)"), "",
+        metric, digits = task_runs[0]["main_metric"], _digits(task_runs[0])
+        lines += [f"**{task}**, validation {metric}{_unit(task_runs[0])}", "",
                   "| adapter | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
         keys = sorted({(r["adapter"], r["variant"]) for r in task_runs},
                       key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]))
@@ -154,7 +159,6 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
             score = {float(r["lr"]): _scale(r) * float(r["best_metric"]) for r in task_runs
                      if (r["adapter"], r["variant"]) == (adapter, variant)}
             best = float(chosen[task, adapter, variant])
-            digits = _digits(task_runs[0])
             cells = [("—" if lr not in score else f"**{score[lr]:.{digits}f}**" if lr == best else f"{score[lr]:.{digits}f}")
                      for lr in lrs]
             lines.append(f"| {_label(adapter, variant)} | " + " | ".join(cells) + " |")
@@ -242,7 +246,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]
-        ax.set_ylabel(f"test {sample['main_metric']}" + (" ×100" if _scale(sample) == 100 else " (lower is better)"))
+        ax.set_ylabel(f"test {sample['main_metric']}{_unit(sample)}")
         steps = sorted({int(r["steps"]) for runs in by_adapter.values() for r in runs if r.get("steps")})
         ax.set_title(TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""),
                      fontsize=10)

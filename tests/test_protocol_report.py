@@ -132,7 +132,8 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
                        adapter_params_after=size, lora_reference=460_800, lr="0.001",
                        run_name=f"protocol-instruct_smollm2-135m_instruct_{adapter}_{variant}_s{seed}")
             rows.append(row)
-            rows.append({**row, "grid": "protocol-instruct-lr", "run_name": row["run_name"] + "_lr"}) if seed == 1 else None
+            if seed == 1:  # the lr stage: one seed
+                rows.append({**row, "grid": "protocol-instruct-lr", "run_name": row["run_name"] + "_lr"})
     runs = tmp_path / "runs.csv"
     with open(runs, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
