@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct clean
+.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -95,6 +95,15 @@ protocol-instruct: $(INSTALLED)  ## the same protocol on SmolLM2 + chatterbot (h
 	$(PY) -m scripts.protocol extend
 	$(PY) -m scripts.protocol final --suite instruct
 	$(MAKE) collect tables
+
+protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 epochs, lr per adapter, 8 arms × 5 seeds (CPU, ~8 h; restartable), then its table and curves
+	$(PY) -m scripts.smalldata lr
+	$(MAKE) collect
+	$(PY) -m scripts.smalldata select
+	$(PY) -m scripts.smalldata extend
+	$(PY) -m scripts.smalldata final
+	$(MAKE) collect
+	$(PY) -m scripts.smalldata_report
 
 clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

@@ -1,12 +1,14 @@
 """Evaluate a saved adapter on its task's held-out splits, and predict on given texts or prompts.
 
-    python evaluate.py run=experiments/<run_name>                           # writes experiments/<run_name>/eval.json
+    python evaluate.py run=experiments/<run_name>                           # the best epoch's adapter: the report's scores
+    python evaluate.py run=experiments/<run_name> epoch=last                # the weights training ended with
     python evaluate.py run=experiments/<run_name> 'texts=["a moving, funny film", "two hours I want back"]'
     python evaluate.py adapter_dir=path/to/adapter task=rt_polarity model=minilm-l6
     python evaluate.py run=experiments/<instruct run> 'prompts=["What is your name?"]'
 
 Keys are ``key=value`` (OmegaConf's command-line syntax, as train.py's): run, adapter_dir, task,
-model, hub (default false), texts, prompts, out, max_eval_examples (score the first N of each split).
+model, hub (default false), texts, prompts, out, max_eval_examples (score the first N of each split),
+epoch (best | last, with run=). Writes ``eval.json`` in the run (or adapter) directory unless ``out=``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import sys
 
 KEYS = {"run": None, "adapter_dir": None, "task": None, "model": None, "hub": False, "texts": [], "prompts": [],
-        "out": None, "max_eval_examples": None}
+        "out": None, "max_eval_examples": None, "epoch": "best"}
 
 
 def main(argv: list[str] | None = None) -> int:

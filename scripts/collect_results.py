@@ -92,7 +92,10 @@ def keep_sharing_inputs(rows: list[dict], experiments: Path, out_dir: Path) -> i
     kept = 0
     for r in rows:
         run_dir = experiments / r["run_name"]
-        configs = [run_dir / "adapter" / name for name in (CONFIG_FILE, PEFT_CONFIG_FILE)]
+        # the last epoch's adapter: the sharing map and timeline show the whole run's ties (older
+        # runs saved only that one, as adapter/)
+        configs = [run_dir / folder / name for folder in ("adapter_last", "adapter")
+                   for name in (CONFIG_FILE, PEFT_CONFIG_FILE)]
         adapter_config = next((path for path in configs if path.is_file()), None)
         if r["adapter"] != "aslora" or adapter_config is None:
             continue

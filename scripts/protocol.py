@@ -83,13 +83,13 @@ CURVE_SEEDS = "seed=1,2,3"       # a curve's points are read together: 3 seeds e
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
-def select(rows: list[dict]) -> list[dict]:
-    """Per (task, adapter, variant) of the lr grid: the lr with the best validation score (ties: the
-    smaller lr), with the grid it came from, and ``edge``: ``top``/``bottom`` when the choice sits at
-    that end of its grid, ``flat`` when every lr scored the same (so nothing was chosen)."""
+def select(rows: list[dict], grids: tuple = LR_GRIDS) -> list[dict]:
+    """Per (task, adapter, variant) of the lr grids ``grids``: the lr with the best validation score
+    (ties: the smaller lr), with the grid it came from, and ``edge``: ``top``/``bottom`` when the
+    choice sits at that end of its grid, ``flat`` when every lr scored the same (so nothing was chosen)."""
     groups: dict = defaultdict(list)
     for row in rows:
-        if row["grid"] in LR_GRIDS:
+        if row["grid"] in grids:
             groups[(row["task"], row["adapter"], row["variant"])].append(row)
     chosen = []
     for (task, adapter, variant), runs in sorted(groups.items()):
@@ -129,10 +129,12 @@ def next_lr(lr: float, direction: str) -> float:
     return float(f"{value:.3g}")
 
 
-def extension_commands(chosen: list[dict]) -> list[list[str]]:
+def extension_commands(chosen: list[dict], lr_sweep: dict[str, str] | None = None) -> list[list[str]]:
     """A chosen lr at the edge of its grid may not be the best: one more run beyond that edge
-    (then ``collect`` and ``select`` again). Repeat until no choice sits at an edge."""
-    lr_sweep = {task: f"sweep={s.lr_sweep}" for s in SUITES.values() for task in s.tasks}
+    (then ``collect`` and ``select`` again). Repeat until no choice sits at an edge. ``lr_sweep``:
+    task → the ``sweep=…`` override of its lr grid (default: the suites of this module)."""
+    if lr_sweep is None:
+        lr_sweep = {task: f"sweep={s.lr_sweep}" for s in SUITES.values() for task in s.tasks}
     commands = []
     for row in chosen:
         if not row.get("edge") or row["task"] not in lr_sweep:
@@ -156,19 +158,20 @@ MAX_EXTENSION_ROUNDS = 3  # 1e-2 → 3e-2 → 0.1 is as far as a top edge can go
 
 
 def extend_until_inside(current_rows: Callable[[], list[dict]], train: Callable[[list[str]], None],
-                        rounds: int = MAX_EXTENSION_ROUNDS) -> list[dict]:
+                        rounds: int = MAX_EXTENSION_ROUNDS, grids: tuple = LR_GRIDS,
+                        lr_sweep: dict[str, str] | None = None) -> list[dict]:
     """Extend every grid whose choice sits at an edge, re-select, and repeat until every choice lies
     inside its grid (or ``rounds`` are spent, or the next lr is beyond ``LR_LIMITS``): one extra lr
     can move the best to the new edge, and a choice at an edge says only "at least this far".
     ``current_rows`` returns the runs after training (in ``main``: ``collect``, then ``runs.csv``)."""
-    chosen = select(current_rows())
+    chosen = select(current_rows(), grids)
     for _ in range(rounds):
-        commands = extension_commands(chosen)
+        commands = extension_commands(chosen, lr_sweep)
         if not commands:
             break
         for overrides in commands:
             train(overrides)
-        chosen = select(current_rows())
+        chosen = select(current_rows(), grids)
     return chosen
 
 
@@ -227,11 +230,12 @@ def _read_runs(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _write_chosen(chosen: list[dict], source: Path) -> None:
+def _write_chosen(chosen: list[dict], source: Path, path: Path | None = None, grids: tuple = LR_GRIDS) -> None:
+    path = path or CHOSEN  # read when called: tests point CHOSEN elsewhere
     if not chosen:
-        raise SystemExit(f"no runs of an lr grid ({', '.join(LR_GRIDS)}) in {source}: run the lr stage and `make collect`")
-    CHOSEN.parent.mkdir(parents=True, exist_ok=True)
-    with open(CHOSEN, "w", newline="") as f:
+        raise SystemExit(f"no runs of an lr grid ({', '.join(grids)}) in {source}: run the lr stage and `make collect`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
         writer.writeheader()
         writer.writerows(chosen)
@@ -240,13 +244,14 @@ def _write_chosen(chosen: list[dict], source: Path) -> None:
             row["edge"], f"; at the {row['edge']} edge: `extend`")
         print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
               f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
-    print(f"wrote {CHOSEN.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
-def _read_chosen() -> list[dict]:
-    if not CHOSEN.is_file():
-        raise SystemExit(f"{CHOSEN} not found: run `python -m scripts.protocol lr`, `make collect`, then `select`")
-    with open(CHOSEN, newline="") as f:
+def _read_chosen(path: Path | None = None, how: str = "`python -m scripts.protocol lr`") -> list[dict]:
+    path = path or CHOSEN
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run {how}, `make collect`, then `select`")
+    with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 

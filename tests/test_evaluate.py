@@ -32,12 +32,50 @@ def test_a_saved_adapter_reproduces_the_runs_final_scores(runs, adapter, task):
     fmt = "aslora_config.json" if adapter == "aslora" else "adapter_config.json"  # ours, or PEFT's own format
     assert (run_dir / "adapter" / fmt).is_file()
     result = evaluate_saved(run=str(run_dir), texts=["a moving, funny film", "two hours I want back"])
-    final = read_report(run_dir / "report.json")["epochs"][-1]
-    assert result["validation"] == final["val"] and result["test"] == final["test"]
+    best = read_report(run_dir / "report.json")["best"]
+    assert result["validation"] == best["validation"] and result["test"] == best["test"]
     saved = json.loads((run_dir / "eval.json").read_text())
-    assert saved["validation"] == final["val"] and len(saved["predictions"]) == 2
+    assert saved["validation"] == best["validation"] and len(saved["predictions"]) == 2
     classes = 5 if task == "bbc_news" else 2
     assert all(len(p["probabilities"]) == classes and abs(sum(p["probabilities"]) - 1) < 1e-4 for p in saved["predictions"])
+
+
+@pytest.mark.parametrize("adapter", ["aslora", "lora"])
+def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_kept_beside_it(adapter, tmp_path, monkeypatch):
+    """A run whose best validation epoch is not its last (epoch 1 of 2: ``is_better`` is pinned so
+    that only the first epoch counts) saves that epoch's adapter as ``adapter/`` and the final
+    weights as ``adapter_last/``; ``evaluate.py`` reproduces the report's best scores from the
+    first and the last epoch's validation scores from the second, exactly."""
+    import aslora.harness.loop as loop
+
+    container, choices = compose_run(["debug=smoke", f"adapter={adapter}", "train.epochs=2",
+                                      f"experiments_dir={tmp_path}"])
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "is_better", lambda metric, new, best: best is None)
+        run(container, choices)
+    run_dir = tmp_path / container["run_name"]
+    report = read_report(run_dir / "report.json")
+    assert report["best"]["epoch"] == 1 and report["adapters"]["best"]["epoch"] == 1
+    assert report["adapters"]["last"]["epoch"] == 2 and "test" not in report["epochs"][1]  # test only where val improves
+    best = evaluate_saved(run=str(run_dir))
+    assert best["adapter_epoch"] == 1
+    assert best["validation"] == report["best"]["validation"] and best["test"] == report["best"]["test"]
+    last = evaluate_saved(run=str(run_dir), epoch="last", out=str(tmp_path / "last.json"))
+    assert last["adapter_epoch"] == 2 and last["validation"] == report["epochs"][-1]["val"]
+    from safetensors.torch import load_file
+
+    weights = "aslora_model.safetensors" if adapter == "aslora" else "adapter_model.safetensors"
+    first, final = load_file(run_dir / "adapter" / weights), load_file(run_dir / "adapter_last" / weights)
+    assert first.keys() == final.keys() and any(not first[k].equal(final[k]) for k in first)
+    if adapter == "aslora":  # ties at steps 7, 11, 15 (epoch 1) and 19: the best epoch's adapter has 3 per type
+        from aslora.export import read_adapter_meta
+
+        history = read_adapter_meta(run_dir / "adapter")["merge_history"]
+        assert [e["step"] for e in history] == [7, 7, 11, 11, 15, 15]
+        assert len(report["merge_history"]) == 8
+        assert report["params"]["at_best"]["num_distinct_B"] == 6 and report["params"]["after"]["num_distinct_B"] == 4
+    with pytest.raises(ValueError, match="epoch='middle' must be one of"):
+        evaluate_saved(run=str(run_dir), epoch="middle")
 
 
 def test_adapter_dir_with_task_and_model(runs, tmp_path):

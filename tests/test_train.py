@@ -36,7 +36,7 @@ def test_smoke_run_writes_a_valid_report(adapter, tmp_path):
     assert report["status"] == "done" and report["adapter"] == adapter
     assert report["choices"]["adapter"] == adapter and report["choices"]["model"] == "minilm-l6"
     assert 0.0 <= best <= 1.0 and report["best"]["metric"] == best
-    assert report["best"]["epoch"] == 1 and set(report["best"]["validation"]) == {"accuracy", "f1"}
+    assert report["best"]["epoch"] == 1 and set(report["best"]["validation"]) == {"accuracy", "f1", "loss"}
     assert report["best"]["test"] is not None  # rt_polarity has a labelled test split
     assert report["steps"] == 16 and len(report["epochs"]) == 1
     assert report["params"]["lora_reference"] == 73_728  # LoRA r=8 on MiniLM-L6 q,v: 6·2·8·(384+384)
@@ -79,7 +79,7 @@ def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
     write_glue_fixture(tmp_path, "mrpc", n_train=128, n_val=16)
     best, container = _run(["task=mrpc", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
     report = read_report(tmp_path / "exp" / container["run_name"] / "report.json")
-    assert set(report["best"]["validation"]) == {"accuracy", "f1"} and report["best"]["test"] is None
+    assert set(report["best"]["validation"]) == {"accuracy", "f1", "loss"} and report["best"]["test"] is None
     assert report["steps"] == 16 and report["task"] == "mrpc"
 
 

@@ -19,6 +19,7 @@ from aslora.harness.report import read_report
 
 log = logging.getLogger("aslora")
 EVAL_FILE = "eval.json"
+ADAPTER_DIRS = {"best": "adapter", "last": "adapter_last"}  # what a run saves (harness/run.py)
 
 
 def load_trained(base: Any, adapter_dir: str | Path) -> Any:
@@ -47,7 +48,7 @@ def load_trained(base: Any, adapter_dir: str | Path) -> Any:
 def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, task: str | None = None,
                    model: str | None = None, hub: bool = False, texts: Sequence[str] = (),
                    prompts: Sequence[str] = (), out: str | None = None,
-                   max_eval_examples: int | None = None) -> dict[str, Any]:
+                   max_eval_examples: int | None = None, epoch: str = "best") -> dict[str, Any]:
     """Scores (and predictions for ``texts`` / ``prompts``) of a saved adapter; writes ``eval.json``.
 
     Either ``run`` (an ``experiments/<run_name>`` directory: its report says model, task and task
@@ -55,6 +56,11 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
 
     ``max_eval_examples`` scores the first N of each held-out split's fixed shuffle (a quick look);
     by default a run's own setting, or the whole split.
+
+    ``epoch`` (with ``run``): ``best`` scores ``adapter/``, the adapter of the best validation epoch,
+    and reproduces the report's ``best`` scores exactly; ``last`` scores ``adapter_last/``, the
+    weights training ended with. (Runs made before the two were kept saved only the last epoch's
+    adapter, as ``adapter/``: both choices read it, and the result says which epoch it is.)
 
     Raises:
         ValueError: neither or both ways given, a run that saved no adapter (full fine-tuning), an
@@ -72,7 +78,13 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
             raise ValueError(f"run={run!r}: {report_path} not found (a finished run's directory holds report.json)")
         report = read_report(report_path)
         settings = RunSettings.from_dict(report["config"])
-        adapter_dir = str(Path(run) / "adapter")
+        if epoch not in ADAPTER_DIRS:
+            raise ValueError(f"epoch={epoch!r} must be one of {sorted(ADAPTER_DIRS)}")
+        saved = report.get("adapters")
+        if saved is None:  # an older run: adapter/ holds the last epoch's weights
+            adapter_dir, adapter_epoch = str(Path(run) / "adapter"), (report.get("epochs") or [{}])[-1].get("epoch")
+        else:
+            adapter_dir, adapter_epoch = str(Path(run) / ADAPTER_DIRS[epoch]), saved[epoch]["epoch"]
         if not Path(adapter_dir).is_dir():
             raise ValueError(f"run={run!r} (adapter={report['adapter']}) saved no adapter to evaluate "
                              f"(full fine-tuning runs do not save their weights)")
@@ -86,6 +98,7 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
         model_spec = _model_spec(model)
         task_settings = TaskSettings(name=task, max_length=_task_max_length(task))
         out = out or str(Path(adapter_dir) / EVAL_FILE)
+        adapter_epoch = None
     if max_eval_examples is not None:
         task_settings = dataclasses.replace(task_settings, max_eval_examples=max_eval_examples)
     spec = get_task(task_settings.name)
@@ -94,7 +107,8 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
 
     trained, tokenizer = _load(model_spec, spec, adapter_dir)
     scores = _scores(trained, tokenizer, spec, task_settings)
-    result: dict[str, Any] = {"run": run, "adapter_dir": str(adapter_dir), "model": model_spec.name, "task": spec.name,
+    result: dict[str, Any] = {"run": run, "adapter_dir": str(adapter_dir), "adapter_epoch": adapter_epoch,
+                              "model": model_spec.name, "task": spec.name,
                               "task_standin_for": spec.standin_for, "main_metric": spec.metrics[0], **scores}
     if texts:
         result["predictions"] = predict_classes(trained, tokenizer, spec, list(texts), task_settings.max_length)
@@ -182,7 +196,8 @@ def _task_max_length(name: str) -> int:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    lines = [f"{result['model']} + adapter {result['adapter_dir']} on {result['task']}"]
+    epoch = f" (epoch {result['adapter_epoch']})" if result.get("adapter_epoch") is not None else ""
+    lines = [f"{result['model']} + adapter {result['adapter_dir']}{epoch} on {result['task']}"]
     for split in ("validation", "test"):
         if split in result:
             scores = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}"

@@ -57,6 +57,11 @@ class TrainSettings:
     max_grad_norm: float | None = 1.0
     head_lr: float | None = None
     """A separate learning rate for the task head (VeRA's recipe); ``None``: same as ``lr``."""
+    shared_a_lr: float | None = None
+    """A separate learning rate for the shared A factors of ASLoRA, ShareLoRA and Tied-LoRA (the
+    pool's ``lora_A``); ``None``: same as ``lr``. The paper is silent on it. Why one might want it:
+    a step on a shared A moves every layer that reads it at once, so A may tolerate a smaller step
+    than the per-layer B's (the small-data suite measures it)."""
     seed: int = 0
     mixed_precision: str = "no"
     progress_bar: bool = True
@@ -80,8 +85,10 @@ class TrainSettings:
         problems = []
         if not (_is_number(self.lr) and self.lr > 0):
             problems.append(f"train.lr={self.lr!r} must be a positive number")
-        if self.head_lr is not None and not (_is_number(self.head_lr) and self.head_lr > 0):
-            problems.append(f"train.head_lr={self.head_lr!r} must be a positive number or null")
+        for name in ("head_lr", "shared_a_lr"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and value > 0):
+                problems.append(f"train.{name}={value!r} must be a positive number or null")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
@@ -123,6 +130,11 @@ class FitResult:
     is_main_process: bool = True
     final_state: dict[str, Any] | None = None
     """Under FSDP: the trained tensors gathered in full (trainable parameters and the pool)."""
+    best_state: dict[str, Any] | None = None
+    """The trained tensors (trainable parameters and the pool, on CPU) as they were at the end of
+    ``best_epoch``: the adapter behind the reported scores. ``None`` for full fine-tuning."""
+    params_at_best: dict[str, Any] | None = None
+    """``count_parameters`` at the end of ``best_epoch`` (an ASLoRA run may tie again after it)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,8 @@ class _Fit:
         self.model, self.data, self.collate, self.settings, self.options = model, data, collate, settings, options
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.pool = find_pool(model)
+        # full fine-tuning saves no adapter, so it keeps no copy of its best epoch's weights
+        self.keeps_adapter = self.pool is not None or hasattr(model, "peft_config")
         self.step, self.start_epoch, self.batches_done, self.epoch_losses = 0, 1, 0, []
 
     def run(self) -> FitResult:
@@ -340,18 +354,41 @@ class _Fit:
         data, result = self.data, self.result
         record = {"epoch": epoch, "step": self.step,
                   "train_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None}
-        for split, eval_loader in self.eval_loaders.items():
-            record[split] = evaluate(self.model, eval_loader, data, self.accelerator)
-            self.log_metrics({f"{split}/{k}": v for k, v in record[split].items()}, self.step)
+        record["val"] = self._score("val")
+        main = record["val"][data.spec.metrics[0]]
+        improved = is_better(data.spec.metrics[0], main, result.best_metric)
+        # The test split is scored only where validation improves: the reported test score is the one
+        # at the best validation epoch, so no other test score is ever needed (or selected on).
+        if improved and "test" in self.eval_loaders:
+            record["test"] = self._score("test")
         if self.controller is not None:
             record["num_distinct_B"] = self.controller.num_distinct_B
         result.epochs.append(record)
-        main = record["val"][data.spec.metrics[0]]
-        if is_better(data.spec.metrics[0], main, result.best_metric):
+        if improved:
             result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
             result.test_at_best = record.get("test")
+            self._keep_best()
         if self.accelerator.is_main_process:
             log.info("%s", describe_epoch(record, self.settings.epochs, data.spec.metrics[0], result))
+
+    def _score(self, split: str) -> dict[str, float]:
+        scores = evaluate(self.model, self.eval_loaders[split], self.data, self.accelerator)
+        self.log_metrics({f"{split}/{k}": v for k, v in scores.items()}, self.step)
+        return scores
+
+    def _keep_best(self) -> None:
+        """A CPU copy of what the saved adapter is made of (trainable tensors, the pool's buffers),
+        taken at each new best epoch, so the run can save the adapter its reported scores came from."""
+        if not self.keeps_adapter:
+            return
+        trained = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if self.settings.fsdp:  # a collective: every process gathers
+            from aslora.integrations.fsdp import full_state
+
+            self.result.best_state = full_state(trained, _trainable_state_keys(trained))
+        else:
+            self.result.best_state = {k: v.detach().cpu().clone() for k, v in _trainable_state(trained).items()}
+        self.result.params_at_best = count_parameters(trained).as_dict()
 
     def _save_checkpoint(self, epoch: int) -> None:
         accelerator, options, step = self.accelerator, self.options, self.step
@@ -391,17 +428,22 @@ def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) ->
     if data.spec.kind == "causal_lm":
         return evaluate_causal_lm(model, loader, accelerator)
     model.eval()
-    predictions, labels = [], []
+    predictions, labels, nll = [], [], torch.zeros((), dtype=torch.float64)
     for batch in loader:
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         logits, batch_labels = accelerator.gather_for_metrics((logits, batch["labels"]))
         predictions.append(logits.squeeze(-1) if data.spec.is_regression else logits.argmax(-1))
         labels.append(batch_labels)
+        if not data.spec.is_regression:
+            nll += torch.nn.functional.cross_entropy(logits.float(), batch_labels, reduction="sum").double().cpu()
     p = torch.cat(predictions).float().cpu().numpy()
     y = torch.cat(labels).float().cpu().numpy()
-    if not data.spec.is_regression:
-        p, y = p.astype(np.int64), y.astype(np.int64)
-    return compute_metrics(data.spec.metrics, p, y)
+    if data.spec.is_regression:
+        return compute_metrics(data.spec.metrics, p, y)
+    scores = compute_metrics(data.spec.metrics, p.astype(np.int64), y.astype(np.int64))
+    # the mean cross-entropy: where accuracy plateaus, a rising held-out loss is what shows overfitting
+    scores["loss"] = float(nll / max(len(y), 1))
+    return scores
 
 
 @torch.no_grad()
@@ -427,7 +469,7 @@ def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[
 
 
 _RESUMABLE_FIELDS = ("epochs", "best_epoch", "best_metric", "best_validation", "test_at_best", "skipped_steps",
-                     "train_seconds")
+                     "train_seconds", "best_state", "params_at_best")
 
 
 def _trainable_state_keys(model: nn.Module) -> set[str]:
@@ -537,13 +579,20 @@ def _assert_parameters_agree(accelerator: Any, model: nn.Module) -> None:
 
 def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, Any]]:
     heads = head_module_names(model)
-    head, body = [], []
+    pool = find_pool(model)
+    shared_a = {id(p) for p in pool.lora_A.values()} if pool is not None and settings.shared_a_lr is not None else set()
+    head, body, a = [], [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (head if is_head_parameter(name, heads) else body).append(p)
+            (a if id(p) in shared_a else head if is_head_parameter(name, heads) else body).append(p)
+    if settings.shared_a_lr is not None and pool is None:
+        raise ValueError("train.shared_a_lr is for adapters with a shared A (aslora, sharelora, tiedlora); "
+                         "this model has none: set train.shared_a_lr=null")
     groups = [{"params": body}]
     if head:
         groups.append({"params": head, "lr": settings.head_lr or settings.lr})
+    if a:  # after the others: with shared_a_lr unset the groups (and the optimizer state's order) are as before
+        groups.append({"params": a, "lr": settings.shared_a_lr})
     return [g for g in groups if g["params"]]
 
 

@@ -94,14 +94,17 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
             return result.best_metric
         if result.final_state is not None:  # FSDP: a plain copy of the trained model, for saving and sampling
             model = _rebuild(settings, spec, adapter_config, result.final_state)
-        adapter_dir = _save_trained_adapter(model, settings.run_dir / "adapter")
+        adapters = _save_best_and_last(model, result, settings.run_dir)
+        adapter_dir = adapters["best"]["dir"] if adapters else None
         report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
                          len(data.train), provenance)
+        report["adapters"] = adapters
         if causal_lm:
             from aslora.harness import instruct
 
             report["prompt_format"] = instruct.prompt_format(tokenizer)
-            report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])  # final weights
+            # from the weights now in the model: the best epoch's adapter, the one the scores describe
+            report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])
         report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
         tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
         tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
@@ -134,7 +137,8 @@ def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: 
         f"  model {settings.model.name} · task {spec.name}{standin} · adapter {adapter} on {_targets(settings)}",
         f"  {num_train:,} training examples (max length {settings.task.max_length}) · {train.epochs} epoch(s) × "
         f"{total // train.epochs} steps = {total} steps at batch {train.batch_size} · lr {train.lr:g}"
-        f"{f', head lr {train.head_lr:g}' if train.head_lr else ''} · warm-up {settings.warmup_steps(total)} steps",
+        f"{f', head lr {train.head_lr:g}' if train.head_lr else ''}"
+        f"{f', shared A lr {train.shared_a_lr:g}' if train.shared_a_lr else ''} · warm-up {settings.warmup_steps(total)} steps",
     ]
     merges = settings.merge_steps(num_train)
     if merges:
@@ -165,6 +169,23 @@ def _rebuild(settings: RunSettings, spec: Any, adapter_config: object, state: di
     if unexpected:
         raise RuntimeError(f"the sharded run's final state does not fit the rebuilt model: {sorted(unexpected)[:5]}")
     return model
+
+
+def _save_best_and_last(model: Any, result: Any, run_dir: Any) -> dict[str, Any] | None:
+    """``adapter/``: the adapter as it was at the best validation epoch — the one whose scores the
+    report gives, which ``evaluate.py run=…`` reproduces; ``adapter_last/``: as training ended.
+    The model is left holding the best epoch's weights. ``None`` where no adapter is saved."""
+    last_epoch = result.epochs[-1]["epoch"] if result.epochs else None
+    last = _save_trained_adapter(model, run_dir / "adapter_last")
+    if last is None:
+        return None
+    if result.best_state is not None:
+        missing, unexpected = model.load_state_dict(result.best_state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"the best epoch's weights do not fit the model: {sorted(unexpected)[:5]}")
+    best = _save_trained_adapter(model, run_dir / "adapter")
+    return {"best": {"dir": str(best), "epoch": result.best_epoch},
+            "last": {"dir": str(last), "epoch": last_epoch}}
 
 
 def _save_trained_adapter(model: Any, directory: Any) -> Any:
@@ -209,6 +230,8 @@ def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_
             "lora_reference_rank": settings.reference_lora_rank,
             "fraction_of_lora_before": result.params_before["adapter"] / lora_reference,
             "fraction_of_lora_after": result.params_after["adapter"] / lora_reference,
+            # the adapter behind the reported scores: an ASLoRA run may tie again after its best epoch
+            "at_best": result.params_at_best,
         },
         "merge_history": result.merge_history,
         "steps": result.total_steps,

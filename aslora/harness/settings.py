@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig
 from aslora.adapters.registry import ADAPTERS, build_adapter_config
 from aslora.harness.data import TASKS
 from aslora.harness.checkpoint import CheckpointSettings
@@ -183,6 +183,9 @@ class RunSettings:
             try:
                 config = build_adapter_config(adapter.name, dict(adapter.params))
                 problems += _merge_group_problems(config)
+                if train is not None and train.shared_a_lr is not None and not isinstance(config, SharedLoRAConfig):
+                    problems.append(f"train.shared_a_lr={train.shared_a_lr!r} is for adapters with a shared A "
+                                    f"(aslora, sharelora, tiedlora); adapter={adapter.name!r} has none")
             except (TypeError, ValueError) as error:
                 problems.append(f"adapter.params: {error}")
         wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")

@@ -1,0 +1,123 @@
+"""The small-data suite (issue 24): the paper's claims tested in the paper's own regime, restartable.
+
+    python -m scripts.smalldata lr        # stage 1: LoRA r=8, LoRA r=2, ASLoRA over the lr grid, one seed
+    python -m scripts.smalldata select    # results/runs.csv → results/smalldata/chosen_lr.csv (best validation)
+    python -m scripts.smalldata extend    # lrs beyond a grid's edge where the choice sits on it
+    python -m scripts.smalldata final     # stage 2: every arm × 5 seeds, seed by seed (a partial grid has every arm)
+    python -m scripts.smalldata plan      # print every command, run nothing
+
+The regime (``configs/sweep/smalldata_{lr,final}.yaml``): 1,000 rt_polarity examples, batch 16,
+30 epochs, validation every epoch — small data and many epochs, where LoRA overfits, as on GLUE's
+small tasks (ASLoRA's MRPC row: 3,668 examples, batch 16, 30 epochs). The arms, in the order the
+final stage runs them, are :data:`ARMS`; ``scripts/smalldata_report.py`` turns the runs into the
+suite's table and learning-curve figure. Every stage first restores the runs committed under
+``results/reports/`` (finished runs are skipped), like ``scripts.protocol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.protocol import (ROOT, _read_chosen, _read_runs, _restore_committed_runs, _train, _write_chosen,
+                              extend_until_inside, extension_commands, select)
+
+LR_SWEEP, LR_GRID = "smalldata_lr", "smalldata-lr"
+FINAL_SWEEP, FINAL_GRID = "smalldata_final", "smalldata"
+TASK = "rt_polarity"
+CHOSEN = ROOT / "results" / "smalldata" / "chosen_lr.csv"
+SEEDS = (1, 2, 3, 4, 5)
+
+# The paper's MRPC schedule (Table 5: T_s = 320, m = 240 steps of a 30-epoch run of 3,668 examples at
+# batch 16 = 6,900 steps) as fractions of the run: 320 / 6,900 = 0.0464, 240 / 6,900 = 0.0348. On
+# 1,890 steps that is T_s = 87, m = 65: ties at steps 152, 217, 282, 347 — all done by 18 % of the
+# run (MiniLM-L6 ties 4 times per type; RoBERTa-base's 7 would end at 29 %, as the paper's do).
+PAPER_SCHEDULE = ("adapter.params.merge_start_fraction=0.0464", "adapter.params.merge_interval_fraction=0.0348")
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    adapter: str
+    overrides: tuple[str, ...]
+    lr_from: tuple[str, str]
+    """The (adapter, variant) of the lr grid whose chosen lr this arm trains at."""
+    shared_a_lr_factor: float | None = None
+    """``train.shared_a_lr`` as a fraction of the arm's lr (the spread question), or ``None``."""
+
+    def commands(self, lr: float, seed: int) -> list[str]:
+        extra = [f"train.shared_a_lr={lr * self.shared_a_lr_factor:.3g}"] if self.shared_a_lr_factor else []
+        return [f"sweep={FINAL_SWEEP}", f"task={TASK}", f"adapter={self.adapter}", *self.overrides,
+                f"train.lr={lr:g}", *extra, f"seed={seed}"]
+
+
+ASLORA_LR = ("aslora", "merge_interval_fraction=0.0348,merge_start_fraction=0.0464")
+ARMS = (
+    Arm("LoRA r=8", "lora", (), ("lora", "")),
+    Arm("LoRA r=2 (ASLoRA's size)", "lora", ("adapter.params.r=2",), ("lora", "r=2")),
+    Arm("ASLoRA, paper schedule", "aslora", PAPER_SCHEDULE, ASLORA_LR),
+    Arm("ASLoRA, shipped schedule", "aslora", (), ASLORA_LR),
+    Arm("ASLoRA, random ties", "aslora", (*PAPER_SCHEDULE, "adapter.params.merge_selection=random"), ASLORA_LR),
+    Arm("ASLoRA, fixed ties", "aslora", (*PAPER_SCHEDULE, "adapter.params.merge_selection=fixed"), ASLORA_LR),
+    Arm("ASLoRA, no ties (shared A only)", "aslora", ("adapter.params.max_merges=0",), ASLORA_LR),
+    Arm("ASLoRA, paper schedule, A at lr/10", "aslora", PAPER_SCHEDULE, ASLORA_LR, shared_a_lr_factor=0.1),
+)
+
+
+def lr_commands() -> list[list[str]]:
+    """Stage 1: LoRA r=8 and ASLoRA (the paper-proportioned schedule) first, then LoRA r=2."""
+    return [[f"sweep={LR_SWEEP}", "adapter=lora"],
+            [f"sweep={LR_SWEEP}", "adapter=aslora", *PAPER_SCHEDULE],
+            [f"sweep={LR_SWEEP}", "adapter=lora", "adapter.params.r=2"]]
+
+
+def final_commands(chosen: list[dict], seeds: tuple[int, ...] = SEEDS) -> list[list[str]]:
+    """Stage 2, seed by seed and arm by arm within a seed, so a grid stopped part-way has every arm
+    at the same seeds. An arm whose lr has not been chosen yet is left out."""
+    lr = {(r["adapter"], r["variant"]): float(r["lr"]) for r in chosen if r["task"] == TASK}
+    return [arm.commands(lr[arm.lr_from], seed) for seed in seeds for arm in ARMS if arm.lr_from in lr]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["lr", "select", "extend", "final", "plan"])
+    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
+    args = parser.parse_args(argv)
+    dry = args.dry_run or args.stage == "plan"
+    if args.stage in ("lr", "extend", "final") and not dry:
+        _restore_committed_runs()
+    if args.stage in ("lr", "plan"):
+        for overrides in lr_commands():
+            _train(overrides, dry)
+    if args.stage == "select":
+        _write_chosen(select(_read_runs(args.runs), (LR_GRID,)), args.runs, CHOSEN, (LR_GRID,))
+    if args.stage == "extend":
+        lr_sweep = {TASK: f"sweep={LR_SWEEP}"}
+        if args.dry_run:
+            for overrides in extension_commands(_read_chosen(CHOSEN, "`python -m scripts.smalldata lr`"), lr_sweep):
+                _train(overrides, dry_run=True)
+            return 0
+
+        def current_rows() -> list[dict]:
+            from scripts.collect_results import main as collect
+
+            collect(["--out", str(args.runs)])
+            return _read_runs(args.runs)
+
+        chosen = extend_until_inside(current_rows, lambda o: _train(o, dry_run=False), grids=(LR_GRID,),
+                                     lr_sweep=lr_sweep)
+        _write_chosen(chosen, args.runs, CHOSEN, (LR_GRID,))
+    if args.stage in ("final", "plan"):
+        if args.stage == "plan" and not CHOSEN.is_file():
+            print("# final: after `select` (it needs results/smalldata/chosen_lr.csv)")
+            return 0
+        for overrides in final_commands(_read_chosen(CHOSEN, "`python -m scripts.smalldata lr`")):
+            _train(overrides, dry)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The small-data suite (issue 24): its stages compose into the intended runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from aslora.harness.settings import RunSettings
+from scripts.compose import compose_run
+from scripts.smalldata import ARMS, LR_GRID, SEEDS, final_commands, lr_commands
+from scripts.protocol import select
+
+TRAIN_EXAMPLES = 1000  # configs/sweep/smalldata_*.yaml: task.max_train_examples
+LR_GRID_VALUES = ("0.001", "0.003", "0.01")
+
+
+def _settings(overrides: list[str]) -> RunSettings:
+    container, choices = compose_run(overrides)
+    return RunSettings.from_dict(container, choices)
+
+
+def _chosen_rows() -> list[dict]:
+    """One lr-stage row per (adapter, variant, lr), as collect_results writes them, read from the
+    run names the lr stage composes (the variant is what runs.csv derives from the name)."""
+    from scripts.collect_results import variant
+
+    rows = []
+    for overrides in lr_commands():
+        for score, lr in zip((0.70, 0.75, 0.72), LR_GRID_VALUES):
+            settings = _settings([*overrides, f"train.lr={lr}", "seed=1"])
+            adapter = settings.adapter.name
+            rows.append({"grid": LR_GRID, "task": settings.task.name, "adapter": adapter, "lr": lr,
+                         "variant": variant(settings.run_name), "best_metric": str(score),
+                         "main_metric": "accuracy", "run_name": settings.run_name})
+    return rows
+
+
+def test_lr_stage_runs_three_adapters_over_three_lrs_in_the_small_data_regime():
+    runs = [_settings([*c, f"train.lr={lr}", "seed=1"]) for c in lr_commands() for lr in LR_GRID_VALUES]
+    assert len(runs) == 9 and len({s.run_name for s in runs}) == 9
+    for s in runs:
+        assert s.run_name.startswith("smalldata-lr_minilm-l6_rt_polarity_")
+        assert (s.task.max_train_examples, s.task.max_eval_examples, s.train.batch_size, s.train.epochs) == (1000, 500, 16, 30)
+        assert s.train.group_by_length and s.planned_total_steps(TRAIN_EXAMPLES) == 30 * 63
+
+
+def test_final_stage_runs_every_arm_at_its_chosen_lr_seed_by_seed():
+    chosen = select(_chosen_rows(), (LR_GRID,))
+    assert {(r["adapter"], r["variant"]) for r in chosen} == {arm.lr_from for arm in ARMS}
+    assert all(r["lr"] == "0.003" for r in chosen)  # the fixture's best validation
+    commands = final_commands(chosen)
+    assert len(commands) == len(ARMS) * len(SEEDS) == 40
+    assert [c[-1] for c in commands[:len(ARMS)]] == ["seed=1"] * len(ARMS)  # every arm at seed 1 first
+    names = [_settings(c).run_name for c in commands]
+    assert len(set(names)) == len(names) and all(n.startswith("smalldata_minilm-l6_rt_polarity_") for n in names)
+    shared_a = [_settings(c) for c in commands if any(o.startswith("train.shared_a_lr") for o in c)]
+    assert shared_a and all(s.train.shared_a_lr == pytest.approx(s.train.lr / 10) for s in shared_a)
+
+
+def _merge_steps(arm) -> list[int]:
+    return _settings(arm.commands(3e-3, 1)).merge_steps(TRAIN_EXAMPLES)
+
+
+def test_the_paper_schedule_ends_its_ties_by_thirty_percent_of_the_run():
+    total = 30 * 63
+    paper = _merge_steps(ARMS[2])
+    assert paper == [152, 217, 282, 347] and paper[-1] / total <= 0.30
+    shipped = _merge_steps(ARMS[3])
+    assert len(shipped) == 4 and shipped[-1] / total > 0.6  # the shipped schedule ties until 70 %
+    warmup = _settings(ARMS[2].commands(3e-3, 1)).warmup_steps(total)
+    assert paper[0] > warmup  # no tie is decided on B's that have not moved
+
+
+def test_ablation_arms_tie_as_often_and_when_aslora_does():
+    by_label = {arm.label: arm for arm in ARMS}
+    paper = _merge_steps(by_label["ASLoRA, paper schedule"])
+    for label in ("ASLoRA, random ties", "ASLoRA, fixed ties", "ASLoRA, paper schedule, A at lr/10"):
+        assert _merge_steps(by_label[label]) == paper, label
+    assert _merge_steps(by_label["ASLoRA, no ties (shared A only)"]) == []
+    selections = {_settings(by_label[label].commands(3e-3, 1)).adapter_config().merge_selection
+                  for label in ("ASLoRA, paper schedule", "ASLoRA, random ties", "ASLoRA, fixed ties")}
+    assert selections == {"similarity", "random", "fixed"}
+
+
+def test_shared_a_lr_is_refused_for_an_adapter_without_a_shared_a():
+    with pytest.raises(ValueError, match=r"train.shared_a_lr=0.001 is for adapters with a shared A .*adapter='lora'"):
+        _settings(["adapter=lora", "train.shared_a_lr=1e-3"])
