@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from aslora import adapter_check
+from aslora.adapter_check import read_json
 from aslora.adapters.config import ASLoRAConfig, ShareLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter, head_module_names
+from aslora.adapters.fold import remove_adapter
 from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pool import SharedLoRAPool, find_pool
 
@@ -75,11 +78,12 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict[str, Any]:
     for name in (CONFIG_FILE, PEFT_CONFIG_FILE):
         path = directory / name
         if path.is_file():
-            meta = json.loads(path.read_text())
-            if meta.get("format") == FORMAT:
+            meta = read_json(path)
+            if isinstance(meta, dict) and meta.get("format") == FORMAT:
                 return meta
             if name == CONFIG_FILE:
-                raise ValueError(f"{path} is not an aslora adapter (format={meta.get('format')!r})")
+                raise ValueError(f"{path} is not an aslora adapter "
+                                 f"(format={meta.get('format') if isinstance(meta, dict) else meta!r})")
     if (directory / PEFT_CONFIG_FILE).is_file():
         raise ValueError(f"{directory} holds a PEFT adapter, not an aslora one: load it with "
                          f"peft.PeftModel.from_pretrained")
@@ -96,19 +100,36 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     directory = Path(directory)
     meta = read_adapter_meta(directory)
     version = meta.get("format_version", 1)
+    meta_path = directory / (CONFIG_FILE if version >= 2 else PEFT_CONFIG_FILE)
     weights_path = directory / (WEIGHTS_FILE if version >= 2 else PEFT_WEIGHTS_FILE)
     if not weights_path.is_file():
         raise ValueError(f"{weights_path} does not exist: {directory} is not a saved aslora adapter")
-    if meta["adapter_type"] not in _CONFIG_TYPES:
-        raise ValueError(f"unknown adapter_type {meta['adapter_type']!r} in {directory}")
-    config_fields = {f.name for f in dataclasses.fields(_CONFIG_TYPES[meta["adapter_type"]])}
+    # Everything the files alone can tell is checked before the model is touched (adapter_check.py).
+    fields = adapter_check.check_meta(meta, meta_path, _CONFIG_TYPES)
+    cls = _CONFIG_TYPES[meta["adapter_type"]]
+    config_fields = {f.name for f in dataclasses.fields(cls)}
     # version 1 had reuse_input_projection, an option (a tensor-identity cache) since removed
-    config = _CONFIG_TYPES[meta["adapter_type"]](**{k: v for k, v in meta["config"].items()
-                                                     if version >= 2 or k in config_fields})
-    model = apply_adapter(model, config, head_modules=meta["head_modules"])
+    config = adapter_check.build_config(cls, {k: v for k, v in fields.items() if version >= 2 or k in config_fields},
+                                        meta_path)
+    saved = adapter_check.read_weights(weights_path)
+    if version >= 2:
+        adapter_check.check_rank(config, saved, weights_path)
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    adapted = apply_adapter(model, config, head_modules=meta["head_modules"])
+    try:
+        _load_into(adapted, directory, meta, saved, version)
+    except Exception:  # what needed the model does not fit it: give the base model back as it was
+        remove_adapter(adapted)
+        for name, p in adapted.named_parameters():
+            p.requires_grad_(trainable.get(name, p.requires_grad))
+        raise
+    return adapted
+
+
+def _load_into(model: nn.Module, directory: Path, meta: dict[str, Any], saved: dict[str, torch.Tensor],
+               version: int) -> None:
     pool = _require_pool(model)
     pool.restore(meta["sharing"], meta["merge_history"], meta["num_mean_updates"])
-    saved = load_file(weights_path)
     if version < 2:
         saved = _banked_from_version_1(pool, saved)
     live = pool.live_rows()
@@ -129,7 +150,6 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
                     target.copy_(value)
                 else:
                     target[rows] = value.to(target.device)
-    return model
 
 
 def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
@@ -233,7 +253,8 @@ def check_lora_adapter_dir(directory: str | os.PathLike) -> None:
         raise ValueError(f"init_adapter_from={str(directory)!r} holds no saved adapter: no PEFT adapter there "
                          f"({PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
                          f"(e.g. experiments/<mnli run>/adapter)")
-    if json.loads((directory / PEFT_CONFIG_FILE).read_text()).get("peft_type") != "LORA":
+    meta = read_json(directory / PEFT_CONFIG_FILE)
+    if not isinstance(meta, dict) or meta.get("peft_type") != "LORA":
         raise ValueError(f"init_adapter_from={str(directory)!r}: the saved adapter is not a LoRA adapter")
 
 
@@ -257,7 +278,7 @@ def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
     # PEFT saves "<module>.lora_A.weight"; the live parameter is "<module>.lora_A.default.weight".
     # Only the LoRA matrices are taken: the head is this task's own (its label set may differ).
     saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
-             for k, v in load_file(str(path)).items() if ".lora_" in k}
+             for k, v in adapter_check.read_weights(path).items() if ".lora_" in k}
     expected = {k: v for k, v in model.named_parameters() if ".lora_" in k}
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     wrong_shape = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)

@@ -93,3 +93,35 @@ def test_metrics_match_their_definitions():
     assert s["spearman"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="unknown metric"):
         compute_metrics(("bleu",), p, y)
+
+
+def _write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("case, damage, message", [
+    ("missing column", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a b", "label": 0}] * 3),
+     r"train.jsonl lacks column\(s\) \['sentence2'\]"),
+    ("empty split", lambda d: _write_rows(d / "validation.jsonl", []), r"validation.jsonl (holds no examples|cannot be read)"),
+    ("label outside the classes", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": "b", "label": 2}]),
+     r"train.jsonl row 0: label=2 is not one of the task's classes 0…1"),
+    ("unlabelled (GLUE test convention)", lambda d: _write_rows(d / "validation.jsonl", [{"sentence1": "a", "sentence2": "b", "label": -1}]),
+     r"validation.jsonl row 0: label=-1"),
+    ("non-string text", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": 7, "label": 1}]),
+     r"train.jsonl row 0: sentence2=7 is not text"),
+    ("not UTF-8", lambda d: (d / "train.jsonl").write_bytes(b'{"sentence1": "caf\xe9", "sentence2": "b", "label": 0}\n'),
+     r"train.jsonl cannot be read as json"),
+    ("broken JSON", lambda d: (d / "train.jsonl").write_text('{"sentence1": "a", '), r"train.jsonl cannot be read as json"),
+])
+def test_malformed_local_glue_files_are_refused_before_any_model_loads(case, damage, message, tmp_path):
+    write_glue_fixture(tmp_path, "mrpc")
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        check_task_available(get_task("mrpc"), hub_enabled=False, local_dir=str(tmp_path))
+
+
+def test_regression_labels_must_be_finite_numbers(tmp_path):
+    write_glue_fixture(tmp_path, "stsb")
+    _write_rows(tmp_path / "train.jsonl", [{"sentence1": "a", "sentence2": "b", "label": "high"}])
+    with pytest.raises(ValueError, match=r"row 0: label='high' is not a finite number"):
+        check_task_available(get_task("stsb"), hub_enabled=False, local_dir=str(tmp_path))

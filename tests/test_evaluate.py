@@ -100,3 +100,22 @@ def test_bad_requests_fail_clearly(runs, tmp_path):
     cli = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "split=test"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode != 0 and "unknown key(s) ['split']" in cli.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"texts": "one film"}, r"texts= must be a list of strings"),
+    ({"texts": [""]}, r"texts\[0\] is empty"),
+    ({"texts": ["fine", 3]}, r"texts\[1\]=3 is not a string"),
+    ({"texts": ["x"] * 1001}, r"texts= has 1,001 entries; at most 1,000"),
+    ({"prompts": ["word " * 5000]}, r"prompts\[0\] has 25,000 characters; at most 20,000"),
+    ({"prompts": [None]}, r"prompts\[0\]=None is not a string"),
+])
+def test_bad_texts_and_prompts_are_refused_before_anything_loads(options, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        evaluate_saved(run=str(tmp_path), **options)
+
+
+def test_a_very_long_text_is_truncated_to_the_tasks_length(runs):
+    result = evaluate_saved(run=str(runs["aslora", "rt_polarity"]), texts=["a moving, funny film " * 20_000],
+                            max_eval_examples=8)
+    assert len(result["predictions"]) == 1 and result["predictions"][0]["label"] in (0, 1)

@@ -66,7 +66,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(straight, tmp_path):
 def test_corrupted_newest_checkpoint_is_skipped_for_the_previous(straight, tmp_path):
     checkpoints = _killed_run(tmp_path, kill_after_step=20)
     newest = ckpt.list_checkpoints(checkpoints)[-1]
-    state = newest / ckpt.STATE
+    state = newest / f"{ckpt.STATE}.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated on disk
     resumed = _cli([*RUN, f"experiments_dir={tmp_path}", "resume=true"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -80,16 +80,17 @@ def test_corrupted_newest_checkpoint_is_skipped_for_the_previous(straight, tmp_p
 def test_checkpoint_without_manifest_is_ignored(tmp_path):
     good = ckpt.begin(tmp_path, 3)
     ckpt.write_rng(good, 0)
-    ckpt.commit(good, tmp_path, 3, {"x": 1}, keep_last=5)
+    state = {key: 1 for key in ckpt.STATE_KEYS}
+    ckpt.commit(good, tmp_path, 3, state, keep_last=5)
     partial = tmp_path / "step-000000006"  # a directory as a crash would leave it, manifest never written
     partial.mkdir()
-    (partial / ckpt.STATE).write_bytes(b"half")
+    (partial / f"{ckpt.STATE}.json").write_bytes(b"half")
     assert ckpt.latest_valid(tmp_path) == tmp_path / "step-000000003"
-    assert ckpt.load_state(ckpt.latest_valid(tmp_path)) == {"x": 1}
+    assert ckpt.load_state(ckpt.latest_valid(tmp_path)) == state
 
 
 def test_keep_last_prunes_older_checkpoints(tmp_path):
     for step in (2, 4, 6):
-        ckpt.commit(ckpt.begin(tmp_path, step), tmp_path, step, {"step": step}, keep_last=2)
+        ckpt.commit(ckpt.begin(tmp_path, step), tmp_path, step, {"step": step}, keep_last=2)  # any plain state
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000000004", "step-000000006"]
     assert not list(tmp_path.glob(".tmp-*"))

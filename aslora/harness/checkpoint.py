@@ -1,12 +1,19 @@
-"""Atomic, self-verifying training checkpoints for an exact continuation.
+"""Atomic, self-verifying training checkpoints for an exact continuation — loaded without pickle.
 
 Layout: ``<run_dir>/checkpoints/step-000120/`` holding
 
-* ``state.pt`` — trainable parameters (adapter and head), the ASLoRA pool's buffers and extra
-  state (layer→B map, running means and their count, merge history), optimizer and scheduler
-  state, the data position (epoch, batches done in it), the record so far;
-* ``rng-rank<k>.pt`` — Python, NumPy, torch and CUDA generator states of process ``k``;
+* ``state.json`` + ``state.safetensors`` — trainable parameters (adapter and head), the ASLoRA
+  pool's buffers (layer→B map, running means and their count, merge history), the best epoch's
+  weights, optimizer and scheduler state, the data position (epoch, batches done in it), the record
+  so far, and the fingerprint of the run's configuration;
+* ``rng-rank<k>.json`` + ``rng-rank<k>.safetensors`` — Python, NumPy, torch and CUDA generator
+  states of process ``k``;
 * ``manifest.json`` — written **last**, with the SHA-256 of every other file.
+
+Every file is JSON or safetensors (``aslora/harness/safe_state.py``): resuming parses data and
+runs nothing, so a checkpoint folder someone else could write to cannot run code as the user who
+resumes from it. Checkpoints of the older pickled format (``state.pt``) are refused unless
+``checkpoint.allow_pickle=true`` says they are one's own.
 
 A checkpoint is built in a temporary directory on the same filesystem, every file fsynced, the
 manifest written, then the directory renamed into place and its parent fsynced: a crash at any
@@ -31,10 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from aslora.harness import safe_state
+
 log = logging.getLogger("aslora")
 
 MANIFEST = "manifest.json"
-STATE = "state.pt"
+STATE = "state"            # state.json + state.safetensors
+LEGACY_STATE = "state.pt"  # the pickled format of earlier versions
 PREFIX = "step-"
 
 
@@ -44,6 +54,9 @@ class CheckpointSettings:
     """Write a checkpoint every this many optimizer steps (``None``: never)."""
     keep_last: int = 2
     """How many of the newest checkpoints to keep."""
+    allow_pickle: bool = False
+    """Resume from a checkpoint of the older pickled format (``state.pt``). Unpickling runs whatever
+    the file names: set it only for checkpoints you wrote yourself."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,6 +65,8 @@ class CheckpointSettings:
             problems.append(f"checkpoint.every_steps={self.every_steps!r} must be a positive integer or null")
         if not isinstance(self.keep_last, int) or isinstance(self.keep_last, bool) or self.keep_last < 1:
             problems.append(f"checkpoint.keep_last={self.keep_last!r} must be an integer >= 1")
+        if not isinstance(self.allow_pickle, bool):
+            problems.append(f"checkpoint.allow_pickle={self.allow_pickle!r} must be true or false")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -84,12 +99,12 @@ def begin(directory: Path, step: int) -> Path:
 
 
 def write_rng(tmp: Path, rank: int) -> None:
-    _save_synced(rng_state(), tmp / f"rng-rank{rank}.pt")
+    _save_synced(rng_state(), tmp, f"rng-rank{rank}")
 
 
 def commit(tmp: Path, directory: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
     """Write ``state`` and the manifest into ``tmp``, rename it to ``step-<step>``, prune old ones."""
-    _save_synced(state, tmp / STATE)
+    _save_synced(state, tmp, STATE)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     manifest = {"step": step, "files": files}
     with open(tmp / MANIFEST, "w") as f:
@@ -125,16 +140,88 @@ def latest_valid(directory: Path) -> Path | None:
     return None
 
 
-def load_state(checkpoint: Path) -> dict[str, Any]:
-    return torch.load(checkpoint / STATE, map_location="cpu", weights_only=False)
+def load_state(checkpoint: Path, allow_pickle: bool = False) -> dict[str, Any]:
+    """The training state of ``checkpoint``, parsed from JSON and safetensors (no pickle).
+
+    Raises:
+        ValueError: a pickled checkpoint of the older format without ``allow_pickle``, or a file
+            that is not what it should be — naming the file.
+    """
+    if (checkpoint / LEGACY_STATE).is_file():
+        return _load_legacy(checkpoint / LEGACY_STATE, allow_pickle)
+    state = safe_state.load(checkpoint / f"{STATE}.json", checkpoint / f"{STATE}.safetensors")
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{checkpoint / (STATE + '.json')} lacks {missing}: not a checkpoint of this version")
+    return state
 
 
-def load_rng(checkpoint: Path, rank: int) -> dict[str, Any]:
-    path = checkpoint / f"rng-rank{rank}.pt"
+def load_rng(checkpoint: Path, rank: int, allow_pickle: bool = False) -> dict[str, Any]:
+    if (checkpoint / f"rng-rank{rank}.pt").is_file():
+        return _load_legacy(checkpoint / f"rng-rank{rank}.pt", allow_pickle)
+    path = checkpoint / f"rng-rank{rank}.json"
     if not path.is_file():
         raise ValueError(f"checkpoint {checkpoint} has no RNG state for process {rank}: "
                          f"resume with the number of processes it was written with")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_state.load(path, checkpoint / f"rng-rank{rank}.safetensors")
+    if not isinstance(state, dict) or set(state) != {"python", "numpy", "torch", "cuda"}:
+        raise ValueError(f"{path} does not hold the four RNG states (python, numpy, torch, cuda)")
+    return state
+
+
+def check_resumable(directory: Path, fingerprint: str | None, allow_pickle: bool = False) -> Path | None:
+    """Before any weights load: the checkpoint a resume would use (``None``: none, start afresh),
+    refusing a pickled one without ``allow_pickle`` and one written by a run of another configuration.
+
+    Raises:
+        ValueError: naming the checkpoint and what to do.
+    """
+    checkpoint = latest_valid(directory)
+    if checkpoint is None:
+        return None
+    if (checkpoint / LEGACY_STATE).is_file():
+        if not allow_pickle:
+            _load_legacy(checkpoint / LEGACY_STATE, allow_pickle)  # raises, saying what to do
+        return checkpoint
+    try:
+        written_by = json.loads((checkpoint / f"{STATE}.json").read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{checkpoint / (STATE + '.json')} is unreadable ({error})") from None
+    if fingerprint is not None and written_by != fingerprint:
+        raise ValueError(f"checkpoint {checkpoint} was written by a run with another configuration (model, task, "
+                         f"adapter, training settings or seed differ): resuming it would mix two runs. Resume "
+                         f"with the configuration it was written with, or start afresh with resume=false")
+    return checkpoint
+
+
+STATE_KEYS = ("step", "epoch", "batches_done", "epoch_losses", "model", "optimizer", "scheduler", "result")
+
+
+def _load_legacy(path: Path, allow_pickle: bool) -> dict[str, Any]:
+    if not allow_pickle:
+        raise ValueError(
+            f"{path} is a checkpoint of the older pickled format: loading it would unpickle, which runs whatever "
+            f"the file names, so it is refused. Start the run afresh (resume=false; its finished epochs are in "
+            f"report.json and metrics.csv), or, for a checkpoint you wrote yourself, set checkpoint.allow_pickle=true")
+    log.warning("loading %s with pickle (checkpoint.allow_pickle=true)", path)
+    with torch.serialization.safe_globals(_LEGACY_GLOBALS):  # the restricted unpickler, widened to NumPy's RNG state
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _numpy_reconstructors() -> list:
+    """NumPy's array-rebuilding function under the module names NumPy 1 and NumPy 2 pickle it as."""
+    import importlib
+
+    found = []
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            found.append(importlib.import_module(module)._reconstruct)
+        except (ImportError, AttributeError):
+            pass
+    return found
+
+
+_LEGACY_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, *_numpy_reconstructors()]
 
 
 def discard(tmp: Path) -> None:
@@ -159,11 +246,12 @@ def _verify(checkpoint: Path) -> str | None:
     return None
 
 
-def _save_synced(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+def _save_synced(state: Any, directory: Path, stem: str) -> None:
+    json_path, tensors_path = directory / f"{stem}.json", directory / f"{stem}.safetensors"
+    safe_state.save(state, json_path, tensors_path)
+    for path in (json_path, tensors_path):
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _sha256(path: Path) -> str:

@@ -17,6 +17,7 @@ training seed (``split_seed``), so every run of a sweep sees the same examples.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
                     f"task {spec.name}: local_dir={local_dir!r} has no file for split(s) {missing} "
                     f"(expected {'/'.join(missing)}.jsonl, .csv or .parquet in GLUE's columns)"
                 )
+            _read_local(spec, Path(local_dir))  # every split read and checked before a model loads
         elif not hub_enabled:
             raise ValueError(
                 f"task {spec.name!r} loads {HUB_DATASET} from the Hugging Face Hub, which is off "
@@ -178,11 +180,8 @@ def _load_raw(spec: TaskSpec, *, split_seed: int, local_dir: str | None) -> dict
 
     if spec.source == "glue":
         if local_dir is not None:
-            files = {s: str(_local_file(Path(local_dir), s)) for s in ("train", spec.validation_split)}
-            kind = _file_kind(Path(files["train"]))
-            loaded = datasets.load_dataset(kind, data_files=files)
-        else:
-            loaded = datasets.load_dataset(HUB_DATASET, spec.name)
+            return _read_local(spec, Path(local_dir))
+        loaded = datasets.load_dataset(HUB_DATASET, spec.name)
         return {"train": loaded["train"], "validation": loaded[spec.validation_split]}
     frame = _OFFLINE_LOADERS[spec.source]()
     order = np.random.default_rng(split_seed).permutation(len(frame))
@@ -256,6 +255,52 @@ def _tokenise(dataset: Any, spec: TaskSpec, tokenizer: Any, max_length: int) -> 
         return encoded
 
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenise {spec.name}")
+
+
+def _read_local(spec: TaskSpec, directory: Path) -> dict[str, Any]:
+    """The train and validation splits of a local GLUE-schema folder, each checked: readable (UTF-8),
+    not empty, GLUE's columns present, every text a string, every label one of the task's classes
+    (a finite number for regression). Raises ``ValueError`` naming the file and the first bad row."""
+    import datasets
+
+    splits = {}
+    for split, name in (("train", "train"), ("validation", spec.validation_split)):
+        path = _local_file(directory, name)
+        try:
+            splits[split] = datasets.load_dataset(_file_kind(path), data_files={name: str(path)}, split=name)
+            _check_rows(spec, splits[split], path)  # reads every value: Arrow decodes text lazily
+        except ValueError as error:
+            if not isinstance(error, UnicodeDecodeError):
+                raise
+            raise ValueError(f"task {spec.name}: {path} cannot be read as {_file_kind(path)}: not UTF-8 ({error})") from None
+        except Exception as error:  # datasets wraps parser errors (broken JSON/CSV) in its own types
+            cause = error.__cause__ or error
+            raise ValueError(f"task {spec.name}: {path} cannot be read as {_file_kind(path)} "
+                             f"({type(cause).__name__}: {str(cause)[:200]})") from None
+    return splits
+
+
+def _check_rows(spec: TaskSpec, dataset: Any, path: Path) -> None:
+    missing = [f for f in (*spec.text_fields, "label") if f not in dataset.column_names]
+    if missing:
+        raise ValueError(f"task {spec.name}: {path} lacks column(s) {missing}; it has {dataset.column_names}")
+    if len(dataset) == 0:
+        raise ValueError(f"task {spec.name}: {path} holds no examples")
+    for field in spec.text_fields:
+        bad = next((i for i, t in enumerate(dataset[field]) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(f"task {spec.name}: {path} row {bad}: {field}={dataset[field][bad]!r} is not text")
+    labels = dataset["label"]
+    if spec.is_regression:
+        bad = next((i for i, y in enumerate(labels) if not isinstance(y, (int, float)) or isinstance(y, bool)
+                    or not math.isfinite(y)), None)
+        expected = "a finite number"
+    else:
+        bad = next((i for i, y in enumerate(labels) if not isinstance(y, int) or isinstance(y, bool)
+                    or not 0 <= y < spec.num_labels), None)
+        expected = f"one of the task's classes 0…{spec.num_labels - 1}"
+    if bad is not None:
+        raise ValueError(f"task {spec.name}: {path} row {bad}: label={labels[bad]!r} is not {expected}")
 
 
 def _local_file(directory: Path, split: str) -> Path | None:

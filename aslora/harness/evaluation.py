@@ -31,16 +31,23 @@ def load_trained(base: Any, adapter_dir: str | Path) -> Any:
         return aslora.load_adapter(base, adapter_dir).eval()
     peft_file = adapter_dir / "adapter_config.json"
     if peft_file.is_file():
-        meta = json.loads(peft_file.read_text())
-        if meta.get("format") == "aslora-adapter":  # version 1 of ours, under PEFT's file name
+        from aslora.adapter_check import read_json, read_weights
+
+        meta = read_json(peft_file)
+        if isinstance(meta, dict) and meta.get("format") == "aslora-adapter":  # version 1 of ours, under PEFT's name
             import aslora
 
             return aslora.load_adapter(base, adapter_dir).eval()
-        if "peft_type" in meta:
+        if isinstance(meta, dict) and "peft_type" in meta:
             import peft
 
             import aslora  # noqa: F401  (registers our PEFT types, for adapters saved through get_peft_model)
 
+            weights = adapter_dir / "adapter_model.safetensors"
+            if not weights.is_file():  # PEFT would fall back to adapter_model.bin, a pickle
+                raise ValueError(f"{weights} does not exist (a PEFT adapter saved as adapter_model.bin is a pickle, "
+                                 f"which we do not load: re-save it with safe_serialization=True)")
+            read_weights(weights)  # readable, floating point, finite: before PEFT touches the model
             return peft.PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     raise ValueError(f"{adapter_dir} holds no saved adapter (neither aslora_config.json nor a PEFT adapter_config.json)")
 
@@ -72,6 +79,8 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
 
     if (run is None) == (adapter_dir is None):
         raise ValueError("give run=experiments/<run_name>, or adapter_dir=<dir> with task=<name> and model=<name>")
+    _check_inputs("texts", texts, max_chars=None)  # classification truncates a long text to the task's length
+    _check_inputs("prompts", prompts, max_chars=MAX_PROMPT_CHARS)
     if run is not None:
         report_path = Path(run) / "report.json"
         if not report_path.is_file():
@@ -119,6 +128,27 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
     Path(out).write_text(json.dumps(result, indent=2))
     result["eval_file"] = out
     return result
+
+
+MAX_INPUTS = 1000
+MAX_PROMPT_CHARS = 20_000
+"""A prompt is generated from whole (no truncation can keep its meaning); longer ones are refused."""
+
+
+def _check_inputs(name: str, values: Any, max_chars: int | None) -> None:
+    """``texts=`` / ``prompts=``: a list of at most ``MAX_INPUTS`` non-empty strings — checked
+    before any model loads, so a bad request costs nothing."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name}= must be a list of strings, e.g. {name}='[\"a moving film\"]'; got {values!r}"[:300])
+    if len(values) > MAX_INPUTS:
+        raise ValueError(f"{name}= has {len(values):,} entries; at most {MAX_INPUTS:,} at a time")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ValueError(f"{name}[{i}]={value!r} is not a string")
+        if not value.strip():
+            raise ValueError(f"{name}[{i}] is empty")
+        if max_chars is not None and len(value) > max_chars:
+            raise ValueError(f"{name}[{i}] has {len(value):,} characters; at most {max_chars:,}")
 
 
 def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

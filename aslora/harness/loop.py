@@ -147,6 +147,10 @@ class FitOptions:
     resume: bool = False
     kill_after_step: int | None = None
     """Fault injection: SIGKILL this process right after this optimizer step (resume tests)."""
+    allow_pickle: bool = False
+    """Resume from a checkpoint of the older pickled format (one's own files only)."""
+    fingerprint: str | None = None
+    """The run configuration's fingerprint: written into each checkpoint, checked on resume."""
 
 
 Logger = Callable[[dict[str, float], int], None]
@@ -244,11 +248,13 @@ class _Fit:
 
     def _setup_resume(self) -> None:
         options, accelerator = self.options, self.accelerator
-        self.resume_state, self.resume_dir = None, None
+        self.resume_state, self.resume_dir, self.resume_rng = None, None, None
         if options.checkpoint_dir is not None:
             if options.resume:
-                self.resume_dir = ckpt.latest_valid(options.checkpoint_dir)
-                self.resume_state = ckpt.load_state(self.resume_dir) if self.resume_dir is not None else None
+                self.resume_dir = ckpt.check_resumable(options.checkpoint_dir, options.fingerprint, options.allow_pickle)
+                if self.resume_dir is not None:  # both read and checked before anything is restored
+                    self.resume_state = ckpt.load_state(self.resume_dir, options.allow_pickle)
+                    self.resume_rng = ckpt.load_rng(self.resume_dir, accelerator.process_index, options.allow_pickle)
             elif accelerator.is_main_process and ckpt.list_checkpoints(options.checkpoint_dir):
                 # a fresh start must never later resume from an older run's checkpoints
                 log.info("starting afresh: removing old checkpoints in %s", options.checkpoint_dir)
@@ -291,7 +297,7 @@ class _Fit:
         if settings.compile:
             self.model = torch.compile(self.model)
         if state is not None:
-            ckpt.set_rng_state(ckpt.load_rng(self.resume_dir, accelerator.process_index))
+            ckpt.set_rng_state(self.resume_rng)
 
     # --- epochs --------------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, progress: Any) -> None:
@@ -399,7 +405,8 @@ class _Fit:
         ckpt.write_rng(tmp, accelerator.process_index)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"step": step, "epoch": epoch, "batches_done": self.batches_done, "epoch_losses": self.epoch_losses,
+            state = {"fingerprint": options.fingerprint,
+                     "step": step, "epoch": epoch, "batches_done": self.batches_done, "epoch_losses": self.epoch_losses,
                      "model": _trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS}}
@@ -533,10 +540,21 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 
 
 def _restore_model(model: nn.Module, state: dict[str, Any]) -> None:
-    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor. Checked
+    # whole before anything is copied, so a checkpoint that does not fit leaves the model untouched.
+    own = model.state_dict()
+    saved = state["model"]
+    unexpected = sorted(k for k in saved if k not in own)
     if unexpected:
-        raise ValueError(f"checkpoint does not fit this model: unexpected keys {sorted(unexpected)[:5]}")
+        raise ValueError(f"checkpoint does not fit this model: unexpected keys {unexpected[:5]}")
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in saved.items()
+             if not torch.is_tensor(v) or v.shape != own[k].shape or v.dtype != own[k].dtype]
+    if wrong:
+        raise ValueError(f"checkpoint does not fit this model: shape or dtype differs for {wrong[:3]}")
+    bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"checkpoint holds non-finite values in {bad[:3]}: refusing to resume from it")
+    model.load_state_dict(saved, strict=False)
 
 
 def _any_process(accelerator: Any, flag: torch.Tensor) -> bool:

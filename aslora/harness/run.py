@@ -45,6 +45,10 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
     if settings.init_adapter_from is not None:
         check_lora_adapter_dir(settings.init_adapter_from)  # before loading anything
+    if settings.resume and settings.checkpoint.every_steps:  # a checkpoint that would be refused: before loading
+        from aslora.harness.checkpoint import check_resumable
+
+        check_resumable(settings.checkpoint_dir, settings.fingerprint(), settings.checkpoint.allow_pickle)
     if settings.validate_only:
         log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
         return None
@@ -88,7 +92,8 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         options = FitOptions(
             checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,
             checkpoint_every_steps=settings.checkpoint.every_steps, keep_last_checkpoints=settings.checkpoint.keep_last,
-            resume=settings.resume, kill_after_step=settings.kill_after_step)
+            resume=settings.resume, kill_after_step=settings.kill_after_step,
+            allow_pickle=settings.checkpoint.allow_pickle, fingerprint=settings.fingerprint())
         result = fit(model, data, collate, settings.train, tracker.log, options)
         if not is_main:
             return result.best_metric

@@ -91,6 +91,18 @@ class RunSettings:
     def report_path(self) -> Path:
         return self.run_dir / "report.json"
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what decides a run's numbers — model, task, adapter, training settings (less the
+        progress bar), seed — written into every checkpoint, so a resume never continues another run."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        train = {k: v for k, v in asdict(self.train).items() if k != "progress_bar"}
+        identity = {"model": asdict(self.model), "task": asdict(self.task), "adapter": asdict(self.adapter),
+                    "train": train, "seed": self.seed, "target_modules": self.target_modules}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
     def adapter_config(self) -> object:
         return build_adapter_config(self.adapter.name, dict(self.adapter.params))
 

@@ -1,0 +1,133 @@
+"""Nested training state to JSON + safetensors and back, so that loading it can never run code.
+
+``torch.load`` unpickles, and an unpickler calls whatever a file names: anyone who can write into a
+run's ``checkpoints/`` folder could run code as the user who resumes it (the SHA-256 manifest beside
+the files catches truncation, not tampering — it sits in the same folder). Here a state is split
+into a JSON skeleton and a flat ``{name: tensor}`` dict saved with safetensors; both formats are
+pure data, read by parsers that build numbers, strings, lists and tensors and nothing else.
+
+Supported: ``dict`` (any keys that are str, int, float, bool or None), ``list``, ``tuple``, ``str``,
+``int``, ``float`` (NaN/Inf included), ``bool``, ``None``, ``torch.Tensor`` and ``numpy.ndarray``
+(the NumPy RNG state). Anything else is refused when writing, naming its path in the state — so a
+checkpoint that could not be read back without pickle is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_TENSOR, _ARRAY, _TUPLE, _DICT = "__tensor__", "__ndarray__", "__tuple__", "__dict__"
+_MARKERS = {_TENSOR, _ARRAY, _TUPLE, _DICT}
+
+
+def split(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """``state`` → (a JSON-able skeleton, ``{name: tensor}``); each tensor is cloned, contiguous, on CPU."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = value.detach().cpu().contiguous().clone()
+            return {_TENSOR: name}
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind == "u" and value.dtype.itemsize >= 8:
+                raise TypeError(f"{path or 'state'}: a {value.dtype} array cannot be stored exactly")
+            name = f"t{len(tensors)}"
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int64 if value.dtype.kind in "ui" else value.dtype)).clone()
+            return {_ARRAY: name, "dtype": value.dtype.str}
+        if isinstance(value, (np.integer, np.floating)):
+            return walk(value.item(), path)
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else {"__float__": repr(value)}
+        if isinstance(value, tuple):
+            return {_TUPLE: [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and k not in _MARKERS and k != "__float__" for k in value):
+                return {k: walk(v, f"{path}.{k}") for k, v in value.items()}
+            bad = [k for k in value if not (k is None or isinstance(k, (str, int, float, bool)))]
+            if bad:
+                raise TypeError(f"{path or 'state'}: dict key {bad[0]!r} ({type(bad[0]).__name__}) cannot be stored without pickle")
+            return {_DICT: [[k, walk(v, f"{path}.{k}")] for k, v in value.items()]}
+        raise TypeError(f"{path or 'state'}: a {type(value).__name__} cannot be stored without pickle")
+
+    return walk(state, ""), tensors
+
+
+def join(skeleton: Any, tensors: dict[str, torch.Tensor], source: str = "state") -> Any:
+    """The inverse of :func:`split`. Raises ``ValueError`` naming ``source`` for a malformed skeleton
+    or a tensor it names that is missing."""
+
+    def tensor(name: Any) -> torch.Tensor:
+        if not isinstance(name, str) or name not in tensors:
+            raise ValueError(f"{source}: names tensor {name!r}, which its tensor file does not hold")
+        return tensors[name]
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if _TENSOR in value:
+            return tensor(value[_TENSOR])
+        if _ARRAY in value:
+            try:
+                return tensor(value[_ARRAY]).numpy().astype(np.dtype(value["dtype"]))
+            except (KeyError, TypeError) as error:
+                raise ValueError(f"{source}: malformed array entry {value!r} ({error})") from None
+        if "__float__" in value:
+            text = value["__float__"]
+            if text not in ("nan", "inf", "-inf"):
+                raise ValueError(f"{source}: malformed float entry {value!r}")
+            return float(text)
+        if _TUPLE in value:
+            return tuple(walk(v) for v in value[_TUPLE])
+        if _DICT in value:
+            items = value[_DICT]
+            if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 for i in items):
+                raise ValueError(f"{source}: malformed dict entry")
+            return {k: walk(v) for k, v in items}
+        return {k: walk(v) for k, v in value.items()}
+
+    return walk(skeleton)
+
+
+def save(state: Any, json_path: Path, tensors_path: Path) -> None:
+    """Write ``state`` as ``json_path`` (skeleton) and ``tensors_path`` (safetensors)."""
+    from safetensors.torch import save_file
+
+    skeleton, tensors = split(state)
+    json_path.write_text(json.dumps(skeleton, allow_nan=False))
+    save_file(tensors, str(tensors_path))
+
+
+def load(json_path: Path, tensors_path: Path) -> Any:
+    """Read a state written by :func:`save`; nothing here can execute code from the files.
+
+    Raises:
+        ValueError: a file missing, not JSON, not safetensors, or the two not matching — naming the file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for path in (json_path, tensors_path):
+        if not path.is_file():
+            raise ValueError(f"{path} is missing")
+    try:
+        skeleton = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{json_path} is not valid JSON ({error})") from None
+    try:
+        tensors = load_file(str(tensors_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{tensors_path} is not a readable safetensors file ({error})") from None
+    return join(skeleton, tensors, str(json_path))
