@@ -41,15 +41,15 @@ bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter 
 collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ results/sharing/), rows of other runs kept
 	$(PY) -m scripts.collect_results
 
-tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, README's tables, figures (from committed files)
-	$(PY) -m scripts.make_tables --readme README.md
+tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/README.md's tables, figures (from committed files)
+	$(PY) -m scripts.make_tables --readme results/README.md
 	$(MAKE) figures
 
 figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 	$(PY) -m scripts.plot_sweep --if-any
-	$(PY) -m scripts.protocol_report --if-any --readme README.md
+	$(PY) -m scripts.protocol_report --if-any --readme results/README.md
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) train.py sweep=offline

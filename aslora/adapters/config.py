@@ -1,7 +1,7 @@
 """Typed configurations of the adapters built on the shared-pool machinery.
 
 Every option the ASLoRA paper (Hu et al., arXiv 2412.10135) leaves ambiguous is a field here with
-a documented default; the reasons cite ``shared/paper-notes.md`` (labels [P] paper, [R] third-party
+a documented default; the reasons cite ``docs/paper-notes.md`` (labels [P] paper, [R] third-party
 re-implementation that cites the paper's equations, [I] our inference).
 
 Field names reuse PEFT's where the concept is the same (``r``, ``lora_alpha``, ``lora_dropout``,
