@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,13 @@ assets-mpnet: $(INSTALLED)  ## optional: all-mpnet-base-v2 (12 layers, 768 wide;
 
 demo: $(INSTALLED)  ## the default run: MiniLM-L6 + ASLoRA on rt_polarity, offline, ~7 min on 2 CPU cores
 	$(PY) train.py
+
+lint: $(INSTALLED)  ## ruff: lint and check formatting (what CI runs before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)  ## ruff: reformat in place
+	$(VENV)/bin/ruff format .
 
 test: $(INSTALLED)  ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -92,3 +92,13 @@ def tie_lowest_upward(model: torch.nn.Module, merges_per_group) -> None:
         merges = merges_per_group(bank) if callable(merges_per_group) else merges_per_group
         for row in range(merges):
             pool.tie(bank=bank, lower=row, upper=row + 1, update_ratio=0.0, step=0, distance=0.0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests skip, with the reason, where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -54,7 +54,7 @@ def test_truncation_keeps_the_prompt_and_drops_examples_with_no_room_for_a_reply
     prompt, reply = "Tell me about the weather.", "It is sunny today, with a light breeze from the west. " * 20
     n_prompt = len(tokenizer(instruct.split_prompt(tokenizer, prompt, reply)[0], add_special_tokens=False)["input_ids"])
     cut = instruct.encode(tokenizer, prompt, reply, max_length=n_prompt + 5)
-    assert len(cut["input_ids"]) == n_prompt + 5 and sum(l != instruct.IGNORE_INDEX for l in cut["labels"]) == 5
+    assert len(cut["input_ids"]) == n_prompt + 5 and sum(label != instruct.IGNORE_INDEX for label in cut["labels"]) == 5
     assert instruct.encode(tokenizer, prompt, reply, max_length=n_prompt) is None
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import aslora
-from aslora.adapters.layers import SharedLoRALinear
 from conftest import B_of, randomise_adapter, tiny_bert, tiny_llama_classifier
 
 

@@ -46,7 +46,7 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     assert "| ASLoRA | 15,360 | LoRA [r=2] | 18,432 | +1.0 [1.0, 1.0] | 5 |" in table
     assert "| ASLoRA [max_merges=2] | 27,648 | LoRA [r=2] | 18,432 | +1.5 [1.5, 1.5] | 5 |" in table
     lines = table.splitlines()
-    order = [l.split("|")[1].strip() for l in lines if l.startswith("| ") and not l.startswith("| adapter")]
+    order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| adapter")]
     assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
     assert (tmp_path / "protocol_minilm-l6.png").stat().st_size > 10_000
 

@@ -1,0 +1,47 @@
+"""On a CUDA device: ASLoRA's layers, ties and bf16 autocast match the CPU run (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import aslora
+from conftest import randomise_adapter, tiny_bert
+
+pytestmark = pytest.mark.gpu
+
+
+def _adapted():
+    torch.manual_seed(0)
+    model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(
+        r=4, target_modules=["query", "value"], merge_start_step=0, merge_interval_steps=1, max_merges=2))
+    randomise_adapter(model)
+    return model.eval()
+
+
+def test_forward_backward_and_ties_on_cuda_match_cpu(input_ids):
+    cpu = _adapted()
+    gpu = copy.deepcopy(cpu).cuda()
+    for model, ids in ((cpu, input_ids), (gpu, input_ids.cuda())):
+        model.train()
+        model(input_ids=ids).logits.sum().backward()
+        controller = aslora.MergeController(model, total_steps=2)
+        for t in (1, 2):
+            controller.step(t)
+    assert aslora.find_pool(gpu).sharing_map() == aslora.find_pool(cpu).sharing_map()
+    for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-5, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(gpu.eval()(input_ids=input_ids.cuda()).logits.cpu(),
+                                   cpu.eval()(input_ids=input_ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_the_adapter_in_fp32(input_ids):
+    model = _adapted().cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(input_ids=input_ids.cuda()).logits
+    pool = aslora.find_pool(model)
+    assert all(p.dtype == torch.float32 for p in pool.parameters()) and torch.isfinite(logits).all()
