@@ -17,8 +17,18 @@ import logging
 import os
 import sys
 
-KEYS = {"run": None, "adapter_dir": None, "task": None, "model": None, "hub": False, "texts": [], "prompts": [],
-        "out": None, "max_eval_examples": None, "epoch": "best"}
+KEYS = {
+    "run": None,
+    "adapter_dir": None,
+    "task": None,
+    "model": None,
+    "hub": False,
+    "texts": [],
+    "prompts": [],
+    "out": None,
+    "max_eval_examples": None,
+    "epoch": "best",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,14 @@ from typing import Any
 
 import torch
 
-_FIELDS = {"adapter_type": str, "config": dict, "head_modules": list, "sharing": dict, "merge_history": list,
-           "num_mean_updates": int}
+_FIELDS = {
+    "adapter_type": str,
+    "config": dict,
+    "head_modules": list,
+    "sharing": dict,
+    "merge_history": list,
+    "num_mean_updates": int,
+}
 _EVENT_FIELDS = {"step": (int, float), "kept": str, "retired": str, "distance": (int, float)}
 
 
@@ -39,8 +45,11 @@ def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
     """The config the metadata describes, or ``ValueError`` naming ``path`` and the problem."""
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    problems = [f"{key} must be {kind.__name__}, got {type(meta.get(key)).__name__}"
-                for key, kind in _FIELDS.items() if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    problems = [
+        f"{key} must be {kind.__name__}, got {type(meta.get(key)).__name__}"
+        for key, kind in _FIELDS.items()
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)
+    ]
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     if meta["adapter_type"] not in config_types:
@@ -50,10 +59,12 @@ def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta["sharing"].items()):
         raise ValueError(f"{path}: sharing must map layer names to B names (strings)")
     for i, event in enumerate(meta["merge_history"]):
-        if not isinstance(event, dict) or any(not isinstance(event.get(k), t) or isinstance(event.get(k), bool)
-                                              for k, t in _EVENT_FIELDS.items()):
-            raise ValueError(f"{path}: merge_history[{i}] must hold {sorted(_EVENT_FIELDS)} (numbers and B names), "
-                             f"got {event!r}")
+        if not isinstance(event, dict) or any(
+            not isinstance(event.get(k), t) or isinstance(event.get(k), bool) for k, t in _EVENT_FIELDS.items()
+        ):
+            raise ValueError(
+                f"{path}: merge_history[{i}] must hold {sorted(_EVENT_FIELDS)} (numbers and B names), got {event!r}"
+            )
     return meta["config"]
 
 
@@ -89,8 +100,11 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def check_rank(config: object, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Every A is ``(r, d_in)`` and every B ``(…, d_out, r)`` for the config's ``r``."""
     r = getattr(config, "r")
-    wrong = [f"{k} {tuple(v.shape)}" for k, v in tensors.items()
-             if (k.startswith("lora_A.") and (v.dim() != 2 or v.shape[0] != r))
-             or (k.startswith("lora_B.") and (v.dim() < 2 or v.shape[-1] != r))]
+    wrong = [
+        f"{k} {tuple(v.shape)}"
+        for k, v in tensors.items()
+        if (k.startswith("lora_A.") and (v.dim() != 2 or v.shape[0] != r))
+        or (k.startswith("lora_B.") and (v.dim() < 2 or v.shape[-1] != r))
+    ]
     if wrong:
         raise ValueError(f"{path}: the config says r={r}, but the tensors have another rank: {wrong[:3]}")

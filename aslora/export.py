@@ -82,11 +82,14 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict[str, Any]:
             if isinstance(meta, dict) and meta.get("format") == FORMAT:
                 return meta
             if name == CONFIG_FILE:
-                raise ValueError(f"{path} is not an aslora adapter "
-                                 f"(format={meta.get('format') if isinstance(meta, dict) else meta!r})")
+                raise ValueError(
+                    f"{path} is not an aslora adapter "
+                    f"(format={meta.get('format') if isinstance(meta, dict) else meta!r})"
+                )
     if (directory / PEFT_CONFIG_FILE).is_file():
-        raise ValueError(f"{directory} holds a PEFT adapter, not an aslora one: load it with "
-                         f"peft.PeftModel.from_pretrained")
+        raise ValueError(
+            f"{directory} holds a PEFT adapter, not an aslora one: load it with peft.PeftModel.from_pretrained"
+        )
     raise ValueError(f"{directory / CONFIG_FILE} does not exist: {directory} is not a saved aslora adapter")
 
 
@@ -109,8 +112,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     cls = _CONFIG_TYPES[meta["adapter_type"]]
     config_fields = {f.name for f in dataclasses.fields(cls)}
     # version 1 had reuse_input_projection, an option (a tensor-identity cache) since removed
-    config = adapter_check.build_config(cls, {k: v for k, v in fields.items() if version >= 2 or k in config_fields},
-                                        meta_path)
+    config = adapter_check.build_config(
+        cls, {k: v for k, v in fields.items() if version >= 2 or k in config_fields}, meta_path
+    )
     saved = adapter_check.read_weights(weights_path)
     if version >= 2:
         adapter_check.check_rank(config, saved, weights_path)
@@ -126,8 +130,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     return adapted
 
 
-def _load_into(model: nn.Module, directory: Path, meta: dict[str, Any], saved: dict[str, torch.Tensor],
-               version: int) -> None:
+def _load_into(
+    model: nn.Module, directory: Path, meta: dict[str, Any], saved: dict[str, torch.Tensor], version: int
+) -> None:
     pool = _require_pool(model)
     pool.restore(meta["sharing"], meta["merge_history"], meta["num_mean_updates"])
     if version < 2:
@@ -173,8 +178,11 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
         for pname, p in model.get_submodule(head).named_parameters():
             tensors[f"base_model.model.{head}.{pname}"] = p
     peft_config = peft.LoraConfig(
-        r=pool.config.r, lora_alpha=pool.config.lora_alpha, lora_dropout=pool.config.lora_dropout,
-        target_modules=sorted(layers), modules_to_save=[h.rsplit(".", 1)[-1] for h in heads] or None,
+        r=pool.config.r,
+        lora_alpha=pool.config.lora_alpha,
+        lora_dropout=pool.config.lora_dropout,
+        target_modules=sorted(layers),
+        modules_to_save=[h.rsplit(".", 1)[-1] for h in heads] or None,
     )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -195,8 +203,9 @@ def _adapter_targets(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.
     return targets
 
 
-def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool, live: dict[str, list[int]], *,
-                     training_state: bool) -> dict[str, torch.Tensor]:
+def _adapter_tensors(
+    model: nn.Module, pool: SharedLoRAPool, live: dict[str, list[int]], *, training_state: bool
+) -> dict[str, torch.Tensor]:
     """What a saved adapter holds: banks and their means reduced to their live rows."""
     tensors = {}
     for key, value in _adapter_targets(model, pool).items():
@@ -250,9 +259,11 @@ def check_lora_adapter_dir(directory: str | os.PathLike) -> None:
     Cheap — reads one small JSON file — so a run checks ``init_adapter_from`` before loading a model."""
     directory = Path(directory)
     if not (directory / PEFT_WEIGHTS_FILE).is_file() or not (directory / PEFT_CONFIG_FILE).is_file():
-        raise ValueError(f"init_adapter_from={str(directory)!r} holds no saved adapter: no PEFT adapter there "
-                         f"({PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
-                         f"(e.g. experiments/<mnli run>/adapter)")
+        raise ValueError(
+            f"init_adapter_from={str(directory)!r} holds no saved adapter: no PEFT adapter there "
+            f"({PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILE}); point it at a finished lora run's adapter/ directory "
+            f"(e.g. experiments/<mnli run>/adapter)"
+        )
     meta = read_json(directory / PEFT_CONFIG_FILE)
     if not isinstance(meta, dict) or meta.get("peft_type") != "LORA":
         raise ValueError(f"init_adapter_from={str(directory)!r}: the saved adapter is not a LoRA adapter")
@@ -271,20 +282,27 @@ def init_lora_from(model: nn.Module, directory: str | os.PathLike) -> int:
     import peft
 
     if not isinstance(model, peft.PeftModel) or not isinstance(model.peft_config.get("default"), peft.LoraConfig):
-        raise ValueError(f"init from {directory}: only a PEFT LoRA model (adapter=lora) can take LoRA weights; "
-                         f"got {type(model).__name__}")
+        raise ValueError(
+            f"init from {directory}: only a PEFT LoRA model (adapter=lora) can take LoRA weights; "
+            f"got {type(model).__name__}"
+        )
     check_lora_adapter_dir(directory)
     path = Path(directory) / PEFT_WEIGHTS_FILE
     # PEFT saves "<module>.lora_A.weight"; the live parameter is "<module>.lora_A.default.weight".
     # Only the LoRA matrices are taken: the head is this task's own (its label set may differ).
-    saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
-             for k, v in adapter_check.read_weights(path).items() if ".lora_" in k}
+    saved = {
+        k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
+        for k, v in adapter_check.read_weights(path).items()
+        if ".lora_" in k
+    }
     expected = {k: v for k, v in model.named_parameters() if ".lora_" in k}
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     wrong_shape = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
-        raise ValueError(f"init from {directory}: the saved LoRA does not fit this model — missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}, wrong shape {wrong_shape[:3]} (same model, targets and r?)")
+        raise ValueError(
+            f"init from {directory}: the saved LoRA does not fit this model — missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong_shape[:3]} (same model, targets and r?)"
+        )
     with torch.no_grad():
         for name, value in saved.items():
             expected[name].copy_(value)

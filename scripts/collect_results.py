@@ -31,12 +31,42 @@ from aslora.harness.figures import SWEPT  # the run-name convention's swept-sett
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = [
-    "run_name", "grid", "model", "task", "task_standin_for", "adapter", "seed", "main_metric", "best_metric",
-    "best_epoch", "test_metric_at_best", "adapter_params_before", "adapter_params_after", "lora_reference",
-    "fraction_of_lora_after", "num_distinct_B_after", "a_sharing", "max_merges", "merge_candidates",
-    "merge_distance_threshold", "merge_start_fraction", "merge_interval_fraction", "merge_start_step",
-    "merge_interval_steps", "merge_update_ratio", "merge_scope", "num_merges", "steps", "train_seconds",
-    "device", "num_processes", "git_sha", "git_dirty", "report", "variant", "lr",
+    "run_name",
+    "grid",
+    "model",
+    "task",
+    "task_standin_for",
+    "adapter",
+    "seed",
+    "main_metric",
+    "best_metric",
+    "best_epoch",
+    "test_metric_at_best",
+    "adapter_params_before",
+    "adapter_params_after",
+    "lora_reference",
+    "fraction_of_lora_after",
+    "num_distinct_B_after",
+    "a_sharing",
+    "max_merges",
+    "merge_candidates",
+    "merge_distance_threshold",
+    "merge_start_fraction",
+    "merge_interval_fraction",
+    "merge_start_step",
+    "merge_interval_steps",
+    "merge_update_ratio",
+    "merge_scope",
+    "num_merges",
+    "steps",
+    "train_seconds",
+    "device",
+    "num_processes",
+    "git_sha",
+    "git_dirty",
+    "report",
+    "variant",
+    "lr",
 ]
 
 
@@ -55,25 +85,47 @@ def row(report: dict, path: Path) -> dict:
     metric = report["main_metric"]
     test = (report["best"].get("test") or {}).get(metric)
     return {
-        "run_name": report["run_name"], "grid": report["config"].get("run_prefix", "").rstrip("_") or "single",
-        "model": report["model"], "task": report["task"], "task_standin_for": report.get("task_standin_for") or "",
-        "adapter": report["adapter"], "seed": report["seed"], "main_metric": metric,
-        "best_metric": report["best"]["metric"], "best_epoch": report["best"]["epoch"],
+        "run_name": report["run_name"],
+        "grid": report["config"].get("run_prefix", "").rstrip("_") or "single",
+        "model": report["model"],
+        "task": report["task"],
+        "task_standin_for": report.get("task_standin_for") or "",
+        "adapter": report["adapter"],
+        "seed": report["seed"],
+        "main_metric": metric,
+        "best_metric": report["best"]["metric"],
+        "best_epoch": report["best"]["epoch"],
         "test_metric_at_best": "" if test is None else test,
         "adapter_params_before": report["params"]["before"]["adapter"],
         "adapter_params_after": report["params"]["after"]["adapter"],
         "lora_reference": report["params"]["lora_reference"],
         "fraction_of_lora_after": report["params"]["fraction_of_lora_after"],
         "num_distinct_B_after": report["params"]["after"].get("num_distinct_B") or "",
-        **{key: _blank(params.get(key)) for key in (
-            "a_sharing", "max_merges", "merge_candidates", "merge_distance_threshold", "merge_start_fraction",
-            "merge_interval_fraction", "merge_start_step", "merge_interval_steps", "merge_update_ratio",
-            "merge_scope")},
-        "num_merges": len(report.get("merge_history", [])), "steps": report["steps"],
+        **{
+            key: _blank(params.get(key))
+            for key in (
+                "a_sharing",
+                "max_merges",
+                "merge_candidates",
+                "merge_distance_threshold",
+                "merge_start_fraction",
+                "merge_interval_fraction",
+                "merge_start_step",
+                "merge_interval_steps",
+                "merge_update_ratio",
+                "merge_scope",
+            )
+        },
+        "num_merges": len(report.get("merge_history", [])),
+        "steps": report["steps"],
         "lr": report["config"]["train"]["lr"],
-        "train_seconds": round(report["train_seconds"], 1), "device": report["environment"]["device"],
-        "num_processes": report.get("num_processes", 1), "git_sha": report["environment"]["git_sha"] or "",
-        "git_dirty": report["environment"]["git_dirty"], "report": str(path), "variant": variant(report["run_name"], report.get("init_adapter_from")),
+        "train_seconds": round(report["train_seconds"], 1),
+        "device": report["environment"]["device"],
+        "num_processes": report.get("num_processes", 1),
+        "git_sha": report["environment"]["git_sha"] or "",
+        "git_dirty": report["environment"]["git_dirty"],
+        "report": str(path),
+        "variant": variant(report["run_name"], report.get("init_adapter_from")),
     }
 
 
@@ -94,8 +146,11 @@ def keep_sharing_inputs(rows: list[dict], experiments: Path, out_dir: Path) -> i
         run_dir = experiments / r["run_name"]
         # the last epoch's adapter: the sharing map and timeline show the whole run's ties (older
         # runs saved only that one, as adapter/)
-        configs = [run_dir / folder / name for folder in ("adapter_last", "adapter")
-                   for name in (CONFIG_FILE, PEFT_CONFIG_FILE)]
+        configs = [
+            run_dir / folder / name
+            for folder in ("adapter_last", "adapter")
+            for name in (CONFIG_FILE, PEFT_CONFIG_FILE)
+        ]
         adapter_config = next((path for path in configs if path.is_file()), None)
         if r["adapter"] != "aslora" or adapter_config is None:
             continue
@@ -144,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=Path, default=ROOT / "experiments")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--replace", action="store_true", help="drop the rows of runs not under --experiments")
-    parser.add_argument("--restore", action="store_true",
-                        help="copy results/reports/<run>.json back to <experiments>/<run>/report.json where missing, "
-                             "so grids skip committed runs; collect nothing")
+    parser.add_argument(
+        "--restore",
+        action="store_true",
+        help="copy results/reports/<run>.json back to <experiments>/<run>/report.json where missing, "
+        "so grids skip committed runs; collect nothing",
+    )
     args = parser.parse_args(argv)
     reports_dir = args.out.parent / "reports"
     if args.restore:

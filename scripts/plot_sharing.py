@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 
 from aslora.harness.figures import (  # noqa: F401  (sharing_matrix and the names are used from here too)
-    MODEL_NAMES, TASK_NAMES, describe_run, plot_sharing_map, plot_timeline, sharing_matrix,
+    MODEL_NAMES,
+    TASK_NAMES,
+    describe_run,
+    plot_sharing_map,
+    plot_timeline,
+    sharing_matrix,
 )
 
 

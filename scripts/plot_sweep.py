@@ -67,9 +67,13 @@ def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     x = list(range(len(values)))
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     medians = [statistics.median(s) for s in scores]
-    left.errorbar(x, medians, yerr=[[m - min(s) for m, s in zip(medians, scores)],
-                                    [max(s) - m for m, s in zip(medians, scores)]],
-                  fmt="o-" if all(_order(v)[0] == 0 for v in values) else "o", capsize=3)  # no line between categories
+    left.errorbar(
+        x,
+        medians,
+        yerr=[[m - min(s) for m, s in zip(medians, scores)], [max(s) - m for m, s in zip(medians, scores)]],
+        fmt="o-" if all(_order(v)[0] == 0 for v in values) else "o",
+        capsize=3,
+    )  # no line between categories
     left.set_xlim(-0.5, len(x) - 0.5)
     spread = max(max(max(s) for s in scores) - min(min(s) for s in scores), 2.0)  # never a sub-point scale
     middle = (max(max(s) for s in scores) + min(min(s) for s in scores)) / 2
@@ -87,8 +91,11 @@ def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
         ax.set_xticks(x, values)
         ax.set_xlabel(SETTING_NAMES.get(setting, setting), fontsize=8)
     sample = by_value[values[0]][0]
-    fig.suptitle(f"ASLoRA, {MODEL_NAMES.get(sample['model'], sample['model'])} on "
-                 f"{TASK_NAMES.get(sample['task'], sample['task'])}: {SETTING_NAMES.get(setting, setting)}", fontsize=10)
+    fig.suptitle(
+        f"ASLoRA, {MODEL_NAMES.get(sample['model'], sample['model'])} on "
+        f"{TASK_NAMES.get(sample['task'], sample['task'])}: {SETTING_NAMES.get(setting, setting)}",
+        fontsize=10,
+    )
     return save(fig, out / f"sweep_{setting}.png")
 
 
@@ -96,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "figures")
-    parser.add_argument("--if-any", action="store_true",
-                        help="exit quietly when runs.csv has no merge-grid runs (`make figures` uses this)")
+    parser.add_argument(
+        "--if-any",
+        action="store_true",
+        help="exit quietly when runs.csv has no merge-grid runs (`make figures` uses this)",
+    )
     args = parser.parse_args(argv)
     with open(args.runs, newline="") as f:
         points = swept_points(list(csv.DictReader(f)))

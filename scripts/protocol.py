@@ -54,12 +54,12 @@ def _lr_stage(sweep: str, other_adapters: str) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Suite:
-    lr_sweep: str         # configs/sweep/<lr_sweep>.yaml
-    lr_grid: str          # its run_prefix, as runs.csv's `grid` column reads it
+    lr_sweep: str  # configs/sweep/<lr_sweep>.yaml
+    lr_grid: str  # its run_prefix, as runs.csv's `grid` column reads it
     final_sweep: str
     final_grid: str
     tasks: tuple
-    other_adapters: str   # beyond LoRA, ASLoRA, LoRA r=2 and VeRA
+    other_adapters: str  # beyond LoRA, ASLoRA, LoRA r=2 and VeRA
 
     @property
     def lr_stage(self) -> list[list[str]]:
@@ -67,10 +67,17 @@ class Suite:
 
 
 SUITES = {
-    "classification": Suite("protocol_lr", "protocol-lr", "protocol_final", "protocol", ("rt_polarity", "bbc_news"),
-                            "sharelora,tiedlora"),
-    "instruct": Suite("protocol_instruct_lr", "protocol-instruct-lr", "protocol_instruct_final", "protocol-instruct",
-                      ("instruct",), ""),
+    "classification": Suite(
+        "protocol_lr", "protocol-lr", "protocol_final", "protocol", ("rt_polarity", "bbc_news"), "sharelora,tiedlora"
+    ),
+    "instruct": Suite(
+        "protocol_instruct_lr",
+        "protocol-instruct-lr",
+        "protocol_instruct_final",
+        "protocol-instruct",
+        ("instruct",),
+        "",
+    ),
 }
 LR_GRIDS = tuple(s.lr_grid for s in SUITES.values())
 FINAL_GRIDS = tuple(s.final_grid for s in SUITES.values())
@@ -78,8 +85,8 @@ TASKS = SUITES["classification"].tasks  # the size curves' tasks
 # 4 is the shipped default, run in stage 2; 0 (global A, every B kept) separates what sharing A costs
 # from what the ties cost
 CURVE_MAX_MERGES = "0,1,2,3,5"
-CURVE_LORA_RANKS = "1,4"         # 2 and 8 are run in stage 2
-CURVE_SEEDS = "seed=1,2,3"       # a curve's points are read together: 3 seeds each keeps stage 3 to 60 runs
+CURVE_LORA_RANKS = "1,4"  # 2 and 8 are run in stage 2
+CURVE_SEEDS = "seed=1,2,3"  # a curve's points are read together: 3 seeds each keeps stage 3 to 60 runs
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
@@ -102,10 +109,19 @@ def select(rows: list[dict], grids: tuple = LR_GRIDS) -> list[dict]:
             edge = "flat"  # every lr scores the same (e.g. the majority class throughout): nothing chose
         else:
             edge = {grid[-1]: "top", grid[0]: "bottom"}.get(best["lr"], "")
-        chosen.append({"task": task, "adapter": adapter, "variant": variant, "lr": best["lr"],
-                       "validation": best["best_metric"], "main_metric": best["main_metric"],
-                       "grid": ",".join(grid), "edge": edge,
-                       "runs": ";".join(r["run_name"] for r in sorted(runs, key=lambda r: float(r["lr"])))})
+        chosen.append(
+            {
+                "task": task,
+                "adapter": adapter,
+                "variant": variant,
+                "lr": best["lr"],
+                "validation": best["best_metric"],
+                "main_metric": best["main_metric"],
+                "grid": ",".join(grid),
+                "edge": edge,
+                "runs": ";".join(r["run_name"] for r in sorted(runs, key=lambda r: float(r["lr"]))),
+            }
+        )
     return chosen
 
 
@@ -121,11 +137,11 @@ def next_lr(lr: float, direction: str) -> float:
     """The next value beyond a grid's edge on the 1–3 half-decade ladder the grids use:
     up 3e-3 → 1e-2 → 3e-2, down 1e-3 → 3e-4 → 1e-4 (VeRA's 4e-3 → 1e-3 when going down)."""
     exponent = math.floor(math.log10(lr) + 1e-9)
-    mantissa = lr / 10 ** exponent
+    mantissa = lr / 10**exponent
     if direction == "top":
-        value = 3 * 10 ** exponent if mantissa < 3 - 1e-9 else 10 ** (exponent + 1)
+        value = 3 * 10**exponent if mantissa < 3 - 1e-9 else 10 ** (exponent + 1)
     else:
-        value = 10 ** exponent if mantissa > 1 + 1e-9 else 3 * 10 ** (exponent - 1)
+        value = 10**exponent if mantissa > 1 + 1e-9 else 3 * 10 ** (exponent - 1)
     return float(f"{value:.3g}")
 
 
@@ -145,21 +161,38 @@ def extension_commands(chosen: list[dict], lr_sweep: dict[str, str] | None = Non
         direction = "top" if row["edge"] == "flat" else row["edge"]
         lr = next_lr(max(grid) if direction == "top" else min(grid), direction)
         if not LR_LIMITS[0] <= lr <= LR_LIMITS[1]:
-            where = "every lr scored the same" if row["edge"] == "flat" else f"best lr {row['lr']} at the {row['edge']} edge"
-            print(f"# {row['task']} {row['adapter']} {row['variant']}: {where}; {lr:g} is outside {LR_LIMITS}, not run",
-                  flush=True)
+            where = (
+                "every lr scored the same"
+                if row["edge"] == "flat"
+                else f"best lr {row['lr']} at the {row['edge']} edge"
+            )
+            print(
+                f"# {row['task']} {row['adapter']} {row['variant']}: {where}; {lr:g} is outside {LR_LIMITS}, not run",
+                flush=True,
+            )
             continue
-        commands.append([lr_sweep[row["task"]], f"task={row['task']}", f"adapter={row['adapter']}",
-                         *_variant_overrides(row), f"train.lr={lr:g}"])
+        commands.append(
+            [
+                lr_sweep[row["task"]],
+                f"task={row['task']}",
+                f"adapter={row['adapter']}",
+                *_variant_overrides(row),
+                f"train.lr={lr:g}",
+            ]
+        )
     return commands
 
 
 MAX_EXTENSION_ROUNDS = 3  # 1e-2 → 3e-2 → 0.1 is as far as a top edge can go within LR_LIMITS
 
 
-def extend_until_inside(current_rows: Callable[[], list[dict]], train: Callable[[list[str]], None],
-                        rounds: int = MAX_EXTENSION_ROUNDS, grids: tuple = LR_GRIDS,
-                        lr_sweep: dict[str, str] | None = None) -> list[dict]:
+def extend_until_inside(
+    current_rows: Callable[[], list[dict]],
+    train: Callable[[list[str]], None],
+    rounds: int = MAX_EXTENSION_ROUNDS,
+    grids: tuple = LR_GRIDS,
+    lr_sweep: dict[str, str] | None = None,
+) -> list[dict]:
     """Extend every grid whose choice sits at an edge, re-select, and repeat until every choice lies
     inside its grid (or ``rounds`` are spent, or the next lr is beyond ``LR_LIMITS``): one extra lr
     can move the best to the new edge, and a choice at an edge says only "at least this far".
@@ -182,6 +215,7 @@ def final_commands(chosen: list[dict], suite: str | None = None) -> list[list[st
     """One 5-seed multirun per (task, adapter) at its chosen lr; ASLoRA, LoRA and LoRA r=2 first on
     every task, so a protocol stopped part-way has answered the main comparison. ``suite``: only
     that suite's tasks."""
+
     def priority(row: dict) -> tuple:
         key = (row["adapter"], row["variant"])
         return (FINAL_ORDER.index(key) if key in FINAL_ORDER else len(FINAL_ORDER), row["task"])
@@ -191,8 +225,15 @@ def final_commands(chosen: list[dict], suite: str | None = None) -> list[list[st
     for row in sorted(chosen, key=priority):
         if row["task"] not in final_sweep:
             continue
-        commands.append([f"sweep={final_sweep[row['task']]}", f"task={row['task']}", f"adapter={row['adapter']}",
-                         *_variant_overrides(row), f"train.lr={row['lr']}"])
+        commands.append(
+            [
+                f"sweep={final_sweep[row['task']]}",
+                f"task={row['task']}",
+                f"adapter={row['adapter']}",
+                *_variant_overrides(row),
+                f"train.lr={row['lr']}",
+            ]
+        )
     return commands
 
 
@@ -203,7 +244,9 @@ def thresholds(reports: list[dict], quantiles=(0.25, 0.5, 0.75)) -> list[float]:
 
     distances = [e["distance"] for r in reports for e in r["merge_history"]]
     if not distances:
-        raise SystemExit("no tie distances recorded yet: run `python -m scripts.protocol final` and `make collect` first")
+        raise SystemExit(
+            "no tie distances recorded yet: run `python -m scripts.protocol final` and `make collect` first"
+        )
     return [float(f"{q:.3g}") for q in np.quantile(distances, quantiles)]
 
 
@@ -212,16 +255,29 @@ def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
     commands = []
     for task in TASKS:
         if (task, "aslora", "") in lr:
-            base = ["sweep=protocol_final", f"task={task}", "adapter=aslora", f"train.lr={lr[task, 'aslora', '']}",
-                    CURVE_SEEDS]
+            base = [
+                "sweep=protocol_final",
+                f"task={task}",
+                "adapter=aslora",
+                f"train.lr={lr[task, 'aslora', '']}",
+                CURVE_SEEDS,
+            ]
             commands.append([*base, f"adapter.params.max_merges={CURVE_MAX_MERGES}"])
             task_reports = [r for r in reports if r["task"] == task]
             if task_reports:
                 values = ",".join(str(t) for t in thresholds(task_reports))
                 commands.append([*base, f"adapter.params.merge_distance_threshold={values}"])
         if (task, "lora", "") in lr:
-            commands.append(["sweep=protocol_final", f"task={task}", "adapter=lora", f"train.lr={lr[task, 'lora', '']}",
-                             CURVE_SEEDS, f"adapter.params.r={CURVE_LORA_RANKS}"])
+            commands.append(
+                [
+                    "sweep=protocol_final",
+                    f"task={task}",
+                    "adapter=lora",
+                    f"train.lr={lr[task, 'lora', '']}",
+                    CURVE_SEEDS,
+                    f"adapter.params.r={CURVE_LORA_RANKS}",
+                ]
+            )
     return commands
 
 
@@ -241,9 +297,12 @@ def _write_chosen(chosen: list[dict], source: Path, path: Path | None = None, gr
         writer.writerows(chosen)
     for row in chosen:
         edge = {"": "", "flat": "; flat, every lr scored the same: `extend` goes up"}.get(
-            row["edge"], f"; at the {row['edge']} edge: `extend`")
-        print(f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
-              f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})")
+            row["edge"], f"; at the {row['edge']} edge: `extend`"
+        )
+        print(
+            f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
+            f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})"
+        )
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
@@ -257,8 +316,11 @@ def _read_chosen(path: Path | None = None, how: str = "`python -m scripts.protoc
 
 def _final_aslora_reports() -> list[dict]:
     sharing = ROOT / "results" / "sharing"
-    return [json.loads(p.read_text()) for p in sorted(sharing.glob("protocol_*_aslora_*/report.json"))
-            if "adapter.params" not in p.parent.name]
+    return [
+        json.loads(p.read_text())
+        for p in sorted(sharing.glob("protocol_*_aslora_*/report.json"))
+        if "adapter.params" not in p.parent.name
+    ]
 
 
 def _restore_committed_runs() -> None:
@@ -280,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["lr", "select", "extend", "final", "curves", "plan"])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="classification",
-                        help="which suite's lr and final stages run (select reads every suite; curves: classification)")
+    parser.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default="classification",
+        help="which suite's lr and final stages run (select reads every suite; curves: classification)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     args = parser.parse_args(argv)
     suite = SUITES[args.suite]

@@ -32,10 +32,22 @@ from scripts.protocol import FINAL_GRIDS, LOWER_IS_BETTER, LR_GRIDS, LR_LIMITS, 
 from scripts.stats import format_interval, median_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = {"full": "Full FT", "lora": "LoRA", "vera": "VeRA", "tiedlora": "Tied-LoRA", "sharelora": "ShareLoRA",
-         "aslora": "ASLoRA"}
+NAMES = {
+    "full": "Full FT",
+    "lora": "LoRA",
+    "vera": "VeRA",
+    "tiedlora": "Tied-LoRA",
+    "sharelora": "ShareLoRA",
+    "aslora": "ASLoRA",
+}
 ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
-COLOURS = {"lora": "tab:blue", "vera": "tab:green", "tiedlora": "tab:purple", "sharelora": "tab:brown", "aslora": "tab:red"}
+COLOURS = {
+    "lora": "tab:blue",
+    "vera": "tab:green",
+    "tiedlora": "tab:purple",
+    "sharelora": "tab:brown",
+    "aslora": "tab:red",
+}
 """One colour per adapter; its size variants are the smaller points of that colour."""
 
 
@@ -76,29 +88,43 @@ def _by_seed(runs: list[dict], key: str) -> dict[int, float]:
 
 
 def markdown(model: str, by_task: dict) -> str:
-    lines = [f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
-             f"[95 % percentile-bootstrap interval over seeds]; validation beside it. Sizes are live adapter "
-             f"parameters, head excluded.", ""]
+    lines = [
+        f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
+        f"[95 % percentile-bootstrap interval over seeds]; validation beside it. Sizes are live adapter "
+        f"parameters, head excluded.",
+        "",
+    ]
     for task, by_adapter in sorted(by_task.items()):
         sample = next(iter(by_adapter.values()))[0]
         standin = f" (stand-in for {sample['task_standin_for']})" if sample["task_standin_for"] else ""
         digits = _digits(sample)
         better = " (lower is better)" if _lower_is_better(sample) else ""
-        lines += [f"**{task}{standin}**, {sample['main_metric']}{better}", "",
-                  "| adapter | params | % of LoRA | test | validation | seeds |", "|---|---|---|---|---|---|"]
-        keys = sorted(by_adapter, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, _size(by_adapter[k]), k[1]))
+        lines += [
+            f"**{task}{standin}**, {sample['main_metric']}{better}",
+            "",
+            "| adapter | params | % of LoRA | test | validation | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
+        keys = sorted(
+            by_adapter, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, _size(by_adapter[k]), k[1])
+        )
         for key in keys:
             runs = by_adapter[key]
             test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
             val = median_interval(list(_by_seed(runs, "best_metric").values()))
-            lines.append(f"| {_label(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
-                         f"{format_interval(test, digits)} | {format_interval(val, digits)} | {test.n} |")
+            lines.append(
+                f"| {_label(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
+                f"{format_interval(test, digits)} | {format_interval(val, digits)} | {test.n} |"
+            )
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
             diff = _paired_test(by_adapter["aslora", ""], by_adapter["lora", ""])
             favours = "; negative favours ASLoRA" if _lower_is_better(sample) else ""
-            lines += [f"ASLoRA − LoRA, paired by seed (test{favours}): {format_interval(diff, digits, signed=True)} "
-                      f"over {diff.n} seeds", ""]
+            lines += [
+                f"ASLoRA − LoRA, paired by seed (test{favours}): {format_interval(diff, digits, signed=True)} "
+                f"over {diff.n} seeds",
+                "",
+            ]
         lines += _equal_budget_markdown(by_adapter, digits)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -128,13 +154,19 @@ def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
     pairs = equal_budget_pairs(by_adapter)
     if not pairs:
         return []
-    lines = ["Equal budgets: each ASLoRA setting against the LoRA rank nearest its size, test, paired by seed "
-             "(mean difference [95 % bootstrap interval over the seeds both ran]):", "",
-             "| ASLoRA | params | LoRA | params | ASLoRA − LoRA | seeds |", "|---|---|---|---|---|---|"]
+    lines = [
+        "Equal budgets: each ASLoRA setting against the LoRA rank nearest its size, test, paired by seed "
+        "(mean difference [95 % bootstrap interval over the seeds both ran]):",
+        "",
+        "| ASLoRA | params | LoRA | params | ASLoRA − LoRA | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     for aslora, lora in pairs:
         diff = _paired_test(by_adapter[aslora], by_adapter[lora])
-        lines.append(f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
-                     f"{_size(by_adapter[lora]):,} | {format_interval(diff, digits, signed=True)} | {diff.n} |")
+        lines.append(
+            f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
+            f"{_size(by_adapter[lora]):,} | {format_interval(diff, digits, signed=True)} | {diff.n} |"
+        )
     return lines + [""]
 
 
@@ -144,30 +176,51 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
     runs = [r for r in rows if r["grid"] in LR_GRIDS and r["model"] == model]
     selected = {(c["task"], c["adapter"], c["variant"]): c for c in select(runs)}
     chosen = {key: c["lr"] for key, c in selected.items()}
-    lines = [f"Comparison protocol, {model}, lr stage: validation score of the best epoch, one seed, per "
-             f"learning rate; **bold**: the lr chosen for the final runs. Generated by "
-             f"scripts/protocol_report.py from results/runs.csv.", ""]
+    lines = [
+        f"Comparison protocol, {model}, lr stage: validation score of the best epoch, one seed, per "
+        f"learning rate; **bold**: the lr chosen for the final runs. Generated by "
+        f"scripts/protocol_report.py from results/runs.csv.",
+        "",
+    ]
     for task in sorted({r["task"] for r in runs}):
         task_runs = [r for r in runs if r["task"] == task]
         lrs = sorted({float(r["lr"]) for r in task_runs})
         metric, digits = task_runs[0]["main_metric"], _digits(task_runs[0])
-        lines += [f"**{task}**, validation {metric}{_unit(task_runs[0])}", "",
-                  "| adapter | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
-        keys = sorted({(r["adapter"], r["variant"]) for r in task_runs},
-                      key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]))
+        lines += [
+            f"**{task}**, validation {metric}{_unit(task_runs[0])}",
+            "",
+            "| adapter | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
+            "|---|" + "---|" * len(lrs),
+        ]
+        keys = sorted(
+            {(r["adapter"], r["variant"]) for r in task_runs},
+            key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]),
+        )
         for adapter, variant in keys:
-            score = {float(r["lr"]): _scale(r) * float(r["best_metric"]) for r in task_runs
-                     if (r["adapter"], r["variant"]) == (adapter, variant)}
+            score = {
+                float(r["lr"]): _scale(r) * float(r["best_metric"])
+                for r in task_runs
+                if (r["adapter"], r["variant"]) == (adapter, variant)
+            }
             best = float(chosen[task, adapter, variant])
-            cells = [("—" if lr not in score else f"**{score[lr]:.{digits}f}**" if lr == best else f"{score[lr]:.{digits}f}")
-                     for lr in lrs]
+            cells = [
+                ("—" if lr not in score else f"**{score[lr]:.{digits}f}**" if lr == best else f"{score[lr]:.{digits}f}")
+                for lr in lrs
+            ]
             lines.append(f"| {_label(adapter, variant)} | " + " | ".join(cells) + " |")
         lines.append("")
         for (_, adapter, variant), row in sorted(selected.items()):
             if row["task"] == task and row["edge"]:  # still at an edge: `extend` has not run, or hit LR_LIMITS
-                where = "every lr scored the same" if row["edge"] == "flat" else f"the choice sits at the {row['edge']} edge"
-                lines += [f"{_label(adapter, variant)}: {where} (`extend` goes no further than {LR_LIMITS[1]:g} "
-                          f"up or {LR_LIMITS[0]:g} down), so a better lr may lie beyond it.", ""]
+                where = (
+                    "every lr scored the same"
+                    if row["edge"] == "flat"
+                    else f"the choice sits at the {row['edge']} edge"
+                )
+                lines += [
+                    f"{_label(adapter, variant)}: {where} (`extend` goes no further than {LR_LIMITS[1]:g} "
+                    f"up or {LR_LIMITS[0]:g} down), so a better lr may lie beyond it.",
+                    "",
+                ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -213,16 +266,27 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
             interval = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
             point[key] = (_size(runs), interval)
         curves = {  # (label, style, keys in order of size)
-            "ASLoRA, max_merges": [k for k in point if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "max_merges"))],
-            "ASLoRA, distance threshold": [k for k in point if k[0] == "aslora"
-                                           and (k[1] == "" or _variant_value(k[1], "merge_distance_threshold"))],
+            "ASLoRA, max_merges": [
+                k for k in point if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "max_merges"))
+            ],
+            "ASLoRA, distance threshold": [
+                k
+                for k in point
+                if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "merge_distance_threshold"))
+            ],
             "LoRA, rank": [k for k in point if k[0] == "lora" and (k[1] == "" or _variant_value(k[1], "r"))],
         }
         for (label, keys), style in zip(curves.items(), ("-", ":", "--")):
             if len(keys) > 1:
                 keys = sorted(keys, key=lambda k: point[k][0])
-                ax.plot([point[k][0] for k in keys], [point[k][1].estimate for k in keys], style, color="grey",
-                        linewidth=1, label=label)
+                ax.plot(
+                    [point[k][0] for k in keys],
+                    [point[k][1].estimate for k in keys],
+                    style,
+                    color="grey",
+                    linewidth=1,
+                    label=label,
+                )
         # a curve point's label names the setting that made it; ASLoRA's max_merges and threshold
         # points that coincide (same size and score, as when a threshold lets the same ties through)
         # share one label, below the point; a threshold point of its own is labelled above it
@@ -230,31 +294,52 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         for key, (size, interval) in sorted(point.items(), key=lambda kv: kv[1][0]):
             if size <= 0:
                 continue  # full fine-tuning has no adapter size to place on this axis
-            ax.errorbar([size], [interval.estimate], yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
-                        fmt="o", capsize=3, markersize=7 if key[1] == "" else 4, color=COLOURS.get(key[0], "black"))
+            ax.errorbar(
+                [size],
+                [interval.estimate],
+                yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
+                fmt="o",
+                capsize=3,
+                markersize=7 if key[1] == "" else 4,
+                color=COLOURS.get(key[0], "black"),
+            )
             if key[1] == "" or key == ("lora", "r=2"):
-                ax.annotate(_label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8)
+                ax.annotate(
+                    _label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8
+                )
             else:
                 curve_labels[key[0], size, round(interval.estimate, 6)].append(key[1])
         for (_, size, estimate), variants in curve_labels.items():
             above = all(_variant_value(v, "merge_distance_threshold") for v in variants) and any(
-                k[1] == size and k[2] != estimate for k in curve_labels)  # another point shares its size
+                k[1] == size and k[2] != estimate for k in curve_labels
+            )  # another point shares its size
             # stacked, not side by side: neighbouring curve points are ~50 px apart on the log axis
-            ax.annotate("\n".join(_short(v) for v in variants), (size, estimate), textcoords="offset points",
-                        xytext=(4, 4) if above else (4, -4), va="bottom" if above else "top", fontsize=7,
-                        color="dimgrey", linespacing=1.0)
+            ax.annotate(
+                "\n".join(_short(v) for v in variants),
+                (size, estimate),
+                textcoords="offset points",
+                xytext=(4, 4) if above else (4, -4),
+                va="bottom" if above else "top",
+                fontsize=7,
+                color="dimgrey",
+                linespacing=1.0,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("adapter parameters after merging (live, head excluded; log scale)")
         sample = next(iter(by_adapter.values()))[0]
         ax.set_ylabel(f"test {sample['main_metric']}{_unit(sample)}")
         steps = sorted({int(r["steps"]) for runs in by_adapter.values() for r in runs if r.get("steps")})
-        ax.set_title(TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""),
-                     fontsize=10)
+        ax.set_title(
+            TASK_NAMES.get(task, task) + (f" · {'/'.join(map(str, steps))} steps per run" if steps else ""), fontsize=10
+        )
         if ax.get_legend_handles_labels()[0]:  # a suite without size curves has no lines to name
             ax.legend(fontsize=8, loc="best")  # wherever it hides no point or bar
     devices = sorted({r["device"] for t in by_task.values() for runs in t.values() for r in runs if r.get("device")})
-    parts = [f"Score against size, {MODEL_NAMES.get(model, model)}", "median over seeds, bars 95 % bootstrap interval",
-             "; ".join(devices)]
+    parts = [
+        f"Score against size, {MODEL_NAMES.get(model, model)}",
+        "median over seeds, bars 95 % bootstrap interval",
+        "; ".join(devices),
+    ]
     # one panel is too narrow for the title on one line
     fig.suptitle((" · " if len(tasks) > 1 else "\n").join(p for p in parts if p), fontsize=10)
     return save(fig, path)
@@ -266,14 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=ROOT / "results" / "tables")
     parser.add_argument("--figures", type=Path, default=ROOT / "results" / "figures")
     parser.add_argument("--if-any", action="store_true", help="exit quietly when there are no protocol runs")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="fill this file's <!-- table:protocol_<model> --> blocks (make_tables fills the others)")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="fill this file's <!-- table:protocol_<model> --> blocks (make_tables fills the others)",
+    )
     args = parser.parse_args(argv)
     with open(args.runs, newline="") as f:
         rows = list(csv.DictReader(f))
     table = groups(rows)
-    tables = {f"protocol-lr_{model}": lr_markdown(model, rows)
-              for model in sorted({r["model"] for r in rows if r["grid"] in LR_GRIDS})}
+    tables = {
+        f"protocol-lr_{model}": lr_markdown(model, rows)
+        for model in sorted({r["model"] for r in rows if r["grid"] in LR_GRIDS})
+    }
     if not table:
         print(f"no runs of the protocol's final grids in {args.runs}: no protocol table or figure")
         if not args.if_any:

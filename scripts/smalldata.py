@@ -21,8 +21,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.protocol import (ROOT, _read_chosen, _read_runs, _restore_committed_runs, _train, _write_chosen,
-                              extend_until_inside, extension_commands, select)
+from scripts.protocol import (
+    ROOT,
+    _read_chosen,
+    _read_runs,
+    _restore_committed_runs,
+    _train,
+    _write_chosen,
+    extend_until_inside,
+    extension_commands,
+    select,
+)
 
 LR_SWEEP, LR_GRID = "smalldata_lr", "smalldata-lr"
 FINAL_SWEEP, FINAL_GRID = "smalldata_final", "smalldata"
@@ -49,8 +58,15 @@ class Arm:
 
     def commands(self, lr: float, seed: int) -> list[str]:
         extra = [f"train.shared_a_lr={lr * self.shared_a_lr_factor:.3g}"] if self.shared_a_lr_factor else []
-        return [f"sweep={FINAL_SWEEP}", f"task={TASK}", f"adapter={self.adapter}", *self.overrides,
-                f"train.lr={lr:g}", *extra, f"seed={seed}"]
+        return [
+            f"sweep={FINAL_SWEEP}",
+            f"task={TASK}",
+            f"adapter={self.adapter}",
+            *self.overrides,
+            f"train.lr={lr:g}",
+            *extra,
+            f"seed={seed}",
+        ]
 
 
 ASLORA_LR = ("aslora", "merge_interval_fraction=0.0348,merge_start_fraction=0.0464")
@@ -68,9 +84,11 @@ ARMS = (
 
 def lr_commands() -> list[list[str]]:
     """Stage 1: LoRA r=8 and ASLoRA (the paper-proportioned schedule) first, then LoRA r=2."""
-    return [[f"sweep={LR_SWEEP}", "adapter=lora"],
-            [f"sweep={LR_SWEEP}", "adapter=aslora", *PAPER_SCHEDULE],
-            [f"sweep={LR_SWEEP}", "adapter=lora", "adapter.params.r=2"]]
+    return [
+        [f"sweep={LR_SWEEP}", "adapter=lora"],
+        [f"sweep={LR_SWEEP}", "adapter=aslora", *PAPER_SCHEDULE],
+        [f"sweep={LR_SWEEP}", "adapter=lora", "adapter.params.r=2"],
+    ]
 
 
 def final_commands(chosen: list[dict], seeds: tuple[int, ...] = SEEDS) -> list[list[str]]:
@@ -107,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             collect(["--out", str(args.runs)])
             return _read_runs(args.runs)
 
-        chosen = extend_until_inside(current_rows, lambda o: _train(o, dry_run=False), grids=(LR_GRID,),
-                                     lr_sweep=lr_sweep)
+        chosen = extend_until_inside(
+            current_rows, lambda o: _train(o, dry_run=False), grids=(LR_GRID,), lr_sweep=lr_sweep
+        )
         _write_chosen(chosen, args.runs, CHOSEN, (LR_GRID,))
     if args.stage in ("final", "plan"):
         if args.stage == "plan" and not CHOSEN.is_file():

@@ -34,8 +34,11 @@ REFERENCES = ("LoRA r=8", "LoRA r=2 (ASLoRA's size)")
 
 def _identity(config: dict) -> tuple:
     """What makes an arm: the adapter, all its parameters, and whether A has its own lr."""
-    return (config["adapter"]["name"], json.dumps(config["adapter"]["params"], sort_keys=True),
-            config["train"].get("shared_a_lr") is not None)
+    return (
+        config["adapter"]["name"],
+        json.dumps(config["adapter"]["params"], sort_keys=True),
+        config["train"].get("shared_a_lr") is not None,
+    )
 
 
 def arm_identities(arms: tuple[Arm, ...] = ARMS) -> dict[tuple, str]:
@@ -67,9 +70,11 @@ def _size_at_best(report: dict) -> int:
 
 
 def final_table(arms: dict[str, list[dict]]) -> list[str]:
-    lines = ["| arm | adapter params at best epoch | % of LoRA r=8 | best epoch (median) | test acc ×100 at best, "
-             "median [95 % CI] | seeds min–max | − LoRA r=8 (paired) | − LoRA r=2 (paired) | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | adapter params at best epoch | % of LoRA r=8 | best epoch (median) | test acc ×100 at best, "
+        "median [95 % CI] | seeds min–max | − LoRA r=8 (paired) | − LoRA r=2 (paired) | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     reference = {label: {r["seed"]: _test(r) for r in arms.get(label, [])} for label in REFERENCES}
     for arm in ARMS:
         runs = arms.get(arm.label)
@@ -83,11 +88,16 @@ def final_table(arms: dict[str, list[dict]]) -> list[str]:
             if label == arm.label or not set(reference[label]) & {r["seed"] for r in runs}:
                 differences.append("—")
             else:
-                differences.append(format_interval(paired_difference({r["seed"]: _test(r) for r in runs},
-                                                                     reference[label]), signed=True))
-        lines.append(f"| {arm.label} | {size:,} | {fraction:.1f} | {np.median([r['best']['epoch'] for r in runs]):g} | "
-                     f"{format_interval(median_interval(tests))} | {min(tests):.1f}–{max(tests):.1f} | "
-                     f"{differences[0]} | {differences[1]} | {len(runs)} |")
+                differences.append(
+                    format_interval(
+                        paired_difference({r["seed"]: _test(r) for r in runs}, reference[label]), signed=True
+                    )
+                )
+        lines.append(
+            f"| {arm.label} | {size:,} | {fraction:.1f} | {np.median([r['best']['epoch'] for r in runs]):g} | "
+            f"{format_interval(median_interval(tests))} | {min(tests):.1f}–{max(tests):.1f} | "
+            f"{differences[0]} | {differences[1]} | {len(runs)} |"
+        )
     return lines
 
 
@@ -95,8 +105,11 @@ def lr_table(reports: list[dict]) -> list[str]:
     labels = {"lora": "LoRA r=8", "lora r=2": "LoRA r=2", "aslora": "ASLoRA (paper schedule)"}
     scores: dict[str, dict[float, float]] = defaultdict(dict)
     for r in reports:
-        name = r["adapter"] + (f" r={r['config']['adapter']['params']['r']}"
-                               if r["adapter"] == "lora" and r["config"]["adapter"]["params"]["r"] != 8 else "")
+        name = r["adapter"] + (
+            f" r={r['config']['adapter']['params']['r']}"
+            if r["adapter"] == "lora" and r["config"]["adapter"]["params"]["r"] != 8
+            else ""
+        )
         scores[name][r["config"]["train"]["lr"]] = 100 * r["best"]["metric"]
     lrs = sorted({lr for s in scores.values() for lr in s})
     lines = ["| adapter | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
@@ -104,8 +117,12 @@ def lr_table(reports: list[dict]) -> list[str]:
         if name not in scores:
             continue
         best = max(scores[name].values())
-        cells = [("**{:.1f}**" if scores[name].get(lr) == best else "{:.1f}").format(scores[name][lr])
-                 if lr in scores[name] else "—" for lr in lrs]
+        cells = [
+            ("**{:.1f}**" if scores[name].get(lr) == best else "{:.1f}").format(scores[name][lr])
+            if lr in scores[name]
+            else "—"
+            for lr in lrs
+        ]
         lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
     return lines
 
@@ -135,15 +152,22 @@ def plot(arms: dict[str, list[dict]], path: Path) -> None:
     panels = ["train loss", "validation accuracy ×100", "validation loss"]
     panels = [p for p in panels if any(p in m for m in medians.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4))
-    styles = {arm.label: (f"C{i}", "-" if arm.adapter == "lora" else "--" if i > 3 else "-")
-              for i, arm in enumerate(ARMS)}
+    styles = {
+        arm.label: (f"C{i}", "-" if arm.adapter == "lora" else "--" if i > 3 else "-") for i, arm in enumerate(ARMS)
+    }
     for ax, panel in zip(np.atleast_1d(axes), panels):
         for arm in ARMS:
             if arm.label in medians and panel in medians[arm.label]:
                 values = medians[arm.label][panel]
                 colour, line = styles[arm.label]
-                ax.plot(np.arange(1, len(values) + 1), values, line, color=colour, lw=1.6,
-                        label=f"{arm.label} ({len(arms[arm.label])})")
+                ax.plot(
+                    np.arange(1, len(values) + 1),
+                    values,
+                    line,
+                    color=colour,
+                    lw=1.6,
+                    label=f"{arm.label} ({len(arms[arm.label])})",
+                )
         ax.set_title(panel)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -151,13 +175,21 @@ def plot(arms: dict[str, list[dict]], path: Path) -> None:
     if paper:  # where the paper-proportioned ties happen, in epochs
         per_epoch = paper[0]["steps"] / len(paper[0]["epochs"])
         for ax in np.atleast_1d(axes):
-            ax.axvspan(paper[0]["merge_history"][0]["step"] / per_epoch, paper[0]["merge_history"][-1]["step"] / per_epoch,
-                       color="grey", alpha=0.12, lw=0)
+            ax.axvspan(
+                paper[0]["merge_history"][0]["step"] / per_epoch,
+                paper[0]["merge_history"][-1]["step"] / per_epoch,
+                color="grey",
+                alpha=0.12,
+                lw=0,
+            )
     np.atleast_1d(axes)[0].legend(fontsize=7, title="arm (seeds)", title_fontsize=7)
     run = next(iter(arms.values()))[0]
-    fig.suptitle(f"Small-data suite: {run['model']} on {run['task']} ({run['train_examples']:,} examples, batch "
-                 f"{run['config']['train']['batch_size']}, {len(run['epochs'])} epochs); median over seeds. "
-                 f"Grey: the paper-schedule ties. {run['environment']['device']}", fontsize=9)
+    fig.suptitle(
+        f"Small-data suite: {run['model']} on {run['task']} ({run['train_examples']:,} examples, batch "
+        f"{run['config']['train']['batch_size']}, {len(run['epochs'])} epochs); median over seeds. "
+        f"Grey: the paper-schedule ties. {run['environment']['device']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -172,19 +204,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lr_reports, final_reports = read_reports(args.reports, LR_GRID), read_reports(args.reports, FINAL_GRID)
     if not lr_reports and not final_reports:
-        raise SystemExit(f"no small-data runs in {args.reports}: run `make protocol-smalldata` (or its stages) "
-                         f"and `make collect` first")
+        raise SystemExit(
+            f"no small-data runs in {args.reports}: run `make protocol-smalldata` (or its stages) "
+            f"and `make collect` first"
+        )
     arms = by_arm(final_reports, arm_identities())
     device = (final_reports or lr_reports)[0]["environment"]["device"]
-    lines = ["<!-- generated by scripts/smalldata_report.py from results/reports; do not edit -->",
-             f"Small-data suite (issue 24); hardware: {device}. Commands: `make protocol-smalldata` "
-             f"(stages: `python -m scripts.smalldata lr|select|extend|final`).", "",
-             f"Learning rates (validation accuracy ×100 at the best epoch, seed 1; {len(lr_reports)} runs):", "",
-             *lr_table(lr_reports), ""]
+    lines = [
+        "<!-- generated by scripts/smalldata_report.py from results/reports; do not edit -->",
+        f"Small-data suite (issue 24); hardware: {device}. Commands: `make protocol-smalldata` "
+        f"(stages: `python -m scripts.smalldata lr|select|extend|final`).",
+        "",
+        f"Learning rates (validation accuracy ×100 at the best epoch, seed 1; {len(lr_reports)} runs):",
+        "",
+        *lr_table(lr_reports),
+        "",
+    ]
     if arms:
-        missing = [f"{arm.label} ({5 - len(arms.get(arm.label, []))})" for arm in ARMS if len(arms.get(arm.label, [])) < 5]
-        lines += ["Final arms, test at the best validation epoch (95 % bootstrap intervals over seeds; paired "
-                  "differences by seed):", "", *final_table(arms), ""]
+        missing = [
+            f"{arm.label} ({5 - len(arms.get(arm.label, []))})" for arm in ARMS if len(arms.get(arm.label, [])) < 5
+        ]
+        lines += [
+            "Final arms, test at the best validation epoch (95 % bootstrap intervals over seeds; paired "
+            "differences by seed):",
+            "",
+            *final_table(arms),
+            "",
+        ]
         if missing:
             lines += [f"PARTIAL: seeds still to run — {', '.join(missing)}.", ""]
         plot(arms, args.figure)

@@ -37,8 +37,15 @@ def _bootstrap(values: np.ndarray, statistic) -> tuple[float, float]:
         return float(statistic(values)), float(statistic(values))  # nothing to resample
     from scipy import stats
 
-    result = stats.bootstrap((values,), statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
-                             method="percentile", random_state=SEED, vectorized=False)
+    result = stats.bootstrap(
+        (values,),
+        statistic,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        random_state=SEED,
+        vectorized=False,
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

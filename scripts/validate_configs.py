@@ -27,8 +27,10 @@ def main() -> int:
         overrides = [f"model={model}", f"task={task}", f"adapter={adapter}"]
         try:
             container, choices = compose_run(overrides)
-            applicable = TASKS[container["task"]["name"]].kind != "causal_lm" \
+            applicable = (
+                TASKS[container["task"]["name"]].kind != "causal_lm"
                 or container["model"].get("architecture") == "decoder"
+            )
             if not applicable:
                 not_applicable += 1
                 try:
@@ -44,8 +46,10 @@ def main() -> int:
     for line in failures:
         print(line)
     checked = len(combos) - not_applicable
-    print(f"{checked - (len(failures))} of {checked} combinations valid "
-          f"({not_applicable} encoder × instruction-task combinations rejected as they must be)")
+    print(
+        f"{checked - (len(failures))} of {checked} combinations valid "
+        f"({not_applicable} encoder × instruction-task combinations rejected as they must be)"
+    )
     return 1 if failures else 0
 
 

@@ -24,22 +24,44 @@ VOCAB = 97
 
 def tiny_bert(layers: int = 4, hidden: int = 32) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=2 * hidden, vocab_size=VOCAB, num_labels=2)
+    config = BertConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        vocab_size=VOCAB,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 
 def tiny_roberta(layers: int = 4) -> RobertaForSequenceClassification:
     torch.manual_seed(0)
-    config = RobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
-                           vocab_size=VOCAB, num_labels=3, max_position_embeddings=64, pad_token_id=1)
+    config = RobertaConfig(
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+        num_labels=3,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
     return RobertaForSequenceClassification(config).eval()
 
 
 def tiny_llama_config(layers: int = 3) -> LlamaConfig:
     # q is 32→32 and v is 32→16 (grouped-query attention), like SmolLM2's 576→576 / 576→192
-    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=VOCAB, pad_token_id=0, num_labels=2)
+    return LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        pad_token_id=0,
+        num_labels=2,
+    )
 
 
 def tiny_llama_classifier(layers: int = 3) -> LlamaForSequenceClassification:

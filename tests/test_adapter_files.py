@@ -38,37 +38,63 @@ def _first_event(meta):
 
 
 CASES = {
-    "truncated weights": (lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:100]),
-                          "aslora_model.safetensors is not a readable safetensors file"),
-    "a pickle instead of safetensors": (lambda d: (d / WEIGHTS).write_bytes(pickle.dumps({"lora_A.global": 1})),
-                                        "aslora_model.safetensors is not a readable safetensors file"),
-    "integer weights": (lambda d: _edit_weights(d, lambda t: t.update({"lora_A.global": t["lora_A.global"].long()})),
-                        r"tensors \['lora_A.global'\] are torch.int64, not floating point"),
-    "NaN weights": (lambda d: _edit_weights(d, lambda t: t["lora_A.global"].fill_(float("nan"))),
-                    r"tensors \['lora_A.global'\] hold NaN or Inf"),
-    "Inf weights": (lambda d: _edit_weights(d, lambda t: t[next(k for k in t if k.startswith("lora_B"))].fill_(float("inf"))),
-                    "hold NaN or Inf"),
+    "truncated weights": (
+        lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:100]),
+        "aslora_model.safetensors is not a readable safetensors file",
+    ),
+    "a pickle instead of safetensors": (
+        lambda d: (d / WEIGHTS).write_bytes(pickle.dumps({"lora_A.global": 1})),
+        "aslora_model.safetensors is not a readable safetensors file",
+    ),
+    "integer weights": (
+        lambda d: _edit_weights(d, lambda t: t.update({"lora_A.global": t["lora_A.global"].long()})),
+        r"tensors \['lora_A.global'\] are torch.int64, not floating point",
+    ),
+    "NaN weights": (
+        lambda d: _edit_weights(d, lambda t: t["lora_A.global"].fill_(float("nan"))),
+        r"tensors \['lora_A.global'\] hold NaN or Inf",
+    ),
+    "Inf weights": (
+        lambda d: _edit_weights(d, lambda t: t[next(k for k in t if k.startswith("lora_B"))].fill_(float("inf"))),
+        "hold NaN or Inf",
+    ),
     "config not JSON": (lambda d: (d / CONFIG).write_text("{'r': 4"), "aslora_config.json is not valid JSON"),
     "config a list": (lambda d: (d / CONFIG).write_text("[1, 2]"), "is not an aslora adapter"),
-    "unknown config field": (lambda d: _edit_json(d, lambda m: m["config"].update(rank_boost=3)),
-                             r"aslora_config.json: the config does not fit ASLoRAConfig .*rank_boost"),
-    "r of the wrong type": (lambda d: _edit_json(d, lambda m: m["config"].update(r="eight")), "aslora_config.json: .*r"),
+    "unknown config field": (
+        lambda d: _edit_json(d, lambda m: m["config"].update(rank_boost=3)),
+        r"aslora_config.json: the config does not fit ASLoRAConfig .*rank_boost",
+    ),
+    "r of the wrong type": (
+        lambda d: _edit_json(d, lambda m: m["config"].update(r="eight")),
+        "aslora_config.json: .*r",
+    ),
     "negative r": (lambda d: _edit_json(d, lambda m: m["config"].update(r=-4)), "aslora_config.json: .*r"),
-    "absurd r": (lambda d: _edit_json(d, lambda m: m["config"].update(r=1_000_000)),
-                 r"the config says r=1000000, but the tensors have another rank"),
-    "sharing not a mapping": (lambda d: _edit_json(d, lambda m: m.update(sharing=["query_0"])),
-                              "sharing must be dict"),
+    "absurd r": (
+        lambda d: _edit_json(d, lambda m: m["config"].update(r=1_000_000)),
+        r"the config says r=1000000, but the tensors have another rank",
+    ),
+    "sharing not a mapping": (lambda d: _edit_json(d, lambda m: m.update(sharing=["query_0"])), "sharing must be dict"),
     "negative mean count": (lambda d: _edit_json(d, lambda m: m.update(num_mean_updates=-1)), "num_mean_updates=-1"),
-    "merge event without a B": (lambda d: _edit_json(d, lambda m: _first_event(m).pop("kept")),
-                                r"merge_history\[0\] must hold"),
-    "map pointing outside its bank": (lambda d: _edit_json(d, lambda m: m["sharing"].update(query_0="query_99")),
-                                      "not what the saved merge history leads to"),
-    "history naming a B the model lacks": (lambda d: _edit_json(d, lambda m: _first_event(m).update(kept="query_99")),
-                                           "names B 'query_99', which this model does not have"),
-    "history inconsistent with the map": (lambda d: _edit_json(d, lambda m: m["merge_history"].pop()),
-                                          "not what the saved merge history leads to"),
-    "tensor of another shape": (lambda d: _edit_weights(d, lambda t: t.update({"lora_A.global": torch.zeros(4, 7)})),
-                                "wrong shape"),
+    "merge event without a B": (
+        lambda d: _edit_json(d, lambda m: _first_event(m).pop("kept")),
+        r"merge_history\[0\] must hold",
+    ),
+    "map pointing outside its bank": (
+        lambda d: _edit_json(d, lambda m: m["sharing"].update(query_0="query_99")),
+        "not what the saved merge history leads to",
+    ),
+    "history naming a B the model lacks": (
+        lambda d: _edit_json(d, lambda m: _first_event(m).update(kept="query_99")),
+        "names B 'query_99', which this model does not have",
+    ),
+    "history inconsistent with the map": (
+        lambda d: _edit_json(d, lambda m: m["merge_history"].pop()),
+        "not what the saved merge history leads to",
+    ),
+    "tensor of another shape": (
+        lambda d: _edit_weights(d, lambda t: t.update({"lora_A.global": torch.zeros(4, 7)})),
+        "wrong shape",
+    ),
     "a tensor missing": (lambda d: _edit_weights(d, lambda t: t.pop("lora_A.global")), r"missing \['lora_A.global'\]"),
 }
 
@@ -102,12 +128,20 @@ def test_a_peft_adapter_saved_as_a_pickle_is_refused(tmp_path):
         load_trained(tiny_bert(), directory)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x00" * 10), "is not a readable safetensors file"),
-    (lambda d: save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(d / "adapter_model.safetensors").items()},
-                         d / "adapter_model.safetensors"), "hold NaN or Inf"),
-    (lambda d: (d / "adapter_config.json").write_text("not json"), "adapter_config.json is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x00" * 10), "is not a readable safetensors file"),
+        (
+            lambda d: save_file(
+                {k: torch.full_like(v, float("nan")) for k, v in load_file(d / "adapter_model.safetensors").items()},
+                d / "adapter_model.safetensors",
+            ),
+            "hold NaN or Inf",
+        ),
+        (lambda d: (d / "adapter_config.json").write_text("not json"), "adapter_config.json is not valid JSON"),
+    ],
+)
 def test_a_malformed_peft_adapter_is_refused_before_peft_loads_it(tmp_path, damage, message):
     directory = _peft_dir(tmp_path)
     damage(directory)

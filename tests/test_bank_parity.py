@@ -41,15 +41,21 @@ class Reference(nn.Module):
         self.scaling = pool.config.scaling
         self.model = copy.deepcopy(adapted)
         self.A = nn.Parameter(pool.lora_A["global"].detach().clone())
-        self.B = nn.ParameterDict({name: nn.Parameter(pool.lora_B[bank].detach()[row].clone())
-                                   for name, (bank, row) in pool.row_of_name.items()})
+        self.B = nn.ParameterDict(
+            {
+                name: nn.Parameter(pool.lora_B[bank].detach()[row].clone())
+                for name, (bank, row) in pool.row_of_name.items()
+            }
+        )
         self.means = {name: torch.zeros_like(b) for name, b in self.B.items()}
         self.reads = {name: name for name in self.B}
         self.t = 0
         for module_name, module in list(self.model.named_modules()):
             if isinstance(module, SharedLoRALinear):
                 parent, _, child = module_name.rpartition(".")
-                setattr(self.model.get_submodule(parent), child, ReferenceLayer(module.base_layer, self, module.slot_key))
+                setattr(
+                    self.model.get_submodule(parent), child, ReferenceLayer(module.base_layer, self, module.slot_key)
+                )
         del self.model.aslora_pool
 
     def forward(self, **batch):
@@ -64,10 +70,16 @@ class Reference(nn.Module):
             return []
         ties = []
         for module_type in ("query", "value"):
-            live = sorted({b for n, b in self.reads.items() if n.startswith(module_type)}, key=lambda n: int(n.split("_")[1]))
+            live = sorted(
+                {b for n, b in self.reads.items() if n.startswith(module_type)}, key=lambda n: int(n.split("_")[1])
+            )
             layers = {b: [int(n.split("_")[1]) for n, r in self.reads.items() if r == b] for b in live}
-            pairs = [(lo, hi) for i, lo in enumerate(live) for hi in live[i + 1:]
-                     if any(abs(x - y) <= 1 for x in layers[lo] for y in layers[hi])]
+            pairs = [
+                (lo, hi)
+                for i, lo in enumerate(live)
+                for hi in live[i + 1 :]
+                if any(abs(x - y) <= 1 for x in layers[lo] for y in layers[hi])
+            ]
             lower, upper = min(pairs, key=lambda p: torch.dist(self.means[p[0]].double(), self.means[p[1]].double()))
             distance = float(torch.dist(self.means[lower].double(), self.means[upper].double()))
             for n, r in self.reads.items():
@@ -99,9 +111,16 @@ def _train(model, after_step, input_ids):
 
 @pytest.mark.parametrize("update_ratio", [0.0, 0.5])
 def test_bank_trains_like_one_parameter_per_B_with_optimizer_surgery(update_ratio, input_ids):
-    ours = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
-        r=4, merge_start_step=START, merge_interval_steps=INTERVAL, max_merges=MAX_MERGES,
-        merge_update_ratio=update_ratio))
+    ours = aslora.apply_adapter(
+        tiny_bert(layers=4),
+        aslora.ASLoRAConfig(
+            r=4,
+            merge_start_step=START,
+            merge_interval_steps=INTERVAL,
+            max_merges=MAX_MERGES,
+            merge_update_ratio=update_ratio,
+        ),
+    )
     randomise_adapter(ours, seed=5)
     for module in ours.modules():  # dropout off: two models must see the same function
         if isinstance(module, nn.Dropout):
@@ -110,8 +129,11 @@ def test_bank_trains_like_one_parameter_per_B_with_optimizer_surgery(update_rati
     ours.train(), reference.train()
     controller = aslora.MergeController(ours, total_steps=STEPS)
 
-    our_losses, our_ties = _train(ours, lambda t, optimizer: [
-        (e.step, e.group, e.kept, e.retired, e.distance) for e in controller.step(t)], input_ids)
+    our_losses, our_ties = _train(
+        ours,
+        lambda t, optimizer: [(e.step, e.group, e.kept, e.retired, e.distance) for e in controller.step(t)],
+        input_ids,
+    )
     ref_losses, ref_ties = _train(reference, reference.after_step, input_ids)
 
     assert len(our_ties) == len(ref_ties) == 2 * MAX_MERGES

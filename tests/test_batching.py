@@ -6,8 +6,14 @@ import random
 import pytest
 import torch
 
-from aslora.harness.batching import (MEGABATCH_FACTOR, EpochShuffle, LengthGroupedShuffle, LengthOrder,
-                                     evaluation_loader, lengths_of)
+from aslora.harness.batching import (
+    MEGABATCH_FACTOR,
+    EpochShuffle,
+    LengthGroupedShuffle,
+    LengthOrder,
+    evaluation_loader,
+    lengths_of,
+)
 from aslora.harness.data import TaskData, get_task
 from aslora.harness.loop import TrainSettings, evaluate
 from tests.conftest import VOCAB, tiny_bert
@@ -17,8 +23,10 @@ LENGTHS = [_LENGTH_RNG.randint(3, 64) for _ in range(1000)]
 
 
 def _padded_tokens(order, batch_size):
-    return sum(max(LENGTHS[i] for i in order[s:s + batch_size]) * len(order[s:s + batch_size])
-               for s in range(0, len(order), batch_size))
+    return sum(
+        max(LENGTHS[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
+        for s in range(0, len(order), batch_size)
+    )
 
 
 def test_length_grouped_shuffle_is_a_seeded_permutation_sorted_within_each_megabatch():
@@ -29,11 +37,11 @@ def test_length_grouped_shuffle_is_a_seeded_permutation_sorted_within_each_megab
     assert order != list(LengthGroupedShuffle(LENGTHS, 4, seed=2, epoch=1))
     size = 4 * MEGABATCH_FACTOR
     for start in range(0, len(order), size):
-        chunk = [LENGTHS[i] for i in order[start:start + size]]
+        chunk = [LENGTHS[i] for i in order[start : start + size]]
         assert chunk == sorted(chunk, reverse=True)
         # the same examples as the plain shuffle's mega-batch: grouping reorders, never redraws
-        shuffled = list(EpochShuffle(len(LENGTHS), 1, 1))[start:start + size]
-        assert sorted(order[start:start + size]) == sorted(shuffled)
+        shuffled = list(EpochShuffle(len(LENGTHS), 1, 1))[start : start + size]
+        assert sorted(order[start : start + size]) == sorted(shuffled)
 
 
 def test_length_grouping_pads_less_than_shuffling():
@@ -63,8 +71,8 @@ def _pad(features):
     ids = torch.zeros(len(features), width, dtype=torch.long)
     mask = torch.zeros(len(features), width, dtype=torch.long)
     for row, f in enumerate(features):
-        ids[row, :len(f["input_ids"])] = torch.tensor(f["input_ids"])
-        mask[row, :len(f["input_ids"])] = 1
+        ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        mask[row, : len(f["input_ids"])] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["label"] for f in features])}
 
 
@@ -77,8 +85,12 @@ def test_evaluation_in_length_order_gives_the_metrics_of_dataset_order():
     model = tiny_bert()
     generator = random.Random(1)
     lengths = [generator.randint(2, 30) for _ in range(70)]
-    dataset = Dataset.from_dict({"input_ids": [[generator.randint(2, VOCAB - 1) for _ in range(n)] for n in lengths],
-                                 "label": [generator.randint(0, 1) for _ in lengths]})
+    dataset = Dataset.from_dict(
+        {
+            "input_ids": [[generator.randint(2, VOCAB - 1) for _ in range(n)] for n in lengths],
+            "label": [generator.randint(0, 1) for _ in lengths],
+        }
+    )
     data = TaskData(spec=get_task("rt_polarity"), train=dataset, validation=dataset, test=None)
     accelerator = Accelerator(cpu=True)
     loader = evaluation_loader(dataset, 16, _pad)
@@ -101,8 +113,12 @@ def test_fit_draws_its_batches_from_the_chosen_order(group_by_length):
 
     generator = random.Random(2)
     lengths = [generator.randint(2, 40) for _ in range(96)]
-    dataset = Dataset.from_dict({"input_ids": [[generator.randint(2, VOCAB - 1) for _ in range(n)] for n in lengths],
-                                 "label": [generator.randint(0, 1) for _ in lengths]})
+    dataset = Dataset.from_dict(
+        {
+            "input_ids": [[generator.randint(2, VOCAB - 1) for _ in range(n)] for n in lengths],
+            "label": [generator.randint(0, 1) for _ in lengths],
+        }
+    )
     data = TaskData(spec=get_task("rt_polarity"), train=dataset, validation=dataset.select(range(8)), test=None)
     seen = []
 
@@ -112,8 +128,12 @@ def test_fit_draws_its_batches_from_the_chosen_order(group_by_length):
 
     torch.manual_seed(0)
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2, target_modules=["query", "value"]))
-    fit(model, data, collate, TrainSettings(lr=1e-3, epochs=1, batch_size=8, progress_bar=False,
-                                            group_by_length=group_by_length))
+    fit(
+        model,
+        data,
+        collate,
+        TrainSettings(lr=1e-3, epochs=1, batch_size=8, progress_bar=False, group_by_length=group_by_length),
+    )
     train_batches = [b for b in seen if len(b) == 8][:12]  # the 12 training batches come first
     spread = sum(max(b) - min(b) for b in train_batches) / len(train_batches)
     assert (spread < 8) == group_by_length, spread

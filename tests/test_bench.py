@@ -9,8 +9,25 @@ from scripts.bench import main
 
 def test_bench_writes_ratios_against_peft_lora(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--batch-size", "2", "--seq-len", "8", "--repeats", "1", "--warmup", "1",
-                 "--methods", "aslora", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "8",
+                "--repeats",
+                "1",
+                "--warmup",
+                "1",
+                "--methods",
+                "aslora",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     methods = report["methods"]
     assert set(methods) == {"limit", "peft-lora", "aslora"}  # the two references are always measured

@@ -36,10 +36,18 @@ def _state(**extra) -> dict:
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return {"fingerprint": "abc", "step": 3, "epoch": 1, "batches_done": 3, "epoch_losses": [0.7, 0.5, float("nan")],
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "result": {"epochs": [{"epoch": 1, "val": {"accuracy": 0.5}, "test": None}], "best_epoch": 1}, **extra}
+    return {
+        "fingerprint": "abc",
+        "step": 3,
+        "epoch": 1,
+        "batches_done": 3,
+        "epoch_losses": [0.7, 0.5, float("nan")],
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "result": {"epochs": [{"epoch": 1, "val": {"accuracy": 0.5}, "test": None}], "best_epoch": 1},
+        **extra,
+    }
 
 
 def _write(directory: Path, state: dict, step: int = 3) -> Path:
@@ -50,8 +58,12 @@ def _write(directory: Path, state: dict, step: int = 3) -> Path:
 
 def _rehash(checkpoint: Path) -> None:
     """What an attacker with write access does: make the manifest match the files again."""
-    manifest = {"step": 3, "files": {p.name: ckpt._sha256(p) for p in sorted(checkpoint.iterdir())
-                                     if p.is_file() and p.name != ckpt.MANIFEST}}
+    manifest = {
+        "step": 3,
+        "files": {
+            p.name: ckpt._sha256(p) for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name != ckpt.MANIFEST
+        },
+    }
     (checkpoint / ckpt.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -59,8 +71,13 @@ def test_a_checkpoint_round_trips_exactly_through_json_and_safetensors(tmp_path)
     state = _state()
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
     checkpoint = _write(tmp_path, state)
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["manifest.json", "rng-rank0.json", "rng-rank0.safetensors",
-                                                            "state.json", "state.safetensors"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "manifest.json",
+        "rng-rank0.json",
+        "rng-rank0.safetensors",
+        "state.json",
+        "state.safetensors",
+    ]
     loaded = ckpt.load_state(checkpoint)
     assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
     for index, moments in state["optimizer"]["state"].items():
@@ -128,18 +145,27 @@ def test_a_checkpoint_from_another_runs_configuration_is_refused(tmp_path):
         ckpt.check_resumable(tmp_path, "another")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda c: (c / "state.json").write_text("{not json"), r"state.json is not valid JSON"),
-    (lambda c: (c / "state.json").write_bytes(b"\xff\xfe\x00"), r"state.json is not valid JSON"),
-    (lambda c: (c / "state.safetensors").write_bytes((c / "state.safetensors").read_bytes()[:40]),
-     r"state.safetensors is not a readable safetensors file"),
-    (lambda c: (c / "state.safetensors").write_bytes(b"PK\x03\x04 a zip, as torch.save writes"),
-     r"state.safetensors is not a readable safetensors file"),
-    (lambda c: (c / "state.json").write_text(json.dumps({"step": {"__tensor__": "t999"}})),
-     r"names tensor 't999', which its tensor file does not hold"),
-    (lambda c: (c / "state.json").write_text(json.dumps({"step": 1})), r"lacks \['epoch'"),
-    (lambda c: (c / "rng-rank0.json").write_text(json.dumps({"python": 1})), r"does not hold the four RNG states"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: (c / "state.json").write_text("{not json"), r"state.json is not valid JSON"),
+        (lambda c: (c / "state.json").write_bytes(b"\xff\xfe\x00"), r"state.json is not valid JSON"),
+        (
+            lambda c: (c / "state.safetensors").write_bytes((c / "state.safetensors").read_bytes()[:40]),
+            r"state.safetensors is not a readable safetensors file",
+        ),
+        (
+            lambda c: (c / "state.safetensors").write_bytes(b"PK\x03\x04 a zip, as torch.save writes"),
+            r"state.safetensors is not a readable safetensors file",
+        ),
+        (
+            lambda c: (c / "state.json").write_text(json.dumps({"step": {"__tensor__": "t999"}})),
+            r"names tensor 't999', which its tensor file does not hold",
+        ),
+        (lambda c: (c / "state.json").write_text(json.dumps({"step": 1})), r"lacks \['epoch'"),
+        (lambda c: (c / "rng-rank0.json").write_text(json.dumps({"python": 1})), r"does not hold the four RNG states"),
+    ],
+)
 def test_malformed_checkpoint_files_are_refused_naming_the_file(tmp_path, damage, message):
     checkpoint = _write(tmp_path, _state())
     damage(checkpoint)
@@ -154,10 +180,12 @@ def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
 
     model = torch.nn.Linear(3, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cases = [({"weight": torch.zeros(2, 3), "bias": torch.zeros(5)}, "shape or dtype differs for"),
-             ({"weight": torch.zeros(2, 3), "extra": torch.zeros(1)}, "unexpected keys"),
-             ({"weight": torch.full((2, 3), float("nan"))}, "non-finite values"),
-             ({"weight": torch.zeros(2, 3, dtype=torch.float64)}, "shape or dtype differs")]
+    cases = [
+        ({"weight": torch.zeros(2, 3), "bias": torch.zeros(5)}, "shape or dtype differs for"),
+        ({"weight": torch.zeros(2, 3), "extra": torch.zeros(1)}, "unexpected keys"),
+        ({"weight": torch.full((2, 3), float("nan"))}, "non-finite values"),
+        ({"weight": torch.zeros(2, 3, dtype=torch.float64)}, "shape or dtype differs"),
+    ]
     for saved, message in cases:
         with pytest.raises(ValueError, match=message):
             _restore_model(model, {"model": saved})
@@ -166,8 +194,17 @@ def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
 
 def test_no_load_path_of_ours_unpickles():
     """No ``weights_only=False`` and no ``pickle.load`` anywhere in the package, scripts or entry points."""
-    sources = [*ROOT.joinpath("aslora").rglob("*.py"), *ROOT.joinpath("scripts").rglob("*.py"),
-               ROOT / "train.py", ROOT / "evaluate.py", *ROOT.joinpath("examples").glob("*.py")]
-    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in sources for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"weights_only\s*=\s*False|pickle\.loads?\(|torch\.load\((?!.*weights_only=True)", line)]
+    sources = [
+        *ROOT.joinpath("aslora").rglob("*.py"),
+        *ROOT.joinpath("scripts").rglob("*.py"),
+        ROOT / "train.py",
+        ROOT / "evaluate.py",
+        *ROOT.joinpath("examples").glob("*.py"),
+    ]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"weights_only\s*=\s*False|pickle\.loads?\(|torch\.load\((?!.*weights_only=True)", line)
+    ]
     assert offenders == []

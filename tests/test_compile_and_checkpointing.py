@@ -15,8 +15,11 @@ from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_llama_cl
 LABELS = torch.tensor([0, 1, 1])
 
 
-@pytest.mark.parametrize("build, targets", [(tiny_bert, ["query", "value"]), (tiny_llama_classifier, ["q_proj", "v_proj"])],
-                         ids=["bert", "llama"])
+@pytest.mark.parametrize(
+    "build, targets",
+    [(tiny_bert, ["query", "value"]), (tiny_llama_classifier, ["q_proj", "v_proj"])],
+    ids=["bert", "llama"],
+)
 @pytest.mark.parametrize("config_cls", [aslora.ASLoRAConfig, aslora.TiedLoRAConfig], ids=["aslora", "tiedlora"])
 def test_dynamo_sees_one_graph_and_no_break(build, targets, config_cls, input_ids):
     model = aslora.apply_adapter(build(), config_cls(r=4, target_modules=targets)).train()
@@ -37,8 +40,9 @@ def test_training_through_every_tie_under_compile_never_recompiles(input_ids):
         compiles.append(len(graph.graph.nodes))
         return aot_eager(graph, example_inputs)
 
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
-        r=4, merge_start_step=1, merge_interval_steps=2, max_merges=3)).train()
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4), aslora.ASLoRAConfig(r=4, merge_start_step=1, merge_interval_steps=2, max_merges=3)
+    ).train()
     # transformers writes problem_type into the config on the first call, which alone would
     # recompile once (a guard on that attribute); set it as that first call would
     model.config.problem_type = "single_label_classification"
@@ -48,10 +52,14 @@ def test_training_through_every_tie_under_compile_never_recompiles(input_ids):
     reference = copy.deepcopy(model)
     compiled = torch.compile(model, backend=counting_backend)
     controllers = [aslora.MergeController(m, total_steps=10) for m in (model, reference)]
-    optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for m in (model, reference)]
+    optimizers = [
+        torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2) for m in (model, reference)
+    ]
     losses = {"compiled": [], "eager": []}
     for t in range(1, 10):
-        for name, forward, optimizer, controller in zip(("compiled", "eager"), (compiled, reference), optimizers, controllers):
+        for name, forward, optimizer, controller in zip(
+            ("compiled", "eager"), (compiled, reference), optimizers, controllers
+        ):
             loss = forward(input_ids=input_ids, labels=LABELS).loss
             loss.backward()
             optimizer.step()
@@ -74,8 +82,11 @@ def _grads(model, input_ids):
 
 @pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
 @pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
-@pytest.mark.parametrize("config_cls", [aslora.ASLoRAConfig, aslora.ShareLoRAConfig, aslora.TiedLoRAConfig],
-                         ids=["aslora", "sharelora", "tiedlora"])
+@pytest.mark.parametrize(
+    "config_cls",
+    [aslora.ASLoRAConfig, aslora.ShareLoRAConfig, aslora.TiedLoRAConfig],
+    ids=["aslora", "sharelora", "tiedlora"],
+)
 def test_gradient_checkpointing_gives_the_plain_gradients(arch, reentrant, config_cls, input_ids):
     build, targets = MODEL_BUILDERS[arch]
     model = aslora.apply_adapter(build(), config_cls(r=4, target_modules=targets, lora_dropout=0.1))

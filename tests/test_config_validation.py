@@ -27,10 +27,15 @@ from conftest import tiny_bert
         ({"merge_interval_steps": 0}, r"merge_interval_steps=0 must be an integer >= 1"),
         ({"merge_start_step": -5}, r"merge_start_step=-5 must be an integer >= 0"),
         ({"merge_distance_threshold": -0.1}, r"merge_distance_threshold=-0.1 must be a non-negative"),
-        ({"merge_start_step": 320, "merge_start_fraction": 0.1},
-         r"give one of merge_start_step \(got 320\) and merge_start_fraction \(got 0.1\), not both"),
+        (
+            {"merge_start_step": 320, "merge_start_fraction": 0.1},
+            r"give one of merge_start_step \(got 320\) and merge_start_fraction \(got 0.1\), not both",
+        ),
         ({"max_merges": {"query": -1}}, r"max_merges=\{'query': -1\} must be a non-negative integer or a dict"),
-        ({"merge_interval_steps": None, "merge_interval_fraction": 0.0}, r"merge_interval_fraction=0.0 must be in \(0, 1\)"),
+        (
+            {"merge_interval_steps": None, "merge_interval_fraction": 0.0},
+            r"merge_interval_fraction=0.0 must be in \(0, 1\)",
+        ),
         ({"merge_start_step": None, "merge_start_fraction": "0.1"}, r"merge_start_fraction='0.1' must be a number"),
     ],
 )
@@ -46,7 +51,9 @@ def test_library_defaults_fit_any_run_length_and_steps_are_one_field_away():
     for total in (10, 30, 500, 100_000):
         schedule = default.resolve_schedule(total)
         assert schedule.max_events == 7 and schedule.last_event_step <= total
-    assert default.resolve_schedule(1000).first_event_step == 180 and default.resolve_schedule(1000).last_event_step == 660
+    assert (
+        default.resolve_schedule(1000).first_event_step == 180 and default.resolve_schedule(1000).last_event_step == 660
+    )
     paper = aslora.ASLoRAConfig(merge_start_step=320, merge_interval_steps=240)
     assert paper.merge_start_fraction is None and paper.resolve_schedule(2000).last_event_step == 2000
     with pytest.raises(ValueError, match=r"only total_steps=1000, where 2 merge events fit. Set max_merges=2 or fewer"):

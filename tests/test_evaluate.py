@@ -18,9 +18,15 @@ from scripts.compose import ROOT, compose_run
 def runs(tmp_path_factory):
     experiments = tmp_path_factory.mktemp("exp")
     names = {}
-    for adapter, task in (("aslora", "rt_polarity"), ("lora", "rt_polarity"), ("aslora", "bbc_news"), ("full", "rt_polarity")):
-        container, choices = compose_run(["debug=smoke", f"adapter={adapter}", f"task={task}",
-                                          f"experiments_dir={experiments}"])
+    for adapter, task in (
+        ("aslora", "rt_polarity"),
+        ("lora", "rt_polarity"),
+        ("aslora", "bbc_news"),
+        ("full", "rt_polarity"),
+    ):
+        container, choices = compose_run(
+            ["debug=smoke", f"adapter={adapter}", f"task={task}", f"experiments_dir={experiments}"]
+        )
         run(container, choices)
         names[adapter, task] = experiments / container["run_name"]
     return names
@@ -37,26 +43,33 @@ def test_a_saved_adapter_reproduces_the_runs_final_scores(runs, adapter, task):
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["validation"] == best["validation"] and len(saved["predictions"]) == 2
     classes = 5 if task == "bbc_news" else 2
-    assert all(len(p["probabilities"]) == classes and abs(sum(p["probabilities"]) - 1) < 1e-4 for p in saved["predictions"])
+    assert all(
+        len(p["probabilities"]) == classes and abs(sum(p["probabilities"]) - 1) < 1e-4 for p in saved["predictions"]
+    )
 
 
 @pytest.mark.parametrize("adapter", ["aslora", "lora"])
-def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_kept_beside_it(adapter, tmp_path, monkeypatch):
+def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_kept_beside_it(
+    adapter, tmp_path, monkeypatch
+):
     """A run whose best validation epoch is not its last (epoch 1 of 2: ``is_better`` is pinned so
     that only the first epoch counts) saves that epoch's adapter as ``adapter/`` and the final
     weights as ``adapter_last/``; ``evaluate.py`` reproduces the report's best scores from the
     first and the last epoch's validation scores from the second, exactly."""
     import aslora.harness.loop as loop
 
-    container, choices = compose_run(["debug=smoke", f"adapter={adapter}", "train.epochs=2",
-                                      f"experiments_dir={tmp_path}"])
+    container, choices = compose_run(
+        ["debug=smoke", f"adapter={adapter}", "train.epochs=2", f"experiments_dir={tmp_path}"]
+    )
     with monkeypatch.context() as patch:
         patch.setattr(loop, "is_better", lambda metric, new, best: best is None)
         run(container, choices)
     run_dir = tmp_path / container["run_name"]
     report = read_report(run_dir / "report.json")
     assert report["best"]["epoch"] == 1 and report["adapters"]["best"]["epoch"] == 1
-    assert report["adapters"]["last"]["epoch"] == 2 and "test" not in report["epochs"][1]  # test only where val improves
+    assert (
+        report["adapters"]["last"]["epoch"] == 2 and "test" not in report["epochs"][1]
+    )  # test only where val improves
     best = evaluate_saved(run=str(run_dir))
     assert best["adapter_epoch"] == 1
     assert best["validation"] == report["best"]["validation"] and best["test"] == report["best"]["test"]
@@ -80,8 +93,13 @@ def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_
 
 def test_adapter_dir_with_task_and_model(runs, tmp_path):
     run_dir = runs["aslora", "rt_polarity"]
-    result = evaluate_saved(adapter_dir=str(run_dir / "adapter"), task="rt_polarity", model="minilm-l6",
-                            out=str(tmp_path / "eval.json"), max_eval_examples=64)
+    result = evaluate_saved(
+        adapter_dir=str(run_dir / "adapter"),
+        task="rt_polarity",
+        model="minilm-l6",
+        out=str(tmp_path / "eval.json"),
+        max_eval_examples=64,
+    )
     # the same 64 examples the run (debug=smoke) scored, so the same scores
     final = read_report(run_dir / "report.json")["epochs"][-1]
     assert result["validation_examples"] == 64 and result["validation"] == final["val"]
@@ -97,25 +115,33 @@ def test_bad_requests_fail_clearly(runs, tmp_path):
         evaluate_saved(run=str(tmp_path))
     with pytest.raises(ValueError, match="unknown model .gpt5."):
         evaluate_saved(adapter_dir=str(tmp_path), task="rt_polarity", model="gpt5")
-    cli = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "split=test"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    cli = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "split=test"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert cli.returncode != 0 and "unknown key(s) ['split']" in cli.stderr
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"texts": "one film"}, r"texts= must be a list of strings"),
-    ({"texts": [""]}, r"texts\[0\] is empty"),
-    ({"texts": ["fine", 3]}, r"texts\[1\]=3 is not a string"),
-    ({"texts": ["x"] * 1001}, r"texts= has 1,001 entries; at most 1,000"),
-    ({"prompts": ["word " * 5000]}, r"prompts\[0\] has 25,000 characters; at most 20,000"),
-    ({"prompts": [None]}, r"prompts\[0\]=None is not a string"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"texts": "one film"}, r"texts= must be a list of strings"),
+        ({"texts": [""]}, r"texts\[0\] is empty"),
+        ({"texts": ["fine", 3]}, r"texts\[1\]=3 is not a string"),
+        ({"texts": ["x"] * 1001}, r"texts= has 1,001 entries; at most 1,000"),
+        ({"prompts": ["word " * 5000]}, r"prompts\[0\] has 25,000 characters; at most 20,000"),
+        ({"prompts": [None]}, r"prompts\[0\]=None is not a string"),
+    ],
+)
 def test_bad_texts_and_prompts_are_refused_before_anything_loads(options, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         evaluate_saved(run=str(tmp_path), **options)
 
 
 def test_a_very_long_text_is_truncated_to_the_tasks_length(runs):
-    result = evaluate_saved(run=str(runs["aslora", "rt_polarity"]), texts=["a moving, funny film " * 20_000],
-                            max_eval_examples=8)
+    result = evaluate_saved(
+        run=str(runs["aslora", "rt_polarity"]), texts=["a moving, funny film " * 20_000], max_eval_examples=8
+    )
     assert len(result["predictions"]) == 1 and result["predictions"][0]["label"] in (0, 1)

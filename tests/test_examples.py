@@ -18,8 +18,9 @@ EXAMPLES = ROOT / "examples"
 
 def _example(name, *args, cwd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     return done, (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None)
 
 
@@ -31,19 +32,39 @@ def test_plain_pytorch_loop_example(tmp_path):
 
 
 def test_trainer_example_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
-    common = ["--train-examples", "48", "--eval-examples", "16", "--max-steps", "12", "--batch-size", "4",
-              "--save-steps", "8"]
-    done, straight = _example("hf_trainer_classification.py", *common, "--output-dir", str(tmp_path / "a"), cwd=tmp_path)
+    common = [
+        "--train-examples",
+        "48",
+        "--eval-examples",
+        "16",
+        "--max-steps",
+        "12",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "8",
+    ]
+    done, straight = _example(
+        "hf_trainer_classification.py", *common, "--output-dir", str(tmp_path / "a"), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    killed, _ = _example("hf_trainer_classification.py", *common, "--output-dir", str(tmp_path / "b"),
-                         "--kill-after-step", "8", cwd=tmp_path)
+    killed, _ = _example(
+        "hf_trainer_classification.py",
+        *common,
+        "--output-dir",
+        str(tmp_path / "b"),
+        "--kill-after-step",
+        "8",
+        cwd=tmp_path,
+    )
     assert killed.returncode == -9  # SIGKILL right after checkpoint-8, after the ties at steps 3–6
     checkpoint = tmp_path / "b" / "checkpoint-8"
     files = {p.name for p in checkpoint.iterdir()}
     assert "adapter_model.safetensors" in files and "model.safetensors" not in files  # adapter-sized
     assert sum(p.stat().st_size for p in checkpoint.glob("*.safetensors")) < 200_000
-    done, resumed = _example("hf_trainer_classification.py", *common, "--output-dir", str(tmp_path / "b"), "--resume",
-                             cwd=tmp_path)
+    done, resumed = _example(
+        "hf_trainer_classification.py", *common, "--output-dir", str(tmp_path / "b"), "--resume", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert resumed["merge_history"] == straight["merge_history"] and len(straight["merge_history"]) == 8
     assert resumed["validation_accuracy"] == straight["validation_accuracy"]
@@ -54,9 +75,24 @@ def test_trainer_example_killed_after_a_checkpoint_resumes_bit_identically(tmp_p
 
 
 def test_trl_sft_example_ties_during_sft(tmp_path):
-    done, summary = _example("trl_sft_smollm2.py", "--max-steps", "6", "--batch-size", "2", "--train-examples", "12",
-                             "--eval-examples", "4", "--max-merges", "2", "--max-length", "48",
-                             "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    done, summary = _example(
+        "trl_sft_smollm2.py",
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--train-examples",
+        "12",
+        "--eval-examples",
+        "4",
+        "--max-merges",
+        "2",
+        "--max-length",
+        "48",
+        "--output-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert summary["steps"] == 6 and summary["num_ties"] == 4  # 2 per module type (q_proj, v_proj)
     # SmolLM2: one global A (576 × 8) + 28 q B's (576 × 8) + 28 v B's (192 × 8) after the ties

@@ -15,8 +15,10 @@ from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_roberta
 
 
 def _merged_aslora(build, targets, merges=2):
-    model = aslora.apply_adapter(build(), aslora.ASLoRAConfig(
-        r=4, target_modules=targets, merge_start_step=0, merge_interval_steps=1, max_merges=merges))
+    model = aslora.apply_adapter(
+        build(),
+        aslora.ASLoRAConfig(r=4, target_modules=targets, merge_start_step=0, merge_interval_steps=1, max_merges=merges),
+    )
     randomise_adapter(model)
     controller = aslora.MergeController(model, total_steps=merges)
     for t in range(1, merges + 1):
@@ -42,16 +44,23 @@ def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
     saved = load_file(tmp_path / "adapter" / "aslora_model.safetensors")
     assert sum(1 for k in saved if k.startswith("lora_A.")) == 1  # shared A stored once
     # live rows only: a retired B is not saved, so the file is as small as the count says
-    assert sum(v.shape[0] for k, v in saved.items() if k.startswith("lora_B.")) == aslora.count_parameters(model).num_distinct_B
-    assert sum(v.numel() for k, v in saved.items() if k.startswith(("lora_A.", "lora_B."))) == aslora.count_parameters(model).adapter
+    assert (
+        sum(v.shape[0] for k, v in saved.items() if k.startswith("lora_B."))
+        == aslora.count_parameters(model).num_distinct_B
+    )
+    assert (
+        sum(v.numel() for k, v in saved.items() if k.startswith(("lora_A.", "lora_B.")))
+        == aslora.count_parameters(model).adapter
+    )
     loaded = aslora.load_adapter(build(), tmp_path / "adapter")
     torch.testing.assert_close(loaded(input_ids).logits, expected, rtol=0, atol=0)
     assert loaded.aslora_pool.sharing_map() == model.aslora_pool.sharing_map()
     assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
     assert loaded.aslora_pool.num_mean_updates == model.aslora_pool.num_mean_updates
     for key, rows in model.aslora_pool.live_rows().items():
-        torch.testing.assert_close(loaded.aslora_pool.running_mean_B[key][rows],
-                                   model.aslora_pool.running_mean_B[key][rows], rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.aslora_pool.running_mean_B[key][rows], model.aslora_pool.running_mean_B[key][rows], rtol=0, atol=0
+        )
     assert aslora.count_parameters(loaded) == aslora.count_parameters(model)
 
 
@@ -136,7 +145,10 @@ def test_merge_into_base_gives_the_same_logits_and_no_adapter(arch, kind, input_
     plain = aslora.merge_into_base(model)
     assert aslora.find_pool(plain) is None
     assert not any("lora" in name for name, _ in plain.named_parameters())
-    assert type(plain.get_submodule(next(n for n, _ in build().named_modules() if n.endswith(targets[0])))) is torch.nn.Linear
+    assert (
+        type(plain.get_submodule(next(n for n, _ in build().named_modules() if n.endswith(targets[0]))))
+        is torch.nn.Linear
+    )
     torch.testing.assert_close(plain(input_ids).logits, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -22,7 +22,10 @@ def _tiny_task(n=32):
 
 
 def _collate(rows):
-    return {"input_ids": torch.stack([r["input_ids"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}
+    return {
+        "input_ids": torch.stack([r["input_ids"] for r in rows]),
+        "labels": torch.tensor([r["labels"] for r in rows]),
+    }
 
 
 def _poison_after(model, calls: set[int]):
@@ -44,15 +47,21 @@ def test_nonfinite_loss_stops_with_error_naming_the_step_and_last_checkpoint(tmp
     _poison_after(model, {5})
     settings = TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False)
     options = FitOptions(checkpoint_dir=tmp_path, checkpoint_every_steps=2)
-    with pytest.raises(NonFiniteError, match=r"non-finite loss or gradient after step 4 \(epoch 1, batch 5\).*step-000000004"):
+    with pytest.raises(
+        NonFiniteError, match=r"non-finite loss or gradient after step 4 \(epoch 1, batch 5\).*step-000000004"
+    ):
         fit(model, _tiny_task(), _collate, settings, options=options)
 
 
 def test_skip_policy_drops_bad_updates_and_counts_them():
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
     _poison_after(model, {2, 6})
-    result = fit(model, _tiny_task(), _collate,
-                 TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False, nonfinite="skip"))
+    result = fit(
+        model,
+        _tiny_task(),
+        _collate,
+        TrainSettings(lr=1e-3, epochs=1, batch_size=4, progress_bar=False, nonfinite="skip"),
+    )
     assert result.skipped_steps == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert len(result.epochs) == 1 and result.epochs[0]["step"] == 8 - 2
@@ -66,10 +75,16 @@ def test_skip_policy_stops_after_too_many():
         fit(model, _tiny_task(), _collate, settings)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["train.fsdp=true"], "train.fsdp=true shards over several processes"),
-    (["adapter.params.max_merges={query: 2}"], r"must give a cap for each merge group, which are the module types \['query', 'value'\]"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.fsdp=true"], "train.fsdp=true shards over several processes"),
+        (
+            ["adapter.params.max_merges={query: 2}"],
+            r"must give a cap for each merge group, which are the module types \['query', 'value'\]",
+        ),
+    ],
+)
 def test_settings_that_cannot_work_fail_before_loading(overrides, message, tmp_path):
     container, choices = compose_run([*overrides, "debug=smoke", f"experiments_dir={tmp_path}"])
     with pytest.raises(ValueError, match=message):
@@ -85,21 +100,53 @@ def test_validate_only_loads_nothing_and_writes_nothing(tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # Fuzz: malformed overrides of every kind each get a clear error and write nothing.
-KEYS = ["seed", "train.lr", "train.epochs", "train.batch_size", "train.warmup_ratio", "train.weight_decay",
-        "train.max_grad_norm", "train.mixed_precision", "train.nonfinite", "task.max_length",
-        "task.max_train_examples", "adapter.params.r", "adapter.params.lora_alpha", "adapter.params.max_merges",
-        "adapter.params.merge_candidates", "adapter.params.a_sharing", "adapter.params.merge_update_ratio",
-        "adapter.params.merge_start_fraction", "adapter.params.merge_interval_fraction",
-        "adapter.params.merge_distance_threshold", "adapter.params.lora_dropout", "checkpoint.every_steps",
-        "checkpoint.keep_last", "wandb.mode", "model.dropout", "run_name", "hub", "resume"]
+KEYS = [
+    "seed",
+    "train.lr",
+    "train.epochs",
+    "train.batch_size",
+    "train.warmup_ratio",
+    "train.weight_decay",
+    "train.max_grad_norm",
+    "train.mixed_precision",
+    "train.nonfinite",
+    "task.max_length",
+    "task.max_train_examples",
+    "adapter.params.r",
+    "adapter.params.lora_alpha",
+    "adapter.params.max_merges",
+    "adapter.params.merge_candidates",
+    "adapter.params.a_sharing",
+    "adapter.params.merge_update_ratio",
+    "adapter.params.merge_start_fraction",
+    "adapter.params.merge_interval_fraction",
+    "adapter.params.merge_distance_threshold",
+    "adapter.params.lora_dropout",
+    "checkpoint.every_steps",
+    "checkpoint.keep_last",
+    "wandb.mode",
+    "model.dropout",
+    "run_name",
+    "hub",
+    "resume",
+]
 BAD_VALUES = ["-1", "0", "-0.5", "1e300", "nan", "''", "abc", "[1,2]", "{a: 1}", "true", "2.5", "-1e-9"]
-GOOD = {"seed": {"0", "2.5"}, "train.weight_decay": {"0", "1e300", "2.5"}, "train.max_grad_norm": {"1e300", "2.5"},
-        "adapter.params.lora_alpha": {"1e300", "2.5"}, "train.lr": {"2.5"},
-        "adapter.params.merge_distance_threshold": {"0", "1e300", "2.5"}, "task.max_length": set(),
-        "adapter.params.max_merges": {"0"}, "adapter.params.lora_dropout": {"0"}, "model.dropout": {"0"},
-        "adapter.params.merge_start_fraction": {"0"},
-        "hub": {"true"}, "resume": {"true"}, "run_name": {"-1", "0", "abc", "true", "2.5", "-0.5", "1e300",
-                                                          "-1e-9", "nan"}}
+GOOD = {
+    "seed": {"0", "2.5"},
+    "train.weight_decay": {"0", "1e300", "2.5"},
+    "train.max_grad_norm": {"1e300", "2.5"},
+    "adapter.params.lora_alpha": {"1e300", "2.5"},
+    "train.lr": {"2.5"},
+    "adapter.params.merge_distance_threshold": {"0", "1e300", "2.5"},
+    "task.max_length": set(),
+    "adapter.params.max_merges": {"0"},
+    "adapter.params.lora_dropout": {"0"},
+    "model.dropout": {"0"},
+    "adapter.params.merge_start_fraction": {"0"},
+    "hub": {"true"},
+    "resume": {"true"},
+    "run_name": {"-1", "0", "abc", "true", "2.5", "-0.5", "1e300", "-1e-9", "nan"},
+}
 
 
 def _cases(n=60, seed=0):
@@ -118,8 +165,9 @@ def test_fuzzed_override_fails_clearly_before_anything_is_written(key, value, tm
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        container, choices = compose_run([f"{key}={value}", "debug=smoke", "validate_only=true",
-                                          f"experiments_dir={tmp_path / 'exp'}"])
+        container, choices = compose_run(
+            [f"{key}={value}", "debug=smoke", "validate_only=true", f"experiments_dir={tmp_path / 'exp'}"]
+        )
         outcome = run(container, choices)
     except (ValueError, HydraException, OmegaConfBaseException) as error:
         message = str(error)

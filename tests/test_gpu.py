@@ -15,8 +15,12 @@ pytestmark = pytest.mark.gpu
 
 def _adapted():
     torch.manual_seed(0)
-    model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(
-        r=4, target_modules=["query", "value"], merge_start_step=0, merge_interval_steps=1, max_merges=2))
+    model = aslora.apply_adapter(
+        tiny_bert(),
+        aslora.ASLoRAConfig(
+            r=4, target_modules=["query", "value"], merge_start_step=0, merge_interval_steps=1, max_merges=2
+        ),
+    )
     randomise_adapter(model)
     return model.eval()
 
@@ -35,8 +39,12 @@ def test_forward_backward_and_ties_on_cuda_match_cpu(input_ids):
         if a.grad is not None:
             torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-5, msg=name)
     with torch.no_grad():
-        torch.testing.assert_close(gpu.eval()(input_ids=input_ids.cuda()).logits.cpu(),
-                                   cpu.eval()(input_ids=input_ids).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            gpu.eval()(input_ids=input_ids.cuda()).logits.cpu(),
+            cpu.eval()(input_ids=input_ids).logits,
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_bf16_autocast_keeps_the_adapter_in_fp32(input_ids):

@@ -75,8 +75,13 @@ def _lm_examples():
     examples = []
     for length, n_prompt in ((7, 3), (12, 8), (5, 1), (9, 4)):
         ids = torch.randint(1, VOCAB, (length,)).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * length,
-                         "labels": [instruct.IGNORE_INDEX] * n_prompt + ids[n_prompt:]})
+        examples.append(
+            {
+                "input_ids": ids,
+                "attention_mask": [1] * length,
+                "labels": [instruct.IGNORE_INDEX] * n_prompt + ids[n_prompt:],
+            }
+        )
     return examples
 
 
@@ -97,7 +102,9 @@ def test_held_out_loss_is_the_token_weighted_mean_whatever_the_batching(batch_si
             nll += float(model(input_ids=ids, labels=labels).loss) * n  # HF: mean over this example's tokens
         count += n
     # the collator only needs a pad id; the examples are token ids already
-    pad = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0}, unk_token="<pad>")), pad_token="<pad>")
+    pad = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel({"<pad>": 0}, unk_token="<pad>")), pad_token="<pad>"
+    )
     collate = DataCollatorForSeq2Seq(pad, label_pad_token_id=instruct.IGNORE_INDEX)
     loader = torch.utils.data.DataLoader(examples, batch_size=batch_size, collate_fn=collate)
     metrics = evaluate_causal_lm(model, loader, Accelerator(cpu=True))
@@ -117,10 +124,19 @@ def test_smollm2_instruction_run_end_to_end(tmp_path):
     from aslora.harness.run import run
     from scripts.compose import compose_run
 
-    container, choices = compose_run([
-        "task=instruct", "adapter=aslora", "debug=smoke", f"experiments_dir={tmp_path}",
-        "task.max_train_examples=32", "task.max_eval_examples=6", "train.batch_size=4",
-        "adapter.params.max_merges=2", "adapter.params.merge_interval_fraction=0.3"])
+    container, choices = compose_run(
+        [
+            "task=instruct",
+            "adapter=aslora",
+            "debug=smoke",
+            f"experiments_dir={tmp_path}",
+            "task.max_train_examples=32",
+            "task.max_eval_examples=6",
+            "train.batch_size=4",
+            "adapter.params.max_merges=2",
+            "adapter.params.merge_interval_fraction=0.3",
+        ]
+    )
     assert container["model"]["name"] == "smollm2-135m"  # the instruct task picks a decoder by default
     best = run(container, choices)
     report = read_report(tmp_path / container["run_name"] / "report.json")

@@ -87,10 +87,18 @@ def _dataset(n=16):
 
 
 def _trainer(model, tmp_path, max_steps, gradient_accumulation_steps=1, **kwargs):
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
-                             gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=1e-3,
-                             report_to=[], use_cpu=True, disable_tqdm=True, logging_strategy="no",
-                             **({"save_strategy": "no"} | kwargs))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        **({"save_strategy": "no"} | kwargs),
+    )
     trainer = Trainer(model=model, args=args, train_dataset=_dataset())
     callback = ASLoRACallback(trainer)
     trainer.add_callback(callback)
@@ -99,8 +107,12 @@ def _trainer(model, tmp_path, max_steps, gradient_accumulation_steps=1, **kwargs
 
 def _first_merge(tmp_path, start, interval, gradient_accumulation_steps):
     build, targets = MODEL_BUILDERS["bert"]
-    model = peft.get_peft_model(build(layers=2, hidden=8), aslora.ASLoRAConfig(
-        r=2, task_type="SEQ_CLS", merge_start_step=start, merge_interval_steps=interval, max_merges=1))
+    model = peft.get_peft_model(
+        build(layers=2, hidden=8),
+        aslora.ASLoRAConfig(
+            r=2, task_type="SEQ_CLS", merge_start_step=start, merge_interval_steps=interval, max_merges=1
+        ),
+    )
     forwards = []
     model.register_forward_hook(lambda *a: forwards.append(1))
     trainer, callback = _trainer(model, tmp_path, start + interval, gradient_accumulation_steps)
@@ -109,8 +121,14 @@ def _first_merge(tmp_path, start, interval, gradient_accumulation_steps):
     assert len(forwards) == first * gradient_accumulation_steps  # t counts optimizer steps, not micro-batches
     assert [(e.step, e.group) for e in callback.events] == [(first, "query"), (first, "value")]
     logged = [{k: v for k, v in h.items() if k != "epoch"} for h in trainer.state.log_history if "aslora/num_B" in h]
-    assert logged == [{"aslora/num_B": 2.0, "aslora/merge_distance/query": callback.events[0].distance,
-                       "aslora/merge_distance/value": callback.events[1].distance, "step": first}]
+    assert logged == [
+        {
+            "aslora/num_B": 2.0,
+            "aslora/merge_distance/query": callback.events[0].distance,
+            "aslora/merge_distance/value": callback.events[1].distance,
+            "step": first,
+        }
+    ]
 
 
 @pytest.mark.parametrize("gradient_accumulation_steps", [1, 2])
@@ -127,8 +145,9 @@ def test_callback_first_merge_at_step_560_with_the_mrpc_recipe(gradient_accumula
 
 def test_callback_refuses_an_impossible_schedule_before_the_first_step(tmp_path):
     build, _ = MODEL_BUILDERS["bert"]
-    model = aslora.apply_adapter(build(layers=2), aslora.ASLoRAConfig(r=2, merge_start_step=320, merge_interval_steps=240,
-                                                                      max_merges=1))
+    model = aslora.apply_adapter(
+        build(layers=2), aslora.ASLoRAConfig(r=2, merge_start_step=320, merge_interval_steps=240, max_merges=1)
+    )
     trainer, _ = _trainer(model, tmp_path, 100)
     with pytest.raises(ValueError, match=r"total_steps=100, where 0 merge events fit. Set max_merges=0"):
         trainer.train()

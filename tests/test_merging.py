@@ -45,8 +45,13 @@ def test_schedule_is_event_matches_algorithm_1():
 
 
 def test_fractional_schedule_resolves_against_total_steps():
-    config = aslora.ASLoRAConfig(merge_start_step=None, merge_interval_steps=None,
-                                 merge_start_fraction=0.1, merge_interval_fraction=0.1, max_merges=7)
+    config = aslora.ASLoRAConfig(
+        merge_start_step=None,
+        merge_interval_steps=None,
+        merge_start_fraction=0.1,
+        merge_interval_fraction=0.1,
+        max_merges=7,
+    )
     schedule = config.resolve_schedule(1000)
     assert (schedule.start_step, schedule.interval_steps) == (100, 100)
     assert schedule.last_event_step == 800 <= 1000
@@ -55,7 +60,9 @@ def test_fractional_schedule_resolves_against_total_steps():
 
 
 def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1)
+    )
     pool = model.aslora_pool
     # Set B's so that the query running means are 0, 10, 10.5, 30 and value means 0, 5, 20, 21.
     with torch.no_grad():
@@ -69,7 +76,7 @@ def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
     assert (by_group["query"].retired, by_group["query"].kept) == ("query_1", "query_2")  # lower takes upper's B
     assert (by_group["value"].retired, by_group["value"].kept) == ("value_2", "value_3")
     n = 32 * 2  # elements of each B
-    assert by_group["query"].distance == pytest.approx(0.5 * n ** 0.5)
+    assert by_group["query"].distance == pytest.approx(0.5 * n**0.5)
     assert pool.sharing_map()["query_1"] == "query_2" == pool.sharing_map()["query_2"]
     layer1 = model.bert.encoder.layer[1].attention.self.query
     layer2 = model.bert.encoder.layer[2].attention.self.query
@@ -93,8 +100,12 @@ def test_running_mean_is_the_mean_of_all_sampled_values():
 
 def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
     def first_event(candidates):
-        model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
-            r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates=candidates))
+        model = aslora.apply_adapter(
+            tiny_bert(layers=4),
+            aslora.ASLoRAConfig(
+                r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates=candidates
+            ),
+        )
         with torch.no_grad():
             for depth, v in enumerate([0.0, 10.0, 20.0, 0.1]):  # layer 0 and layer 3 are closest
                 B_of(model.aslora_pool, f"query_{depth}").fill_(v)
@@ -105,8 +116,12 @@ def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
 
 
 def test_distance_threshold_blocks_merges_above_it():
-    model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(
-        r=2, merge_start_step=0, merge_interval_steps=1, max_merges=3, merge_distance_threshold=1.0))
+    model = aslora.apply_adapter(
+        tiny_bert(),
+        aslora.ASLoRAConfig(
+            r=2, merge_start_step=0, merge_interval_steps=1, max_merges=3, merge_distance_threshold=1.0
+        ),
+    )
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 20.0, 30.0]):
             B_of(model.aslora_pool, f"query_{depth}").fill_(v)
@@ -116,8 +131,10 @@ def test_distance_threshold_blocks_merges_above_it():
 
 
 def test_update_ratio_blends_survivor():
-    model = aslora.apply_adapter(tiny_bert(layers=2), aslora.ASLoRAConfig(
-        r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_update_ratio=0.5))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=2),
+        aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_update_ratio=0.5),
+    )
     with torch.no_grad():
         B_of(model.aslora_pool, "query_0").fill_(2.0)
         B_of(model.aslora_pool, "query_1").fill_(4.0)
@@ -157,18 +174,29 @@ def test_a_tie_leaves_the_parameter_set_and_the_optimizer_untouched(input_ids):
     params_before = [id(p) for p in model.parameters()]
     optimizer, events = _train(model, controller, 4, input_ids)
     assert [t for t, e in events.items() if e] == [3]
-    assert list(model.state_dict()) == keys_before and {k: v.shape for k, v in model.state_dict().items()} == shapes_before
+    assert (
+        list(model.state_dict()) == keys_before and {k: v.shape for k, v in model.state_dict().items()} == shapes_before
+    )
     assert [id(p) for p in model.parameters()] == params_before
     assert all(torch.is_tensor(v) for v in model.state_dict().values())  # no extra state: any framework saves it
     assert len(optimizer.param_groups[0]["params"]) == len(params_before) - sum(
-        1 for p in model.parameters() if not p.requires_grad)
+        1 for p in model.parameters() if not p.requires_grad
+    )
     assert int(model.aslora_pool.num_merges) == 2
 
 
 def test_merges_to_the_target_count_on_llama_shapes(input_ids):
-    model = aslora.apply_adapter(tiny_llama_classifier(layers=4), aslora.ASLoRAConfig(
-        r=2, target_modules=["q_proj", "v_proj"], merge_start_step=0, merge_interval_steps=1, max_merges=3,
-        merge_scope="joint"))
+    model = aslora.apply_adapter(
+        tiny_llama_classifier(layers=4),
+        aslora.ASLoRAConfig(
+            r=2,
+            target_modules=["q_proj", "v_proj"],
+            merge_start_step=0,
+            merge_interval_steps=1,
+            max_merges=3,
+            merge_scope="joint",
+        ),
+    )
     controller = aslora.MergeController(model, total_steps=5)
     randomise_adapter(model)
     for t in range(1, 5):
@@ -187,7 +215,9 @@ def test_max_merges_beyond_possible_is_rejected(max_merges):
 
 
 def test_schedule_that_cannot_complete_is_rejected():
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=10, merge_interval_steps=10, max_merges=2))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=10, merge_interval_steps=10, max_merges=2)
+    )
     with pytest.raises(ValueError, match="merge event 2 .* step 30 .* total_steps=25"):
         aslora.MergeController(model, total_steps=25)
 
@@ -199,8 +229,12 @@ def test_controller_needs_an_aslora_model():
 
 
 def _first_events(selection, step=1):
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(  # the one merge event is at `step`
-        r=2, merge_start_step=step - 1, merge_interval_steps=1, max_merges=1, merge_selection=selection))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4),
+        aslora.ASLoRAConfig(  # the one merge event is at `step`
+            r=2, merge_start_step=step - 1, merge_interval_steps=1, max_merges=1, merge_selection=selection
+        ),
+    )
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
             B_of(model.aslora_pool, f"query_{depth}").fill_(v)
@@ -227,14 +261,30 @@ def test_random_selection_is_reproducible_and_varies_with_the_step():
 def test_joint_scope_orders_and_neighbours_by_the_real_layer_index():
     """query on layers 0–3, value on layers 2–3 only: value_0 sits in layer 2, above query_1."""
     targets = r".*layer\.[0-3]\.attention\.self\.query|.*layer\.[23]\.attention\.self\.value"
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
-        r=2, target_modules=targets, merge_scope="joint", merge_start_step=0, merge_interval_steps=1, max_merges=1))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4),
+        aslora.ASLoRAConfig(
+            r=2, target_modules=targets, merge_scope="joint", merge_start_step=0, merge_interval_steps=1, max_merges=1
+        ),
+    )
     pool = model.aslora_pool
     assert [(s.key, s.layer) for s in pool.slots.values()] == [
-        ("query_0", 0), ("query_1", 1), ("query_2", 2), ("value_0", 2), ("query_3", 3), ("value_1", 3)]
+        ("query_0", 0),
+        ("query_1", 1),
+        ("query_2", 2),
+        ("value_0", 2),
+        ("query_3", 3),
+        ("value_1", 3),
+    ]
     with torch.no_grad():
-        for name, v in {"query_0": 0.0, "query_1": 10.0, "query_2": 20.0, "query_3": 30.0,
-                        "value_0": 10.2, "value_1": 50.0}.items():
+        for name, v in {
+            "query_0": 0.0,
+            "query_1": 10.0,
+            "query_2": 20.0,
+            "query_3": 30.0,
+            "value_0": 10.2,
+            "value_1": 50.0,
+        }.items():
             B_of(pool, name).fill_(v)
     (event,) = aslora.MergeController(model, total_steps=3).step(1)
     # the lower layer takes the upper layer's B: query_1 (layer 1) reads value_0 (layer 2) from now on
@@ -245,8 +295,10 @@ def test_exact_ties_go_to_the_lowest_pair_with_many_B():
     """30 identical B's (SmolLM2 has 30 layers): every distance is exactly 0, and the lowest
     adjacent pair wins — torch.cdist's matmul path (used above 25 rows) would give them slightly
     different, non-zero distances."""
-    model = aslora.apply_adapter(tiny_bert(layers=30, hidden=16), aslora.ASLoRAConfig(
-        r=4, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates="all"))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=30, hidden=16),
+        aslora.ASLoRAConfig(r=4, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates="all"),
+    )
     pool = model.aslora_pool
     same = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -254,12 +306,16 @@ def test_exact_ties_go_to_the_lowest_pair_with_many_B():
             pool.lora_B[bank].copy_(same.expand_as(pool.lora_B[bank]))
     events = aslora.MergeController(model, total_steps=3).step(1)
     assert [(e.group, e.retired, e.kept, e.distance) for e in events] == [
-        ("query", "query_0", "query_1", 0.0), ("value", "value_0", "value_1", 0.0)]
+        ("query", "query_0", "query_1", 0.0),
+        ("value", "value_0", "value_1", 0.0),
+    ]
 
 
 def test_max_merges_per_group():
-    model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(
-        r=2, merge_start_step=0, merge_interval_steps=1, max_merges={"query": 3, "value": 1}))
+    model = aslora.apply_adapter(
+        tiny_bert(layers=4),
+        aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges={"query": 3, "value": 1}),
+    )
     randomise_adapter(model)
     controller = aslora.MergeController(model, total_steps=5)
     for t in range(1, 6):
@@ -271,11 +327,14 @@ def test_max_merges_per_group():
     assert model.aslora_pool.config.resolve_schedule(5).last_event_step == 3  # the largest cap sets the schedule
 
 
-@pytest.mark.parametrize("caps, message", [
-    ({"query": 1, "key": 1, "value": 1}, r"max_merges names merge group\(s\) \['key'\]"),
-    ({"query": 1}, r"has no entry for merge group 'value'"),
-    ({"query": 4, "value": 1}, r"max_merges=4 is more than merge group 'query' allows"),
-])
+@pytest.mark.parametrize(
+    "caps, message",
+    [
+        ({"query": 1, "key": 1, "value": 1}, r"max_merges names merge group\(s\) \['key'\]"),
+        ({"query": 1}, r"has no entry for merge group 'value'"),
+        ({"query": 4, "value": 1}, r"max_merges=4 is more than merge group 'query' allows"),
+    ],
+)
 def test_bad_per_group_caps_are_rejected_naming_the_group(caps, message):
     model = aslora.apply_adapter(tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, max_merges=caps))
     with pytest.raises(ValueError, match=message):

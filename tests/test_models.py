@@ -13,8 +13,12 @@ from scripts.compose import compose_run
 
 
 def test_a_missing_package_is_named_with_the_command_that_installs_it(monkeypatch):
-    monkeypatch.setitem(PACKAGE_MODELS, "fake", PackagedModel(("aslora-no-such-dist", "pytest"), str, install="`make x`"))
-    with pytest.raises(ValueError, match=r"model 'fake-model' needs the package\(s\) aslora-no-such-dist, not installed; `make x`"):
+    monkeypatch.setitem(
+        PACKAGE_MODELS, "fake", PackagedModel(("aslora-no-such-dist", "pytest"), str, install="`make x`")
+    )
+    with pytest.raises(
+        ValueError, match=r"model 'fake-model' needs the package\(s\) aslora-no-such-dist, not installed; `make x`"
+    ):
         check_model_available(ModelSpec("fake-model", "package", "fake"), hub_enabled=False)
 
 
@@ -31,7 +35,9 @@ def test_mpnet_without_its_parts_fails_before_loading_naming_make_assets_mpnet(m
 def test_mpnet_assembles_once_and_has_the_papers_adapter_sizes(monkeypatch, tmp_path):
     monkeypatch.setenv("ASLORA_CACHE", str(tmp_path))
     tokenizer, model = models.load_classifier(ModelSpec("mpnet-base", "package", "all_mpnet_base_v2"), 2)
-    assert sorted(p.name for p in (tmp_path / "all-mpnet-base-v2").iterdir() if p.suffix == ".safetensors") == ["model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "all-mpnet-base-v2").iterdir() if p.suffix == ".safetensors") == [
+        "model.safetensors"
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     # 109,486,464 in the checkpoint, less its pooler (768² + 768), which a classifier does not use
     assert sum(p.numel() for p in model.base_model.parameters()) == 109_486_464 - 590_592

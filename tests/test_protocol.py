@@ -8,28 +8,54 @@ import torch
 
 from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run
-from scripts.protocol import (SUITES, curve_commands, extend_until_inside, extension_commands, final_commands, next_lr,
-                              select, thresholds)
+from scripts.protocol import (
+    SUITES,
+    curve_commands,
+    extend_until_inside,
+    extension_commands,
+    final_commands,
+    next_lr,
+    select,
+    thresholds,
+)
 
 
 def _row(task, adapter, lr, score, variant="", metric="accuracy"):
-    return {"grid": "protocol-lr", "task": task, "adapter": adapter, "variant": variant, "lr": str(lr),
-            "best_metric": str(score), "main_metric": metric, "run_name": f"{task}_{adapter}_{variant}_{lr}"}
+    return {
+        "grid": "protocol-lr",
+        "task": task,
+        "adapter": adapter,
+        "variant": variant,
+        "lr": str(lr),
+        "best_metric": str(score),
+        "main_metric": metric,
+        "run_name": f"{task}_{adapter}_{variant}_{lr}",
+    }
 
 
 ROWS = [
-    _row("rt_polarity", "lora", 3e-4, 0.74), _row("rt_polarity", "lora", 1e-3, 0.77), _row("rt_polarity", "lora", 3e-3, 0.76),
-    _row("rt_polarity", "aslora", 3e-4, 0.70), _row("rt_polarity", "aslora", 1e-3, 0.75), _row("rt_polarity", "aslora", 3e-3, 0.75),
-    _row("rt_polarity", "lora", 1e-3, 0.73, variant="r=2"), _row("rt_polarity", "lora", 3e-3, 0.75, variant="r=2"),
-    _row("rt_polarity", "vera", 1e-3, 0.55), _row("rt_polarity", "vera", 1e-2, 0.71),
-    _row("instruct", "aslora", 3e-4, 2.40, metric="loss"), _row("instruct", "aslora", 1e-3, 2.30, metric="loss"),
+    _row("rt_polarity", "lora", 3e-4, 0.74),
+    _row("rt_polarity", "lora", 1e-3, 0.77),
+    _row("rt_polarity", "lora", 3e-3, 0.76),
+    _row("rt_polarity", "aslora", 3e-4, 0.70),
+    _row("rt_polarity", "aslora", 1e-3, 0.75),
+    _row("rt_polarity", "aslora", 3e-3, 0.75),
+    _row("rt_polarity", "lora", 1e-3, 0.73, variant="r=2"),
+    _row("rt_polarity", "lora", 3e-3, 0.75, variant="r=2"),
+    _row("rt_polarity", "vera", 1e-3, 0.55),
+    _row("rt_polarity", "vera", 1e-2, 0.71),
+    _row("instruct", "aslora", 3e-4, 2.40, metric="loss"),
+    _row("instruct", "aslora", 1e-3, 2.30, metric="loss"),
     {**_row("rt_polarity", "lora", 1e-2, 0.99), "grid": "offline"},  # another grid: never chosen from
 ]
 
 
 def test_select_takes_the_best_validation_lr_per_adapter_and_records_the_grid():
     chosen = {(r["task"], r["adapter"], r["variant"]): r for r in select(ROWS)}
-    assert chosen["rt_polarity", "lora", ""]["lr"] == "0.001" and chosen["rt_polarity", "lora", ""]["grid"] == "0.0003,0.001,0.003"
+    assert (
+        chosen["rt_polarity", "lora", ""]["lr"] == "0.001"
+        and chosen["rt_polarity", "lora", ""]["grid"] == "0.0003,0.001,0.003"
+    )
     assert chosen["rt_polarity", "aslora", ""]["lr"] == "0.001"  # a tie goes to the smaller lr
     assert chosen["rt_polarity", "lora", "r=2"]["lr"] == "0.003"
     assert chosen["rt_polarity", "vera", ""]["lr"] == "0.01"
@@ -38,7 +64,13 @@ def test_select_takes_the_best_validation_lr_per_adapter_and_records_the_grid():
 
 def test_final_commands_compose_into_valid_five_seed_runs_at_the_chosen_lr():
     commands = final_commands(select(ROWS))
-    assert ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "adapter.params.r=2", "train.lr=0.003"] in commands
+    assert [
+        "sweep=protocol_final",
+        "task=rt_polarity",
+        "adapter=lora",
+        "adapter.params.r=2",
+        "train.lr=0.003",
+    ] in commands
     assert ["sweep=protocol_instruct_final", "task=instruct", "adapter=aslora", "train.lr=0.001"] in commands
     for overrides in commands:
         container, choices = compose_run([*overrides, "seed=1"])
@@ -75,8 +107,13 @@ def test_final_stage_runs_the_main_comparison_first():
     """ASLoRA, LoRA r=8 and LoRA r=2 on every task before the other adapters: a protocol stopped
     part-way has answered the question it exists for."""
     adapters = [(c[2], c[3] if c[3].startswith("adapter.params") else "") for c in final_commands(select(ROWS))]
-    assert adapters[:5] == [("adapter=aslora", ""), ("adapter=aslora", ""), ("adapter=lora", ""),
-                            ("adapter=lora", "adapter.params.r=2"), ("adapter=vera", "")]
+    assert adapters[:5] == [
+        ("adapter=aslora", ""),
+        ("adapter=aslora", ""),
+        ("adapter=lora", ""),
+        ("adapter=lora", "adapter.params.r=2"),
+        ("adapter=vera", ""),
+    ]
 
 
 def test_thresholds_are_quantiles_of_recorded_tie_distances():
@@ -90,12 +127,30 @@ def test_curve_commands_sweep_sizes_at_the_chosen_lr_with_three_seeds():
     reports = [{"task": "rt_polarity", "merge_history": [{"distance": d} for d in (0.1, 0.2, 0.3, 0.4, 0.5)]}]
     commands = curve_commands(select(ROWS), reports)
     assert commands == [
-        ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
-         "adapter.params.max_merges=0,1,2,3,5"],
-        ["sweep=protocol_final", "task=rt_polarity", "adapter=aslora", "train.lr=0.001", "seed=1,2,3",
-         "adapter.params.merge_distance_threshold=0.2,0.3,0.4"],
-        ["sweep=protocol_final", "task=rt_polarity", "adapter=lora", "train.lr=0.001", "seed=1,2,3",
-         "adapter.params.r=1,4"],
+        [
+            "sweep=protocol_final",
+            "task=rt_polarity",
+            "adapter=aslora",
+            "train.lr=0.001",
+            "seed=1,2,3",
+            "adapter.params.max_merges=0,1,2,3,5",
+        ],
+        [
+            "sweep=protocol_final",
+            "task=rt_polarity",
+            "adapter=aslora",
+            "train.lr=0.001",
+            "seed=1,2,3",
+            "adapter.params.merge_distance_threshold=0.2,0.3,0.4",
+        ],
+        [
+            "sweep=protocol_final",
+            "task=rt_polarity",
+            "adapter=lora",
+            "train.lr=0.001",
+            "seed=1,2,3",
+            "adapter.params.r=1,4",
+        ],
     ]  # bbc_news has no chosen lr in the fixture rows, so no curve
 
 
@@ -108,22 +163,31 @@ def test_a_choice_at_the_grid_edge_is_flagged_and_extended_one_step_beyond():
     commands = extension_commands(select(ROWS))
     assert ["sweep=protocol_lr", "task=rt_polarity", "adapter=lora", "adapter.params.r=2", "train.lr=0.01"] in commands
     assert ["sweep=protocol_lr", "task=rt_polarity", "adapter=vera", "train.lr=0.03"] in commands
-    assert ["sweep=protocol_instruct_lr", "task=instruct", "adapter=aslora", "train.lr=0.003"] in commands  # loss: 1e-3 best
+    assert [
+        "sweep=protocol_instruct_lr",
+        "task=instruct",
+        "adapter=aslora",
+        "train.lr=0.003",
+    ] in commands  # loss: 1e-3 best
     assert not any("adapter=lora" in c and "adapter.params.r=2" not in c for c in commands)  # LoRA r=8 chose inside
     for overrides in commands:
         container, choices = compose_run([*overrides, "seed=1"])
         settings = RunSettings.from_dict(container, choices)
-        assert settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and "train.lr=" in settings.run_name
+        assert (
+            settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and "train.lr=" in settings.run_name
+        )
     # beyond the limits: reported, not run
     assert extension_commands([{**chosen["rt_polarity", "vera", ""], "grid": "0.03,0.1", "lr": "0.1"}]) == []
 
 
 def _vera_trainer(rows: list, score, trained: list):
     """A stand-in for train.py: records the overrides and appends the run's lr-stage row."""
+
     def train(overrides):
         trained.append(overrides)
         lr = float(next(o for o in overrides if o.startswith("train.lr=")).split("=")[1])
         rows.append(_row("rt_polarity", "vera", lr, score(lr)))
+
     return train
 
 
@@ -133,8 +197,10 @@ def test_extend_repeats_until_every_choice_lies_inside_its_grid():
     scores = {1e-3: 0.55, 4e-3: 0.60, 1e-2: 0.70, 3e-2: 0.74, 0.1: 0.58}
     rows = [r for r in ROWS if r["task"] == "rt_polarity" and r["adapter"] in ("lora", "vera") and not r["variant"]]
     trained = []
-    chosen = {(r["adapter"], r["variant"]): r
-              for r in extend_until_inside(lambda: list(rows), _vera_trainer(rows, scores.get, trained))}
+    chosen = {
+        (r["adapter"], r["variant"]): r
+        for r in extend_until_inside(lambda: list(rows), _vera_trainer(rows, scores.get, trained))
+    }
     assert [o[-1] for o in trained] == ["train.lr=0.03", "train.lr=0.1"]  # nothing run for LoRA
     assert chosen["vera", ""]["lr"] == "0.03" and chosen["vera", ""]["edge"] == ""
     assert chosen["lora", ""]["lr"] == "0.001"
@@ -207,7 +273,14 @@ def test_a_suites_lr_and_final_stages_train_alike(suite):
     for sweep in (spec.lr_sweep, spec.final_sweep):
         container, choices = compose_run([f"sweep={sweep}", f"task={spec.tasks[0]}", "seed=1"])
         settings = RunSettings.from_dict(container, choices)
-        stages.append((settings.train.group_by_length, settings.train.epochs, settings.train.batch_size,
-                       settings.task.max_length, settings.task.max_train_examples))
+        stages.append(
+            (
+                settings.train.group_by_length,
+                settings.train.epochs,
+                settings.train.batch_size,
+                settings.task.max_length,
+                settings.task.max_train_examples,
+            )
+        )
     assert stages[0] == stages[1], stages
     assert stages[0][0] is (suite == "instruct")

@@ -36,14 +36,21 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
     assert collect_results.main(["--experiments", str(experiments), "--out", str(tmp_path / "runs.csv")]) == 0
     with open(tmp_path / "runs.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
-    assert (row["adapter"], row["grid"], row["num_distinct_B_after"], row["num_merges"]) == ("aslora", "smoke", "4", "8")
+    assert (row["adapter"], row["grid"], row["num_distinct_B_after"], row["num_merges"]) == (
+        "aslora",
+        "smoke",
+        "4",
+        "8",
+    )
     assert float(row["fraction_of_lora_after"]) < 0.25
     make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "tables")])
     table = (tmp_path / "tables" / "smoke_minilm-l6.md").read_text()
     assert "| ASLoRA | 15,360 | 20.8 |" in table and "stand-in for sst2" in table
 
     run_dir = tmp_path / "sharing" / container["run_name"]  # the copy collect_results keeps: enough to draw
-    assert (run_dir / "adapter" / "aslora_config.json").is_file() and not (run_dir / "adapter" / "aslora_model.safetensors").exists()
+    assert (run_dir / "adapter" / "aslora_config.json").is_file() and not (
+        run_dir / "adapter" / "aslora_model.safetensors"
+    ).exists()
     _, adapter = plot_sharing.load(run_dir)
     types, groups, _ = plot_sharing.sharing_matrix(adapter)
     assert types == ["query", "value"] and groups.shape == (2, 6)
@@ -71,8 +78,14 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
 def test_sharing_map_ids_are_per_B_across_module_types():
     # merge_scope=joint can give a value layer a query layer's B: the map must show it as that B.
     slots = [{"module_type": t, "depth": d} for t in ("query", "value") for d in range(3)]
-    sharing = {"query_0": "query_1", "query_1": "query_1", "query_2": "query_2",
-               "value_0": "value_0", "value_1": "query_2", "value_2": "query_2"}
+    sharing = {
+        "query_0": "query_1",
+        "query_1": "query_1",
+        "query_2": "query_2",
+        "value_0": "value_0",
+        "value_1": "query_2",
+        "value_2": "query_2",
+    }
     types, groups, labels = plot_sharing.sharing_matrix({"slots": slots, "sharing": sharing})
     assert types == ["query", "value"]
     assert groups[1, 1] == groups[1, 2] == groups[0, 2] and groups[0, 0] == groups[0, 1]
@@ -98,10 +111,17 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
         for value in values:
             for seed in (1, 2):
                 row = {c: "" for c in COLUMNS}
-                row.update(run_name=f"merge_minilm-l6_rt_polarity_aslora_adapter.params.{name}={value}_s{seed}",
-                           grid="merge", model="minilm-l6", task="rt_polarity", main_metric="accuracy",
-                           best_metric=0.7 + 0.01 * seed, adapter_params_after=30000, fraction_of_lora_after=0.41,
-                           seed=seed)
+                row.update(
+                    run_name=f"merge_minilm-l6_rt_polarity_aslora_adapter.params.{name}={value}_s{seed}",
+                    grid="merge",
+                    model="minilm-l6",
+                    task="rt_polarity",
+                    main_metric="accuracy",
+                    best_metric=0.7 + 0.01 * seed,
+                    adapter_params_after=30000,
+                    fraction_of_lora_after=0.41,
+                    seed=seed,
+                )
                 rows.append(row)
     with open(tmp_path / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -110,7 +130,10 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
     points = plot_sweep.swept_points(rows)
     assert sorted(points) == ["max_merges", "merge_candidates"] and sorted(points["max_merges"]) == ["0", "2", "4"]
     assert plot_sweep.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fig")]) == 0
-    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["sweep_max_merges.png", "sweep_merge_candidates.png"]
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "sweep_max_merges.png",
+        "sweep_merge_candidates.png",
+    ]
 
 
 def test_plot_sweep_without_merge_runs_errors_unless_if_any(tmp_path):
@@ -121,19 +144,26 @@ def test_plot_sweep_without_merge_runs_errors_unless_if_any(tmp_path):
     with open(runs, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerow({**{c: "" for c in COLUMNS}, "run_name": "offline_minilm-l6_rt_polarity_lora_s1", "grid": "offline"})
+        writer.writerow(
+            {**{c: "" for c in COLUMNS}, "run_name": "offline_minilm-l6_rt_polarity_lora_s1", "grid": "offline"}
+        )
     with pytest.raises(SystemExit, match="make sweep-merge"):
         plot_sweep.main(["--runs", str(runs), "--out", str(tmp_path / "fig")])
     assert plot_sweep.main(["--runs", str(runs), "--out", str(tmp_path / "fig"), "--if-any"]) == 0
     assert not (tmp_path / "fig").exists()
 
 
-@pytest.mark.parametrize("run_name, expected", [
-    ("ablation_m_t_aslora_adapter.params.merge_selection=random,adapter.params.a_sharing=per_module_s1",
-     "merge_selection=random,a_sharing=per_module"),
-    ("merge_m_t_aslora_adapter.params.merge_distance_threshold=0.03_s2", "merge_distance_threshold=0.03"),
-    ("offline_minilm-l6_rt_polarity_lora_s1", ""),
-])
+@pytest.mark.parametrize(
+    "run_name, expected",
+    [
+        (
+            "ablation_m_t_aslora_adapter.params.merge_selection=random,adapter.params.a_sharing=per_module_s1",
+            "merge_selection=random,a_sharing=per_module",
+        ),
+        ("merge_m_t_aslora_adapter.params.merge_distance_threshold=0.03_s2", "merge_distance_threshold=0.03"),
+        ("offline_minilm-l6_rt_polarity_lora_s1", ""),
+    ],
+)
 def test_variant_is_read_from_the_swept_keys_in_the_run_name(run_name, expected):
     assert collect_results.variant(run_name) == expected
 
@@ -147,8 +177,17 @@ def test_lora_initialised_from_another_run_is_reported_as_a_labelled_variant(tmp
     source, choices = compose_run(["debug=smoke", "adapter=lora", "task=rt_polarity", f"experiments_dir={experiments}"])
     run(source, choices)
     adapter_dir = experiments / source["run_name"] / "adapter"
-    container, choices = compose_run(["debug=smoke", "adapter=lora", "task=bbc_news", f"experiments_dir={experiments}",
-                                      f"init_adapter_from={adapter_dir}", "train.lr=1e-12", "train.head_lr=1e-3"])
+    container, choices = compose_run(
+        [
+            "debug=smoke",
+            "adapter=lora",
+            "task=bbc_news",
+            f"experiments_dir={experiments}",
+            f"init_adapter_from={adapter_dir}",
+            "train.lr=1e-12",
+            "train.head_lr=1e-3",
+        ]
+    )
     assert "init_adapter_from" not in container["run_name"]  # a path is no part of a name; the report holds it
     run(container, choices)
     report = json.loads((experiments / container["run_name"] / "report.json").read_text())
@@ -168,8 +207,9 @@ def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories
     container, choices = compose_run(["adapter=aslora", f"init_adapter_from={tmp_path}"])
     with pytest.raises(ValueError, match="init_adapter_from is for adapter=lora"):
         RunSettings.from_dict(container, choices)
-    container, choices = compose_run(["adapter=lora", f"init_adapter_from={tmp_path / 'none'}",
-                                      f"experiments_dir={tmp_path / 'exp'}"])
+    container, choices = compose_run(
+        ["adapter=lora", f"init_adapter_from={tmp_path / 'none'}", f"experiments_dir={tmp_path / 'exp'}"]
+    )
     with pytest.raises(ValueError, match="holds no saved adapter"):
         run(container, choices)
     assert not (tmp_path / "exp").exists()
@@ -177,10 +217,18 @@ def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories
 
 def test_readme_table_blocks_are_filled_from_the_generated_tables(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- table:offline_minilm-l6 -->\nstale numbers\n<!-- /table:offline_minilm-l6 -->\nend\n")
-    assert make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path / "t"), "--readme", str(readme)]) == 0
+    readme.write_text(
+        "intro\n<!-- table:offline_minilm-l6 -->\nstale numbers\n<!-- /table:offline_minilm-l6 -->\nend\n"
+    )
+    assert (
+        make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path / "t"), "--readme", str(readme)])
+        == 0
+    )
     golden = (FIXTURES / "golden" / "offline_minilm-l6.md").read_text()
-    assert readme.read_text() == f"intro\n<!-- table:offline_minilm-l6 -->\n{golden}<!-- /table:offline_minilm-l6 -->\nend\n"
+    assert (
+        readme.read_text()
+        == f"intro\n<!-- table:offline_minilm-l6 -->\n{golden}<!-- /table:offline_minilm-l6 -->\nend\n"
+    )
     readme.write_text("<!-- table:nonexistent_grid -->\n<!-- /table:nonexistent_grid -->\n")
     with pytest.raises(SystemExit, match="nonexistent_grid"):
         make_tables.main(["--runs", str(FIXTURES / "runs.csv"), "--out", str(tmp_path / "t"), "--readme", str(readme)])

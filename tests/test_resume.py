@@ -13,8 +13,15 @@ from aslora.harness import checkpoint as ckpt
 from test_train import _cli
 
 # 256 examples, batch 16 → 16 steps per epoch, 2 epochs; ASLoRA ties at steps 7, 11, 15, 19
-RUN = ["debug=smoke", "adapter=aslora", "task.max_train_examples=256", "train.epochs=2", "train.batch_size=16",
-       "checkpoint.every_steps=3", "checkpoint.keep_last=2"]
+RUN = [
+    "debug=smoke",
+    "adapter=aslora",
+    "task.max_train_examples=256",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "checkpoint.every_steps=3",
+    "checkpoint.keep_last=2",
+]
 NAME = "smoke_minilm-l6_rt_polarity_aslora_task.max_train_examples=256,train.batch_size=16,train.epochs=2_s42"
 
 

@@ -84,7 +84,9 @@ def test_matches_peft_lora_with_same_factors(arch, input_ids):
     torch.testing.assert_close(out_ours, out_theirs, rtol=1e-5, atol=1e-6)
     out_ours.square().sum().backward()
     out_theirs.square().sum().backward()
-    peft_layers = {n: m for n, m in theirs.base_model.model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
+    peft_layers = {
+        n: m for n, m in theirs.base_model.model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)
+    }
     for module_type in pool.lora_A.keys():
         grad_sum = sum(m.lora_A["default"].weight.grad for n, m in peft_layers.items() if n.endswith(module_type))
         # a shared A receives the sum of the gradients PEFT's per-layer copies receive
@@ -92,8 +94,9 @@ def test_matches_peft_lora_with_same_factors(arch, input_ids):
     for name, m in peft_layers.items():
         layer = ours.get_submodule(name)
         slot = pool.slots[layer.slot_key]
-        torch.testing.assert_close(pool.lora_B[slot.bank].grad[slot.row],
-                                   m.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            pool.lora_B[slot.bank].grad[slot.row], m.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6
+        )
 
 
 def test_global_A_spans_q_and_v_of_different_output_widths():

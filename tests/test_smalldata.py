@@ -28,9 +28,18 @@ def _chosen_rows() -> list[dict]:
         for score, lr in zip((0.70, 0.75, 0.72), LR_GRID_VALUES):
             settings = _settings([*overrides, f"train.lr={lr}", "seed=1"])
             adapter = settings.adapter.name
-            rows.append({"grid": LR_GRID, "task": settings.task.name, "adapter": adapter, "lr": lr,
-                         "variant": variant(settings.run_name), "best_metric": str(score),
-                         "main_metric": "accuracy", "run_name": settings.run_name})
+            rows.append(
+                {
+                    "grid": LR_GRID,
+                    "task": settings.task.name,
+                    "adapter": adapter,
+                    "lr": lr,
+                    "variant": variant(settings.run_name),
+                    "best_metric": str(score),
+                    "main_metric": "accuracy",
+                    "run_name": settings.run_name,
+                }
+            )
     return rows
 
 
@@ -39,7 +48,12 @@ def test_lr_stage_runs_three_adapters_over_three_lrs_in_the_small_data_regime():
     assert len(runs) == 9 and len({s.run_name for s in runs}) == 9
     for s in runs:
         assert s.run_name.startswith("smalldata-lr_minilm-l6_rt_polarity_")
-        assert (s.task.max_train_examples, s.task.max_eval_examples, s.train.batch_size, s.train.epochs) == (1000, 500, 16, 30)
+        assert (s.task.max_train_examples, s.task.max_eval_examples, s.train.batch_size, s.train.epochs) == (
+            1000,
+            500,
+            16,
+            30,
+        )
         assert s.train.group_by_length and s.planned_total_steps(TRAIN_EXAMPLES) == 30 * 63
 
 
@@ -49,7 +63,7 @@ def test_final_stage_runs_every_arm_at_its_chosen_lr_seed_by_seed():
     assert all(r["lr"] == "0.003" for r in chosen)  # the fixture's best validation
     commands = final_commands(chosen)
     assert len(commands) == len(ARMS) * len(SEEDS) == 40
-    assert [c[-1] for c in commands[:len(ARMS)]] == ["seed=1"] * len(ARMS)  # every arm at seed 1 first
+    assert [c[-1] for c in commands[: len(ARMS)]] == ["seed=1"] * len(ARMS)  # every arm at seed 1 first
     names = [_settings(c).run_name for c in commands]
     assert len(set(names)) == len(names) and all(n.startswith("smalldata_minilm-l6_rt_polarity_") for n in names)
     shared_a = [_settings(c) for c in commands if any(o.startswith("train.shared_a_lr") for o in c)]
@@ -76,8 +90,10 @@ def test_ablation_arms_tie_as_often_and_when_aslora_does():
     for label in ("ASLoRA, random ties", "ASLoRA, fixed ties", "ASLoRA, paper schedule, A at lr/10"):
         assert _merge_steps(by_label[label]) == paper, label
     assert _merge_steps(by_label["ASLoRA, no ties (shared A only)"]) == []
-    selections = {_settings(by_label[label].commands(3e-3, 1)).adapter_config().merge_selection
-                  for label in ("ASLoRA, paper schedule", "ASLoRA, random ties", "ASLoRA, fixed ties")}
+    selections = {
+        _settings(by_label[label].commands(3e-3, 1)).adapter_config().merge_selection
+        for label in ("ASLoRA, paper schedule", "ASLoRA, random ties", "ASLoRA, fixed ties")
+    }
     assert selections == {"similarity", "random", "fixed"}
 
 

@@ -25,8 +25,9 @@ def _run(overrides: list[str], experiments: Path):
 
 def _cli(args: list[str], cwd: Path, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), **env_overrides}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -77,7 +78,9 @@ def test_same_seed_same_result(tmp_path):
 
 def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
     write_glue_fixture(tmp_path, "mrpc", n_train=128, n_val=16)
-    best, container = _run(["task=mrpc", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp")
+    best, container = _run(
+        ["task=mrpc", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=aslora"], tmp_path / "exp"
+    )
     report = read_report(tmp_path / "exp" / container["run_name"] / "report.json")
     assert set(report["best"]["validation"]) == {"accuracy", "f1", "loss"} and report["best"]["test"] is None
     assert report["steps"] == 16 and report["task"] == "mrpc"
@@ -87,8 +90,16 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
     single = _cli(["debug=smoke", "adapter=lora", f"experiments_dir={tmp_path / 'one'}"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42" / "report.json").is_file()
-    multi = _cli(["-m", "debug=smoke", "adapter=aslora", "adapter.params.max_merges=1,2",
-                  f"experiments_dir={tmp_path / 'sweep'}"], tmp_path)
+    multi = _cli(
+        [
+            "-m",
+            "debug=smoke",
+            "adapter=aslora",
+            "adapter.params.max_merges=1,2",
+            f"experiments_dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
+    )
     assert multi.returncode == 0, multi.stderr[-2000:]
     reports = sorted((tmp_path / "sweep").glob("*/report.json"))
     assert [p.parent.name for p in reports] == [
@@ -141,7 +152,9 @@ def test_a_hub_grid_without_hub_access_stops_before_its_first_job(tmp_path):
     result = _cli(["-m", "sweep=glue", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HF_ENDPOINT=UNREACHABLE_HUB)
     assert result.returncode != 0 and time.perf_counter() - started < 60
     output = result.stderr + result.stdout
-    assert "stopped before the first job" in output and "task.local_dir" in output and "make reproduce-offline" in output
+    assert (
+        "stopped before the first job" in output and "task.local_dir" in output and "make reproduce-offline" in output
+    )
     assert not (tmp_path / "exp").exists()
 
 
@@ -150,14 +163,18 @@ def test_a_glue_task_runs_its_paper_model_unless_told_otherwise(tmp_path, caplog
     assert choices["model"] == "roberta-base"  # the LoRA recipe's model, not the offline default
     container, choices = compose_run(["task=sst2", "model=minilm-l6"])
     assert choices["model"] == "minilm-l6"
-    result = _cli(["task=sst2", "hub=true", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HF_ENDPOINT=UNREACHABLE_HUB)
+    result = _cli(
+        ["task=sst2", "hub=true", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HF_ENDPOINT=UNREACHABLE_HUB
+    )
     assert result.returncode != 0 and "needs the Hugging Face Hub" in result.stderr + result.stdout
     # a recipe paired with another model is stated at the start of the run
     write_glue_fixture(tmp_path, "sst2", n_train=128, n_val=16)
     with caplog.at_level("INFO", logger="aslora"):
         _run(["task=sst2", "model=minilm-l6", f"task.local_dir={tmp_path}", "adapter=lora"], tmp_path / "exp2")
-    assert "task sst2's training recipe (lr, epochs, max length) is the one published for roberta-base; " \
-           "this run applies it to minilm-l6" in caplog.text
+    assert (
+        "task sst2's training recipe (lr, epochs, max length) is the one published for roberta-base; "
+        "this run applies it to minilm-l6" in caplog.text
+    )
 
 
 def test_every_tie_is_logged_per_group_and_wandb_lives_in_the_run_directory(tmp_path):

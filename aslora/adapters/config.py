@@ -23,8 +23,12 @@ from peft import PeftConfig
 DEFAULT_MERGE_START_FRACTION = 0.1
 DEFAULT_MERGE_INTERVAL_FRACTION = 0.08
 A_SHARING_CHOICES = ("global", "per_module")
-PEFT_TYPE_NAMES = {"SharedLoRAConfig": "SHAREDLORA", "ShareLoRAConfig": "SHARELORA", "TiedLoRAConfig": "TIEDLORA",
-                   "ASLoRAConfig": "ASLORA"}
+PEFT_TYPE_NAMES = {
+    "SharedLoRAConfig": "SHAREDLORA",
+    "ShareLoRAConfig": "SHARELORA",
+    "TiedLoRAConfig": "TIEDLORA",
+    "ASLoRAConfig": "ASLORA",
+}
 """The ``peft_type`` each config writes (PEFT's ``PeftType`` enum has no entry for them: see
 ``aslora.integrations.peft``)."""
 MERGE_CANDIDATE_CHOICES = ("adjacent", "all")
@@ -46,9 +50,7 @@ def _normalise_targets(value: object) -> str | tuple[str, ...]:
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
         return tuple(value)
-    raise ValueError(
-        f"target_modules={value!r} must be a non-empty list of module names or a regex string"
-    )
+    raise ValueError(f"target_modules={value!r} must be a non-empty list of module names or a regex string")
 
 
 @dataclass
@@ -209,21 +211,31 @@ class ASLoRAConfig(SharedLoRAConfig):
         if self.merge_interval_steps is None and self.merge_interval_fraction is None:
             self.merge_interval_fraction = DEFAULT_MERGE_INTERVAL_FRACTION
         _check_schedule_pair(
-            "merge_start_step", self.merge_start_step, "merge_start_fraction", self.merge_start_fraction,
-            min_step=0, fraction_low_open=False,
+            "merge_start_step",
+            self.merge_start_step,
+            "merge_start_fraction",
+            self.merge_start_fraction,
+            min_step=0,
+            fraction_low_open=False,
         )
         _check_schedule_pair(
-            "merge_interval_steps", self.merge_interval_steps,
-            "merge_interval_fraction", self.merge_interval_fraction,
-            min_step=1, fraction_low_open=True,
+            "merge_interval_steps",
+            self.merge_interval_steps,
+            "merge_interval_fraction",
+            self.merge_interval_fraction,
+            min_step=1,
+            fraction_low_open=True,
         )
         caps = self.max_merges.values() if isinstance(self.max_merges, dict) else [self.max_merges]
         if isinstance(self.max_merges, dict) and not self.max_merges:
             raise ValueError("max_merges={} names no merge group; give an integer or {group: cap, ...}")
         if not all(_is_int(c) and c >= 0 for c in caps) or (
-                isinstance(self.max_merges, dict) and not all(isinstance(k, str) for k in self.max_merges)):
-            raise ValueError(f"max_merges={self.max_merges!r} must be a non-negative integer or a dict "
-                             f"from merge group name to a non-negative integer")
+            isinstance(self.max_merges, dict) and not all(isinstance(k, str) for k in self.max_merges)
+        ):
+            raise ValueError(
+                f"max_merges={self.max_merges!r} must be a non-negative integer or a dict "
+                f"from merge group name to a non-negative integer"
+            )
         if isinstance(self.max_merges, dict):
             self.max_merges = dict(self.max_merges)  # a plain dict (Hydra hands over its own mapping type)
         if self.merge_distance_threshold is not None and (
@@ -279,9 +291,12 @@ class ASLoRAConfig(SharedLoRAConfig):
                 f"{schedule.last_event_step} = merge_start_step {start} + {self.most_merges} × merge_interval_steps "
                 f"{interval}, but the run has only total_steps={total_steps}, where {fit} merge events fit. "
                 f"Set max_merges={fit} or fewer"
-                + (", or train longer" if uses_fraction else
-                   f", or give the schedule as fractions of the run (merge_start_step=None, merge_interval_steps=None, "
-                   f"merge_start_fraction=0.1, merge_interval_fraction={round(0.56 / max(self.most_merges, 1), 4)})")
+                + (
+                    ", or train longer"
+                    if uses_fraction
+                    else f", or give the schedule as fractions of the run (merge_start_step=None, merge_interval_steps=None, "
+                    f"merge_start_fraction=0.1, merge_interval_fraction={round(0.56 / max(self.most_merges, 1), 4)})"
+                )
             )
         return schedule
 
@@ -329,8 +344,13 @@ def _is_finite_number(value: object) -> bool:
 
 
 def _check_schedule_pair(
-    step_name: str, step_value: object, fraction_name: str, fraction_value: object,
-    *, min_step: int, fraction_low_open: bool,
+    step_name: str,
+    step_value: object,
+    fraction_name: str,
+    fraction_value: object,
+    *,
+    min_step: int,
+    fraction_low_open: bool,
 ) -> None:
     if (step_value is None) == (fraction_value is None):
         raise ValueError(
@@ -346,4 +366,3 @@ def _check_schedule_pair(
         if not low_ok or fraction_value >= 1:
             bound = "(0, 1)" if fraction_low_open else "[0, 1)"
             raise ValueError(f"{fraction_name}={fraction_value!r} must be in {bound}")
-

@@ -23,7 +23,9 @@ HEAD_NAMES_ATTRIBUTE = "aslora_head_modules"
 
 
 def apply_adapter(
-    model: nn.Module, config: object, head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
+    model: nn.Module,
+    config: object,
+    head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
 ) -> nn.Module:
     """Adapt ``model`` in place (ours) or wrap it (PEFT); return the model to train.
 
@@ -60,7 +62,9 @@ def apply_adapter(
         with warnings.catch_warnings():
             # PEFT 0.21 reads `is_gradient_checkpointing`, which transformers 5 deprecates with a
             # FutureWarning on every adapted model; it says nothing to the user of either library
-            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
             adapted = peft.get_peft_model(model, config)
         _remember_head(adapted, [n.rsplit(".", 1)[-1] for n in head_names])
         return adapted

@@ -38,7 +38,9 @@ def find_head_modules(model: nn.Module, head_modules: Iterable[str]) -> list[str
     return [n for n in names if not any(n != o and n.startswith(o + ".") for o in names)]
 
 
-def find_targets(model: nn.Module, config: SharedLoRAConfig, exclude: Sequence[str] = ()) -> list[tuple[str, nn.Linear]]:
+def find_targets(
+    model: nn.Module, config: SharedLoRAConfig, exclude: Sequence[str] = ()
+) -> list[tuple[str, nn.Linear]]:
     """Every module matching ``config.target_modules``, outside the head; each must be ``nn.Linear``."""
     found: list[tuple[str, nn.Linear]] = []
     for name, module in model.named_modules():
@@ -89,11 +91,20 @@ def build_slots(targets: list[tuple[str, nn.Linear]], config: SharedLoRAConfig) 
         else:
             row = rows_by_bank.get(bank, 0)
             rows_by_bank[bank] = row + 1
-        slots.append(Slot(
-            module_name=name, module_type=module_type, depth=depth, layer=layer_index(name, depth),
-            in_features=module.in_features, out_features=module.out_features, a_key=a_key, bank=bank,
-            index=index, row=row,
-        ))
+        slots.append(
+            Slot(
+                module_name=name,
+                module_type=module_type,
+                depth=depth,
+                layer=layer_index(name, depth),
+                in_features=module.in_features,
+                out_features=module.out_features,
+                a_key=a_key,
+                bank=bank,
+                index=index,
+                row=row,
+            )
+        )
     _check_module_types_have_one_shape(slots, config)
     return slots
 

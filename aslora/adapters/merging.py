@@ -70,8 +70,9 @@ class MergeController:
         if isinstance(self.config.max_merges, dict):
             unknown = sorted(set(self.config.max_merges) - set(groups))
             if unknown:
-                raise ValueError(f"max_merges names merge group(s) {unknown} this model does not have; "
-                                 f"its groups: {sorted(groups)}")
+                raise ValueError(
+                    f"max_merges names merge group(s) {unknown} this model does not have; its groups: {sorted(groups)}"
+                )
         live = pool.live_rows()
         done = self.pool.merges_by_bank()  # groups are banks
         for group in groups:
@@ -107,12 +108,26 @@ class MergeController:
             threshold = self.config.merge_distance_threshold
             if threshold is not None and distance > threshold:
                 continue
-            self.pool.tie(bank=group, lower=lower, upper=upper, update_ratio=self.config.merge_update_ratio,
-                          step=step, distance=distance)
+            self.pool.tie(
+                bank=group,
+                lower=lower,
+                upper=upper,
+                update_ratio=self.config.merge_update_ratio,
+                step=step,
+                distance=distance,
+            )
             record = self.pool.merge_history[-1]
-            events.append(MergeEvent(step=step, group=group, kept=record["kept"], retired=record["retired"],
-                                     distance=distance, moved_layers=tuple(record["moved_layers"]),
-                                     layers_sharing=tuple(record["layers_sharing"])))
+            events.append(
+                MergeEvent(
+                    step=step,
+                    group=group,
+                    kept=record["kept"],
+                    retired=record["retired"],
+                    distance=distance,
+                    moved_layers=tuple(record["moved_layers"]),
+                    layers_sharing=tuple(record["layers_sharing"]),
+                )
+            )
         return events
 
     # ------------------------------------------------------------------------------------------
@@ -131,8 +146,12 @@ class MergeController:
         """
         members = self._members(slots)
         rows = sorted(members, key=lambda row: self._height(members[row]))
-        pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))
-                 if self._is_candidate(members[rows[i]], members[rows[j]])]
+        pairs = [
+            (i, j)
+            for i in range(len(rows))
+            for j in range(i + 1, len(rows))
+            if self._is_candidate(members[rows[i]], members[rows[j]])
+        ]
         if not pairs:
             return None
         if self.config.merge_selection == "similarity":

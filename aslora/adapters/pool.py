@@ -107,8 +107,12 @@ class SharedLoRAPool(nn.Module):
     """
 
     def __init__(
-        self, config: SharedLoRAConfig, slots: list[Slot], *,
-        device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+        self,
+        config: SharedLoRAConfig,
+        slots: list[Slot],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.config = config
@@ -130,11 +134,15 @@ class SharedLoRAPool(nn.Module):
                 names.append(slot.module_type if isinstance(config, TiedLoRAConfig) else slot.key)
             out_features[slot.bank] = slot.out_features
             if slot.a_key not in self.lora_A:
-                self.lora_A[slot.a_key] = nn.Parameter(torch.empty(config.r, slot.in_features, device=device, dtype=dtype))
+                self.lora_A[slot.a_key] = nn.Parameter(
+                    torch.empty(config.r, slot.in_features, device=device, dtype=dtype)
+                )
             if isinstance(config, TiedLoRAConfig):
                 self.lora_u[slot.key] = nn.Parameter(torch.ones(config.r, device=device, dtype=dtype))
                 self.lora_v[slot.key] = nn.Parameter(torch.ones(slot.out_features, device=device, dtype=dtype))
-        self.row_of_name = {name: (bank, row) for bank, names in self.row_names.items() for row, name in enumerate(names)}
+        self.row_of_name = {
+            name: (bank, row) for bank, names in self.row_names.items() for row, name in enumerate(names)
+        }
         for bank, names in self.row_names.items():
             shape = (len(names), out_features[bank], config.r)
             self.lora_B[bank] = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
@@ -160,7 +168,7 @@ class SharedLoRAPool(nn.Module):
     def row(self, slot: Slot) -> torch.Tensor:
         # index_select with the map as a tensor: no Python int is read from the map, so no
         # host sync and nothing for torch.compile to specialise on (a tie never recompiles)
-        return self.lora_B[slot.bank].index_select(0, self.b_map[slot.index:slot.index + 1]).squeeze(0)
+        return self.lora_B[slot.bank].index_select(0, self.b_map[slot.index : slot.index + 1]).squeeze(0)
 
     @property
     def is_tied_lora(self) -> bool:
@@ -229,21 +237,25 @@ class SharedLoRAPool(nn.Module):
         """
         live = self.live_rows().get(bank, [])
         if lower == upper or lower not in live or upper not in live:
-            raise ValueError(f"cannot tie row {lower} to row {upper} of bank {bank!r}: both must be distinct live rows "
-                             f"(live: {live})")
+            raise ValueError(
+                f"cannot tie row {lower} to row {upper} of bank {bank!r}: both must be distinct live rows "
+                f"(live: {live})"
+            )
         if update_ratio:
             _blend_row(self.lora_B[bank], upper, lower, update_ratio)
         in_bank = torch.tensor([s.index for s in self.slots.values() if s.bank == bank], device=self.b_map.device)
         moved = in_bank[self.b_map[in_bank] == lower]
         self.b_map[moved] = upper
         n = int(self.num_merges)
-        self.merge_log[n] = torch.tensor([step, self.bank_names.index(bank), lower, upper, distance], dtype=torch.float64)
+        self.merge_log[n] = torch.tensor(
+            [step, self.bank_names.index(bank), lower, upper, distance], dtype=torch.float64
+        )
         self.num_merges += 1
 
     def merges_by_bank(self) -> dict[str, int]:
         """How many ties each B bank has had, read straight from ``merge_log``."""
         done = dict.fromkeys(self.bank_names, 0)
-        for bank_index in self.merge_log[:int(self.num_merges), 1].tolist():
+        for bank_index in self.merge_log[: int(self.num_merges), 1].tolist():
             done[self.bank_names[int(bank_index)]] += 1
         return done
 
@@ -253,18 +265,24 @@ class SharedLoRAPool(nn.Module):
         ``{"step", "group", "kept", "retired", "distance", "moved_layers", "layers_sharing"}``."""
         rows = {key: slot.row for key, slot in self.slots.items()}
         history = []
-        for step, bank_index, lower, upper, distance in self.merge_log[:int(self.num_merges)].tolist():
+        for step, bank_index, lower, upper, distance in self.merge_log[: int(self.num_merges)].tolist():
             bank, lower, upper = self.bank_names[int(bank_index)], int(lower), int(upper)
             moved = [k for k, r in rows.items() if self.slots[k].bank == bank and r == lower]
             for key in moved:
                 rows[key] = upper
-            history.append({
-                "step": int(step), "group": bank, "kept": self.row_names[bank][upper],
-                "retired": self.row_names[bank][lower], "distance": distance,
-                "moved_layers": [self.slots[k].module_name for k in moved],
-                "layers_sharing": [self.slots[k].module_name for k, r in rows.items()
-                                   if self.slots[k].bank == bank and r == upper],
-            })
+            history.append(
+                {
+                    "step": int(step),
+                    "group": bank,
+                    "kept": self.row_names[bank][upper],
+                    "retired": self.row_names[bank][lower],
+                    "distance": distance,
+                    "moved_layers": [self.slots[k].module_name for k in moved],
+                    "layers_sharing": [
+                        self.slots[k].module_name for k, r in rows.items() if self.slots[k].bank == bank and r == upper
+                    ],
+                }
+            )
         return history
 
     @torch.no_grad()
@@ -278,10 +296,14 @@ class SharedLoRAPool(nn.Module):
         unknown = set(sharing) - set(self.slots)
         missing = set(self.slots) - set(sharing)
         if unknown or missing:
-            raise ValueError(f"saved sharing map does not fit this model: layers it names that the model lacks "
-                             f"{sorted(unknown)}, adapted layers it lacks {sorted(missing)}")
+            raise ValueError(
+                f"saved sharing map does not fit this model: layers it names that the model lacks "
+                f"{sorted(unknown)}, adapted layers it lacks {sorted(missing)}"
+            )
         if len(merge_history) > self.merge_log.shape[0]:
-            raise ValueError(f"saved merge history has {len(merge_history)} ties; this model allows {self.merge_log.shape[0]}")
+            raise ValueError(
+                f"saved merge history has {len(merge_history)} ties; this model allows {self.merge_log.shape[0]}"
+            )
         self.b_map.copy_(torch.tensor([s.row for s in self.slots.values()]))
         self.num_merges.zero_()
         self.merge_log.zero_()
@@ -290,10 +312,18 @@ class SharedLoRAPool(nn.Module):
             bank_r, retired = self._row_named(event["retired"])
             if bank_k != bank_r:
                 raise ValueError(f"saved merge history ties B's of different banks: {event}")
-            self.tie(bank=bank_k, lower=retired, upper=kept, update_ratio=0.0, step=int(event["step"]),
-                     distance=float(event["distance"]))
+            self.tie(
+                bank=bank_k,
+                lower=retired,
+                upper=kept,
+                update_ratio=0.0,
+                step=int(event["step"]),
+                distance=float(event["distance"]),
+            )
         if self.sharing_map() != dict(sharing):
-            raise ValueError("saved sharing map is not what the saved merge history leads to; the adapter files disagree")
+            raise ValueError(
+                "saved sharing map is not what the saved merge history leads to; the adapter files disagree"
+            )
         self.num_mean_updates.fill_(int(num_mean_updates))
 
     def _row_named(self, name: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ def _peft(cls_name: str):
         import peft
 
         return getattr(peft, cls_name)(**params)
+
     return build
 
 

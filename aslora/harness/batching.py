@@ -65,7 +65,7 @@ class LengthGroupedShuffle(torch.utils.data.Sampler):
         grouped = []
         for start in range(0, len(order), size):
             # stable sort: equal lengths keep their random order
-            grouped += sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            grouped += sorted(order[start : start + size], key=lambda i: -self.lengths[i])
         return iter(grouped)
 
     def __len__(self) -> int:
@@ -87,6 +87,10 @@ class LengthOrder(torch.utils.data.Sampler):
 
 def evaluation_loader(dataset, batch_size: int, collate) -> torch.utils.data.DataLoader:
     """The loader every evaluation uses (the loop's and ``evaluate.py``'s, so they agree exactly)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
-                                       sampler=LengthOrder(lengths_of(dataset)),
-                                       generator=torch.Generator().manual_seed(0))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate,
+        sampler=LengthOrder(lengths_of(dataset)),
+        generator=torch.Generator().manual_seed(0),
+    )

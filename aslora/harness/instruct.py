@@ -85,9 +85,11 @@ def split_prompt(tokenizer: Any, prompt: str, response: str) -> tuple[str, str]:
         head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
         full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
         if not full.startswith(head):
-            raise ValueError("the tokenizer's chat template does not render the prompt as a prefix of the "
-                             "conversation; the loss mask cannot be placed")
-        return head, full[len(head):]
+            raise ValueError(
+                "the tokenizer's chat template does not render the prompt as a prefix of the "
+                "conversation; the loss mask cannot be placed"
+            )
+        return head, full[len(head) :]
     bos = tokenizer.bos_token or ""
     return bos + ALPACA_TEMPLATE.format(prompt=prompt), response + (tokenizer.eos_token or "")
 
@@ -123,7 +125,9 @@ def tokenise(dataset: Any, tokenizer: Any, max_length: int, name: str) -> Any:
     return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names, desc=f"tokenise {name}")
 
 
-def generate_samples(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_new_tokens: int = 48) -> list[dict[str, str]]:
+def generate_samples(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_new_tokens: int = 48
+) -> list[dict[str, str]]:
     """Greedy continuations of held-out prompts, for the report (a qualitative check, not a metric)."""
     import torch
 
@@ -136,9 +140,14 @@ def generate_samples(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], m
         for prompt, reference in pairs:
             head, _ = split_prompt(tokenizer, prompt, reference)
             ids = tokenizer(head, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
             samples.append({"prompt": prompt, "reference": reference, "generated": text})
     model.train(was_training)
     return samples

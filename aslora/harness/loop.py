@@ -161,8 +161,14 @@ def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) 
     return math.ceil(math.ceil(num_examples / batch_size) / num_processes)
 
 
-def fit(model: nn.Module, data: TaskData, collate: Callable, settings: TrainSettings,
-        log_metrics: Logger | None = None, options: FitOptions = FitOptions()) -> FitResult:
+def fit(
+    model: nn.Module,
+    data: TaskData,
+    collate: Callable,
+    settings: TrainSettings,
+    log_metrics: Logger | None = None,
+    options: FitOptions = FitOptions(),
+) -> FitResult:
     """Train ``model`` (already adapted) on ``data.train``; evaluate each epoch on validation
     (and test, where the task has labelled test data); return the per-epoch record.
 
@@ -177,8 +183,15 @@ class _Fit:
     (steps, evaluation, checkpoints) → finish. The order of the stages is the order in which they
     draw from the RNGs, which resumed == uninterrupted depends on."""
 
-    def __init__(self, model: nn.Module, data: TaskData, collate: Callable, settings: TrainSettings,
-                 log_metrics: Logger | None, options: FitOptions) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TaskData,
+        collate: Callable,
+        settings: TrainSettings,
+        log_metrics: Logger | None,
+        options: FitOptions,
+    ) -> None:
         self.model, self.data, self.collate, self.settings, self.options = model, data, collate, settings, options
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.pool = find_pool(model)
@@ -195,8 +208,12 @@ class _Fit:
         self._setup_resume()
         self._setup_optimization()
         settings = self.settings
-        progress = tqdm(total=self.total_steps, initial=self.step, desc="train",
-                        disable=not (settings.progress_bar and self.accelerator.is_main_process))
+        progress = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (settings.progress_bar and self.accelerator.is_main_process),
+        )
         started = time.perf_counter()
         # log lines (ties, epochs) print above the progress bar instead of through it
         with logging_redirect_tqdm(loggers=[logging.root]):  # the console handler Hydra installs
@@ -216,8 +233,9 @@ class _Fit:
         # no search for unused parameters; the pool's buffers (running means, layer→B map) are updated
         # identically on every process from synchronised B's, so they are not broadcast either.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=self.pool is None)
-        self.accelerator = Accelerator(mixed_precision=self.settings.mixed_precision,
-                                       cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        self.accelerator = Accelerator(
+            mixed_precision=self.settings.mixed_precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp]
+        )
         set_seed(self.settings.seed)
 
     def _setup_data(self) -> None:
@@ -226,24 +244,37 @@ class _Fit:
         # Evaluation longest first: a metric pairs each prediction with its own label, so the order
         # changes nothing but the padding (scripts/bench_batching.py measures the saving).
         eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
-        self.eval_loaders = {k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, self.collate))
-                             for k, v in eval_sets.items()}
+        self.eval_loaders = {
+            k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, self.collate))
+            for k, v in eval_sets.items()
+        }
         self.total_steps = settings.epochs * len(self._train_loader(1))
         is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
         # built before the first step: an impossible merge schedule fails here, not mid-run
         self.controller = MergeController(self.model, self.total_steps) if is_aslora else None
-        self.result = FitResult(total_steps=self.total_steps, params_before=count_parameters(self.model).as_dict(),
-                                num_processes=accelerator.num_processes, is_main_process=accelerator.is_main_process)
+        self.result = FitResult(
+            total_steps=self.total_steps,
+            params_before=count_parameters(self.model).as_dict(),
+            num_processes=accelerator.num_processes,
+            is_main_process=accelerator.is_main_process,
+        )
 
     def _train_loader(self, epoch: int):
         settings = self.settings
-        sampler = (LengthGroupedShuffle(self.train_lengths, settings.batch_size, settings.seed, epoch)
-                   if settings.group_by_length else EpochShuffle(len(self.data.train), settings.seed, epoch))
+        sampler = (
+            LengthGroupedShuffle(self.train_lengths, settings.batch_size, settings.seed, epoch)
+            if settings.group_by_length
+            else EpochShuffle(len(self.data.train), settings.seed, epoch)
+        )
         # Every loader gets its own generator: creating an iterator draws a seed from the loader's
         # generator, or else from the global RNG — which would shift dropout masks after a resume.
         loader = torch.utils.data.DataLoader(
-            self.data.train, batch_size=settings.batch_size, collate_fn=self.collate, sampler=sampler,
-            generator=torch.Generator().manual_seed(settings.seed + epoch))
+            self.data.train,
+            batch_size=settings.batch_size,
+            collate_fn=self.collate,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(settings.seed + epoch),
+        )
         return self.accelerator.prepare_data_loader(loader)
 
     def _setup_resume(self) -> None:
@@ -251,7 +282,9 @@ class _Fit:
         self.resume_state, self.resume_dir, self.resume_rng = None, None, None
         if options.checkpoint_dir is not None:
             if options.resume:
-                self.resume_dir = ckpt.check_resumable(options.checkpoint_dir, options.fingerprint, options.allow_pickle)
+                self.resume_dir = ckpt.check_resumable(
+                    options.checkpoint_dir, options.fingerprint, options.allow_pickle
+                )
                 if self.resume_dir is not None:  # both read and checked before anything is restored
                     self.resume_state = ckpt.load_state(self.resume_dir, options.allow_pickle)
                     self.resume_rng = ckpt.load_rng(self.resume_dir, accelerator.process_index, options.allow_pickle)
@@ -270,14 +303,17 @@ class _Fit:
         from transformers import get_linear_schedule_with_warmup
 
         settings, accelerator, state = self.settings, self.accelerator, self.resume_state
-        optimizer = torch.optim.AdamW(_param_groups(self.model, settings), lr=settings.lr,
-                                      weight_decay=settings.weight_decay)
+        optimizer = torch.optim.AdamW(
+            _param_groups(self.model, settings), lr=settings.lr, weight_decay=settings.weight_decay
+        )
         # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
         # (it assumes single-process step counts), but total_steps already counts this process's
         # optimizer steps — prepared, the schedule would run N× too fast under N processes.
         self.scheduler = get_linear_schedule_with_warmup(
-            optimizer, num_warmup_steps=math.ceil(settings.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps)
+            optimizer,
+            num_warmup_steps=math.ceil(settings.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -286,8 +322,13 @@ class _Fit:
             for key, value in state["result"].items():
                 setattr(self.result, key, value)
             self.result.resumed_from_step = self.step
-            log.info("resuming from %s (step %d, epoch %d, batch %d)", self.resume_dir, self.step, self.start_epoch,
-                     self.batches_done)
+            log.info(
+                "resuming from %s (step %d, epoch %d, batch %d)",
+                self.resume_dir,
+                self.step,
+                self.start_epoch,
+                self.batches_done,
+            )
         if settings.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         if settings.fsdp:  # sharded already; accelerate would wrap it in DDP
@@ -332,9 +373,14 @@ class _Fit:
             if settings.nonfinite == "error" or result.skipped_steps > settings.max_skipped_steps:
                 raise NonFiniteError(
                     f"non-finite loss or gradient {where}"
-                    + (f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
-                       f"{settings.max_skipped_steps}" if settings.nonfinite == "skip" else "")
-                    + f"; last good checkpoint: {last or 'none'}")
+                    + (
+                        f"; {result.skipped_steps} updates skipped, more than train.max_skipped_steps="
+                        f"{settings.max_skipped_steps}"
+                        if settings.nonfinite == "skip"
+                        else ""
+                    )
+                    + f"; last good checkpoint: {last or 'none'}"
+                )
             log.warning("skipping the update of a non-finite batch %s (%d so far)", where, result.skipped_steps)
             self.batches_done += 1
             return False
@@ -348,18 +394,28 @@ class _Fit:
             events = self.controller.step(self.step)
             _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], self.step)
             if events:  # one key per merge group: ties of two groups at one step must not overwrite
-                self.log_metrics({"aslora/num_B": self.controller.num_distinct_B,
-                                  **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}, self.step)
+                self.log_metrics(
+                    {
+                        "aslora/num_B": self.controller.num_distinct_B,
+                        **{f"aslora/merge_distance/{e.group}": e.distance for e in events},
+                    },
+                    self.step,
+                )
                 for event in events:
                     log.info("%s", describe_tie(event, self.pool))
         if self.step % 10 == 0 or self.step == self.total_steps:
-            self.log_metrics({"train/loss": self.epoch_losses[-1], "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
+            self.log_metrics(
+                {"train/loss": self.epoch_losses[-1], "train/lr": self.scheduler.get_last_lr()[0]}, self.step
+            )
         return True
 
     def _evaluate_epoch(self, epoch: int) -> None:
         data, result = self.data, self.result
-        record = {"epoch": epoch, "step": self.step,
-                  "train_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None}
+        record = {
+            "epoch": epoch,
+            "step": self.step,
+            "train_loss": float(np.mean(self.epoch_losses)) if self.epoch_losses else None,
+        }
         record["val"] = self._score("val")
         main = record["val"][data.spec.metrics[0]]
         improved = is_better(data.spec.metrics[0], main, result.best_metric)
@@ -405,11 +461,17 @@ class _Fit:
         ckpt.write_rng(tmp, accelerator.process_index)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"fingerprint": options.fingerprint,
-                     "step": step, "epoch": epoch, "batches_done": self.batches_done, "epoch_losses": self.epoch_losses,
-                     "model": _trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS}}
+            state = {
+                "fingerprint": options.fingerprint,
+                "step": step,
+                "epoch": epoch,
+                "batches_done": self.batches_done,
+                "epoch_losses": self.epoch_losses,
+                "model": _trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS},
+            }
             ckpt.commit(tmp, options.checkpoint_dir, step, state, options.keep_last_checkpoints)
         accelerator.wait_for_everyone()
 
@@ -465,7 +527,8 @@ def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none").view_as(labels)
+            logits[:, :-1].flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none"
+        ).view_as(labels)
         per_example = torch.stack([(losses * mask).sum(1).double(), mask.sum(1).double()], dim=1)
         # per example, so accelerate can drop the duplicates it pads the last batch with under DDP
         per_example = accelerator.gather_for_metrics(per_example).cpu()
@@ -475,8 +538,17 @@ def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 
 
-_RESUMABLE_FIELDS = ("epochs", "best_epoch", "best_metric", "best_validation", "test_at_best", "skipped_steps",
-                     "train_seconds", "best_state", "params_at_best")
+_RESUMABLE_FIELDS = (
+    "epochs",
+    "best_epoch",
+    "best_metric",
+    "best_validation",
+    "test_at_best",
+    "skipped_steps",
+    "train_seconds",
+    "best_state",
+    "params_at_best",
+)
 
 
 def _trainable_state_keys(model: nn.Module) -> set[str]:
@@ -499,20 +571,26 @@ def _shard(model: nn.Module, accelerator: Any, options: "FitOptions") -> nn.Modu
     from aslora.integrations.fsdp import fully_shard_adapted
 
     if accelerator.num_processes < 2:
-        raise ValueError("train.fsdp=true shards over several processes; this run has one "
-                         "(launch with accelerate launch --num_processes N, or torchrun)")
+        raise ValueError(
+            "train.fsdp=true shards over several processes; this run has one "
+            "(launch with accelerate launch --num_processes N, or torchrun)"
+        )
     if options.checkpoint_every_steps:
-        raise ValueError("train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported yet; "
-                         "use DDP (train.fsdp=false) for resumable runs")
+        raise ValueError(
+            "train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported yet; "
+            "use DDP (train.fsdp=false) for resumable runs"
+        )
     return fully_shard_adapted(model)
 
 
 def describe_epoch(record: dict[str, Any], epochs: int, metric: str, result: FitResult) -> str:
     """``epoch 1/2 · train loss 0.5123 · val accuracy 0.7969, f1 0.8222 · test … · best: epoch 1 (0.7969)``"""
     scores = lambda split: ", ".join(f"{k} {v:.4f}" for k, v in record[split].items())
-    parts = [f"epoch {record['epoch']}/{epochs}",
-             f"train loss {record['train_loss']:.4f}" if record["train_loss"] is not None else "train loss —",
-             f"val {scores('val')}"]
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"train loss {record['train_loss']:.4f}" if record["train_loss"] is not None else "train loss —",
+        f"val {scores('val')}",
+    ]
     if "test" in record:
         parts.append(f"test {scores('test')}")
     if "num_distinct_B" in record:
@@ -525,8 +603,10 @@ def describe_tie(event: Any, pool: Any) -> str:
     """``tie at step 158 · query: layers 0, 1 now share one B (query_0 → query_1, distance 0.687)``"""
     layer_of = {slot.module_name: slot.layer for slot in pool.slots.values()}
     sharing = ", ".join(str(layer_of[name]) for name in event.layers_sharing)
-    return (f"tie at step {event.step} · {event.group}: layers {sharing} now share one B "
-            f"({event.retired} → {event.kept}, distance {event.distance:.4g})")
+    return (
+        f"tie at step {event.step} · {event.group}: layers {sharing} now share one B "
+        f"({event.retired} → {event.kept}, distance {event.distance:.4g})"
+    )
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -547,8 +627,11 @@ def _restore_model(model: nn.Module, state: dict[str, Any]) -> None:
     unexpected = sorted(k for k in saved if k not in own)
     if unexpected:
         raise ValueError(f"checkpoint does not fit this model: unexpected keys {unexpected[:5]}")
-    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in saved.items()
-             if not torch.is_tensor(v) or v.shape != own[k].shape or v.dtype != own[k].dtype]
+    wrong = [
+        f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
+        for k, v in saved.items()
+        if not torch.is_tensor(v) or v.shape != own[k].shape or v.dtype != own[k].dtype
+    ]
     if wrong:
         raise ValueError(f"checkpoint does not fit this model: shape or dtype differs for {wrong[:3]}")
     bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -604,8 +687,10 @@ def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, A
         if p.requires_grad:
             (a if id(p) in shared_a else head if is_head_parameter(name, heads) else body).append(p)
     if settings.shared_a_lr is not None and pool is None:
-        raise ValueError("train.shared_a_lr is for adapters with a shared A (aslora, sharelora, tiedlora); "
-                         "this model has none: set train.shared_a_lr=null")
+        raise ValueError(
+            "train.shared_a_lr is for adapters with a shared A (aslora, sharelora, tiedlora); "
+            "this model has none: set train.shared_a_lr=null"
+        )
     groups = [{"params": body}]
     if head:
         groups.append({"params": head, "lr": settings.head_lr or settings.lr})

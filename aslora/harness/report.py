@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import Any
 
 REPORT_VERSION = 1
-PACKAGES = ("aslora", "torch", "transformers", "peft", "accelerate", "datasets", "hydra-core", "wandb",
-            "numpy", "scipy", "scikit-learn")
+PACKAGES = (
+    "aslora",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "hydra-core",
+    "wandb",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+)
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
@@ -75,8 +86,9 @@ def environment() -> dict[str, Any]:
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -59,10 +59,15 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     set_seed(settings.seed)
     causal_lm = spec.kind == "causal_lm"
     tokenizer, model = _load_base(settings, spec)
-    data = load_task(spec, tokenizer, max_length=settings.task.max_length,
-                     max_train_examples=settings.task.max_train_examples,
-                     max_eval_examples=settings.task.max_eval_examples,
-                     split_seed=settings.task.split_seed, local_dir=settings.task.local_dir)
+    data = load_task(
+        spec,
+        tokenizer,
+        max_length=settings.task.max_length,
+        max_train_examples=settings.task.max_train_examples,
+        max_eval_examples=settings.task.max_eval_examples,
+        split_seed=settings.task.split_seed,
+        local_dir=settings.task.local_dir,
+    )
     settings.check_schedule_fits(len(data.train))  # an impossible merge schedule fails before adapting
     _announce(settings, spec, len(data.train), adapter_config)
     lora_reference = lora_parameter_count(_target_shapes(model, settings.target_modules), settings.reference_lora_rank)
@@ -77,8 +82,11 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     # causal LM: labels padded with IGNORE_INDEX (skipped by the loss) alongside the inputs
-    collate = (DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX) if causal_lm
-               else DataCollatorWithPadding(tokenizer))
+    collate = (
+        DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        if causal_lm
+        else DataCollatorWithPadding(tokenizer)
+    )
     import torch
     from accelerate import PartialState
 
@@ -87,13 +95,23 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
     is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     tracker_settings = settings.wandb if is_main else dataclasses.replace(settings.wandb, mode="disabled")
     group = (settings.choices or {}).get("sweep") or str(container.get("run_prefix") or "").rstrip("_") or None
-    with Tracker(tracker_settings, settings.run_name, container, run_dir=settings.run_dir, group=group,
-                 metrics_csv=settings.metrics_csv and is_main) as tracker:
+    with Tracker(
+        tracker_settings,
+        settings.run_name,
+        container,
+        run_dir=settings.run_dir,
+        group=group,
+        metrics_csv=settings.metrics_csv and is_main,
+    ) as tracker:
         options = FitOptions(
             checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,
-            checkpoint_every_steps=settings.checkpoint.every_steps, keep_last_checkpoints=settings.checkpoint.keep_last,
-            resume=settings.resume, kill_after_step=settings.kill_after_step,
-            allow_pickle=settings.checkpoint.allow_pickle, fingerprint=settings.fingerprint())
+            checkpoint_every_steps=settings.checkpoint.every_steps,
+            keep_last_checkpoints=settings.checkpoint.keep_last,
+            resume=settings.resume,
+            kill_after_step=settings.kill_after_step,
+            allow_pickle=settings.checkpoint.allow_pickle,
+            fingerprint=settings.fingerprint(),
+        )
         result = fit(model, data, collate, settings.train, tracker.log, options)
         if not is_main:
             return result.best_metric
@@ -101,8 +119,9 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
             model = _rebuild(settings, spec, adapter_config, result.final_state)
         adapters = _save_best_and_last(model, result, settings.run_dir)
         adapter_dir = adapters["best"]["dir"] if adapters else None
-        report = _report(settings, container, result, lora_reference, time.perf_counter() - started,
-                         len(data.train), provenance)
+        report = _report(
+            settings, container, result, lora_reference, time.perf_counter() - started, len(data.train), provenance
+        )
         report["adapters"] = adapters
         if causal_lm:
             from aslora.harness import instruct
@@ -111,9 +130,16 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
             # from the weights now in the model: the best epoch's adapter, the one the scores describe
             report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])
         report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
-        tracker.log({f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps)
-        tracker.summary({"best/metric": result.best_metric, "best/epoch": result.best_epoch,
-                         "params/fraction_of_lora": report["params"]["fraction_of_lora_after"]})
+        tracker.log(
+            {f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps
+        )
+        tracker.summary(
+            {
+                "best/metric": result.best_metric,
+                "best/epoch": result.best_epoch,
+                "params/fraction_of_lora": report["params"]["fraction_of_lora_after"],
+            }
+        )
         write_report(settings.report_path, report)
         if tracker.run is not None and report["merge_history"] and adapter_dir is not None:
             from aslora.export import read_adapter_meta
@@ -121,12 +147,20 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
 
             tracker.merge_table(report["merge_history"])
             adapter_meta = read_adapter_meta(adapter_dir)
-            tracker.images([plot_sharing_map(report, adapter_meta, settings.run_dir),
-                            plot_timeline(report, settings.run_dir)])
-    log.info("%s: best %s %.4f at epoch %s; adapter %d params (%.1f %% of LoRA r=%d); report %s",
-             settings.run_name, spec.metrics[0], result.best_metric, result.best_epoch,
-             report["params"]["after"]["adapter"], 100 * report["params"]["fraction_of_lora_after"],
-             settings.reference_lora_rank, settings.report_path)
+            tracker.images(
+                [plot_sharing_map(report, adapter_meta, settings.run_dir), plot_timeline(report, settings.run_dir)]
+            )
+    log.info(
+        "%s: best %s %.4f at epoch %s; adapter %d params (%.1f %% of LoRA r=%d); report %s",
+        settings.run_name,
+        spec.metrics[0],
+        result.best_metric,
+        result.best_epoch,
+        report["params"]["after"]["adapter"],
+        100 * report["params"]["fraction_of_lora_after"],
+        settings.reference_lora_rank,
+        settings.report_path,
+    )
     return result.best_metric
 
 
@@ -147,11 +181,15 @@ def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: 
     ]
     merges = settings.merge_steps(num_train)
     if merges:
-        lines.append(f"  ASLoRA: {adapter_config.max_merges} tie(s) per merge group, at steps "
-                     f"{', '.join(map(str, merges))} of {total}")
+        lines.append(
+            f"  ASLoRA: {adapter_config.max_merges} tie(s) per merge group, at steps "
+            f"{', '.join(map(str, merges))} of {total}"
+        )
     if settings.task.recipe_model and settings.task.recipe_model != settings.model.name:
-        lines.append(f"  note: task {spec.name}'s training recipe (lr, epochs, max length) is the one published for "
-                     f"{settings.task.recipe_model}; this run applies it to {settings.model.name}")
+        lines.append(
+            f"  note: task {spec.name}'s training recipe (lr, epochs, max length) is the one published for "
+            f"{settings.task.recipe_model}; this run applies it to {settings.model.name}"
+        )
     log.info("\n".join(lines))
 
 
@@ -189,8 +227,7 @@ def _save_best_and_last(model: Any, result: Any, run_dir: Any) -> dict[str, Any]
         if unexpected:
             raise RuntimeError(f"the best epoch's weights do not fit the model: {sorted(unexpected)[:5]}")
     best = _save_trained_adapter(model, run_dir / "adapter")
-    return {"best": {"dir": str(best), "epoch": result.best_epoch},
-            "last": {"dir": str(last), "epoch": last_epoch}}
+    return {"best": {"dir": str(best), "epoch": result.best_epoch}, "last": {"dir": str(last), "epoch": last_epoch}}
 
 
 def _save_trained_adapter(model: Any, directory: Any) -> Any:
@@ -210,8 +247,15 @@ def _target_shapes(model: Any, target_modules: Any) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for _, m in find_targets(model, probe)]
 
 
-def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_reference: int,
-            wall_seconds: float, num_train: int, provenance: dict[str, Any]) -> dict[str, Any]:
+def _report(
+    settings: RunSettings,
+    container: dict[str, Any],
+    result: Any,
+    lora_reference: int,
+    wall_seconds: float,
+    num_train: int,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     spec = get_task(settings.task.name)
     return {
         "report_version": REPORT_VERSION,
@@ -225,8 +269,12 @@ def _report(settings: RunSettings, container: dict[str, Any], result: Any, lora_
         "seed": settings.seed,
         "init_adapter_from": settings.init_adapter_from,
         "main_metric": spec.metrics[0],
-        "best": {"metric": result.best_metric, "epoch": result.best_epoch, "validation": result.best_validation,
-                 "test": result.test_at_best},
+        "best": {
+            "metric": result.best_metric,
+            "epoch": result.best_epoch,
+            "validation": result.best_validation,
+            "test": result.test_at_best,
+        },
         "epochs": result.epochs,
         "params": {
             "before": result.params_before,

@@ -39,7 +39,9 @@ def split(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
             if value.dtype.kind == "u" and value.dtype.itemsize >= 8:
                 raise TypeError(f"{path or 'state'}: a {value.dtype} array cannot be stored exactly")
             name = f"t{len(tensors)}"
-            tensors[name] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int64 if value.dtype.kind in "ui" else value.dtype)).clone()
+            tensors[name] = torch.from_numpy(
+                np.ascontiguousarray(value).astype(np.int64 if value.dtype.kind in "ui" else value.dtype)
+            ).clone()
             return {_ARRAY: name, "dtype": value.dtype.str}
         if isinstance(value, (np.integer, np.floating)):
             return walk(value.item(), path)
@@ -56,7 +58,9 @@ def split(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
                 return {k: walk(v, f"{path}.{k}") for k, v in value.items()}
             bad = [k for k in value if not (k is None or isinstance(k, (str, int, float, bool)))]
             if bad:
-                raise TypeError(f"{path or 'state'}: dict key {bad[0]!r} ({type(bad[0]).__name__}) cannot be stored without pickle")
+                raise TypeError(
+                    f"{path or 'state'}: dict key {bad[0]!r} ({type(bad[0]).__name__}) cannot be stored without pickle"
+                )
             return {_DICT: [[k, walk(v, f"{path}.{k}")] for k, v in value.items()]}
         raise TypeError(f"{path or 'state'}: a {type(value).__name__} cannot be stored without pickle")
 

@@ -21,9 +21,26 @@ from aslora.harness.loop import TrainSettings, steps_per_epoch
 from aslora.harness.models import ModelSpec, split_model_config
 
 WANDB_MODES = ("disabled", "offline", "online")
-_TOP_LEVEL_KEYS = {"run_name", "run_prefix", "seed", "hub", "overwrite", "experiments_dir", "reference_lora_rank",
-                   "model", "task", "adapter", "train", "wandb", "checkpoint", "resume", "validate_only",
-                   "kill_after_step", "init_adapter_from", "metrics_csv"}
+_TOP_LEVEL_KEYS = {
+    "run_name",
+    "run_prefix",
+    "seed",
+    "hub",
+    "overwrite",
+    "experiments_dir",
+    "reference_lora_rank",
+    "model",
+    "task",
+    "adapter",
+    "train",
+    "wandb",
+    "checkpoint",
+    "resume",
+    "validate_only",
+    "kill_after_step",
+    "init_adapter_from",
+    "metrics_csv",
+}
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,14 @@ class RunSettings:
         from dataclasses import asdict
 
         train = {k: v for k, v in asdict(self.train).items() if k != "progress_bar"}
-        identity = {"model": asdict(self.model), "task": asdict(self.task), "adapter": asdict(self.adapter),
-                    "train": train, "seed": self.seed, "target_modules": self.target_modules}
+        identity = {
+            "model": asdict(self.model),
+            "task": asdict(self.task),
+            "adapter": asdict(self.adapter),
+            "train": train,
+            "seed": self.seed,
+            "target_modules": self.target_modules,
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
     def adapter_config(self) -> object:
@@ -131,7 +154,8 @@ class RunSettings:
                     f"the first ASLoRA merge would be at step {schedule.first_event_step}, within the learning-rate "
                     f"warm-up (steps 1–{warmup} of {total}, train.warmup_ratio={self.train.warmup_ratio}): ties would "
                     f"be decided on B's that have not moved. Start merging later (adapter.params.merge_start_fraction / "
-                    f"merge_start_step), train longer, or lower train.warmup_ratio")
+                    f"merge_start_step), train longer, or lower train.warmup_ratio"
+                )
         return config
 
     def warmup_steps(self, total_steps: int) -> int:
@@ -176,18 +200,27 @@ class RunSettings:
                 value = getattr(task, key)
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                     problems.append(f"task.{key}={value!r} must be a positive integer")
-        if model is not None and task is not None and task.name in TASKS \
-                and TASKS[task.name].kind == "causal_lm" and model.architecture != "decoder":
-            problems.append(f"task {task.name!r} is instruction tuning and needs a decoder model; model "
-                            f"{model.name!r} is an {model.architecture} (use model=smollm2-135m, or llama-2-7b with hub=true)")
+        if (
+            model is not None
+            and task is not None
+            and task.name in TASKS
+            and TASKS[task.name].kind == "causal_lm"
+            and model.architecture != "decoder"
+        ):
+            problems.append(
+                f"task {task.name!r} is instruction tuning and needs a decoder model; model "
+                f"{model.name!r} is an {model.architecture} (use model=smollm2-135m, or llama-2-7b with hub=true)"
+            )
         train_data = dict(data.get("train") or {})
         train_data["seed"] = data.get("seed")
         train = section("train", TrainSettings, train_data, "train")
         adapter_data = data.get("adapter") or {}
         adapter = None
         for key in sorted(set(adapter_data) - {"name", "params"}):  # e.g. Hydra's hint +adapter.<key>=…
-            problems.append(f"unknown key adapter.{key}: the run reads only adapter.name and adapter.params.*; "
-                            f"did you mean adapter.params.{key}={adapter_data[key]!r}?")
+            problems.append(
+                f"unknown key adapter.{key}: the run reads only adapter.name and adapter.params.*; "
+                f"did you mean adapter.params.{key}={adapter_data[key]!r}?"
+            )
         if adapter_data.get("name") not in ADAPTERS:
             problems.append(f"unknown adapter {adapter_data.get('name')!r}; known adapters: {sorted(ADAPTERS)}")
         else:
@@ -196,8 +229,10 @@ class RunSettings:
                 config = build_adapter_config(adapter.name, dict(adapter.params))
                 problems += _merge_group_problems(config)
                 if train is not None and train.shared_a_lr is not None and not isinstance(config, SharedLoRAConfig):
-                    problems.append(f"train.shared_a_lr={train.shared_a_lr!r} is for adapters with a shared A "
-                                    f"(aslora, sharelora, tiedlora); adapter={adapter.name!r} has none")
+                    problems.append(
+                        f"train.shared_a_lr={train.shared_a_lr!r} is for adapters with a shared A "
+                        f"(aslora, sharelora, tiedlora); adapter={adapter.name!r} has none"
+                    )
             except (TypeError, ValueError) as error:
                 problems.append(f"adapter.params: {error}")
         wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")
@@ -205,11 +240,15 @@ class RunSettings:
         if train is not None and train.fsdp:
             world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
             if world_size < 2:
-                problems.append("train.fsdp=true shards over several processes; this is one process "
-                                "(launch with accelerate launch --num_processes N train.py …, or torchrun)")
+                problems.append(
+                    "train.fsdp=true shards over several processes; this is one process "
+                    "(launch with accelerate launch --num_processes N train.py …, or torchrun)"
+                )
             if checkpoint is not None and checkpoint.every_steps:
-                problems.append("train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported "
-                                "yet; use DDP (train.fsdp=false) for resumable runs")
+                problems.append(
+                    "train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported "
+                    "yet; use DDP (train.fsdp=false) for resumable runs"
+                )
         kill_after_step = data.get("kill_after_step")
         if kill_after_step is not None and (not isinstance(kill_after_step, int) or kill_after_step <= 0):
             problems.append(f"kill_after_step={kill_after_step!r} must be a positive integer or null")
@@ -218,8 +257,10 @@ class RunSettings:
             if not isinstance(init_adapter_from, str) or not init_adapter_from:
                 problems.append(f"init_adapter_from={init_adapter_from!r} must be a directory path or null")
             elif adapter_data.get("name") != "lora":
-                problems.append(f"init_adapter_from is for adapter=lora (LoRA's MNLI initialisation); "
-                                f"adapter={adapter_data.get('name')!r}")
+                problems.append(
+                    f"init_adapter_from is for adapter=lora (LoRA's MNLI initialisation); "
+                    f"adapter={adapter_data.get('name')!r}"
+                )
         if wandb is not None and wandb.mode not in WANDB_MODES:
             problems.append(f"wandb.mode={wandb.mode!r} must be one of {list(WANDB_MODES)}")
         seed = data.get("seed")
@@ -237,13 +278,24 @@ class RunSettings:
         if problems:
             raise ValueError("invalid run configuration:\n  - " + "\n  - ".join(problems))
         return cls(
-            run_name=run_name, seed=seed, model=model,
+            run_name=run_name,
+            seed=seed,
+            model=model,
             target_modules=target_modules if isinstance(target_modules, str) else tuple(target_modules),
-            task=task, adapter=adapter, train=train, experiments_dir=str(data.get("experiments_dir", "experiments")),
-            reference_lora_rank=int(data.get("reference_lora_rank", 8)), hub=bool(data.get("hub", False)),
-            overwrite=bool(data.get("overwrite", False)), wandb=wandb, choices=choices, checkpoint=checkpoint,
-            resume=bool(data.get("resume", False)), validate_only=bool(data.get("validate_only", False)),
-            kill_after_step=kill_after_step, init_adapter_from=init_adapter_from,
+            task=task,
+            adapter=adapter,
+            train=train,
+            experiments_dir=str(data.get("experiments_dir", "experiments")),
+            reference_lora_rank=int(data.get("reference_lora_rank", 8)),
+            hub=bool(data.get("hub", False)),
+            overwrite=bool(data.get("overwrite", False)),
+            wandb=wandb,
+            choices=choices,
+            checkpoint=checkpoint,
+            resume=bool(data.get("resume", False)),
+            validate_only=bool(data.get("validate_only", False)),
+            kill_after_step=kill_after_step,
+            init_adapter_from=init_adapter_from,
             metrics_csv=bool(data.get("metrics_csv", True)),
         )
 
@@ -258,5 +310,7 @@ def _merge_group_problems(config: object) -> list[str]:
     groups = {t.rsplit(".", 1)[-1] for t in config.target_modules}
     if set(config.max_merges) == groups:
         return []
-    return [f"adapter.params.max_merges={config.max_merges!r} must give a cap for each merge group, "
-            f"which are the module types {sorted(groups)}"]
+    return [
+        f"adapter.params.max_merges={config.max_merges!r} must give a cap for each merge group, "
+        f"which are the module types {sorted(groups)}"
+    ]

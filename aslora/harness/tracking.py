@@ -24,8 +24,16 @@ METRICS_CSV = "metrics.csv"
 
 
 class Tracker:
-    def __init__(self, settings: WandbSettings, run_name: str, config: dict[str, Any], *,
-                 run_dir: Path | None = None, group: str | None = None, metrics_csv: bool = False) -> None:
+    def __init__(
+        self,
+        settings: WandbSettings,
+        run_name: str,
+        config: dict[str, Any],
+        *,
+        run_dir: Path | None = None,
+        group: str | None = None,
+        metrics_csv: bool = False,
+    ) -> None:
         self.settings, self.run_name, self.config = settings, run_name, config
         self.run_dir, self.group, self.metrics_csv = run_dir, group, metrics_csv and run_dir is not None
         self.run = None
@@ -43,9 +51,17 @@ class Tracker:
             if self.run_dir is not None:  # wandb's files next to the run's report, not in the working directory
                 directory = str(self.run_dir)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(project=self.settings.project, entity=self.settings.entity, name=self.run_name,
-                                  config=self.config, tags=list(self.settings.tags), mode=self.settings.mode,
-                                  group=self.group, dir=directory, reinit="finish_previous")
+            self.run = wandb.init(
+                project=self.settings.project,
+                entity=self.settings.entity,
+                name=self.run_name,
+                config=self.config,
+                tags=list(self.settings.tags),
+                mode=self.settings.mode,
+                group=self.group,
+                dir=directory,
+                reinit="finish_previous",
+            )
         return self
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -69,8 +85,10 @@ class Tracker:
         import wandb
 
         columns = ["step", "group", "kept", "retired", "distance", "layers_sharing"]
-        rows = [[e["step"], e["group"], e["kept"], e["retired"], e["distance"], ", ".join(e["layers_sharing"])]
-                for e in history]
+        rows = [
+            [e["step"], e["group"], e["kept"], e["retired"], e["distance"], ", ".join(e["layers_sharing"])]
+            for e in history
+        ]
         self.run.log({"aslora/merges": wandb.Table(columns=columns, data=rows)})
 
     def images(self, paths: list[Path]) -> None:

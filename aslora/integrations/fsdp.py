@@ -23,8 +23,13 @@ import torch
 from torch import nn
 
 
-def fully_shard_adapted(model: nn.Module, *, block_classes: Iterable[type | str] | None = None,
-                        mesh: object | None = None, reshard_after_forward: bool = True) -> nn.Module:
+def fully_shard_adapted(
+    model: nn.Module,
+    *,
+    block_classes: Iterable[type | str] | None = None,
+    mesh: object | None = None,
+    reshard_after_forward: bool = True,
+) -> nn.Module:
     """Shard ``model`` with FSDP2: one unit per transformer block, the root (with the pool) last.
 
     Args:
@@ -44,15 +49,19 @@ def fully_shard_adapted(model: nn.Module, *, block_classes: Iterable[type | str]
     from torch.distributed.fsdp import fully_shard
 
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("FSDP needs a process group: launch with torchrun or accelerate launch "
-                           "(several processes), e.g. accelerate launch --num_processes 8 train.py train.fsdp=true")
+        raise RuntimeError(
+            "FSDP needs a process group: launch with torchrun or accelerate launch "
+            "(several processes), e.g. accelerate launch --num_processes 8 train.py train.fsdp=true"
+        )
     if mesh is None:
         from torch.distributed.device_mesh import init_device_mesh
 
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
         mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    names = {c if isinstance(c, str) else c.__name__
-             for c in (block_classes if block_classes is not None else _no_split_modules(model))}
+    names = {
+        c if isinstance(c, str) else c.__name__
+        for c in (block_classes if block_classes is not None else _no_split_modules(model))
+    }
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
         raise ValueError(f"no module of class {sorted(names)} in {type(model).__name__} to shard as a block")

@@ -49,8 +49,14 @@ class SharedLoRATuner(BaseTuner):
     tuner_layer_cls = SharedLoRALinear
     target_module_mapping: dict[str, list[str]] = {}
 
-    def inject_adapter(self, model: nn.Module, adapter_name: str, autocast_adapter_dtype: bool = True,
-                       low_cpu_mem_usage: bool = False, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         config = self.peft_config[adapter_name]
         self._check_new_adapter_config(config)
         inject_shared_lora(model, config, head_names=[])
@@ -63,8 +69,9 @@ class SharedLoRATuner(BaseTuner):
 
     def _check_new_adapter_config(self, config: SharedLoRAConfig) -> None:
         if len(self.peft_config) > 1:
-            raise ValueError(f"{type(self).__name__} supports one adapter per model; "
-                             f"this one has {sorted(self.peft_config)}")
+            raise ValueError(
+                f"{type(self).__name__} supports one adapter per model; this one has {sorted(self.peft_config)}"
+            )
 
     def _prepare_adapter_config(self, peft_config: SharedLoRAConfig, model_config: dict) -> SharedLoRAConfig:
         return peft_config
@@ -83,21 +90,33 @@ class SharedLoRATuner(BaseTuner):
         if adapter_name not in (self.active_adapter, [self.active_adapter]):
             raise ValueError(f"{type(self).__name__} holds one adapter, {self.active_adapter!r}; got {adapter_name!r}")
 
-    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False, safe_merge: bool = False,
-                                     adapter_names: list[str] | None = None) -> nn.Module:
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> nn.Module:
         # ours first (atomic: a non-finite fold changes nothing), then PEFT unwraps its modules_to_save
         if merge:
             merge_into_base(self.model)
         else:
             remove_adapter(self.model)
-        return super()._unload_and_optionally_merge(merge=merge, progressbar=progressbar, safe_merge=safe_merge,
-                                                    adapter_names=adapter_names)
+        return super()._unload_and_optionally_merge(
+            merge=merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+        )
 
     # -------------------------------------------------------------------------------------------
     # the adapter's state dict (PEFT >= 0.21 delegates both directions to the tuner class)
     @classmethod
-    def _get_adapter_state_dict(cls, model: nn.Module, config: SharedLoRAConfig, adapter_name: str,
-                                state_dict: dict[str, torch.Tensor], unwanted_adapter_names: list[str]) -> dict[str, torch.Tensor]:
+    def _get_adapter_state_dict(
+        cls,
+        model: nn.Module,
+        config: SharedLoRAConfig,
+        adapter_name: str,
+        state_dict: dict[str, torch.Tensor],
+        unwanted_adapter_names: list[str],
+    ) -> dict[str, torch.Tensor]:
         """Every tensor of the pool — banks reduced to their live rows, with ``live_rows.<bank>``."""
         pool = find_pool(model)
         live = pool.live_rows()
@@ -116,8 +135,9 @@ class SharedLoRATuner(BaseTuner):
         return out
 
     @classmethod
-    def _remap_adapter_state_dict_for_load(cls, model: nn.Module, config: SharedLoRAConfig, adapter_name: str,
-                                           state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: SharedLoRAConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """Write the saved live rows back into full-size banks (the rows nobody reads stay as they
         are) and key everything as the model does."""
         model_keys = {_pool_key(k): k for k in model.state_dict() if _pool_key(k) is not None}
@@ -169,8 +189,11 @@ def register() -> None:
     if not peft.__version__.startswith(SUPPORTED_PEFT):
         import warnings
 
-        warnings.warn(f"aslora's PEFT integration is tested with PEFT {SUPPORTED_PEFT}; this is {peft.__version__}. "
-                      f"Run tests/test_integrations.py before trusting saved adapters.", stacklevel=2)
+        warnings.warn(
+            f"aslora's PEFT integration is tested with PEFT {SUPPORTED_PEFT}; this is {peft.__version__}. "
+            f"Run tests/test_integrations.py before trusting saved adapters.",
+            stacklevel=2,
+        )
     for cls in (ASLoRAConfig, ShareLoRAConfig, TiedLoRAConfig):
         name = PEFT_TYPE_NAMES[cls.__name__]
         PEFT_TYPE_TO_CONFIG_MAPPING[name] = cls

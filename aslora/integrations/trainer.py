@@ -49,30 +49,44 @@ class ASLoRACallback(TrainerCallback):
         self.controller: MergeController | None = None
         self.events: list[MergeEvent] = []
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs: Any
+    ) -> None:
         pool = find_pool(model) if model is not None else None
         if pool is None or not isinstance(pool.config, ASLoRAConfig):
-            raise ValueError("ASLoRACallback needs a model adapted with aslora.ASLoRAConfig "
-                             "(peft.get_peft_model(model, ASLoRAConfig(...)) or aslora.apply_adapter)")
+            raise ValueError(
+                "ASLoRACallback needs a model adapted with aslora.ASLoRAConfig "
+                "(peft.get_peft_model(model, ASLoRAConfig(...)) or aslora.apply_adapter)"
+            )
         # resolves fractions against the run's optimizer steps and refuses an impossible schedule
         self.controller = MergeController(model, total_steps=state.max_steps)
         schedule = self.controller.schedule
         if schedule.max_events:
-            log.info("ASLoRA: %d merge events at steps %s of %d", schedule.max_events,
-                     ", ".join(map(str, schedule.event_steps)), state.max_steps)
+            log.info(
+                "ASLoRA: %d merge events at steps %s of %d",
+                schedule.max_events,
+                ", ".join(map(str, schedule.event_steps)),
+                state.max_steps,
+            )
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         events = self.controller.step(state.global_step)
         if not events:
             return
         self.events += events
-        metrics = {"aslora/num_B": float(self.controller.num_distinct_B),
-                   **{f"aslora/merge_distance/{e.group}": e.distance for e in events}}
+        metrics = {
+            "aslora/num_B": float(self.controller.num_distinct_B),
+            **{f"aslora/merge_distance/{e.group}": e.distance for e in events},
+        }
         for event in events:
-            log.info("ASLoRA tie at step %d (%s): %s now read %s's B; distance %.4g", event.step, event.group,
-                     ", ".join(event.moved_layers), event.kept, event.distance)
+            log.info(
+                "ASLoRA tie at step %d (%s): %s now read %s's B; distance %.4g",
+                event.step,
+                event.group,
+                ", ".join(event.moved_layers),
+                event.kept,
+                event.distance,
+            )
         if self.trainer is not None:
             self.trainer.log(metrics)
         else:
