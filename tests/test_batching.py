@@ -15,7 +15,8 @@ from aslora.harness.batching import (
     lengths_of,
 )
 from aslora.harness.data import TaskData, get_task
-from aslora.harness.loop import TrainSettings, evaluate
+from aslora.harness.scoring import evaluate
+from aslora.harness.train_settings import TrainSettings
 from tests.conftest import VOCAB, tiny_bert
 
 _LENGTH_RNG = random.Random(0)

@@ -176,7 +176,7 @@ def test_malformed_checkpoint_files_are_refused_naming_the_file(tmp_path, damage
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
-    from aslora.harness.loop import _restore_model
+    from aslora.harness.trained_state import restore_model
 
     model = torch.nn.Linear(3, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -188,7 +188,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
     ]
     for saved, message in cases:
         with pytest.raises(ValueError, match=message):
-            _restore_model(model, {"model": saved})
+            restore_model(model, {"model": saved})
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 

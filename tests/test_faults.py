@@ -9,7 +9,8 @@ import torch
 
 import aslora
 from aslora.harness.data import TaskData, get_task
-from aslora.harness.loop import FitOptions, NonFiniteError, TrainSettings, fit
+from aslora.harness.loop import FitOptions, NonFiniteError, fit
+from aslora.harness.train_settings import TrainSettings
 from aslora.harness.run import run
 from conftest import tiny_bert
 from scripts.compose import compose_run

@@ -11,7 +11,7 @@ import torch
 
 from aslora.harness import instruct
 from aslora.harness.data import TASKS
-from aslora.harness.loop import evaluate_causal_lm
+from aslora.harness.scoring import evaluate_causal_lm
 from aslora.harness.metrics import is_better
 from conftest import VOCAB, tiny_llama_lm
 

@@ -213,7 +213,7 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
     from aslora.harness.batching import evaluation_loader
     from aslora.harness.data import load_task
     from aslora.harness.instruct import IGNORE_INDEX
-    from aslora.harness.loop import evaluate
+    from aslora.harness.scoring import evaluate
 
     data = load_task(
         spec,

@@ -30,86 +30,23 @@ from torch import nn
 from aslora.harness import checkpoint as ckpt
 from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, evaluation_loader, lengths_of
 from aslora.adapters.config import ASLoRAConfig
-from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
 from aslora.harness.data import TaskData
-from aslora.harness.instruct import IGNORE_INDEX
-from aslora.harness.metrics import compute_metrics, is_better
+from aslora.harness import distributed
+from aslora.harness.console import describe_epoch, describe_tie
+from aslora.harness.metrics import is_better
+from aslora.harness.scoring import evaluate
+from aslora.harness.optimization import enable_gradient_checkpointing, param_groups
+from aslora.harness.train_settings import TrainSettings
+from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
 from aslora.params import count_parameters
 
 log = logging.getLogger("aslora")
-NONFINITE_POLICIES = ("error", "skip")
 
 
 class NonFiniteError(RuntimeError):
     """A non-finite loss or gradient under ``nonfinite="error"`` (or too many under ``skip``)."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float
-    epochs: int
-    batch_size: int
-    eval_batch_size: int = 64
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    max_grad_norm: float | None = 1.0
-    head_lr: float | None = None
-    """A separate learning rate for the task head (VeRA's recipe); ``None``: same as ``lr``."""
-    shared_a_lr: float | None = None
-    """A separate learning rate for the shared A factors of ASLoRA, ShareLoRA and Tied-LoRA (the
-    pool's ``lora_A``); ``None``: same as ``lr``. The paper is silent on it. Why one might want it:
-    a step on a shared A moves every layer that reads it at once, so A may tolerate a smaller step
-    than the per-layer B's (the small-data suite measures it)."""
-    seed: int = 0
-    mixed_precision: str = "no"
-    progress_bar: bool = True
-    nonfinite: str = "error"
-    """A NaN/Inf loss or gradient: ``error`` stops (the last checkpoint stays the last good one);
-    ``skip`` drops that batch's update and counts it."""
-    max_skipped_steps: int = 10
-    """Under ``skip``: stop once more than this many updates were dropped."""
-    compile: bool = False
-    """``torch.compile`` the model (after ``accelerate.prepare``): merges never recompile it."""
-    gradient_checkpointing: bool = False
-    """Activation checkpointing of the base model's blocks (transformers' non-reentrant default)."""
-    group_by_length: bool = False
-    """Training batches of similar length (``batching.LengthGroupedShuffle``): less padding, other
-    batches — a different run, so it joins the run name. Off by default."""
-    fsdp: bool = False
-    """Shard with FSDP2 (``aslora.integrations.fsdp``) instead of replicating with DDP; needs
-    several processes (torchrun / accelerate launch)."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not (_is_number(self.lr) and self.lr > 0):
-            problems.append(f"train.lr={self.lr!r} must be a positive number")
-        for name in ("head_lr", "shared_a_lr"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and value > 0):
-                problems.append(f"train.{name}={value!r} must be a positive number or null")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                problems.append(f"train.{name}={value!r} must be a positive integer")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            problems.append(f"train.weight_decay={self.weight_decay!r} must be >= 0")
-        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            problems.append(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
-        if self.max_grad_norm is not None and not (_is_number(self.max_grad_norm) and self.max_grad_norm > 0):
-            problems.append(f"train.max_grad_norm={self.max_grad_norm!r} must be positive or null")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            problems.append(f"train.mixed_precision={self.mixed_precision!r} must be one of ['no', 'bf16', 'fp16']")
-        if self.nonfinite not in NONFINITE_POLICIES:
-            problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
-        if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
-            problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
-        for name in ("progress_bar", "compile", "gradient_checkpointing", "group_by_length", "fsdp"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"train.{name}={getattr(self, name)!r} must be true or false")
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -154,11 +91,6 @@ class FitOptions:
 
 
 Logger = Callable[[dict[str, float], int], None]
-
-
-def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) -> int:
-    """Optimizer steps per epoch when each of ``num_processes`` takes whole batches in turn."""
-    return math.ceil(math.ceil(num_examples / batch_size) / num_processes)
 
 
 def fit(
@@ -295,16 +227,16 @@ class _Fit:
                     ckpt.discard(old)
             accelerator.wait_for_everyone()
         if self.resume_state is not None:
-            _restore_model(self.model, self.resume_state)  # before the optimizer: its parameter list must match
+            restore_model(self.model, self.resume_state)  # before the optimizer: its parameter list must match
         if self.settings.fsdp:  # before the optimizer: it must hold the sharded parameters
-            self.model = _shard(self.model, accelerator, options)
+            self.model = distributed.shard(self.model, accelerator, options.checkpoint_every_steps)
 
     def _setup_optimization(self) -> None:
         from transformers import get_linear_schedule_with_warmup
 
         settings, accelerator, state = self.settings, self.accelerator, self.resume_state
         optimizer = torch.optim.AdamW(
-            _param_groups(self.model, settings), lr=settings.lr, weight_decay=settings.weight_decay
+            param_groups(self.model, settings), lr=settings.lr, weight_decay=settings.weight_decay
         )
         # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
         # (it assumes single-process step counts), but total_steps already counts this process's
@@ -365,7 +297,7 @@ class _Fit:
         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm or math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm is a DTensor
             grad_norm = grad_norm.full_tensor()
-        if _any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
+        if distributed.any_process(accelerator, ~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             result.skipped_steps += 1
             where = f"after step {self.step} (epoch {epoch}, batch {self.batches_done + 1})"
@@ -392,7 +324,9 @@ class _Fit:
         self.epoch_losses.append(loss.item())
         if self.controller is not None:
             events = self.controller.step(self.step)
-            _assert_same_on_every_process(accelerator, [(e.group, e.kept, e.retired) for e in events], self.step)
+            distributed.assert_same_on_every_process(
+                accelerator, [(e.group, e.kept, e.retired) for e in events], self.step
+            )
             if events:  # one key per merge group: ties of two groups at one step must not overwrite
                 self.log_metrics(
                     {
@@ -447,9 +381,9 @@ class _Fit:
         if self.settings.fsdp:  # a collective: every process gathers
             from aslora.integrations.fsdp import full_state
 
-            self.result.best_state = full_state(trained, _trainable_state_keys(trained))
+            self.result.best_state = full_state(trained, trainable_state_keys(trained))
         else:
-            self.result.best_state = {k: v.detach().cpu().clone() for k, v in _trainable_state(trained).items()}
+            self.result.best_state = {k: v.detach().cpu().clone() for k, v in trainable_state(trained).items()}
         self.result.params_at_best = count_parameters(trained).as_dict()
 
     def _save_checkpoint(self, epoch: int) -> None:
@@ -467,7 +401,7 @@ class _Fit:
                 "epoch": epoch,
                 "batches_done": self.batches_done,
                 "epoch_losses": self.epoch_losses,
-                "model": _trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
+                "model": trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS},
@@ -483,59 +417,13 @@ class _Fit:
         if self.settings.fsdp:  # gathered on every process (a collective); the caller rebuilds a plain model from it
             from aslora.integrations.fsdp import full_state
 
-            result.final_state = full_state(trained, _trainable_state_keys(trained))
+            result.final_state = full_state(trained, trainable_state_keys(trained))
         else:
-            _assert_parameters_agree(self.accelerator, trained)
+            distributed.assert_parameters_agree(self.accelerator, trained)
         result.train_seconds += time.perf_counter() - started
         result.params_after = count_parameters(trained).as_dict()
         result.merge_history = list(self.pool.merge_history) if self.pool is not None else []
         return result
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) -> dict[str, float]:
-    if data.spec.kind == "causal_lm":
-        return evaluate_causal_lm(model, loader, accelerator)
-    model.eval()
-    predictions, labels, nll = [], [], torch.zeros((), dtype=torch.float64)
-    for batch in loader:
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        logits, batch_labels = accelerator.gather_for_metrics((logits, batch["labels"]))
-        predictions.append(logits.squeeze(-1) if data.spec.is_regression else logits.argmax(-1))
-        labels.append(batch_labels)
-        if not data.spec.is_regression:
-            nll += torch.nn.functional.cross_entropy(logits.float(), batch_labels, reduction="sum").double().cpu()
-    p = torch.cat(predictions).float().cpu().numpy()
-    y = torch.cat(labels).float().cpu().numpy()
-    if data.spec.is_regression:
-        return compute_metrics(data.spec.metrics, p, y)
-    scores = compute_metrics(data.spec.metrics, p.astype(np.int64), y.astype(np.int64))
-    # the mean cross-entropy: where accuracy plateaus, a rising held-out loss is what shows overfitting
-    scores["loss"] = float(nll / max(len(y), 1))
-    return scores
-
-
-@torch.no_grad()
-def evaluate_causal_lm(model: nn.Module, loader: Any, accelerator: Any) -> dict[str, float]:
-    """Held-out token loss ``L = Σ −log p(y_t | y_<t) / N`` over the response tokens of every example
-    (the prompt is masked), and perplexity ``exp(L)``. Summed over tokens, not averaged per batch,
-    so the number does not depend on the batch size or on how examples fall into batches."""
-    model.eval()
-    nll, tokens = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-    for batch in loader:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE_INDEX
-        losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none"
-        ).view_as(labels)
-        per_example = torch.stack([(losses * mask).sum(1).double(), mask.sum(1).double()], dim=1)
-        # per example, so accelerate can drop the duplicates it pads the last batch with under DDP
-        per_example = accelerator.gather_for_metrics(per_example).cpu()
-        nll += per_example[:, 0].sum()
-        tokens += per_example[:, 1].sum()
-    loss = float(nll / tokens.clamp(min=1))
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 
 
 _RESUMABLE_FIELDS = (
@@ -549,159 +437,3 @@ _RESUMABLE_FIELDS = (
     "best_state",
     "params_at_best",
 )
-
-
-def _trainable_state_keys(model: nn.Module) -> set[str]:
-    """Trainable parameters and the whole pool (its buffers too: running means, layer→B map,
-    merge log, mean count) — what a checkpoint or an FSDP run's final state must hold."""
-    keys = {name for name, p in model.named_parameters() if p.requires_grad}
-    pool = find_pool(model)
-    pool_prefix = next((f"{n}." for n, m in model.named_modules() if m is pool), None)
-    if pool_prefix is not None:
-        keys |= {k for k in model.state_dict() if k.startswith(pool_prefix)}
-    return keys
-
-
-def _trainable_state(model: nn.Module) -> dict[str, Any]:
-    keys = _trainable_state_keys(model)
-    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items() if k in keys}
-
-
-def _shard(model: nn.Module, accelerator: Any, options: "FitOptions") -> nn.Module:
-    from aslora.integrations.fsdp import fully_shard_adapted
-
-    if accelerator.num_processes < 2:
-        raise ValueError(
-            "train.fsdp=true shards over several processes; this run has one "
-            "(launch with accelerate launch --num_processes N, or torchrun)"
-        )
-    if options.checkpoint_every_steps:
-        raise ValueError(
-            "train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported yet; "
-            "use DDP (train.fsdp=false) for resumable runs"
-        )
-    return fully_shard_adapted(model)
-
-
-def describe_epoch(record: dict[str, Any], epochs: int, metric: str, result: FitResult) -> str:
-    """``epoch 1/2 · train loss 0.5123 · val accuracy 0.7969, f1 0.8222 · test … · best: epoch 1 (0.7969)``"""
-    scores = lambda split: ", ".join(f"{k} {v:.4f}" for k, v in record[split].items())
-    parts = [
-        f"epoch {record['epoch']}/{epochs}",
-        f"train loss {record['train_loss']:.4f}" if record["train_loss"] is not None else "train loss —",
-        f"val {scores('val')}",
-    ]
-    if "test" in record:
-        parts.append(f"test {scores('test')}")
-    if "num_distinct_B" in record:
-        parts.append(f"{record['num_distinct_B']} B's")
-    parts.append(f"best: epoch {result.best_epoch} ({metric} {result.best_metric:.4f})")
-    return " · ".join(parts)
-
-
-def describe_tie(event: Any, pool: Any) -> str:
-    """``tie at step 158 · query: layers 0, 1 now share one B (query_0 → query_1, distance 0.687)``"""
-    layer_of = {slot.module_name: slot.layer for slot in pool.slots.values()}
-    sharing = ", ".join(str(layer_of[name]) for name in event.layers_sharing)
-    return (
-        f"tie at step {event.step} · {event.group}: layers {sharing} now share one B "
-        f"({event.retired} → {event.kept}, distance {event.distance:.4g})"
-    )
-
-
-def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """transformers' activation checkpointing on the (possibly PEFT-wrapped) base model, with the
-    input embeddings' output requiring grad so reentrant checkpointing also reaches the adapter."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(target, "supports_gradient_checkpointing", False):
-        raise ValueError(f"train.gradient_checkpointing=true: {type(target).__name__} does not support it")
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    target.enable_input_require_grads()
-
-
-def _restore_model(model: nn.Module, state: dict[str, Any]) -> None:
-    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor. Checked
-    # whole before anything is copied, so a checkpoint that does not fit leaves the model untouched.
-    own = model.state_dict()
-    saved = state["model"]
-    unexpected = sorted(k for k in saved if k not in own)
-    if unexpected:
-        raise ValueError(f"checkpoint does not fit this model: unexpected keys {unexpected[:5]}")
-    wrong = [
-        f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
-        for k, v in saved.items()
-        if not torch.is_tensor(v) or v.shape != own[k].shape or v.dtype != own[k].dtype
-    ]
-    if wrong:
-        raise ValueError(f"checkpoint does not fit this model: shape or dtype differs for {wrong[:3]}")
-    bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"checkpoint holds non-finite values in {bad[:3]}: refusing to resume from it")
-    model.load_state_dict(saved, strict=False)
-
-
-def _any_process(accelerator: Any, flag: torch.Tensor) -> bool:
-    """One host sync per step, and every process takes the same branch (else DDP would hang)."""
-    flag = flag.float().reshape(1)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="sum")
-    return bool(flag.item() > 0)
-
-
-def _assert_same_on_every_process(accelerator: Any, decision: list, step: int) -> None:
-    if accelerator.num_processes == 1:
-        return
-    import torch.distributed as dist
-
-    decisions = [None] * accelerator.num_processes
-    dist.all_gather_object(decisions, decision)
-    if any(d != decisions[0] for d in decisions):
-        raise RuntimeError(f"ASLoRA merge decisions differ across processes at step {step}: {decisions}")
-
-
-def _assert_parameters_agree(accelerator: Any, model: nn.Module) -> None:
-    """Data-parallel processes must end with bit-identical trainable weights (the merges included)."""
-    if accelerator.num_processes == 1:
-        return
-    import hashlib
-
-    import torch.distributed as dist
-
-    digest = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            digest.update(name.encode())
-            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-    digests = [None] * accelerator.num_processes
-    dist.all_gather_object(digests, digest.hexdigest())
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"trainable weights differ across processes at the end of training: {digests}")
-
-
-def _param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, Any]]:
-    heads = head_module_names(model)
-    pool = find_pool(model)
-    shared_a = {id(p) for p in pool.lora_A.values()} if pool is not None and settings.shared_a_lr is not None else set()
-    head, body, a = [], [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (a if id(p) in shared_a else head if is_head_parameter(name, heads) else body).append(p)
-    if settings.shared_a_lr is not None and pool is None:
-        raise ValueError(
-            "train.shared_a_lr is for adapters with a shared A (aslora, sharelora, tiedlora); "
-            "this model has none: set train.shared_a_lr=null"
-        )
-    groups = [{"params": body}]
-    if head:
-        groups.append({"params": head, "lr": settings.head_lr or settings.lr})
-    if a:  # after the others: with shared_a_lr unset the groups (and the optimizer state's order) are as before
-        groups.append({"params": a, "lr": settings.shared_a_lr})
-    return [g for g in groups if g["params"]]
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

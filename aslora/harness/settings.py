@@ -17,7 +17,7 @@ from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig
 from aslora.adapters.registry import ADAPTERS, build_adapter_config
 from aslora.harness.data import TASKS
 from aslora.harness.checkpoint import CheckpointSettings
-from aslora.harness.loop import TrainSettings, steps_per_epoch
+from aslora.harness.train_settings import TrainSettings, steps_per_epoch
 from aslora.harness.models import ModelSpec, split_model_config
 
 WANDB_MODES = ("disabled", "offline", "online")
