@@ -100,3 +100,78 @@ def test_ablation_arms_tie_as_often_and_when_aslora_does():
 def test_shared_a_lr_is_refused_for_an_adapter_without_a_shared_a():
     with pytest.raises(ValueError, match=r"train.shared_a_lr=0.001 is for adapters with a shared A .*adapter='lora'"):
         _settings(["adapter=lora", "train.shared_a_lr=1e-3"])
+
+
+def _fixture_report(arm, seed: int, test: float, curve: list[float]) -> dict:
+    """A report as train.py writes it, for ``arm`` at ``seed``: the config composed from the arm's own
+    overrides (the report code identifies arms by config, so the fixture must hold the real one)."""
+    from scripts.compose import compose_run
+
+    container, _ = compose_run(arm.commands(3e-3, seed))
+    epochs = [
+        {"epoch": i + 1, "train_loss": 0.7 / (i + 1), "val": {"accuracy": v, "loss": 0.5 + 0.01 * i}}
+        for i, v in enumerate(curve)
+    ]
+    best = max(range(len(curve)), key=lambda i: curve[i])
+    size = 15_360 if arm.adapter == "aslora" else 73_728 // (8 // container["adapter"]["params"]["r"])
+    return {
+        "config": container,
+        "seed": seed,
+        "adapter": arm.adapter,
+        "model": "minilm-l6",
+        "task": "rt_polarity",
+        "main_metric": "accuracy",
+        "best": {"metric": curve[best], "epoch": best + 1, "test": {"accuracy": test}},
+        "epochs": epochs,
+        "params": {"after": {"adapter": size}, "at_best": {"adapter": size}, "lora_reference": 73_728},
+        "steps": 63 * len(curve),
+        "merge_history": [{"step": 152}, {"step": 347}] if arm.adapter == "aslora" else [],
+        "train_examples": 1000,
+        "environment": {"device": "CPU: test (2 cores)"},
+    }
+
+
+def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tmp_path):
+    import json
+
+    from scripts.smalldata import ARMS
+    from scripts.smalldata_report import arm_identities, by_arm, final_table, main, read_reports
+
+    lora, lora2, paper, shipped = ARMS[0], ARMS[1], ARMS[2], ARMS[3]
+    reports = [
+        _fixture_report(lora, 1, 0.80, [0.70, 0.78, 0.76]),
+        _fixture_report(lora, 2, 0.78, [0.71, 0.77, 0.74]),
+        _fixture_report(lora2, 1, 0.79, [0.70, 0.75, 0.77]),
+        _fixture_report(paper, 1, 0.77, [0.68, 0.74, 0.75]),
+        _fixture_report(paper, 2, 0.74, [0.69, 0.73, 0.72]),
+        _fixture_report(shipped, 1, 0.75, [0.69, 0.74, 0.73]),
+    ]
+    arms = by_arm(reports, arm_identities())
+    assert {label: len(runs) for label, runs in arms.items()} == {
+        lora.label: 2,
+        lora2.label: 1,
+        paper.label: 2,
+        shipped.label: 1,
+    }  # shipped ≠ paper: by config
+    table = "\n".join(final_table(arms))
+    # paper − LoRA r=8 by seed: 77−80 = −3, 74−78 = −4 → mean −3.5; against LoRA r=2 only seed 1: 77−79 = −2
+    assert (
+        f"| {paper.label} | 15,360 | 20.8 | 2.5 | 75.5 [74.0, 77.0] | 74.0–77.0 | -3.5 [-4.0, -3.0] | -2.0 [-2.0, -2.0] | 2 |"
+        in table
+    )
+    assert f"| {lora.label} | 73,728 | 100.0 | 2 | 79.0 [78.0, 80.0] | 78.0–80.0 | — |" in table
+    directory = tmp_path / "reports"
+    directory.mkdir()
+    for r in reports:
+        prefix = r["config"]["run_prefix"]
+        (directory / f"{prefix}{r['adapter']}_{r['seed']}_{len(json.dumps(r['config']))}.json").write_text(
+            json.dumps(r)
+        )
+    assert len(read_reports(directory, "smalldata")) == len(reports)
+    assert (
+        main(["--reports", str(directory), "--out", str(tmp_path / "out"), "--figure", str(tmp_path / "curves.png")])
+        == 0
+    )
+    written = (tmp_path / "out" / "tables.md").read_text()
+    assert "PARTIAL: seeds still to run" in written and f"{paper.label} (3)" in written
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
