@@ -48,8 +48,18 @@ def main(cfg: DictConfig) -> float | None:
     configure_environment(bool(container.get("hub")), str((container.get("wandb") or {}).get("mode", "disabled")))
     from aslora.harness.run import run  # imports transformers: after the environment is set
 
-    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
-    return run(container, choices)
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    return run(container, choices, swept=swept_keys(hydra_cfg))
+
+
+def swept_keys(hydra_cfg: DictConfig) -> list[str]:
+    """The keys of this job's overrides that name the run (the ones joined into its name: every
+    override but ``hydra.job.config.override_dirname.exclude_keys``). The report records them with
+    their resolved values as the run's ``variant``, so nothing reads them back out of the name."""
+    exclude = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in hydra_cfg.overrides.task}
+    return sorted(keys - exclude)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
-from aslora.harness.figures import SWEPT  # the run-name convention's swept-setting pattern
+from aslora.harness.report import variant_of
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = [
@@ -70,10 +70,15 @@ COLUMNS = [
 ]
 
 
-def variant(run_name: str, init_adapter_from: str | None = None) -> str:
-    """``"merge_selection=random,a_sharing=per_module"`` for a run that swept those, else ``""``;
-    ``"init=mnli"`` for a LoRA run initialised from an MNLI run's adapter (read from that run's report)."""
-    parts = [f"{k}={v}" for k, v in SWEPT.findall(run_name)]
+def variant(report: dict) -> str:
+    """``"a_sharing=per_module,merge_selection=random"`` for a run that swept adapter settings, else
+    ``""`` (from the report's ``variant``; the lr has its own column); ``"init=mnli"`` for a LoRA run
+    initialised from an MNLI run's adapter (read from that run's report)."""
+    swept = variant_of(report)
+    parts = [
+        f"{k.removeprefix('adapter.params.')}={v}" for k, v in sorted(swept.items()) if k.startswith("adapter.params.")
+    ]
+    init_adapter_from = report.get("init_adapter_from")
     if init_adapter_from:
         source = Path(init_adapter_from).parent / "report.json"
         parts.append(f"init={json.loads(source.read_text())['task'] if source.is_file() else 'other'}")
@@ -125,7 +130,7 @@ def row(report: dict, path: Path) -> dict:
         "git_sha": report["environment"]["git_sha"] or "",
         "git_dirty": report["environment"]["git_dirty"],
         "report": str(path),
-        "variant": variant(report["run_name"], report.get("init_adapter_from")),
+        "variant": variant(report),
     }
 
 

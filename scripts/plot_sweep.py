@@ -16,7 +16,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scripts.collect_results import SWEPT
 
 import matplotlib
 
@@ -32,7 +31,8 @@ def swept_points(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
     for row in rows:
         if row["grid"] != "merge":
             continue
-        for name, value in SWEPT.findall(row["run_name"]):
+        for part in filter(None, row["variant"].split(",")):  # runs.csv: "max_merges=2,merge_candidates=all"
+            name, _, value = part.partition("=")
             points[name][value].append(row)
     return points
 

@@ -113,6 +113,7 @@ def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):
                 row = {c: "" for c in COLUMNS}
                 row.update(
                     run_name=f"merge_minilm-l6_rt_polarity_aslora_adapter.params.{name}={value}_s{seed}",
+                    variant=f"{name}={value}",  # what collect_results writes from the report's variant
                     grid="merge",
                     model="minilm-l6",
                     task="rt_polarity",
@@ -154,18 +155,30 @@ def test_plot_sweep_without_merge_runs_errors_unless_if_any(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "run_name, expected",
+    "report, expected",
     [
+        # what the run recorded is what counts: the swept adapter settings, sorted; the lr has its own column
         (
-            "ablation_m_t_aslora_adapter.params.merge_selection=random,adapter.params.a_sharing=per_module_s1",
-            "merge_selection=random,a_sharing=per_module",
+            {"run_name": "merge_m_t_aslora_s1", "variant": {"adapter.params.max_merges": 2, "train.lr": 0.003}},
+            "max_merges=2",
         ),
-        ("merge_m_t_aslora_adapter.params.merge_distance_threshold=0.03_s2", "merge_distance_threshold=0.03"),
-        ("offline_minilm-l6_rt_polarity_lora_s1", ""),
+        ({"run_name": "merge_m_t_aslora_adapter.params.max_merges=9_s1", "variant": {}}, ""),
+        # reports written before the field existed: read back from the run name
+        (
+            {
+                "run_name": "ablation_m_t_aslora_adapter.params.a_sharing=per_module,adapter.params.merge_selection=random_s1"
+            },
+            "a_sharing=per_module,merge_selection=random",
+        ),
+        (
+            {"run_name": "merge_m_t_aslora_adapter.params.merge_distance_threshold=0.03_s2"},
+            "merge_distance_threshold=0.03",
+        ),
+        ({"run_name": "offline_minilm-l6_rt_polarity_lora_s1"}, ""),
     ],
 )
-def test_variant_is_read_from_the_swept_keys_in_the_run_name(run_name, expected):
-    assert collect_results.variant(run_name) == expected
+def test_variant_is_read_from_the_report(report, expected):
+    assert collect_results.variant(report) == expected
 
 
 def test_lora_initialised_from_another_run_is_reported_as_a_labelled_variant(tmp_path):

@@ -34,7 +34,7 @@ def _chosen_rows() -> list[dict]:
                     "task": settings.task.name,
                     "adapter": adapter,
                     "lr": lr,
-                    "variant": variant(settings.run_name),
+                    "variant": variant({"run_name": settings.run_name}),
                     "best_metric": str(score),
                     "main_metric": "accuracy",
                     "run_name": settings.run_name,

@@ -108,6 +108,12 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
     ]
     distinct = [json.loads(p.read_text())["params"]["after"]["num_distinct_B"] for p in reports]
     assert distinct == [10, 8]  # 12 B's minus one or two ties per module type
+    # the run's identity is recorded as data: the swept key with its resolved value, nothing excluded
+    assert [json.loads(p.read_text())["variant"] for p in reports] == [
+        {"adapter.params.max_merges": 1},
+        {"adapter.params.max_merges": 2},
+    ]
+    assert json.loads(next((tmp_path / "one").glob("*/report.json")).read_text())["variant"] == {}
 
 
 @pytest.mark.parametrize(

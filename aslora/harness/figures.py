@@ -5,18 +5,16 @@ with wandb on logs both images too."""
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
+
+from aslora.harness.report import variant_of
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
-"""A swept adapter setting in a run name: Hydra joins swept keys into it (configs/train.yaml)."""
 
 
 def sharing_matrix(adapter: dict) -> tuple[list[str], np.ndarray, list[list[str]]]:
@@ -75,7 +73,11 @@ def save(fig, path: Path) -> Path:
 def describe_run(report: dict) -> str:
     """``ASLoRA · SmolLM2-135M-Instruct on chatterbot dialogue pairs · seed 1`` (+ swept settings)."""
     name = f"ASLoRA · {MODEL_NAMES.get(report['model'], report['model'])} on {TASK_NAMES.get(report['task'], report['task'])}"
-    swept = ",".join(f"{k}={v}" for k, v in SWEPT.findall(report["run_name"]))
+    swept = ",".join(
+        f"{k.removeprefix('adapter.params.')}={v}"
+        for k, v in sorted(variant_of(report).items())
+        if k.startswith("adapter.params.")
+    )
     return f"{name} · {swept + ' · ' if swept else ''}seed {report['seed']}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -29,6 +30,20 @@ PACKAGES = (
     "scipy",
     "scikit-learn",
 )
+
+
+_LEGACY_SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
+"""How reports written before ``variant`` existed spelled a swept adapter setting: inside the run name."""
+
+
+def variant_of(report: dict[str, Any]) -> dict[str, Any]:
+    """What makes this run differ from its grid's defaults: ``{"adapter.params.max_merges": 2,
+    "train.lr": 0.003}`` — the swept keys and their resolved values, recorded by the run itself.
+    For reports written before that field existed, the adapter settings are read back from the run
+    name (the only place those reports kept them)."""
+    if "variant" in report:
+        return dict(report["variant"])
+    return {f"adapter.params.{k}": v for k, v in _LEGACY_SWEPT.findall(report["run_name"])}
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
@@ -29,8 +29,10 @@ from aslora.harness.tracking import Tracker
 log = logging.getLogger("aslora")
 
 
-def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> float | None:
-    """Run the experiment ``container`` describes (a resolved config); return the best metric."""
+def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept: Sequence[str] = ()) -> float | None:
+    """Run the experiment ``container`` describes (a resolved config); return the best metric.
+    ``swept``: the config keys that distinguish this run within its grid (``train.py`` passes the
+    overrides that name it); the report records each with its resolved value as ``variant``."""
     started = time.perf_counter()
     provenance = environment()  # at the start: the code that runs, not what HEAD is when it ends
     settings = RunSettings.from_dict(container, choices)
@@ -123,6 +125,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
             settings, container, result, lora_reference, time.perf_counter() - started, len(data.train), provenance
         )
         report["adapters"] = adapters
+        report["variant"] = {key: _lookup(container, key) for key in swept}
         if causal_lm:
             from aslora.harness import instruct
 
@@ -162,6 +165,14 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None) -> flo
         settings.report_path,
     )
     return result.best_metric
+
+
+def _lookup(container: dict[str, Any], dotted: str) -> Any:
+    """``container["adapter"]["params"]["max_merges"]`` for ``"adapter.params.max_merges"`` (``None`` if absent)."""
+    value: Any = container
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: object) -> None:
