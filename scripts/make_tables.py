@@ -24,6 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from aslora.harness.metrics import LOWER_IS_BETTER
 from scripts.protocol import FINAL_GRIDS, LR_GRIDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,9 @@ METRIC_NAMES = {
     "loss": "loss ↓",
     "perplexity": "perplexity ↓",
 }
-UNSCALED = {"loss", "perplexity"}
-"""Metrics shown as they are (instruction tuning's held-out loss); the GLUE-style ones are ×100."""
+UNSCALED = LOWER_IS_BETTER
+"""Metrics shown as they are (instruction tuning's held-out loss and perplexity: the lower-is-better
+ones); the GLUE-style ones are ×100."""
 
 
 def read_csv(path: Path) -> list[dict]:

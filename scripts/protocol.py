@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from aslora.harness.metrics import LOWER_IS_BETTER
+
 ROOT = Path(__file__).resolve().parent.parent
 CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
 VERA_LRS = "1e-3,4e-3,1e-2"
@@ -87,7 +89,6 @@ TASKS = SUITES["classification"].tasks  # the size curves' tasks
 CURVE_MAX_MERGES = "0,1,2,3,5"
 CURVE_LORA_RANKS = "1,4"  # 2 and 8 are run in stage 2
 CURVE_SEEDS = "seed=1,2,3"  # a curve's points are read together: 3 seeds each keeps stage 3 to 60 runs
-LOWER_IS_BETTER = {"loss", "perplexity"}
 
 
 def select(rows: list[dict], grids: tuple = LR_GRIDS) -> list[dict]:

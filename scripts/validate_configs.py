@@ -40,7 +40,7 @@ def main() -> int:
                         continue
                     raise
                 raise AssertionError("an encoder model was accepted for an instruction-tuning task")
-            RunSettings.from_dict(container, choices).check_schedule_fits()
+            RunSettings.from_dict(container, choices).plan()
         except Exception as error:  # report every failing combination, not just the first
             failures.append(f"{' '.join(overrides)}: {type(error).__name__}: {error}")
     for line in failures:

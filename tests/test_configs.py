@@ -161,9 +161,11 @@ def test_schedule_that_cannot_fit_the_run_is_rejected_before_loading():
         ]
     )
     settings = RunSettings.from_dict(container)
-    assert settings.planned_total_steps(10_201) == 2 * 319  # 2 epochs of ceil(10,201 / 32) steps
+    from aslora.harness.plan import steps_per_epoch
+
+    assert settings.train.epochs * steps_per_epoch(10_201, settings.train.batch_size) == 2 * 319  # ceil(10,201 / 32)
     with pytest.raises(ValueError, match="merge schedule cannot complete.*total_steps=638"):
-        settings.check_schedule_fits()
+        settings.plan()
 
 
 def test_merge_threshold_sweep_values_bind_on_the_recorded_tie_distances():

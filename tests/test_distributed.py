@@ -79,3 +79,29 @@ def test_two_processes_match_one_with_the_same_global_batch(sharding, single_pro
     for key in weights_1:
         torch.testing.assert_close(weights_2[key], weights_1[key], rtol=1e-4, atol=1e-5, msg=key)
     assert report_1["epochs"][0]["val"] == report_2["epochs"][0]["val"]
+
+
+def test_a_step_pinned_schedule_that_fits_one_process_but_not_two_is_refused_before_loading(tmp_path):
+    """Issue 21's defect: the plan counts steps per process, as the loop does. The smoke run is 16
+    single-process steps, 8 per process under 2; ties at 6, 8, 10, 12 fit the first, not the second.
+    Refused before any weights load, naming how many ties fit, and nothing is written."""
+    pinned = [
+        "adapter.params.merge_start_step=4",
+        "adapter.params.merge_interval_steps=2",
+        "adapter.params.merge_start_fraction=null",
+        "adapter.params.merge_interval_fraction=null",
+        "adapter.params.max_merges=4",
+        f"experiments_dir={tmp_path / 'exp'}",
+    ]
+    from aslora.harness.settings import RunSettings
+    from scripts.compose import compose_run
+
+    container, choices = compose_run([*COMMON, *pinned])
+    settings = RunSettings.from_dict(container, choices)
+    assert settings.plan(128, num_processes=1).merge_steps == (6, 8, 10, 12)
+    result = _torchrun([*COMMON, *pinned], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "total_steps=8, where 2 merge events fit" in output and "2 processes share each epoch's 16 batches" in output
+    assert "training examples" not in output  # the run's summary follows loading: it never came
+    assert not (tmp_path / "exp").exists()

@@ -77,7 +77,7 @@ def test_final_commands_compose_into_valid_five_seed_runs_at_the_chosen_lr():
         settings = RunSettings.from_dict(container, choices)
         prefix = "protocol-instruct_smollm2-135m_" if overrides[1] == "task=instruct" else "protocol_minilm-l6_"
         assert settings.run_name.startswith(prefix) and settings.train.lr == float(overrides[-1].split("=")[1])
-        settings.check_schedule_fits()
+        settings.plan()
     only_instruct = final_commands(select(ROWS), suite="instruct")
     assert only_instruct == [c for c in commands if c[1] == "task=instruct"] and only_instruct
 

@@ -98,7 +98,7 @@ def test_every_sweep_config_composes_and_validates(sweep):
     from aslora.harness.settings import RunSettings
 
     container, choices = compose_run([f"sweep={sweep}"])
-    RunSettings.from_dict(container, choices).check_schedule_fits()
+    RunSettings.from_dict(container, choices).plan()
     assert "sweep=" not in container["run_name"]  # the grid is the prefix; its name is not a swept key
 
 

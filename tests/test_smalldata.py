@@ -54,7 +54,7 @@ def test_lr_stage_runs_three_adapters_over_three_lrs_in_the_small_data_regime():
             16,
             30,
         )
-        assert s.train.group_by_length and s.planned_total_steps(TRAIN_EXAMPLES) == 30 * 63
+        assert s.train.group_by_length and s.plan(TRAIN_EXAMPLES).total_steps == 30 * 63
 
 
 def test_final_stage_runs_every_arm_at_its_chosen_lr_seed_by_seed():
@@ -71,7 +71,7 @@ def test_final_stage_runs_every_arm_at_its_chosen_lr_seed_by_seed():
 
 
 def _merge_steps(arm) -> list[int]:
-    return _settings(arm.commands(3e-3, 1)).merge_steps(TRAIN_EXAMPLES)
+    return list(_settings(arm.commands(3e-3, 1)).plan(TRAIN_EXAMPLES).merge_steps)
 
 
 def test_the_paper_schedule_ends_its_ties_by_thirty_percent_of_the_run():
@@ -80,7 +80,7 @@ def test_the_paper_schedule_ends_its_ties_by_thirty_percent_of_the_run():
     assert paper == [152, 217, 282, 347] and paper[-1] / total <= 0.30
     shipped = _merge_steps(ARMS[3])
     assert len(shipped) == 4 and shipped[-1] / total > 0.6  # the shipped schedule ties until 70 %
-    warmup = _settings(ARMS[2].commands(3e-3, 1)).warmup_steps(total)
+    warmup = _settings(ARMS[2].commands(3e-3, 1)).plan(TRAIN_EXAMPLES).warmup_steps
     assert paper[0] > warmup  # no tie is decided on B's that have not moved
 
 

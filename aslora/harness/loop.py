@@ -37,6 +37,7 @@ from aslora.harness import distributed
 from aslora.harness.console import describe_epoch, describe_tie
 from aslora.harness.metrics import is_better
 from aslora.harness.scoring import evaluate
+from aslora.harness.plan import RunPlan
 from aslora.harness.optimization import enable_gradient_checkpointing, param_groups
 from aslora.harness.train_settings import TrainSettings
 from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
@@ -100,14 +101,17 @@ def fit(
     settings: TrainSettings,
     log_metrics: Logger | None = None,
     options: FitOptions = FitOptions(),
+    plan: RunPlan | None = None,
 ) -> FitResult:
     """Train ``model`` (already adapted) on ``data.train``; evaluate each epoch on validation
     (and test, where the task has labelled test data); return the per-epoch record.
 
     The best epoch is chosen on the validation main metric; the test score reported is the one
-    at that epoch, so the held-out number is never selected on.
+    at that epoch, so the held-out number is never selected on. ``plan``: the run's plan
+    (``RunSettings.plan``), whose step count the loader must match and whose warm-up the schedule
+    uses; without one (a library caller), both follow from the loader.
     """
-    return _Fit(model, data, collate, settings, log_metrics, options).run()
+    return _Fit(model, data, collate, settings, log_metrics, options, plan).run()
 
 
 class _Fit:
@@ -123,8 +127,10 @@ class _Fit:
         settings: TrainSettings,
         log_metrics: Logger | None,
         options: FitOptions,
+        plan: RunPlan | None = None,
     ) -> None:
         self.model, self.data, self.collate, self.settings, self.options = model, data, collate, settings, options
+        self.plan = plan
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.pool = find_pool(model)
         # full fine-tuning saves no adapter, so it keeps no copy of its best epoch's weights
@@ -181,6 +187,14 @@ class _Fit:
             for k, v in eval_sets.items()
         }
         self.total_steps = settings.epochs * len(self._train_loader(1))
+        if self.plan is not None and self.plan.total_steps != self.total_steps:  # the plan and the loader must agree
+            raise RuntimeError(
+                f"the run's plan has {self.plan.total_steps} steps ({self.plan.num_processes} process(es)), but this "
+                f"process's loader gives {self.total_steps}: the plan's step count is wrong for this launch"
+            )
+        self.warmup_steps = (
+            self.plan.warmup_steps if self.plan is not None else math.ceil(settings.warmup_ratio * self.total_steps)
+        )
         is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
         # built before the first step: an impossible merge schedule fails here, not mid-run
         self.controller = MergeController(self.model, self.total_steps) if is_aslora else None
@@ -243,7 +257,7 @@ class _Fit:
         # optimizer steps — prepared, the schedule would run N× too fast under N processes.
         self.scheduler = get_linear_schedule_with_warmup(
             optimizer,
-            num_warmup_steps=math.ceil(settings.warmup_ratio * self.total_steps),
+            num_warmup_steps=self.warmup_steps,
             num_training_steps=self.total_steps,
         )
         if state is not None:

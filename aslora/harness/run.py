@@ -23,6 +23,7 @@ from aslora.harness.loop import FitOptions, fit
 from aslora.harness.models import check_model_available, load_causal_lm, load_classifier
 from aslora.params import lora_parameter_count
 from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
+from aslora.harness.plan import RunPlan
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
 
@@ -44,7 +45,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
     spec = get_task(settings.task.name)
     check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
     check_model_available(settings.model, hub_enabled=settings.hub)
-    adapter_config = settings.check_schedule_fits()  # with the task's published size, before loading
+    settings.plan()  # the merge schedule against the task's published size and this launch's processes, before loading
     if settings.init_adapter_from is not None:
         check_lora_adapter_dir(settings.init_adapter_from)  # before loading anything
     if settings.resume and settings.checkpoint.every_steps:  # a checkpoint that would be refused: before loading
@@ -70,12 +71,12 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
         split_seed=settings.task.split_seed,
         local_dir=settings.task.local_dir,
     )
-    settings.check_schedule_fits(len(data.train))  # an impossible merge schedule fails before adapting
-    _announce(settings, spec, len(data.train), adapter_config)
+    plan = settings.plan(len(data.train))  # the run's one plan: an impossible schedule fails before adapting
+    _announce(settings, spec, plan)
     lora_reference = lora_parameter_count(_target_shapes(model, settings.target_modules), settings.reference_lora_rank)
 
     # adapt
-    model = apply_adapter(model, adapter_config)
+    model = apply_adapter(model, plan.adapter_config)
     if settings.init_adapter_from is not None:
         loaded = init_lora_from(model, settings.init_adapter_from)
         log.info("LoRA A and B initialised from %s (%d tensors; the head is fresh)", settings.init_adapter_from, loaded)
@@ -114,11 +115,11 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
             allow_pickle=settings.checkpoint.allow_pickle,
             fingerprint=settings.fingerprint(),
         )
-        result = fit(model, data, collate, settings.train, tracker.log, options)
+        result = fit(model, data, collate, settings.train, tracker.log, options, plan=plan)
         if not is_main:
             return result.best_metric
         if result.final_state is not None:  # FSDP: a plain copy of the trained model, for saving and sampling
-            model = _rebuild(settings, spec, adapter_config, result.final_state)
+            model = _rebuild(settings, spec, plan.adapter_config, result.final_state)
         adapters = _save_best_and_last(model, result, settings.run_dir)
         adapter_dir = adapters["best"]["dir"] if adapters else None
         report = _report(
@@ -126,6 +127,7 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
         )
         report["adapters"] = adapters
         report["variant"] = {key: _lookup(container, key) for key in swept}
+        report["plan"] = plan.as_dict()
         if causal_lm:
             from aslora.harness import instruct
 
@@ -175,26 +177,26 @@ def _lookup(container: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _announce(settings: RunSettings, spec: Any, num_train: int, adapter_config: object) -> None:
+def _announce(settings: RunSettings, spec: Any, plan: RunPlan) -> None:
     """The resolved run in a few lines, before training: what runs, how long, when ASLoRA ties."""
-    total = settings.planned_total_steps(num_train)
     train = settings.train
     standin = f" (stand-in for {spec.standin_for})" if spec.standin_for else ""
     params = settings.adapter.params
     adapter = settings.adapter.name + (f" r={params['r']}" if "r" in params else "")
+    per_process = f" per process ({plan.num_processes} processes)" if plan.num_processes > 1 else ""
     lines = [
         f"run {settings.run_name}",
         f"  model {settings.model.name} · task {spec.name}{standin} · adapter {adapter} on {_targets(settings)}",
-        f"  {num_train:,} training examples (max length {settings.task.max_length}) · {train.epochs} epoch(s) × "
-        f"{total // train.epochs} steps = {total} steps at batch {train.batch_size} · lr {train.lr:g}"
+        f"  {plan.num_train_examples:,} training examples (max length {settings.task.max_length}) · {train.epochs} "
+        f"epoch(s) × {plan.steps_per_epoch} steps = {plan.total_steps} steps{per_process} at batch {train.batch_size} · "
+        f"lr {train.lr:g}"
         f"{f', head lr {train.head_lr:g}' if train.head_lr else ''}"
-        f"{f', shared A lr {train.shared_a_lr:g}' if train.shared_a_lr else ''} · warm-up {settings.warmup_steps(total)} steps",
+        f"{f', shared A lr {train.shared_a_lr:g}' if train.shared_a_lr else ''} · warm-up {plan.warmup_steps} steps",
     ]
-    merges = settings.merge_steps(num_train)
-    if merges:
+    if plan.merge_steps:
         lines.append(
-            f"  ASLoRA: {adapter_config.max_merges} tie(s) per merge group, at steps "
-            f"{', '.join(map(str, merges))} of {total}"
+            f"  ASLoRA: {plan.adapter_config.max_merges} tie(s) per merge group, at steps "
+            f"{', '.join(map(str, plan.merge_steps))} of {plan.total_steps}"
         )
     if settings.task.recipe_model and settings.task.recipe_model != settings.model.name:
         lines.append(

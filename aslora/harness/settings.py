@@ -7,8 +7,6 @@ reports every problem at once.
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig
 from aslora.adapters.registry import ADAPTERS, build_adapter_config
 from aslora.harness.data import TASKS
 from aslora.harness.checkpoint import CheckpointSettings
-from aslora.harness.train_settings import TrainSettings, steps_per_epoch
+from aslora.harness.plan import RunPlan, make_plan, world_size
+from aslora.harness.train_settings import TrainSettings
 from aslora.harness.models import ModelSpec, split_model_config
 
 WANDB_MODES = ("disabled", "offline", "online")
@@ -129,44 +128,16 @@ class RunSettings:
     def adapter_config(self) -> object:
         return build_adapter_config(self.adapter.name, dict(self.adapter.params))
 
-    def planned_total_steps(self, num_train_examples: int) -> int:
-        return self.train.epochs * steps_per_epoch(num_train_examples, self.train.batch_size)
-
-    def check_schedule_fits(self, num_train_examples: int | None = None) -> object:
-        """Build the adapter config and, for ASLoRA, check its merge schedule completes within the
-        run and starts after the learning-rate warm-up (``num_train_examples`` defaults to the
-        task's published train size, capped by ``task.max_train_examples``). Returns the config.
-
-        A tie decided during warm-up compares running means of B's that have barely moved (at
-        step 1 of a linear warm-up the lr is 0, so every B is still its zero init and every
-        distance is 0): it would tie arbitrary layers."""
-        config = self.adapter_config()
-        if isinstance(config, ASLoRAConfig):
-            if num_train_examples is None:
-                num_train_examples = TASKS[self.task.name].train_size
-                if self.task.max_train_examples is not None:
-                    num_train_examples = min(num_train_examples, self.task.max_train_examples)
-            total = self.planned_total_steps(num_train_examples)
-            schedule = config.resolve_schedule(total)
-            warmup = self.warmup_steps(total)
-            if schedule.max_events and schedule.first_event_step <= warmup:
-                raise ValueError(
-                    f"the first ASLoRA merge would be at step {schedule.first_event_step}, within the learning-rate "
-                    f"warm-up (steps 1–{warmup} of {total}, train.warmup_ratio={self.train.warmup_ratio}): ties would "
-                    f"be decided on B's that have not moved. Start merging later (adapter.params.merge_start_fraction / "
-                    f"merge_start_step), train longer, or lower train.warmup_ratio"
-                )
-        return config
-
-    def warmup_steps(self, total_steps: int) -> int:
-        return math.ceil(self.train.warmup_ratio * total_steps)
-
-    def merge_steps(self, num_train_examples: int) -> list[int]:
-        """The steps at which ASLoRA's merge events fall in this run (empty for other adapters)."""
-        config = self.adapter_config()
-        if not isinstance(config, ASLoRAConfig):
-            return []
-        return config.resolve_schedule(self.planned_total_steps(num_train_examples)).event_steps
+    def plan(self, num_train_examples: int | None = None, num_processes: int | None = None) -> RunPlan:
+        """The run's one plan (``aslora/harness/plan.py``): steps per process, warm-up, merge steps and the
+        adapter config. ``num_train_examples`` defaults to the task's published train size, capped by
+        ``task.max_train_examples`` (so it can be checked before any data loads); ``num_processes`` to
+        this launch's ``WORLD_SIZE``. Raises ``ValueError`` for a merge schedule that cannot work."""
+        if num_train_examples is None:
+            num_train_examples = TASKS[self.task.name].train_size
+            if self.task.max_train_examples is not None:
+                num_train_examples = min(num_train_examples, self.task.max_train_examples)
+        return make_plan(self, num_train_examples, num_processes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], choices: dict[str, str] | None = None) -> "RunSettings":
@@ -238,8 +209,7 @@ class RunSettings:
         wandb = section("wandb", WandbSettings, data.get("wandb", {}), "wandb")
         checkpoint = section("checkpoint", CheckpointSettings, data.get("checkpoint", {}), "checkpoint")
         if train is not None and train.fsdp:
-            world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
-            if world_size < 2:
+            if world_size() < 2:
                 problems.append(
                     "train.fsdp=true shards over several processes; this is one process "
                     "(launch with accelerate launch --num_processes N train.py …, or torchrun)"

@@ -79,11 +79,6 @@ class TrainSettings:
             raise ValueError("; ".join(problems))
 
 
-def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) -> int:
-    """Optimizer steps per epoch when each of ``num_processes`` takes whole batches in turn."""
-    return math.ceil(math.ceil(num_examples / batch_size) / num_processes)
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
