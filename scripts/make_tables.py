@@ -24,19 +24,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from aslora.adapters.registry import DISPLAY_NAMES, ORDER
 from aslora.harness.metrics import LOWER_IS_BETTER
 from scripts.protocol import FINAL_GRIDS, LR_GRIDS
 
 ROOT = Path(__file__).resolve().parent.parent
-ADAPTER_ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
-ADAPTER_NAMES = {
-    "full": "Full FT",
-    "lora": "LoRA",
-    "vera": "VeRA",
-    "tiedlora": "Tied-LoRA",
-    "sharelora": "ShareLoRA",
-    "aslora": "ASLoRA",
-}
+ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/adapters/registry.py: one row per adapter
 METRIC_NAMES = {
     "accuracy": "acc",
     "mcc": "MCC",

@@ -28,26 +28,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from aslora.adapters.registry import COLOURS, DISPLAY_NAMES, ORDER
 from scripts.protocol import FINAL_GRIDS, LOWER_IS_BETTER, LR_GRIDS, LR_LIMITS, select
 from scripts.stats import format_interval, median_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = {
-    "full": "Full FT",
-    "lora": "LoRA",
-    "vera": "VeRA",
-    "tiedlora": "Tied-LoRA",
-    "sharelora": "ShareLoRA",
-    "aslora": "ASLoRA",
-}
-ORDER = ["full", "lora", "vera", "tiedlora", "sharelora", "aslora"]
-COLOURS = {
-    "lora": "tab:blue",
-    "vera": "tab:green",
-    "tiedlora": "tab:purple",
-    "sharelora": "tab:brown",
-    "aslora": "tab:red",
-}
+NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/adapters/registry.py: one row per adapter
 """One colour per adapter; its size variants are the smaller points of that colour."""
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.pool import find_pool
+from aslora.adapters.registry import SHARED_A
 from aslora.harness.train_settings import TrainSettings
 
 
@@ -22,7 +23,7 @@ def param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, An
             (a if id(p) in shared_a else head if is_head_parameter(name, heads) else body).append(p)
     if settings.shared_a_lr is not None and pool is None:
         raise ValueError(
-            "train.shared_a_lr is for adapters with a shared A (aslora, sharelora, tiedlora); "
+            f"train.shared_a_lr is for adapters with a shared A ({', '.join(SHARED_A)}); "
             "this model has none: set train.shared_a_lr=null"
         )
     groups = [{"params": body}]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig
-from aslora.adapters.registry import ADAPTERS, build_adapter_config
+from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.registry import ADAPTERS, SHARED_A, build_adapter_config
 from aslora.harness.data import TASKS
 from aslora.harness.checkpoint import CheckpointSettings
 from aslora.harness.plan import RunPlan, make_plan, world_size
@@ -199,10 +199,10 @@ class RunSettings:
             try:
                 config = build_adapter_config(adapter.name, dict(adapter.params))
                 problems += _merge_group_problems(config)
-                if train is not None and train.shared_a_lr is not None and not isinstance(config, SharedLoRAConfig):
+                if train is not None and train.shared_a_lr is not None and adapter.name not in SHARED_A:
                     problems.append(
                         f"train.shared_a_lr={train.shared_a_lr!r} is for adapters with a shared A "
-                        f"(aslora, sharelora, tiedlora); adapter={adapter.name!r} has none"
+                        f"({', '.join(SHARED_A)}); adapter={adapter.name!r} has none"
                     )
             except (TypeError, ValueError) as error:
                 problems.append(f"adapter.params: {error}")
