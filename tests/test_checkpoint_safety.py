@@ -15,7 +15,6 @@ import torch
 
 from aslora.harness import checkpoint as ckpt
 from aslora.harness import safe_state
-from test_train import _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,8 +111,14 @@ def test_a_pickled_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
 
 
 def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing(tmp_path):
-    run = ["debug=smoke", "adapter=aslora", "checkpoint.every_steps=3", f"experiments_dir={tmp_path}"]
-    name = "smoke_minilm-l6_rt_polarity_aslora_s42"
+    """The run itself (``run`` is what train.py calls), with the pickles where a resume reads them."""
+    from aslora.harness.run import run
+    from scripts.compose import compose_run
+
+    container, choices = compose_run(
+        ["debug=smoke", "adapter=aslora", "checkpoint.every_steps=3", "resume=true", f"experiments_dir={tmp_path}"]
+    )
+    name = container["run_name"]
     checkpoint = _write(tmp_path / name / "checkpoints", _state())
     sentinel = tmp_path / "pwned"
     for stale in checkpoint.glob("rng-rank0.*"):
@@ -121,9 +126,10 @@ def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing
     (checkpoint / "rng-rank0.pt").write_bytes(pickle.dumps(_Payload(sentinel)))
     (checkpoint / ckpt.LEGACY_STATE).write_bytes(pickle.dumps(_Payload(sentinel)))
     _rehash(checkpoint)
-    result = _cli([*run, "resume=true"], tmp_path)
-    assert result.returncode != 0 and "older pickled format" in result.stderr + result.stdout
+    with pytest.raises(ValueError, match="older pickled format"):
+        run(container, choices)
     assert not sentinel.exists() and not (tmp_path / name / "report.json").exists()
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["checkpoints"]  # nothing else written
 
 
 def test_a_genuine_pickled_checkpoint_of_the_old_format_loads_only_when_allowed(tmp_path):

@@ -48,7 +48,9 @@ def test_a_saved_adapter_reproduces_the_runs_final_scores(runs, adapter, task):
     )
 
 
-@pytest.mark.parametrize("adapter", ["aslora", "lora"])
+@pytest.mark.parametrize(
+    "adapter", ["aslora", pytest.param("lora", marks=pytest.mark.slow)]
+)  # PEFT's format: slow suite
 def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_kept_beside_it(
     adapter, tmp_path, monkeypatch
 ):

@@ -63,11 +63,14 @@ def test_final_stage_runs_every_arm_at_its_chosen_lr_seed_by_seed():
     assert all(r["lr"] == "0.003" for r in chosen)  # the fixture's best validation
     commands = final_commands(chosen)
     assert len(commands) == len(ARMS) * len(SEEDS) == 40
-    assert [c[-1] for c in commands[: len(ARMS)]] == ["seed=1"] * len(ARMS)  # every arm at seed 1 first
-    names = [_settings(c).run_name for c in commands]
+    # seed by seed, every arm within a seed: the same 8 arms for each seed, differing only in it
+    assert [c[-1] for c in commands] == [f"seed={s}" for s in SEEDS for _ in ARMS]
+    assert all(commands[i][:-1] == commands[i % len(ARMS)][:-1] for i in range(len(commands)))
+    first_seed = [_settings(c) for c in commands[: len(ARMS)]]  # composing one seed's arms covers every arm
+    names = [s.run_name for s in first_seed]
     assert len(set(names)) == len(names) and all(n.startswith("smalldata_minilm-l6_rt_polarity_") for n in names)
-    shared_a = [_settings(c) for c in commands if any(o.startswith("train.shared_a_lr") for o in c)]
-    assert shared_a and all(s.train.shared_a_lr == pytest.approx(s.train.lr / 10) for s in shared_a)
+    shared_a = [s for s in first_seed if s.train.shared_a_lr is not None]
+    assert len(shared_a) == 1 and shared_a[0].train.shared_a_lr == pytest.approx(shared_a[0].train.lr / 10)
 
 
 def _merge_steps(arm) -> list[int]:
