@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Small-data suite (issue 24); hardware: {device}. Commands: `make protocol-smalldata` "
         f"(stages: `python -m scripts.smalldata lr|select|extend|final`).",
         "",
-        f"Learning rates (validation accuracy ×100 at the best epoch, seed 1; {len(lr_reports)} runs):",
+        f"Learning rates (validation accuracy ×100 at the best epoch, seed 1; runs so far: {len(lr_reports)}):",
         "",
         *lr_table(lr_reports),
         "",

@@ -217,3 +217,13 @@ def test_compiled_run_counts_and_checkpoints_the_model_not_its_compile_wrapper(t
     (checkpoint,) = sorted((tmp_path / container["run_name"] / "checkpoints").glob("step-*"))[-1:]
     state = torch.load(checkpoint / "state.pt", weights_only=False)
     assert not any(key.startswith("_orig_mod.") for key in state["model"])
+
+
+def test_the_final_line_gives_the_size_of_the_adapter_behind_the_score():
+    """The default run's best epoch (1 of 2) comes before its last two ties: the line says both sizes."""
+    from aslora.harness.run import _sizes
+
+    params = {"lora_reference": 73_728, "after": {"adapter": 15_360}, "at_best": {"adapter": 27_648}}
+    assert _sizes(params, 8) == "27648 params at the best epoch (37.5 % of LoRA r=8), 15360 at the end (20.8 %)"
+    assert _sizes({**params, "at_best": {"adapter": 15_360}}, 8) == "15360 params (20.8 % of LoRA r=8)"
+    assert _sizes({"lora_reference": 73_728, "after": {"adapter": 73_728}}, 8) == "73728 params (100.0 % of LoRA r=8)"

@@ -156,17 +156,28 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
                 [plot_sharing_map(report, adapter_meta, settings.run_dir), plot_timeline(report, settings.run_dir)]
             )
     log.info(
-        "%s: best %s %.4f at epoch %s; adapter %d params (%.1f %% of LoRA r=%d); report %s",
+        "%s: best %s %.4f at epoch %s; adapter %s; report %s",
         settings.run_name,
         spec.metrics[0],
         result.best_metric,
         result.best_epoch,
-        report["params"]["after"]["adapter"],
-        100 * report["params"]["fraction_of_lora_after"],
-        settings.reference_lora_rank,
+        _sizes(report["params"], settings.reference_lora_rank),
         settings.report_path,
     )
     return result.best_metric
+
+
+def _sizes(params: dict[str, Any], rank: int) -> str:
+    """``27648 params at the best epoch (37.5 % of LoRA r=8), 15360 at the end (20.8 %)`` — an ASLoRA
+    run can tie again after its best epoch, and the saved adapter/ is the best epoch's."""
+    reference, after = params["lora_reference"], params["after"]["adapter"]
+    at_best = (params.get("at_best") or {}).get("adapter", after)
+    if at_best == after:
+        return f"{after} params ({100 * after / reference:.1f} % of LoRA r={rank})"
+    return (
+        f"{at_best} params at the best epoch ({100 * at_best / reference:.1f} % of LoRA r={rank}), "
+        f"{after} at the end ({100 * after / reference:.1f} %)"
+    )
 
 
 def _lookup(container: dict[str, Any], dotted: str) -> Any:
