@@ -11,6 +11,7 @@ seeds; the adapter's parameter count after merging and as a % of LoRA's sit besi
 numbers for the same model and task (``reference.csv``, with sources) follow as their own rows,
 marked "published". Stand-in tasks are labelled as such. Nothing here is typed by hand. The
 comparison protocol's grids (``scripts.protocol.LR_GRIDS``, ``FINAL_GRIDS``) are tabled by ``scripts/protocol_report.py``
+(and the small-data suite's by ``scripts/smalldata_report.py``)
 instead: their runs differ by lr, not seed, or need intervals.
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 from aslora.adapters.registry import DISPLAY_NAMES, ORDER
 from aslora.harness.metrics import LOWER_IS_BETTER
 from scripts.protocol import FINAL_GRIDS, LR_GRIDS
+from scripts.smalldata import FINAL_GRID as SMALLDATA_FINAL
+from scripts.smalldata import LR_GRID as SMALLDATA_LR
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/adapters/registry.py: one row per adapter
@@ -53,7 +56,7 @@ def cells(runs: list[dict]) -> dict:
     """(grid, model) → (adapter, variant) → task → list of rows."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
-        if run["grid"] in LR_GRIDS + FINAL_GRIDS:
+        if run["grid"] in (*LR_GRIDS, *FINAL_GRIDS, SMALLDATA_LR, SMALLDATA_FINAL):  # tabled by their own reports
             continue  # scripts/protocol_report.py tables those: per lr, and with intervals over seeds
         table[(run["grid"], run["model"])][(run["adapter"], run.get("variant", ""))][run["task"]].append(run)
     return table
