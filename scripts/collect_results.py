@@ -30,6 +30,19 @@ from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
 from aslora.harness.report import variant_of
 
 ROOT = Path(__file__).resolve().parent.parent
+MERGE_SETTINGS = (
+    "a_sharing",
+    "max_merges",
+    "merge_candidates",
+    "merge_distance_threshold",
+    "merge_start_fraction",
+    "merge_interval_fraction",
+    "merge_start_step",
+    "merge_interval_steps",
+    "merge_update_ratio",
+    "merge_scope",
+)
+"""The adapter settings runs.csv carries as columns, in their column order."""
 COLUMNS = [
     "run_name",
     "grid",
@@ -47,16 +60,7 @@ COLUMNS = [
     "lora_reference",
     "fraction_of_lora_after",
     "num_distinct_B_after",
-    "a_sharing",
-    "max_merges",
-    "merge_candidates",
-    "merge_distance_threshold",
-    "merge_start_fraction",
-    "merge_interval_fraction",
-    "merge_start_step",
-    "merge_interval_steps",
-    "merge_update_ratio",
-    "merge_scope",
+    *MERGE_SETTINGS,
     "num_merges",
     "steps",
     "train_seconds",
@@ -106,21 +110,7 @@ def row(report: dict, path: Path) -> dict:
         "lora_reference": report["params"]["lora_reference"],
         "fraction_of_lora_after": report["params"]["fraction_of_lora_after"],
         "num_distinct_B_after": report["params"]["after"].get("num_distinct_B") or "",
-        **{
-            key: _blank(params.get(key))
-            for key in (
-                "a_sharing",
-                "max_merges",
-                "merge_candidates",
-                "merge_distance_threshold",
-                "merge_start_fraction",
-                "merge_interval_fraction",
-                "merge_start_step",
-                "merge_interval_steps",
-                "merge_update_ratio",
-                "merge_scope",
-            )
-        },
+        **{key: _blank(params.get(key)) for key in MERGE_SETTINGS},
         "num_merges": len(report.get("merge_history", [])),
         "steps": report["steps"],
         "lr": report["config"]["train"]["lr"],
