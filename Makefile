@@ -112,5 +112,5 @@ protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 
 	$(MAKE) collect
 	$(PY) -m scripts.smalldata_report
 
-clean:  ## remove Hydra outputs and caches (keeps experiments/ and .venv/)
+clean:  ## remove caches and older versions' Hydra output trees (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

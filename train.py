@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
-    return run(container, choices, swept=swept_keys(hydra_cfg))
+    return run(container, choices, swept=swept_keys(hydra_cfg), overrides=list(hydra_cfg.overrides.task))
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aslora.harness.report import read_report
 from aslora.harness.run import run
@@ -114,6 +115,22 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
         {"adapter.params.max_merges": 2},
     ]
     assert json.loads(next((tmp_path / "one").glob("*/report.json")).read_text())["variant"] == {}
+    # one home per run: Hydra writes no second tree; the run keeps its config, overrides and log itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "sweep"]
+    home = tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42"
+    assert yaml.safe_load((home / "overrides.yaml").read_text()) == [
+        "debug=smoke",
+        "adapter=lora",
+        f"experiments_dir={tmp_path / 'one'}",
+    ]
+    assert yaml.safe_load((home / "config.yaml").read_text())["run_name"] == home.name
+    log = (home / "train.log").read_text()
+    assert f"run {home.name}" in log and "best accuracy" in log
+    for report in reports:  # each job of the grid logs its own run, and only its own
+        log = (report.parent / "train.log").read_text()
+        assert log.count("[aslora][INFO] - run ") == 1 and f"- run {report.parent.name}\n" in log
+    (grid_config,) = (tmp_path / "sweep" / "_grids").glob("*/multirun.yaml")
+    assert "max_merges=1,2" in grid_config.read_text()
 
 
 @pytest.mark.parametrize(
@@ -138,7 +155,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(args, message, tmp_path):
     result = _cli(["debug=smoke", f"experiments_dir={tmp_path / 'exp'}", *args], tmp_path)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
-    assert not (tmp_path / "exp").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing: no run directory, no Hydra output tree, no log
 
 
 def test_ties_of_the_smoke_run_come_after_warm_up_on_moved_B(tmp_path):

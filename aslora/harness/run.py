@@ -24,16 +24,35 @@ from aslora.harness.models import check_model_available, load_causal_lm, load_cl
 from aslora.params import lora_parameter_count
 from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.plan import RunPlan
+from aslora.harness.run_record import RunRecord
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
 
 log = logging.getLogger("aslora")
 
 
-def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept: Sequence[str] = ()) -> float | None:
+def run(
+    container: dict[str, Any],
+    choices: dict[str, str] | None = None,
+    swept: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+) -> float | None:
     """Run the experiment ``container`` describes (a resolved config); return the best metric.
     ``swept``: the config keys that distinguish this run within its grid (``train.py`` passes the
-    overrides that name it); the report records each with its resolved value as ``variant``."""
+    overrides that name it); the report records each with its resolved value as ``variant``.
+    ``overrides``: the command line's overrides, kept with the config and the log in the run's
+    directory once the run has passed validation (:mod:`aslora.harness.run_record`)."""
+    with RunRecord() as record:
+        return _run(container, choices, swept, overrides, record)
+
+
+def _run(
+    container: dict[str, Any],
+    choices: dict[str, str] | None,
+    swept: Sequence[str],
+    overrides: Sequence[str],
+    record: RunRecord,
+) -> float | None:
     started = time.perf_counter()
     provenance = environment()  # at the start: the code that runs, not what HEAD is when it ends
     settings = RunSettings.from_dict(container, choices)
@@ -80,6 +99,14 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
     if settings.init_adapter_from is not None:
         loaded = init_lora_from(model, settings.init_adapter_from)
         log.info("LoRA A and B initialised from %s (%d tensors; the head is fresh)", settings.init_adapter_from, loaded)
+    import torch
+    from accelerate import PartialState
+
+    # Under accelerate launch / torchrun one process reports. The shared state is created once per
+    # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    if is_main:  # validated and adapted: from here on the run has a home; its config, overrides and log go there
+        record.keep(settings.run_dir, container, overrides)
 
     # fit + evaluate
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
@@ -90,12 +117,6 @@ def run(container: dict[str, Any], choices: dict[str, str] | None = None, swept:
         if causal_lm
         else DataCollatorWithPadding(tokenizer)
     )
-    import torch
-    from accelerate import PartialState
-
-    # Under accelerate launch / torchrun one process reports. The shared state is created once per
-    # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
-    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     tracker_settings = settings.wandb if is_main else dataclasses.replace(settings.wandb, mode="disabled")
     group = (settings.choices or {}).get("sweep") or str(container.get("run_prefix") or "").rstrip("_") or None
     with Tracker(
