@@ -46,7 +46,7 @@ def _lr_stage(sweep: str, other_adapters: str) -> list[list[str]]:
     stage = [
         [f"sweep={sweep}", "adapter=lora,aslora"],
         # LoRA at the rank nearest ASLoRA's final size (MiniLM-L6: 18,432 vs 15,360; SmolLM2: 115,200
-        # vs 109,056; tests/test_protocol.py derives it from the closed-form counts)
+        # vs 109,056; tests/scripts/test_protocol.py derives it from the closed-form counts)
         [f"sweep={sweep}", "adapter=lora", "adapter.params.r=2"],
     ]
     if other_adapters:

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, MPNetConfig, RobertaConfig
 
 import aslora
-from conftest import tie_lowest_upward
+from tests.conftest import tie_lowest_upward
 from aslora.harness.models import ModelSpec, model_path
 from aslora.params import lora_parameter_count
 from aslora.harness.settings import RunSettings

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aslora
-from conftest import randomise_adapter, tiny_bert
+from tests.conftest import randomise_adapter, tiny_bert
 
 pytestmark = pytest.mark.gpu
 

@@ -14,7 +14,7 @@ import yaml
 from aslora.harness.report import read_report
 from aslora.harness.run import run
 from scripts.compose import ROOT, compose_run
-from test_data import write_glue_fixture
+from tests.aslora.harness.test_data import write_glue_fixture
 
 ADAPTERS = ["aslora", "lora", "vera", "sharelora", "tiedlora", "full"]
 

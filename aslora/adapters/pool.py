@@ -11,7 +11,7 @@ shape ``(num_B, out_features, r)``; which row each adapted layer reads is an int
 flat or sharded parameters, ``torch.compile``'s guards and a Trainer's checkpoints all see the same
 parameter set from the first step to the last. A retired row stays allocated and simply stops
 being read: its gradient is exactly zero, and because AdamW is elementwise the live rows' updates
-equal those of an optimizer that never held the retired row (``tests/test_bank_parity.py``).
+equal those of an optimizer that never held the retired row (``tests/aslora/adapters/test_bank_parity.py``).
 
 State-dict keys are fixed for the whole run and every value is a tensor:
 

@@ -11,7 +11,7 @@ PEFT's ``register_peft_method`` only accepts names already in its ``PeftType`` e
 ``ASLORA``. PEFT looks methods up in plain dicts keyed by ``peft_type`` (a ``str`` enum, so a
 plain string key works), and since 0.21 delegates the adapter's state dict to classmethods of
 the tuner; :func:`register` writes our three types into those dicts. ``pyproject.toml`` pins PEFT
-to the tested range, and ``tests/test_integrations.py`` runs get → train → save → load →
+to the tested range, and ``tests/aslora/integrations/test_integrations.py`` runs get → train → save → load →
 merge on every change, so a PEFT release that moves these tables fails loudly there.
 
 The saved adapter holds each bank's live rows only (plus their row indices), so it stays under
@@ -191,7 +191,7 @@ def register() -> None:
 
         warnings.warn(
             f"aslora's PEFT integration is tested with PEFT {SUPPORTED_PEFT}; this is {peft.__version__}. "
-            f"Run tests/test_integrations.py before trusting saved adapters.",
+            f"Run tests/aslora/integrations/test_integrations.py before trusting saved adapters.",
             stacklevel=2,
         )
     for cls in (ASLoRAConfig, ShareLoRAConfig, TiedLoRAConfig):

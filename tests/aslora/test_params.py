@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
 import aslora
-from conftest import tie_lowest_upward
+from tests.conftest import tie_lowest_upward
 from aslora.params import (
     lora_parameter_count,
     shared_lora_parameter_count,

@@ -13,7 +13,7 @@ from aslora.harness import instruct
 from aslora.harness.data import TASKS
 from aslora.harness.scoring import evaluate_causal_lm
 from aslora.harness.metrics import is_better
-from conftest import VOCAB, tiny_llama_lm
+from tests.conftest import VOCAB, tiny_llama_lm
 
 
 @pytest.fixture(scope="module")

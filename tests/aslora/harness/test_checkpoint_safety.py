@@ -16,7 +16,7 @@ import torch
 from aslora.harness import checkpoint as ckpt
 from aslora.harness import safe_state
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class _Payload:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import aslora
-from conftest import B_of, randomise_adapter, tiny_bert, tiny_llama_classifier
+from tests.conftest import B_of, randomise_adapter, tiny_bert, tiny_llama_classifier
 
 
 def _train(model, controller, steps, input_ids, lr=1e-2, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import aslora
-from conftest import tiny_bert
+from tests.conftest import tiny_bert
 
 
 @pytest.mark.parametrize(

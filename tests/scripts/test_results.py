@@ -13,7 +13,7 @@ from aslora.harness.run import run
 from scripts import collect_results, make_tables, plot_sharing
 from scripts.compose import compose_run, options
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_tables_from_fixture_runs_match_golden(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from aslora.harness import checkpoint as ckpt
-from test_train import _cli
+from tests.test_train import _cli
 
 # 256 examples, batch 16 → 16 steps per epoch, 2 epochs; ASLoRA ties at steps 7, 11, 15, 19
 RUN = [

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from scripts.compose import ROOT
-from test_train import _cli
+from tests.test_train import _cli
 
 COMMON = ["debug=smoke", "adapter=aslora", "model.dropout=0.0", "train.progress_bar=false"]
 

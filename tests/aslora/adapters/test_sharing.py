@@ -10,7 +10,7 @@ import torch
 
 import aslora
 from aslora.adapters.layers import SharedLoRALinear
-from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_llama_classifier
+from tests.conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_llama_classifier
 
 
 def _adapted_layers(model):

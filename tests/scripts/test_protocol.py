@@ -87,8 +87,8 @@ def test_lora_r2_is_the_rank_nearest_aslora_final_size(model_name, tasks):
     """The equal-budget baseline every lr stage runs (adapter.params.r=2), from closed-form counts."""
     import aslora
     from aslora.params import lora_parameter_count
-    from conftest import tie_lowest_upward
-    from test_configs import _architecture
+    from tests.conftest import tie_lowest_upward
+    from tests.test_configs import _architecture
     from transformers import AutoModelForSequenceClassification
 
     container, choices = compose_run([f"model={model_name}", f"task={tasks[0]}", "adapter=aslora"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import aslora
-from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_llama_classifier
+from tests.conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_llama_classifier
 
 LABELS = torch.tensor([0, 1, 1])
 

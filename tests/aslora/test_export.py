@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import aslora
-from conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_roberta
+from tests.conftest import MODEL_BUILDERS, randomise_adapter, tiny_bert, tiny_roberta
 
 
 def _merged_aslora(build, targets, merges=2):

@@ -14,7 +14,7 @@ from transformers import Trainer, TrainingArguments
 
 import aslora
 from aslora.integrations.trainer import ASLoRACallback
-from conftest import MODEL_BUILDERS, VOCAB
+from tests.conftest import MODEL_BUILDERS, VOCAB
 
 FAST = dict(merge_start_step=1, merge_interval_steps=1, max_merges=2)
 

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 import aslora
 from aslora.adapters.layers import SharedLoRALinear
-from conftest import randomise_adapter, tiny_bert
+from tests.conftest import randomise_adapter, tiny_bert
 
 STEPS, START, INTERVAL, MAX_MERGES = 14, 3, 2, 3
 

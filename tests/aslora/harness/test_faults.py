@@ -12,7 +12,7 @@ from aslora.harness.data import TaskData, get_task
 from aslora.harness.loop import FitOptions, NonFiniteError, fit
 from aslora.harness.train_settings import TrainSettings
 from aslora.harness.run import run
-from conftest import tiny_bert
+from tests.conftest import tiny_bert
 from scripts.compose import compose_run
 
 

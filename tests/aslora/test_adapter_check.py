@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 import aslora
 from aslora.adapters.pool import find_pool
 from aslora.harness.evaluation import load_trained
-from conftest import tiny_bert
-from test_export import _merged_aslora
+from tests.conftest import tiny_bert
+from tests.aslora.test_export import _merged_aslora
 
 CONFIG, WEIGHTS = "aslora_config.json", "aslora_model.safetensors"
 
