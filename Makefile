@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# where a train.py grid's jobs run (configs/hydra/launcher/): empty = one after the other, here;
+# LAUNCH="hydra/launcher=parallel hydra.launcher.n_jobs=8" (8 at once, one GPU each);
+# LAUNCH="hydra/launcher=slurm hydra.launcher.partition=gpu" (a SLURM array)
+LAUNCH ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install assets-mpnet demo lint format test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
@@ -59,30 +63,30 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 	$(PY) -m scripts.protocol_report --if-any --readme results/README.md
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
-	$(PY) train.py sweep=offline
+	$(PY) train.py sweep=offline $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-instruct: $(INSTALLED)  ## SmolLM2-135M instruction tuning on chatterbot pairs × {LoRA, VeRA, ASLoRA} × 2 seeds (CPU), then tables
-	$(PY) train.py sweep=offline_instruct
+	$(PY) train.py sweep=offline_instruct $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-alpaca: $(INSTALLED)  ## LLaMA-2-7B on Alpaca × {LoRA, VeRA, ASLoRA} × 3 seeds: needs the Hub and a GPU; restartable
-	$(PY) train.py sweep=alpaca
+	$(PY) train.py sweep=alpaca $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds (+ LoRA MNLI-initialised MRPC/RTE/STS-B): Hub + GPU (days); restartable
-	$(PY) train.py sweep=glue
-	$(PY) train.py sweep=glue task=mnli adapter=lora
-	$(PY) train.py sweep=glue_mnli_init
+	$(PY) train.py sweep=glue $(LAUNCH)
+	$(PY) train.py sweep=glue task=mnli adapter=lora $(LAUNCH)
+	$(PY) train.py sweep=glue_mnli_init $(LAUNCH)
 	$(MAKE) collect tables
 
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
 	for s in merge_max_merges merge_threshold merge_candidates merge_start merge_interval; do \
-		$(PY) train.py sweep=$$s || exit 1; done
+		$(PY) train.py sweep=$$s $(LAUNCH) || exit 1; done
 	$(MAKE) collect tables
 
 ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
-	$(PY) train.py sweep=ablation
+	$(PY) train.py sweep=ablation $(LAUNCH)
 	$(MAKE) collect tables
 
 protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation, 5 seeds, size curves; CPU, hours; restartable), then its table and figure

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import itertools
 import sys
+from typing import Callable
 
-from scripts.compose import compose_run, options
+from scripts.compose import composer, options
 
 
 def main() -> int:
+    combos = list(itertools.product(options("model"), options("task"), options("adapter")))
+    with composer() as compose_run:
+        return _validate(combos, compose_run)
+
+
+def _validate(combos: list[tuple[str, str, str]], compose_run: Callable) -> int:
     from aslora.harness.settings import RunSettings
 
     from aslora.harness.data import TASKS
 
     failures, not_applicable = [], 0
-    combos = list(itertools.product(options("model"), options("task"), options("adapter")))
     for model, task, adapter in combos:
         overrides = [f"model={model}", f"task={task}", f"adapter={adapter}"]
         try:

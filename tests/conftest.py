@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -124,3 +127,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_GRID = ["-m", "debug=smoke", "adapter=aslora", "adapter.params.max_merges=1,2"]
+"""A two-job grid of the smoke run (16 steps each): one and two ties per module type."""
+
+
+def run_cli(args: list[str], cwd: Path, script: str = "train.py", **env: str) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` as a user runs it, offline, from ``cwd``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def sequential_smoke_grid(tmp_path_factory) -> Path:
+    """:data:`SMOKE_GRID` run by Hydra's basic launcher, one job after the other; returns its
+    experiments directory (the reference the parallel launchers are compared with)."""
+    root = tmp_path_factory.mktemp("sequential_grid")
+    result = run_cli([*SMOKE_GRID, f"experiments_dir={root / 'sweep'}"], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "sweep"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ import yaml
 
 from aslora.harness.report import read_report
 from aslora.harness.run import run
-from scripts.compose import ROOT, compose_run
+from scripts.compose import compose_run
+from tests.conftest import run_cli
 from tests.aslora.harness.test_data import write_glue_fixture
 
 ADAPTERS = ["aslora", "lora", "vera", "sharelora", "tiedlora", "full"]
@@ -25,10 +24,7 @@ def _run(overrides: list[str], experiments: Path):
 
 
 def _cli(args: list[str], cwd: Path, **env_overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), **env_overrides}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(args, cwd, **env_overrides)
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -87,22 +83,11 @@ def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
     assert report["steps"] == 16 and report["task"] == "mrpc"
 
 
-def test_cli_smoke_and_two_point_multirun(tmp_path):
+def test_cli_smoke_and_two_point_multirun(tmp_path, sequential_smoke_grid):
     single = _cli(["debug=smoke", "adapter=lora", f"experiments_dir={tmp_path / 'one'}"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42" / "report.json").is_file()
-    multi = _cli(
-        [
-            "-m",
-            "debug=smoke",
-            "adapter=aslora",
-            "adapter.params.max_merges=1,2",
-            f"experiments_dir={tmp_path / 'sweep'}",
-        ],
-        tmp_path,
-    )
-    assert multi.returncode == 0, multi.stderr[-2000:]
-    reports = sorted((tmp_path / "sweep").glob("*/report.json"))
+    reports = sorted(sequential_smoke_grid.glob("*/report.json"))
     assert [p.parent.name for p in reports] == [
         "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=1_s42",
         "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=2_s42",
@@ -116,7 +101,8 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
     ]
     assert json.loads(next((tmp_path / "one").glob("*/report.json")).read_text())["variant"] == {}
     # one home per run: Hydra writes no second tree; the run keeps its config, overrides and log itself
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "sweep"]
+    assert [p.name for p in tmp_path.iterdir()] == ["one"]
+    assert sorted(p.name for p in sequential_smoke_grid.parent.iterdir()) == ["sweep"]
     home = tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42"
     assert yaml.safe_load((home / "overrides.yaml").read_text()) == [
         "debug=smoke",
@@ -129,7 +115,7 @@ def test_cli_smoke_and_two_point_multirun(tmp_path):
     for report in reports:  # each job of the grid logs its own run, and only its own
         log = (report.parent / "train.log").read_text()
         assert log.count("[aslora][INFO] - run ") == 1 and f"- run {report.parent.name}\n" in log
-    (grid_config,) = (tmp_path / "sweep" / "_grids").glob("*/multirun.yaml")
+    (grid_config,) = (sequential_smoke_grid / "_grids").glob("*/multirun.yaml")
     assert "max_merges=1,2" in grid_config.read_text()
 
 

@@ -62,15 +62,7 @@ def _run(
         return previous["best"]["metric"]
 
     spec = get_task(settings.task.name)
-    check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
-    check_model_available(settings.model, hub_enabled=settings.hub)
-    settings.plan()  # the merge schedule against the task's published size and this launch's processes, before loading
-    if settings.init_adapter_from is not None:
-        check_lora_adapter_dir(settings.init_adapter_from)  # before loading anything
-    if settings.resume and settings.checkpoint.every_steps:  # a checkpoint that would be refused: before loading
-        from aslora.harness.checkpoint import check_resumable
-
-        check_resumable(settings.checkpoint_dir, settings.fingerprint(), settings.checkpoint.allow_pickle)
+    check_before_loading(settings)
     if settings.validate_only:
         log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
         return None
@@ -186,6 +178,37 @@ def _run(
         settings.report_path,
     )
     return result.best_metric
+
+
+def check_before_loading(settings: RunSettings, num_processes: int | None = None) -> RunPlan:
+    """Everything about a run that can be checked without loading weights or data, in seconds
+    (:func:`check_sources`, then :func:`check_run_inputs`). ``run`` calls it before loading; the grid
+    preflight (``scripts/preflight.py``) calls the two parts for every job of a grid before its first
+    job starts. Raises ``ValueError`` saying what to set; returns the pre-load plan."""
+    check_sources(settings)
+    return check_run_inputs(settings, num_processes)
+
+
+def check_sources(settings: RunSettings) -> None:
+    """The task's data and the model's weights can be had here: local GLUE files with every split the
+    task reads (each read and checked), a package installed, or the Hub reachable under ``hub=true``."""
+    spec = get_task(settings.task.name)
+    check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
+    check_model_available(settings.model, hub_enabled=settings.hub)
+
+
+def check_run_inputs(settings: RunSettings, num_processes: int | None = None) -> RunPlan:
+    """The merge schedule fits the run at the task's published size under ``num_processes`` (default:
+    this launch's ``WORLD_SIZE``), an ``init_adapter_from`` adapter exists and is LoRA's, and a
+    checkpoint to resume would be accepted. Returns the pre-load plan."""
+    plan = settings.plan(num_processes=num_processes)
+    if settings.init_adapter_from is not None:
+        check_lora_adapter_dir(settings.init_adapter_from)
+    if settings.resume and settings.checkpoint.every_steps:
+        from aslora.harness.checkpoint import check_resumable
+
+        check_resumable(settings.checkpoint_dir, settings.fingerprint(), settings.checkpoint.allow_pickle)
+    return plan
 
 
 def _sizes(params: dict[str, Any], rank: int) -> str:

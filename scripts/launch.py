@@ -1,0 +1,84 @@
+"""One GPU per job when a grid runs several jobs at once on one machine (``hydra/launcher=parallel``).
+
+The parallel launcher runs jobs in joblib worker processes, and a worker runs many jobs in turn. So
+a job cannot simply be given GPU ``job_number % n``: two jobs that run at the same time can have the
+same remainder. Instead each worker claims a free GPU the first time it runs a job — an exclusive
+``flock`` on ``<tmp>/aslora-gpu-slots/gpu-<i>.lock``, which the kernel releases when the worker exits,
+however it exits — sets ``CUDA_VISIBLE_DEVICES`` to it before CUDA starts in that process, and keeps
+it for every later job. Two grids on one machine share the same slots. With ``n_jobs`` above the
+number of GPUs a job finds no free GPU and stops, saying so. Nothing happens in the sequential
+launcher (the jobs run in the launching process), on CPU, on one GPU, or under SLURM (submitit
+gives each job its own GPUs).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+SLOTS = Path(tempfile.gettempdir()) / "aslora-gpu-slots"
+_held: dict[str, IO] = {}  # this process's claimed slot: held open (and locked) until the process exits
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else what ``nvidia-smi`` lists
+    (asked without starting CUDA, which would pin the process before a slot is chosen), else none."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    try:
+        answer = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=60
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    return answer.stdout.split() if answer.returncode == 0 else []
+
+
+def claim_gpu(gpus: list[str], slots: Path = SLOTS) -> str | None:
+    """Lock the first free GPU of ``gpus`` for this process's lifetime and return it (the one already
+    held, if this process has one); ``None`` if every one is held by another process."""
+    if _held:
+        return next(iter(_held))
+    slots.mkdir(parents=True, exist_ok=True)
+    for gpu in gpus:
+        handle = open(slots / f"gpu-{gpu}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held[gpu] = handle
+        return gpu
+    return None
+
+
+class GpuSlots(Callback):
+    """Hydra callback: a parallel worker claims one GPU before its first job (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._launcher_pid = os.getpid()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._launcher_pid = os.getpid()  # the process that launches; pickled with the callback into workers
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.getpid() == self._launcher_pid:  # the sequential launcher: the job runs here, on what it sees
+            return
+        gpus = visible_gpus()
+        if len(gpus) < 2 and not _held:
+            return
+        gpu = claim_gpu(gpus)
+        if gpu is None:
+            raise SystemExit(
+                f"no free GPU for this job: all of {gpus} are held by other workers; set "
+                f"hydra.launcher.n_jobs to at most {len(gpus)} (one job per GPU)"
+            )
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
