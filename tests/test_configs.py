@@ -15,6 +15,35 @@ from scripts.compose import compose_run, options
 from scripts.validate_configs import main as validate_all
 
 
+def test_every_recipe_and_every_model_task_pair_composes_and_validates(capsys):
+    """The fast part of the check below (a fifth of the combinations): every model × task under
+    ASLoRA, every adapter on the default model and task, and every combination that has a recipe."""
+    import itertools
+
+    from scripts.compose import CONFIG_DIR, composer
+    from scripts.validate_configs import _validate
+
+    models, tasks, adapters = options("model"), options("task"), options("adapter")
+    recipes = {p.stem for p in (CONFIG_DIR / "recipe").glob("*.yaml")}
+    with_recipe = [c for c in itertools.product(models, tasks, adapters) if "_".join(c) in recipes]
+    assert len(with_recipe) == len(recipes)  # every recipe names a real combination
+    combos = sorted(
+        {(m, t, "aslora") for m in models for t in tasks}
+        | {("minilm-l6", "rt_polarity", a) for a in adapters}
+        | set(with_recipe)
+    )
+    with composer() as compose:
+        status = _validate(combos, compose)
+        out = capsys.readouterr().out
+        assert status == 0, out
+        decoders = {m for m in models if compose([f"model={m}"])[0]["model"]["architecture"] == "decoder"}
+    lm_tasks = {"instruct", "instruct_chitchat", "alpaca"} & set(tasks)
+    rejected = sum(m not in decoders and t in lm_tasks for m, t, _ in combos)
+    valid = len(combos) - rejected
+    assert rejected and f"{valid} of {valid} combinations valid ({rejected} encoder × instruction-task" in out
+
+
+@pytest.mark.slow
 def test_every_model_task_adapter_combination_composes_and_validates(capsys):
     from aslora.harness.data import TASKS
 

