@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,30 +63,30 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 	$(PY) -m scripts.protocol_report --if-any --readme results/README.md
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
-	$(PY) train.py sweep=offline $(LAUNCH)
+	$(PY) -m scripts.grids offline $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-instruct: $(INSTALLED)  ## SmolLM2-135M instruction tuning on chatterbot pairs × {LoRA, VeRA, ASLoRA} × 2 seeds (CPU), then tables
-	$(PY) train.py sweep=offline_instruct $(LAUNCH)
+	$(PY) -m scripts.grids instruct $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-alpaca: $(INSTALLED)  ## LLaMA-2-7B on Alpaca × {LoRA, VeRA, ASLoRA} × 3 seeds: needs the Hub and a GPU; restartable
-	$(PY) train.py sweep=alpaca $(LAUNCH)
+	$(PY) -m scripts.grids alpaca $(LAUNCH)
 	$(MAKE) collect tables
 
 reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds (+ LoRA MNLI-initialised MRPC/RTE/STS-B): Hub + GPU (days); restartable
-	$(PY) train.py sweep=glue $(LAUNCH)
-	$(PY) train.py sweep=glue task=mnli adapter=lora $(LAUNCH)
-	$(PY) train.py sweep=glue_mnli_init $(LAUNCH)
+	$(PY) -m scripts.grids glue $(LAUNCH)
 	$(MAKE) collect tables
 
+rehearse: $(INSTALLED)  ## make reproduce-glue's every job at tiny scale (shrunk RoBERTa-base, GLUE-schema data; CPU), then collect, tables, figures in rehearsal/
+	$(PY) -m scripts.rehearsal glue $(LAUNCH)
+
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
-	for s in merge_max_merges merge_threshold merge_candidates merge_start merge_interval; do \
-		$(PY) train.py sweep=$$s $(LAUNCH) || exit 1; done
+	$(PY) -m scripts.grids merge $(LAUNCH)
 	$(MAKE) collect tables
 
 ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed × global / per-module A), then tables
-	$(PY) train.py sweep=ablation $(LAUNCH)
+	$(PY) -m scripts.grids ablation $(LAUNCH)
 	$(MAKE) collect tables
 
 protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation, 5 seeds, size curves; CPU, hours; restartable), then its table and figure

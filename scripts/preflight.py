@@ -65,12 +65,24 @@ def grid_jobs(overrides: Sequence[str], sweeper_params: dict[str, Any] | None) -
 def check_grid(jobs: list[list[str]], compose: Compose, num_processes: int | None = None) -> list[Job]:
     """Check every job (see the module docstring); raise :class:`GridProblem` listing every problem
     and the jobs it affects, or return the checked jobs."""
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # local files are read once per source: no bar per split
+    try:
+        return _check_grid(jobs, compose, num_processes)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _check_grid(jobs: list[list[str]], compose: Compose, num_processes: int | None) -> list[Job]:
     from aslora.harness.report import is_done
     from aslora.harness.run import check_run_inputs, check_sources
     from aslora.harness.settings import RunSettings
 
     problems: dict[str, list[int]] = defaultdict(list)
-    sources: dict[tuple, str | None] = {}  # one check per data/weights source, not per job
+    sources: dict[tuple, tuple[str | None, int | None]] = {}  # one check per data/weights source, not per job
     checked: list[Job] = []
     for number, overrides in enumerate(jobs):
         try:
@@ -79,13 +91,13 @@ def check_grid(jobs: list[list[str]], compose: Compose, num_processes: int | Non
             source = (settings.task.name, settings.task.local_dir, settings.hub, settings.model.name)
             if source not in sources:
                 try:
-                    check_sources(settings)
-                    sources[source] = None
+                    sources[source] = (None, check_sources(settings))
                 except ValueError as error:
-                    sources[source] = str(error)
-            if sources[source] is not None:
-                raise ValueError(sources[source])
-            plan = check_run_inputs(settings, num_processes)
+                    sources[source] = (str(error), None)
+            problem, train_rows = sources[source]
+            if problem is not None:
+                raise ValueError(problem)
+            plan = check_run_inputs(settings, num_processes, train_rows)
         except Exception as error:  # every job's problem, not only the first job's
             problems[f"{type(error).__name__}: {error}"].append(number)
             continue
@@ -166,7 +178,9 @@ class GridPreflight(Callback):
             except ValueError as error:
                 raise SystemExit(f"stopped before the first job: {error}") from None
         try:
-            jobs = grid_jobs(list(config.hydra.overrides.task), _params(config.hydra.sweeper.get("params")))
+            # unresolved: iterating the ListConfig would resolve an override's ${...} against the primary config
+            overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+            jobs = grid_jobs(overrides, _params(config.hydra.sweeper.get("params")))
             checked = check_grid(jobs, resolve_run)
         except GridProblem as problem:
             raise SystemExit(f"stopped before the first job: {problem}") from None

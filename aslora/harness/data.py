@@ -127,8 +127,9 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | None) -> None:
-    """Fail before any model is loaded if the task's data cannot be had here, saying how to fix it."""
+def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | None) -> int | None:
+    """Fail before any model is loaded if the task's data cannot be had here, saying how to fix it.
+    Returns the number of training rows where the check read them (local files), else ``None``."""
     if spec.source == "glue":
         if local_dir is not None:
             missing = [s for s in ("train", spec.validation_split) if not _local_file(Path(local_dir), s)]
@@ -137,7 +138,7 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
                     f"task {spec.name}: local_dir={local_dir!r} has no file for split(s) {missing} "
                     f"(expected {'/'.join(missing)}.jsonl, .csv or .parquet in GLUE's columns)"
                 )
-            _read_local(spec, Path(local_dir))  # every split read and checked before a model loads
+            return len(_read_local(spec, Path(local_dir))["train"])  # every split read and checked
         elif not hub_enabled:
             raise ValueError(
                 f"task {spec.name!r} loads {HUB_DATASET} from the Hugging Face Hub, which is off "

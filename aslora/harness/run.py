@@ -185,23 +185,27 @@ def check_before_loading(settings: RunSettings, num_processes: int | None = None
     (:func:`check_sources`, then :func:`check_run_inputs`). ``run`` calls it before loading; the grid
     preflight (``scripts/preflight.py``) calls the two parts for every job of a grid before its first
     job starts. Raises ``ValueError`` saying what to set; returns the pre-load plan."""
-    check_sources(settings)
-    return check_run_inputs(settings, num_processes)
+    return check_run_inputs(settings, num_processes, check_sources(settings))
 
 
-def check_sources(settings: RunSettings) -> None:
+def check_sources(settings: RunSettings) -> int | None:
     """The task's data and the model's weights can be had here: local GLUE files with every split the
-    task reads (each read and checked), a package installed, or the Hub reachable under ``hub=true``."""
+    task reads (each read and checked), a package installed, or the Hub reachable under ``hub=true``.
+    Returns the number of training rows where the check read them (local files), else ``None``."""
     spec = get_task(settings.task.name)
-    check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
+    rows = check_task_available(spec, hub_enabled=settings.hub, local_dir=settings.task.local_dir)
     check_model_available(settings.model, hub_enabled=settings.hub)
+    return rows
 
 
-def check_run_inputs(settings: RunSettings, num_processes: int | None = None) -> RunPlan:
-    """The merge schedule fits the run at the task's published size under ``num_processes`` (default:
-    this launch's ``WORLD_SIZE``), an ``init_adapter_from`` adapter exists and is LoRA's, and a
+def check_run_inputs(settings: RunSettings, num_processes: int | None = None, train_rows: int | None = None) -> RunPlan:
+    """The merge schedule fits the run under ``num_processes`` (default: this launch's ``WORLD_SIZE``)
+    at ``train_rows`` training examples (local files' count, capped by ``task.max_train_examples``;
+    default: the task's published size), an ``init_adapter_from`` adapter exists and is LoRA's, and a
     checkpoint to resume would be accepted. Returns the pre-load plan."""
-    plan = settings.plan(num_processes=num_processes)
+    if train_rows is not None and settings.task.max_train_examples is not None:
+        train_rows = min(train_rows, settings.task.max_train_examples)
+    plan = settings.plan(train_rows, num_processes=num_processes)
     if settings.init_adapter_from is not None:
         check_lora_adapter_dir(settings.init_adapter_from)
     if settings.resume and settings.checkpoint.every_steps:

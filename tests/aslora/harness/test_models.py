@@ -43,3 +43,19 @@ def test_mpnet_assembles_once_and_has_the_papers_adapter_sizes(monkeypatch, tmp_
     assert sum(p.numel() for p in model.base_model.parameters()) == 109_486_464 - 590_592
     lora = aslora.apply_adapter(model, aslora.ASLoRAConfig(r=8, target_modules=["q", "v"], max_merges=7))
     assert aslora.count_parameters(lora).adapter == 6_144 + 24 * 6_144  # one A, 12 layers × {q, v} B's
+
+
+def test_a_local_model_folder_is_checked_before_loading_and_loads_through_the_same_loader(tmp_path):
+    from scripts.rehearsal import build_roberta
+
+    spec = ModelSpec("roberta-base", "local", str(tmp_path / "roberta"))
+    with pytest.raises(ValueError, match=r"config.json, model.safetensors .* a tokenizer"):
+        check_model_available(spec, hub_enabled=False)
+    build_roberta(tmp_path / "roberta")
+    check_model_available(spec, hub_enabled=False)
+    tokenizer, model = models.load_classifier(spec, num_labels=3)
+    assert type(model).__name__ == "RobertaForSequenceClassification" and model.config.num_hidden_layers == 12
+    assert tokenizer("the cat sat")["input_ids"][0] == 0  # RoBERTa's <s>
+    (tmp_path / "roberta" / "model.safetensors").unlink()  # a pickled .bin would not do either
+    with pytest.raises(ValueError, match=r"needs model.pretrained to be a folder with model.safetensors"):
+        check_model_available(spec, hub_enabled=False)

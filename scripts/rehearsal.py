@@ -1,0 +1,218 @@
+"""The grid rehearsal (issue 21): a grid's every job, exactly as ``make`` runs it, at tiny scale —
+then ``collect``, the tables and the figures on the result — in a scratch folder that never mixes
+with committed results. Any job that would fail on the real grid fails here, in minutes, on a CPU.
+
+    python -m scripts.rehearsal glue                  # make reproduce-glue's grids, every job (150 + 5 + 15)
+    python -m scripts.rehearsal glue --seeds 1        # one seed of each (what CI runs)
+    python -m scripts.rehearsal glue --root /tmp/r hydra/launcher=parallel hydra.launcher.n_jobs=2
+
+Only the scale changes. The grids are :data:`scripts.grids.GRIDS` — the same sweep configs, job
+lists, recipes (lr, batch, epochs, length) and merge schedules. The model is the real architecture
+shrunk: RoBERTa-base's config (12 layers, its vocabulary size aside) at width 16, random weights and
+a byte-level BPE tokenizer trained here, saved as a local folder and loaded through the same loader
+(``model.source=local``). The data are written in the Hub's exact schema (GLUE's columns and splits,
+MNLI's ``validation_matched``/``validation_mismatched`` and the unlabelled ``test`` splits) and read
+through ``task.local_dir`` (one folder per task and adapter). Each training set is as small as its
+recipe allows: one batch, or — for a recipe whose merge schedule is pinned in steps (the ASLoRA
+paper's MRPC row: T_s = 320, m = 240, 7 ties) — enough batches that the schedule fits, as it does on
+the real data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from scripts.compose import CONFIG_DIR, ROOT
+from scripts.grids import GRIDS
+
+WORDS = "the cat sat on a mat while dogs ran far away and birds sang loud near old green hills".split()
+WIDTH = 16
+
+
+def _tokenizer(specials: list[str]):
+    """A byte-level BPE tokenizer trained on :data:`WORDS` (the real models' tokenizers are on the Hub)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 4, trainer)
+    return tokenizer
+
+
+def build_roberta(folder: Path) -> None:
+    """RoBERTa-base's configuration at width 16 (12 layers, 514 positions, its special-token ids)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
+    tokenizer = _tokenizer(specials)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
+    )  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=WIDTH, num_hidden_layers=12, num_attention_heads=2,
+        intermediate_size=2 * WIDTH, max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    _save(folder, RobertaModel(config), fast)
+
+
+def build_llama(folder: Path) -> None:
+    """LLaMA-2-7B's configuration at width 16 (32 layers, 4,096 positions), no chat template (a base model)."""
+    from tokenizers import processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]  # LLaMA's ids 0-2
+    tokenizer = _tokenizer(specials)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=4096
+    )
+    config = LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=WIDTH, num_hidden_layers=32, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=2 * WIDTH, max_position_embeddings=4096, bos_token_id=1,
+        eos_token_id=2,
+    )  # fmt: skip
+    _save(folder, LlamaForCausalLM(config), fast)
+
+
+def _save(folder: Path, model, tokenizer) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model.init_weights()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)  # safetensors
+    tokenizer.save_pretrained(folder)
+
+
+def glue_splits(task: str) -> dict[str, bool]:
+    """The splits ``nyu-mll/glue`` has for ``task``, and whether each is labelled (test splits are not)."""
+    if task == "mnli":
+        return {"train": True, "validation_matched": True, "validation_mismatched": True,
+                "test_matched": False, "test_mismatched": False}  # fmt: skip
+    return {"train": True, "validation": True, "test": False}
+
+
+def write_glue_task(folder: Path, task: str, n_train: int, n_eval: int, seed: int = 0) -> None:
+    """``task`` in GLUE's own columns (its text fields, ``label``, ``idx``) and splits, as JSON lines;
+    unlabelled test rows carry ``label = -1``, as on the Hub."""
+    from aslora.harness.data import get_task
+
+    spec, rng = get_task(task), np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, labelled in glue_splits(task).items():
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for i in range(n_train if split == "train" else n_eval):
+                row = {field: " ".join(rng.choice(WORDS, 6)) for field in spec.text_fields}
+                if not labelled:
+                    row["label"] = -1
+                elif spec.is_regression:
+                    row["label"] = float(rng.uniform(0, 5))
+                else:
+                    row["label"] = int(i % spec.num_labels)
+                row["idx"] = i
+                f.write(json.dumps(row) + "\n")
+
+
+def train_size(task: str, adapter: str, overrides: Sequence[str]) -> int:
+    """The fewest training examples with which ``adapter`` on ``task`` fits its recipe's merge
+    schedule: one batch, or enough batches per epoch that a schedule pinned in steps fits."""
+    from scripts.compose import compose_run
+
+    container, _ = compose_run([*overrides, f"task={task}", f"adapter={adapter}"])
+    train, params = container["train"], container["adapter"]["params"]
+    batches = 1
+    if params.get("merge_start_step") is not None:  # pinned in steps: the last tie (Algorithm 1:
+        # events at T_s + k·m, k = 1 … max_merges), then one more step
+        last = params["merge_start_step"] + params["max_merges"] * params["merge_interval_steps"]
+        batches = math.ceil((last + 1) / train["epochs"])
+    return batches * train["batch_size"]
+
+
+def build(root: Path, grid: str) -> list[str]:
+    """Write the shrunk model and the data ``grid`` reads under ``root``; return the overrides that
+    point the grid at them (and keep everything it writes under ``root``)."""
+    if grid != "glue":
+        raise SystemExit(f"the rehearsal knows the glue grid so far; {grid!r} is not rehearsed yet")
+    from aslora.harness.data import TASKS
+
+    build_roberta(root / "models" / "roberta-base")
+    tasks = sorted({name for name, spec in TASKS.items() if spec.source == "glue"})
+    # one folder per task and adapter: only the ASLoRA MRPC recipe (its schedule pinned in steps)
+    # needs more than one batch an epoch, and the other adapters need not train that long
+    sweep = yaml.safe_load((CONFIG_DIR / "sweep" / "glue.yaml").read_text())
+    adapters = str(sweep["hydra"]["sweeper"]["params"]["adapter"]).split(",")
+    for task, adapter in itertools.product(tasks, adapters):
+        folder = root / "glue" / task / adapter
+        write_glue_task(folder, task, train_size(task, adapter, ["model=roberta-base"]), n_eval=8)
+    return [
+        f"experiments_dir={root / 'experiments'}",
+        "hub=false",
+        "model.source=local",
+        f"model.pretrained={root / 'models' / 'roberta-base'}",
+        f"task.local_dir={root / 'glue'}/${{task.name}}/${{adapter.name}}",
+    ]
+
+
+def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> Path:
+    """Build, run every multirun of ``grid`` at tiny scale, then collect, tables and figures under
+    ``root/results``. Returns that folder."""
+    from scripts.collect_results import main as collect
+    from scripts.make_tables import main as tables
+
+    overrides = build(root, grid) + ([f"seed={seeds}"] if seeds else []) + list(extra)
+    for command in GRIDS[grid]:
+        print("$ python train.py " + " ".join([*command, *overrides]), flush=True)
+        subprocess.run([sys.executable, str(ROOT / "train.py"), *command, *overrides], cwd=ROOT, check=True)
+    results = root / "results"
+    runs = results / "runs.csv"
+    if collect(["--experiments", str(root / "experiments"), "--out", str(runs), "--replace"]) != 0:
+        raise SystemExit("collect failed")
+    if tables(["--runs", str(runs), "--out", str(results / "tables")]) != 0:
+        raise SystemExit("tables failed")
+    for run_dir in sorted((root / "experiments").glob("*_aslora_*")):
+        command = [
+            sys.executable,
+            "-m",
+            "scripts.plot_sharing",
+            str(run_dir),
+            "--out",
+            str(results / "figures" / run_dir.name),
+        ]
+        subprocess.run(command, cwd=ROOT, check=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grid", choices=sorted(GRIDS))
+    parser.add_argument("--root", type=Path, default=ROOT / "rehearsal", help="the scratch folder (emptied first)")
+    parser.add_argument("--seeds", default=None, help="e.g. 1: one seed of each job (default: the grid's seeds)")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every multirun (e.g. a launcher)")
+    args = parser.parse_intermixed_args(argv)
+    if args.root.exists():
+        shutil.rmtree(args.root)
+    results = rehearse(args.grid, args.root, args.seeds, args.overrides)
+    print(f"rehearsal of {args.grid}: every job ran; runs.csv, tables and figures in {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
