@@ -78,8 +78,9 @@ reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds (+ LoRA MNLI-in
 	$(PY) -m scripts.grids glue $(LAUNCH)
 	$(MAKE) collect tables
 
-rehearse: $(INSTALLED)  ## make reproduce-glue's every job at tiny scale (shrunk RoBERTa-base, GLUE-schema data; CPU), then collect, tables, figures in rehearsal/
+rehearse: $(INSTALLED)  ## every job of make reproduce-glue and reproduce-alpaca at tiny scale (shrunk models, Hub-schema data; CPU), then collect, tables, figures in rehearsal/<grid>/
 	$(PY) -m scripts.rehearsal glue $(LAUNCH)
+	$(PY) -m scripts.rehearsal alpaca $(LAUNCH)
 
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
 	$(PY) -m scripts.grids merge $(LAUNCH)

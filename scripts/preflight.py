@@ -189,23 +189,29 @@ class GridPreflight(Callback):
         print(describe(checked), flush=True)
 
 
+def jobs_of(overrides: Sequence[str]) -> list[list[str]]:
+    """The job list of ``python train.py -m <overrides>`` (the sweep config's ``hydra.sweeper.params``
+    read by composing the overrides that sweep nothing). Needs Hydra initialised (``composer()``)."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed = [
+        o.input_line for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_sweep_override()
+    ]
+    hydra_config = compose(config_name="train", overrides=fixed, return_hydra_config=True).hydra
+    return grid_jobs(overrides, _params(hydra_config.sweeper.get("params")))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=None, help="processes per job (default: 1, or WORLD_SIZE)")
     parser.add_argument("--jobs", action="store_true", help="also list every job's run and whether it is done")
     parser.add_argument("overrides", nargs="*", help="the overrides train.py -m would get")
     args = parser.parse_args(argv)
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from scripts.compose import composer
 
-    fixed = [
-        o.input_line for o in OverridesParser.create().parse_overrides(args.overrides) if not o.is_sweep_override()
-    ]
     with composer() as compose_one:
-        hydra_config = compose(config_name="train", overrides=fixed, return_hydra_config=True).hydra
-        jobs = grid_jobs(args.overrides, _params(hydra_config.sweeper.get("params")))
+        jobs = jobs_of(args.overrides)
         try:
             checked = check_grid(jobs, compose_one, args.processes)
         except GridProblem as problem:

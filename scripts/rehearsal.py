@@ -3,16 +3,19 @@ then ``collect``, the tables and the figures on the result — in a scratch fold
 with committed results. Any job that would fail on the real grid fails here, in minutes, on a CPU.
 
     python -m scripts.rehearsal glue                  # make reproduce-glue's grids, every job (150 + 5 + 15)
+    python -m scripts.rehearsal alpaca                # make reproduce-alpaca's (9 jobs)
+    python -m scripts.rehearsal ablation              # an offline grid: real models and data, fewer examples
     python -m scripts.rehearsal glue --seeds 1        # one seed of each (what CI runs)
     python -m scripts.rehearsal glue --root /tmp/r hydra/launcher=parallel hydra.launcher.n_jobs=2
 
 Only the scale changes. The grids are :data:`scripts.grids.GRIDS` — the same sweep configs, job
 lists, recipes (lr, batch, epochs, length) and merge schedules. The model is the real architecture
-shrunk: RoBERTa-base's config (12 layers, its vocabulary size aside) at width 16, random weights and
-a byte-level BPE tokenizer trained here, saved as a local folder and loaded through the same loader
-(``model.source=local``). The data are written in the Hub's exact schema (GLUE's columns and splits,
-MNLI's ``validation_matched``/``validation_mismatched`` and the unlabelled ``test`` splits) and read
-through ``task.local_dir`` (one folder per task and adapter). Each training set is as small as its
+shrunk: RoBERTa-base's config (12 layers) and LLaMA-2-7B's (32 layers, no chat template) at width
+16, random weights and a byte-level BPE tokenizer trained here, saved as a local folder and loaded
+through the same loader (``model.source=local``). The data are written in the Hub's exact schema
+(GLUE's columns and splits, MNLI's ``validation_matched``/``validation_mismatched`` and the
+unlabelled ``test`` splits; Alpaca's instruction/input/output) and read through ``task.local_dir``
+(one folder per task and adapter). Each training set is as small as its
 recipe allows: one batch, or — for a recipe whose merge schedule is pinned in steps (the ASLoRA
 paper's MRPC row: T_s = 320, m = 240, 7 ties) — enough batches that the schedule fits, as it does on
 the real data.
@@ -131,43 +134,103 @@ def write_glue_task(folder: Path, task: str, n_train: int, n_eval: int, seed: in
                 f.write(json.dumps(row) + "\n")
 
 
-def train_size(task: str, adapter: str, overrides: Sequence[str]) -> int:
-    """The fewest training examples with which ``adapter`` on ``task`` fits its recipe's merge
-    schedule: one batch, or enough batches per epoch that a schedule pinned in steps fits."""
+def train_size(overrides: Sequence[str]) -> int:
+    """The fewest training examples with which the run ``overrides`` compose fits its recipe's merge
+    schedule (after warm-up, every tie on its own step) — see :func:`_fewest_examples`."""
+    from aslora.harness.settings import RunSettings
     from scripts.compose import compose_run
 
-    container, _ = compose_run([*overrides, f"task={task}", f"adapter={adapter}"])
-    train, params = container["train"], container["adapter"]["params"]
-    batches = 1
-    if params.get("merge_start_step") is not None:  # pinned in steps: the last tie (Algorithm 1:
-        # events at T_s + k·m, k = 1 … max_merges), then one more step
-        last = params["merge_start_step"] + params["max_merges"] * params["merge_interval_steps"]
-        batches = math.ceil((last + 1) / train["epochs"])
-    return batches * train["batch_size"]
+    return _fewest_examples(RunSettings.from_dict(*compose_run(list(overrides))), " ".join(overrides))
+
+
+def _fewest_examples(settings, what: str) -> int:
+    """Whole batches, one an epoch if that fits — found by the run's own planner, so a schedule pinned
+    in steps (the ASLoRA paper's MRPC row: T_s = 320, m = 240) gets the batches it needs, as it has on
+    the real data."""
+    batch = settings.train.batch_size
+    for batches in range(1, 10_000):
+        try:
+            settings.plan(batches * batch, num_processes=1)
+            return batches * batch
+        except ValueError:
+            continue
+    raise ValueError(f"no training-set size up to 10,000 batches fits the schedule of {what}")
+
+
+def write_alpaca(folder: Path, n_rows: int, seed: int = 0) -> None:
+    """``train.jsonl`` in tatsu-lab/alpaca's columns (instruction, input — empty for about half, as
+    on the Hub — output, text)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.jsonl", "w") as f:
+        for i in range(n_rows):
+            instruction, output = " ".join(rng.choice(WORDS, 6)), " ".join(rng.choice(WORDS, 8))
+            extra = " ".join(rng.choice(WORDS, 4)) if i % 2 else ""
+            f.write(json.dumps({"instruction": instruction, "input": extra, "output": output, "text": ""}) + "\n")
 
 
 def build(root: Path, grid: str) -> list[str]:
     """Write the shrunk model and the data ``grid`` reads under ``root``; return the overrides that
     point the grid at them (and keep everything it writes under ``root``)."""
-    if grid != "glue":
-        raise SystemExit(f"the rehearsal knows the glue grid so far; {grid!r} is not rehearsed yet")
+    if grid == "glue":
+        return _build_glue(root)
+    if grid == "alpaca":
+        return _build_alpaca(root)
+    return _shrink_offline(root, grid)
+
+
+def _shrink_offline(root: Path, grid: str) -> list[str]:
+    """The offline grids keep their models and data (real, shipped in PyPI packages): only the
+    number of examples shrinks, to the fewest with which every job of the grid fits its schedule."""
+    from aslora.harness.settings import RunSettings
+    from scripts.compose import composer
+    from scripts.preflight import jobs_of
+
+    scale = [f"experiments_dir={root / 'experiments'}", "task.max_eval_examples=8"]
+    needed = 1
+    with composer() as compose:
+        for command in GRIDS[grid]:
+            for job in jobs_of([*command, *scale]):
+                settings = RunSettings.from_dict(*compose(job))
+                needed = max(needed, _fewest_examples(settings, " ".join(job)))
+    return [*scale, f"task.max_train_examples={needed}"]
+
+
+def _sweep_values(sweep: str, key: str) -> list[str]:
+    config = yaml.safe_load((CONFIG_DIR / "sweep" / f"{sweep}.yaml").read_text())
+    return str(config["hydra"]["sweeper"]["params"][key]).split(",")
+
+
+def _build_glue(root: Path) -> list[str]:
     from aslora.harness.data import TASKS
 
     build_roberta(root / "models" / "roberta-base")
-    tasks = sorted({name for name, spec in TASKS.items() if spec.source == "glue"})
+    tasks = sorted(name for name, spec in TASKS.items() if spec.source == "glue")
     # one folder per task and adapter: only the ASLoRA MRPC recipe (its schedule pinned in steps)
     # needs more than one batch an epoch, and the other adapters need not train that long
-    sweep = yaml.safe_load((CONFIG_DIR / "sweep" / "glue.yaml").read_text())
-    adapters = str(sweep["hydra"]["sweeper"]["params"]["adapter"]).split(",")
-    for task, adapter in itertools.product(tasks, adapters):
-        folder = root / "glue" / task / adapter
-        write_glue_task(folder, task, train_size(task, adapter, ["model=roberta-base"]), n_eval=8)
+    for task, adapter in itertools.product(tasks, _sweep_values("glue", "adapter")):
+        n_train = train_size(["model=roberta-base", f"task={task}", f"adapter={adapter}"])
+        write_glue_task(root / "glue" / task / adapter, task, n_train, n_eval=8)
     return [
         f"experiments_dir={root / 'experiments'}",
         "hub=false",
         "model.source=local",
         f"model.pretrained={root / 'models' / 'roberta-base'}",
         f"task.local_dir={root / 'glue'}/${{task.name}}/${{adapter.name}}",
+    ]
+
+
+def _build_alpaca(root: Path) -> list[str]:
+    build_llama(root / "models" / "llama-2-7b")
+    for adapter in _sweep_values("alpaca", "adapter"):
+        n_train = train_size(["sweep=alpaca", f"adapter={adapter}"])
+        write_alpaca(root / "alpaca" / adapter, math.ceil(n_train / 0.8) + 2)  # the task keeps 80 % to train
+    return [
+        f"experiments_dir={root / 'experiments'}",
+        "hub=false",
+        "model.source=local",
+        f"model.pretrained={root / 'models' / 'llama-2-7b'}",
+        f"task.local_dir={root / 'alpaca'}/${{adapter.name}}",
     ]
 
 
@@ -203,13 +266,14 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", choices=sorted(GRIDS))
-    parser.add_argument("--root", type=Path, default=ROOT / "rehearsal", help="the scratch folder (emptied first)")
+    parser.add_argument("--root", type=Path, default=None, help="the scratch folder, emptied first (rehearsal/<grid>)")
     parser.add_argument("--seeds", default=None, help="e.g. 1: one seed of each job (default: the grid's seeds)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every multirun (e.g. a launcher)")
     args = parser.parse_intermixed_args(argv)
-    if args.root.exists():
-        shutil.rmtree(args.root)
-    results = rehearse(args.grid, args.root, args.seeds, args.overrides)
+    root = args.root or ROOT / "rehearsal" / args.grid
+    if root.exists():
+        shutil.rmtree(root)
+    results = rehearse(args.grid, root, args.seeds, args.overrides)
     print(f"rehearsal of {args.grid}: every job ran; runs.csv, tables and figures in {results}")
     return 0
 

@@ -130,6 +130,8 @@ def get_task(name: str) -> TaskSpec:
 def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | None) -> int | None:
     """Fail before any model is loaded if the task's data cannot be had here, saying how to fix it.
     Returns the number of training rows where the check read them (local files), else ``None``."""
+    if local_dir is not None and spec.source not in ("glue", "alpaca"):
+        raise ValueError(f"task {spec.name!r} reads no local files: task.local_dir is for the GLUE tasks and alpaca")
     if spec.source == "glue":
         if local_dir is not None:
             missing = [s for s in ("train", spec.validation_split) if not _local_file(Path(local_dir), s)]
@@ -147,6 +149,8 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
             )
         else:
             check_hub_reachable(f"task {spec.name!r} ({HUB_DATASET})")
+    elif spec.hub_dataset is not None and local_dir is not None:
+        return int(0.8 * len(instruct.read_local_alpaca(local_dir)))  # the train part of its 80/10/10 split
     elif spec.hub_dataset is not None:
         if not hub_enabled:
             raise ValueError(
@@ -245,7 +249,7 @@ def _load_raw(spec: TaskSpec, *, split_seed: int, local_dir: str | None) -> dict
             return _read_local(spec, Path(local_dir))
         loaded = datasets.load_dataset(HUB_DATASET, spec.name)
         return {"train": loaded["train"], "validation": loaded[spec.validation_split]}
-    frame = _OFFLINE_LOADERS[spec.source]()
+    frame = _OFFLINE_LOADERS[spec.source](local_dir) if local_dir is not None else _OFFLINE_LOADERS[spec.source]()
     order = np.random.default_rng(split_seed).permutation(len(frame))
     n_train, n_val = int(0.8 * len(frame)), int(0.1 * len(frame))
     parts = {"train": order[:n_train], "validation": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}

@@ -62,14 +62,43 @@ def load_chitchat() -> Any:
     return pd.DataFrame(rows, columns=["prompt", "response"])
 
 
-def load_alpaca() -> Any:
-    """``tatsu-lab/alpaca`` from the Hub, as (instruction [+ input], output) pairs."""
+ALPACA_COLUMNS = ("instruction", "input", "output")  # tatsu-lab/alpaca's schema (it also has `text`)
+
+
+def load_alpaca(local_dir: str | None = None) -> Any:
+    """``tatsu-lab/alpaca`` from the Hub — or ``<local_dir>/train.jsonl`` in its schema — as
+    (instruction [+ input], output) pairs."""
     import datasets
     import pandas as pd
 
-    frame = datasets.load_dataset("tatsu-lab/alpaca", split="train").to_pandas()
+    if local_dir is None:
+        frame = datasets.load_dataset("tatsu-lab/alpaca", split="train").to_pandas()
+    else:
+        frame = read_local_alpaca(local_dir)
     prompts = [f"{i}\n\n{x}" if x else i for i, x in zip(frame["instruction"], frame["input"])]
     return pd.DataFrame({"prompt": prompts, "response": frame["output"].astype(str)})
+
+
+def read_local_alpaca(local_dir: str) -> Any:
+    """``<local_dir>/train.jsonl`` with Alpaca's columns, every value a string; ``ValueError`` naming
+    the file and what is wrong otherwise."""
+    import pandas as pd
+
+    path = Path(local_dir) / "train.jsonl"
+    if not path.is_file():
+        raise ValueError(f"task alpaca: local_dir={local_dir!r} has no train.jsonl (tatsu-lab/alpaca's columns)")
+    try:
+        frame = pd.read_json(path, lines=True, dtype=False)
+    except ValueError as error:
+        raise ValueError(f"task alpaca: {path} cannot be read as JSON lines ({str(error)[:200]})") from None
+    missing = [c for c in ALPACA_COLUMNS if c not in frame.columns]
+    if missing or frame.empty:
+        raise ValueError(f"task alpaca: {path} lacks column(s) {missing} or rows; it has {list(frame.columns)}")
+    for column in ALPACA_COLUMNS:
+        bad = [i for i, v in enumerate(frame[column]) if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"task alpaca: {path} row {bad[0]}: {column!r} is not a string")
+    return frame
 
 
 def prompt_format(tokenizer: Any) -> str:

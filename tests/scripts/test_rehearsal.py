@@ -62,3 +62,41 @@ def test_rehearsal_data_have_the_hubs_splits_and_columns(tmp_path):
     )
     rows = [json.loads(line) for line in (tmp_path / "test_matched.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"premise", "hypothesis", "label", "idx"} and {r["label"] for r in rows} == {-1}
+
+
+@pytest.mark.slow
+def test_the_alpaca_grid_rehearses_end_to_end(tmp_path):
+    results = rehearse("alpaca", tmp_path, "1", [])
+    reports = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "experiments").glob("*/report.json")}
+    assert set(reports) == {f"alpaca_llama-2-7b_alpaca_{a}_s1" for a in ("lora", "vera", "aslora")}
+    aslora = reports["alpaca_llama-2-7b_alpaca_aslora_s1"]
+    assert len({e["step"] for e in aslora["merge_history"]}) == 17  # LLaMA-2-7B's 17 ties per type
+    assert aslora["prompt_format"] == "alpaca" and aslora["config"]["train"]["mixed_precision"] == "bf16"
+    assert (results / "tables" / "alpaca_llama-2-7b.md").is_file()
+
+
+def test_local_alpaca_files_are_checked_before_loading(tmp_path):
+    from aslora.harness.data import check_task_available, get_task
+    from scripts.rehearsal import write_alpaca
+
+    spec = get_task("alpaca")
+    with pytest.raises(ValueError, match="has no train.jsonl"):
+        check_task_available(spec, hub_enabled=False, local_dir=str(tmp_path))
+    write_alpaca(tmp_path, 10)
+    assert check_task_available(spec, hub_enabled=False, local_dir=str(tmp_path)) == 8  # 80 % trains
+    rows = (tmp_path / "train.jsonl").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join([rows[0].replace('"output"', '"answer"'), *rows[1:]]))
+    with pytest.raises(ValueError, match=r"row 0: 'output' is not a string"):
+        check_task_available(spec, hub_enabled=False, local_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="reads no local files"):
+        check_task_available(get_task("rt_polarity"), hub_enabled=False, local_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_an_offline_grid_rehearses_with_its_real_model_and_fewer_examples(tmp_path):
+    results = rehearse("ablation", tmp_path, "1", ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"])
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "experiments").glob("*/report.json")]
+    assert len(reports) == 3 * 2  # merge_selection × a_sharing, one seed
+    assert {r["config"]["task"]["max_train_examples"] for r in reports} == {160}  # every job's schedule fits
+    assert all(r["merge_history"] for r in reports)
+    assert (results / "runs.csv").is_file() and any((results / "tables").glob("*.md"))
