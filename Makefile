@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: $(INSTALLED)  ## the fast test suite (what CI runs)
 
 test-slow: $(INSTALLED)  ## the slow tests only
 	$(PY) -m pytest -q -m slow
+
+test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job (what CI runs after the fast suite)
+	$(PY) -m pytest -q -m rehearsal
 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
 	$(PY) -m scripts.validate_configs

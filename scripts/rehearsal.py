@@ -239,6 +239,7 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
     ``root/results``. Returns that folder."""
     from scripts.collect_results import main as collect
     from scripts.make_tables import main as tables
+    from scripts.plot_sharing import main as plot_sharing
 
     overrides = build(root, grid) + ([f"seed={seeds}"] if seeds else []) + list(extra)
     for command in GRIDS[grid]:
@@ -251,15 +252,7 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
     if tables(["--runs", str(runs), "--out", str(results / "tables")]) != 0:
         raise SystemExit("tables failed")
     for run_dir in sorted((root / "experiments").glob("*_aslora_*")):
-        command = [
-            sys.executable,
-            "-m",
-            "scripts.plot_sharing",
-            str(run_dir),
-            "--out",
-            str(results / "figures" / run_dir.name),
-        ]
-        subprocess.run(command, cwd=ROOT, check=True)
+        plot_sharing(["--out", str(results / "figures" / run_dir.name), str(run_dir)])
     return results
 
 

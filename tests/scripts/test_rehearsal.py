@@ -11,7 +11,10 @@ import pytest
 from scripts.grids import GRIDS
 from scripts.rehearsal import glue_splits, rehearse
 
-SEEDS = [pytest.param("1", id="one-seed"), pytest.param(None, id="every-seed", marks=pytest.mark.slow)]
+SEEDS = [
+    pytest.param("1", id="one-seed", marks=pytest.mark.rehearsal),
+    pytest.param(None, id="every-seed", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("seeds", SEEDS)
