@@ -30,8 +30,12 @@ def load(run_dir: Path) -> tuple[dict, dict]:
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise SystemExit(f"{report_path} not found: {run_dir} is not a finished ASLoRA run")
+    # the last epoch's adapter: the map shows the sharing at the end of training, which the caption's
+    # counts (the report's params.after) describe; adapter/ is the best epoch's, which can precede
+    # the last tie (runs older than the best-epoch adapter saved only the last one, as adapter/)
+    folder = run_dir / "adapter_last" if (run_dir / "adapter_last").is_dir() else run_dir / "adapter"
     try:
-        adapter = read_adapter_meta(run_dir / "adapter")
+        adapter = read_adapter_meta(folder)
     except ValueError as error:
         raise SystemExit(f"{run_dir} is not a finished ASLoRA run: {error}") from None
     if adapter.get("adapter_type") != "ASLoRAConfig":

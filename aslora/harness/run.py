@@ -164,7 +164,7 @@ def _run(
             from aslora.harness.figures import plot_sharing_map, plot_timeline
 
             tracker.merge_table(report["merge_history"])
-            adapter_meta = read_adapter_meta(adapter_dir)
+            adapter_meta = read_adapter_meta(adapters["last"]["dir"])  # the sharing at the end, as captioned
             tracker.images(
                 [plot_sharing_map(report, adapter_meta, settings.run_dir), plot_timeline(report, settings.run_dir)]
             )
