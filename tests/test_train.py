@@ -15,7 +15,14 @@ from scripts.compose import compose_run
 from tests.conftest import run_cli
 from tests.aslora.harness.test_data import write_glue_fixture
 
-ADAPTERS = ["aslora", "lora", "vera", "sharelora", "tiedlora", "full"]
+# VeRA, ShareLoRA and Tied-LoRA also run end to end through train.py in CI's GLUE rehearsal
+# (tests/scripts/test_rehearsal.py): here they are in the slow suite
+ADAPTERS = [
+    "aslora",
+    "lora",
+    "full",
+    *(pytest.param(a, marks=pytest.mark.slow) for a in ("vera", "sharelora", "tiedlora")),
+]
 
 
 def _run(overrides: list[str], experiments: Path):
@@ -65,6 +72,7 @@ def test_done_run_is_skipped_unless_overwrite(tmp_path):
     assert path.stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow  # two processes' runs are compared in tests/scripts/test_launch.py
 def test_same_seed_same_result(tmp_path):
     first, _ = _run(["adapter=aslora", "seed=7"], tmp_path / "a")
     second, container = _run(["adapter=aslora", "seed=7"], tmp_path / "b")
@@ -73,6 +81,7 @@ def test_same_seed_same_result(tmp_path):
     assert a["epochs"] == b["epochs"] and a["merge_history"] == b["merge_history"]
 
 
+@pytest.mark.slow  # CI's GLUE rehearsal runs every GLUE task from local GLUE-schema files
 def test_glue_task_end_to_end_from_local_glue_schema_files(tmp_path):
     write_glue_fixture(tmp_path, "mrpc", n_train=128, n_val=16)
     best, container = _run(

@@ -70,6 +70,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(straight, tmp_path):
     _assert_identical(outcome, straight)
 
 
+@pytest.mark.slow  # the fast suite keeps the SIGKILL resume and the unit tests of which checkpoint is taken
 def test_corrupted_newest_checkpoint_is_skipped_for_the_previous(straight, tmp_path):
     checkpoints = _killed_run(tmp_path, kill_after_step=20)
     newest = ckpt.list_checkpoints(checkpoints)[-1]
