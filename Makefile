@@ -37,7 +37,7 @@ lint: $(INSTALLED)  ## ruff: lint and check formatting (what CI runs before the 
 format: $(INSTALLED)  ## ruff: reformat in place
 	$(VENV)/bin/ruff format .
 
-test: $(INSTALLED)  ## the fast test suite (what CI runs)
+test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then make test-rehearsal)
 	$(PY) -m pytest -q
 
 test-slow: $(INSTALLED)  ## the slow tests only
