@@ -89,3 +89,21 @@ def test_describe_says_which_runs_are_done(tmp_path):
         (done,) = check_grid(jobs, compose)
     assert not job.done and done.done
     assert "(1 done, skipped; 0 to run)" in describe([done], every_job=True)
+
+
+def test_a_local_data_job_is_planned_at_the_size_of_its_files(tmp_path):
+    """The paper's MRPC schedule (ties at T_s + k·m: 560 … 1,280 with MiniLM's 4) fits MRPC's published
+    3,668 examples (6,900 steps), not 24 local rows (60 steps): the preflight plans at the files' size."""
+    glue = tmp_path / "mrpc"
+    glue.mkdir()
+    write_glue_fixture(glue, "mrpc")  # 24 training rows
+    schedule = ["adapter.params.merge_start_step=320", "adapter.params.merge_interval_steps=240",
+                "adapter.params.merge_start_fraction=null", "adapter.params.merge_interval_fraction=null"]  # fmt: skip
+    job = [f"experiments_dir={tmp_path / 'exp'}", "model=minilm-l6", "task=mrpc", "adapter=aslora", *schedule]
+    with composer() as compose:
+        from aslora.harness.settings import RunSettings
+
+        published = RunSettings.from_dict(*compose(job)).plan()  # no data read: the task's published size
+        assert published.total_steps == 6900 and published.merge_steps[-1] == 1280
+        with pytest.raises(GridProblem, match=r"job\(s\) 0: ValueError: merge schedule cannot complete"):
+            check_grid([[*job, f"task.local_dir={glue}"]], compose)
