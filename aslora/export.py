@@ -3,9 +3,13 @@
 Our format (a directory), named so that no tool mistakes it for a PEFT adapter:
   * ``aslora_config.json`` — ``"format": "aslora-adapter"``, the adapter type and config, the
     layer→B map, the slots, the live B's, the merge history and the running-mean count;
-  * ``aslora_model.safetensors`` — each A, each bank's **live** rows only (a tied B is one
-    tensor row; a retired row is not saved, so the file stays < 25 % of LoRA's), the Tied-LoRA
-    vectors, the running means of the live rows (so training can continue) and the task head.
+  * ``aslora_model.safetensors`` — each A, the **live** B's only (a tied B is one tensor; a
+    retired B is not saved, so the file stays < 25 % of LoRA's), the Tied-LoRA vectors, the
+    running means of the live B's (so training can continue) and the task head.
+
+Versions: 3 (this one) keys every B by name (``lora_B.query_3``), as version 1 did; version 2
+stacked each merge group's live B's into one tensor (``lora_B.query``), in the order its
+``live_B`` lists them — both load.
 
 ``export_peft_lora`` writes the same adapter as a standard PEFT LoRA adapter — per-layer copies of
 A and of the (tied) B — that ``peft.PeftModel.from_pretrained`` loads, so an ASLoRA adapter can be
@@ -31,10 +35,10 @@ from aslora.adapters.config import ASLoRAConfig, ShareLoRAConfig, SharedLoRAConf
 from aslora.adapters.dispatch import apply_adapter, head_module_names
 from aslora.adapters.fold import remove_adapter
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import SharedLoRAPool, find_pool
+from aslora.adapters.pool import SharedLoRAPool, find_pool, find_pools
 
 FORMAT = "aslora-adapter"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG_FILE = "aslora_config.json"
 WEIGHTS_FILE = "aslora_model.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
@@ -42,15 +46,18 @@ PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 _CONFIG_TYPES = {cls.__name__: cls for cls in (ASLoRAConfig, ShareLoRAConfig, TiedLoRAConfig)}
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, *, training_state: bool = True) -> Path:
+def save_adapter(
+    model: nn.Module, directory: str | os.PathLike, *, training_state: bool = True, adapter_name: str | None = None
+) -> Path:
     """Write the adapter of ``model`` (adapted with one of our configs) to ``directory``.
 
     ``training_state=False`` leaves out the running means of B, which only training needs: the
-    smallest file that still reproduces the adapted model's outputs.
+    smallest file that still reproduces the adapted model's outputs. ``adapter_name``: which one,
+    on a model with several (``None``: its only one).
     """
-    pool = _require_pool(model)
+    pool = _require_pool(model, adapter_name)
     live = pool.live_rows()
-    tensors = _adapter_tensors(model, pool, live, training_state=training_state)
+    tensors = _adapter_tensors(model, pool, training_state=training_state)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -135,11 +142,10 @@ def _load_into(
 ) -> None:
     pool = _require_pool(model)
     pool.restore(meta["sharing"], meta["merge_history"], meta["num_mean_updates"])
-    if version < 2:
-        saved = _banked_from_version_1(pool, saved)
-    live = pool.live_rows()
+    if version == 2:
+        saved = _per_B_from_version_2(meta, saved)
     training_state = any(k.startswith("running_mean_B.") for k in saved)
-    expected = _adapter_tensors(model, pool, live, training_state=training_state)
+    expected = _adapter_tensors(model, pool, training_state=training_state)
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise ValueError(f"adapter in {directory} does not fit this model: missing {missing}, unexpected {unexpected}")
@@ -149,12 +155,7 @@ def _load_into(
     with torch.no_grad():
         for key, target in _adapter_targets(model, pool).items():
             if key in saved:
-                rows = live.get(key.split(".", 1)[1]) if key.startswith(("lora_B.", "running_mean_B.")) else None
-                value = saved[key].to(target.dtype)
-                if rows is None:
-                    target.copy_(value)
-                else:
-                    target[rows] = value.to(target.device)
+                target.copy_(saved[key].to(target.dtype))
 
 
 def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
@@ -168,9 +169,10 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
     pool = _require_pool(model)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)}
     tensors: dict[str, torch.Tensor] = {}
+    adapter_name = next(n for n, p in find_pools(model).aslora_pool.items() if p is pool)
     for name, layer in layers.items():
-        a = pool.lora_A[layer.slot.a_key]
-        b = layer.effective_B(scaled=False)  # Tied-LoRA's diag(v)·B·diag(u); PEFT applies α/r itself
+        a = pool.lora_A[layer.slot[adapter_name].a_key]
+        b = layer.effective_B(adapter_name, scaled=False)  # Tied-LoRA's diag(v)·B·diag(u); PEFT applies α/r itself
         tensors[f"base_model.model.{name}.lora_A.weight"] = a
         tensors[f"base_model.model.{name}.lora_B.weight"] = b
     heads = head_module_names(model)
@@ -192,7 +194,7 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 
 def _adapter_targets(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.Tensor]:
-    """Saved key → the live tensor it is loaded into (whole banks)."""
+    """Saved key → the tensor it is loaded into (every B, retired ones too)."""
     targets: dict[str, torch.Tensor] = {}
     for prefix in ("lora_A", "lora_B", "lora_u", "lora_v", "running_mean_B"):
         for key, value in getattr(pool, prefix).items():
@@ -203,36 +205,39 @@ def _adapter_targets(model: nn.Module, pool: SharedLoRAPool) -> dict[str, torch.
     return targets
 
 
-def _adapter_tensors(
-    model: nn.Module, pool: SharedLoRAPool, live: dict[str, list[int]], *, training_state: bool
-) -> dict[str, torch.Tensor]:
-    """What a saved adapter holds: banks and their means reduced to their live rows."""
+def _adapter_tensors(model: nn.Module, pool: SharedLoRAPool, *, training_state: bool) -> dict[str, torch.Tensor]:
+    """What a saved adapter holds: the live B's (and their running means) only."""
+    live = set(pool.live_B_names())
     tensors = {}
     for key, value in _adapter_targets(model, pool).items():
-        if key.startswith("running_mean_B.") and not training_state:
+        kind, _, name = key.partition(".")
+        if kind == "running_mean_B" and not training_state:
             continue
-        if key.startswith(("lora_B.", "running_mean_B.")):
-            value = value[live[key.split(".", 1)[1]]]
+        if kind in ("lora_B", "running_mean_B") and name not in live:
+            continue
         tensors[key] = value
     return tensors
 
 
-def _banked_from_version_1(pool: SharedLoRAPool, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Version 1 stored one tensor per live B (``lora_B.query_3``); stack them per bank."""
+def _per_B_from_version_2(meta: dict[str, Any], saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Version 2 stacked each merge group's live B's (``lora_B.query``, rows as ``live_B`` lists
+    them): one tensor per B again."""
     converted = {k: v for k, v in saved.items() if not k.startswith(("lora_B.", "running_mean_B."))}
     for prefix in ("lora_B", "running_mean_B"):
-        by_bank: dict[str, list[tuple[int, torch.Tensor]]] = {}
-        for key, value in saved.items():
-            if key.startswith(prefix + "."):
-                bank, row = pool._row_named(key.split(".", 1)[1])
-                by_bank.setdefault(bank, []).append((row, value))
-        for bank, rows in by_bank.items():
-            converted[f"{prefix}.{bank}"] = torch.stack([value for _, value in sorted(rows, key=lambda t: t[0])])
+        for bank, names in meta.get("live_B", {}).items():
+            stacked = saved.get(f"{prefix}.{bank}")
+            if stacked is None:
+                continue
+            if stacked.shape[0] != len(names):
+                raise ValueError(
+                    f"version-2 adapter: {prefix}.{bank} has {stacked.shape[0]} rows, live_B lists {names}"
+                )
+            converted.update({f"{prefix}.{name}": row for name, row in zip(names, stacked)})
     return converted
 
 
-def _require_pool(model: nn.Module) -> SharedLoRAPool:
-    pool = find_pool(model)
+def _require_pool(model: nn.Module, adapter_name: str | None = None) -> SharedLoRAPool:
+    pool = find_pool(model, adapter_name)
     if pool is None:
         raise ValueError(f"{type(model).__name__} carries no aslora adapter (ASLoRA, ShareLoRA or Tied-LoRA)")
     return pool

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pool import find_pools
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,14 @@ class ParameterCounts:
 def count_parameters(model: nn.Module) -> ParameterCounts:
     """Count ``model``'s parameters by role. Works on meta-device models (no data is read).
 
-    For ASLoRA the counts are of the adapter as it is now: each B bank contributes its live rows
-    (``num_distinct_B`` of them in all), so the count drops by one B per tie."""
+    For ASLoRA the counts are of the adapter as it is now: the live B's only (``num_distinct_B``
+    of them in all), so the count drops by one B per tie. With several adapters, each counts."""
     heads = head_module_names(model)
-    pool = find_pool(model)
-    # a B bank counts its live rows only: a retired row is allocated but no layer reads it
-    live = pool.live_numel() if pool is not None else {}
+    container = find_pools(model)
+    pools = list(container.aslora_pool.values()) if container is not None else []
+    live: dict[int, int] = {}  # a retired B counts 0: it is allocated, but no layer reads it
+    for pool in pools:
+        live.update(pool.live_numel())
     total = trainable = head = 0
     for name, parameter in model.named_parameters():  # named_parameters de-duplicates shared tensors
         n = live.get(id(parameter), parameter.numel())
@@ -63,8 +65,8 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
         adapter=adapter,
         head=head,
         stored=trainable + _frozen_stored_tensors(model),
-        num_A=len(pool.lora_A) if pool is not None else None,
-        num_distinct_B=pool.num_distinct_B if pool is not None else None,
+        num_A=sum(len(pool.lora_A) for pool in pools) if pools else None,
+        num_distinct_B=sum(pool.num_distinct_B for pool in pools) if pools else None,
     )
 
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": step,
         "adapter_params": aslora.count_parameters(model).adapter,
         "lora_params": 73_728,
-        "ties": len(model.aslora_pool.merge_history),
+        "ties": len(aslora.find_pool(model).merge_history),
     }
     print(json.dumps(summary))
     return summary

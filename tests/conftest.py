@@ -12,6 +12,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
 import torch
+
+import aslora
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -100,16 +102,15 @@ def randomise_adapter(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def B_of(pool, name: str) -> torch.Tensor:
-    """The B named ``name`` (``"query_2"``): a row of its bank, a view that can be written."""
-    bank, row = pool.row_of_name[name]
-    return pool.lora_B[bank].data[row]
+    """The B named ``name`` (``"query_2"``), its data, which can be written."""
+    return pool.lora_B[name].data
 
 
 def tie_lowest_upward(model: torch.nn.Module, merges_per_group) -> None:
     """Tie each merge group's lowest B's upward, ``merges_per_group`` times (an int, or a callable
     of the group name), through the pool's own tie. A meta-device pool (counting tests) is given
     real storage first; the base model stays on the meta device."""
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     if pool.b_map.is_meta:
         pool.to_empty(device="cpu")
         pool.restore({key: key for key in pool.slots}, merge_history=[], num_mean_updates=0)

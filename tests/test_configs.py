@@ -108,7 +108,7 @@ def test_shipped_aslora_config_ends_below_a_quarter_of_lora(model_name):
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(_architecture(model_name))
     model = aslora.apply_adapter(model, config)
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     shapes = [(s.in_features, s.out_features) for s in pool.slots.values()]
     lora = lora_parameter_count(shapes, config.r)
     tie_lowest_upward(model, config.merges_allowed)  # which pairs tie does not change the count

@@ -1,4 +1,4 @@
-"""The three examples of "Use ASLoRA in your own code" run as a user runs them (tiny slices),
+"""The examples of "Use ASLoRA in your own code" run as a user runs them (tiny slices),
 and a Trainer run killed after a checkpoint resumes to the same adapter as an uninterrupted one."""
 
 from __future__ import annotations
@@ -97,3 +97,14 @@ def test_trl_sft_example_ties_during_sft(tmp_path):
     assert summary["steps"] == 6 and summary["num_ties"] == 4  # 2 per module type (q_proj, v_proj)
     # SmolLM2: one global A (576 × 8) + 28 q B's (576 × 8) + 28 v B's (192 × 8) after the ties
     assert summary["adapter_params"] == 8 * 576 + 28 * 8 * 576 + 28 * 8 * 192
+
+
+def test_trl_dpo_example_takes_its_reference_from_the_disabled_adapter_and_ties(tmp_path):
+    args = ["--tiny", "--pairs", "24", "--max-steps", "6", "--batch-size", "4", "--max-merges", "2"]
+    done, summary = _example("trl_dpo_smollm2.py", *args, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert summary["steps"] == 6 and summary["num_ties"] == 4  # 2 per module type (q_proj, v_proj)
+    # the reference log-probabilities: one forward per step with the adapter disabled, no second model
+    assert summary["adapter_off"] == 6 and summary["adapter_on"] >= 6
+    # the tiny LLaMA (4 layers, width 16, v 16→8): one A (8 × 16) + 2 q B's (16 × 8) + 2 v B's (8 × 8)
+    assert summary["adapter_params"] == 8 * 16 + 2 * 16 * 8 + 2 * 8 * 8

@@ -31,6 +31,25 @@ PEFT_TYPE_NAMES = {
 }
 """The ``peft_type`` each config writes (PEFT's ``PeftType`` enum has no entry for them: see
 ``aslora.integrations.peft``)."""
+
+
+class PeftTypeName(str):
+    """A ``peft_type`` for a method PEFT's ``PeftType`` enum does not list. It is the string where
+    PEFT keys its tables and writes ``adapter_config.json``, and it reads as a ``PeftType`` member
+    elsewhere: ``.value`` (transformers' adapter API reads ``peft_type.value``) and
+    ``str() == "PeftType.ASLORA"`` (PEFT's model status takes the name after the dot)."""
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return f"PeftType.{self.value}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 MERGE_CANDIDATE_CHOICES = ("adjacent", "all")
 MERGE_SCOPE_CHOICES = ("per_module", "joint")
 MERGE_SELECTION_CHOICES = ("similarity", "random", "fixed")
@@ -88,9 +107,14 @@ class SharedLoRAConfig(PeftConfig):
     (a shape constraint, reported by ``count_parameters(...).num_A``). ``per_module``: one A per
     module type (``query``, ``value``), the ShareLoRA convention."""
 
+    init_weights: bool = True
+    """PEFT's: ``True`` starts every B at zero, so ``ΔW = 0`` at initialisation (LoRA's init, the
+    only one to train from). ``False`` draws the B's at random — ``ΔW ≠ 0`` from the start, which
+    is what PEFT's generic tests use to check that saving, loading and merging keep the update."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = PEFT_TYPE_NAMES[type(self).__name__]
+        self.peft_type = PeftTypeName(PEFT_TYPE_NAMES[type(self).__name__])
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             raise ValueError(f"r={self.r!r} must be a positive integer")
         if not _is_finite_number(self.lora_alpha) or self.lora_alpha <= 0:
@@ -99,6 +123,8 @@ class SharedLoRAConfig(PeftConfig):
             raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
         self.target_modules = _normalise_targets(self.target_modules)
         _require_choice("a_sharing", self.a_sharing, A_SHARING_CHOICES)
+        if not isinstance(self.init_weights, bool):
+            raise ValueError(f"init_weights={self.init_weights!r} must be True or False")
 
     @property
     def scaling(self) -> float:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import POOL_ATTRIBUTE, find_pool
+from aslora.adapters.pool import POOL_ATTRIBUTE, find_pools
 
 
 @torch.no_grad()
@@ -39,23 +39,28 @@ def remove_adapter(model: nn.Module) -> nn.Module:
 
 
 def _replace_adapted_layers(model: nn.Module, *, fold: bool) -> nn.Module:
-    pool = find_pool(model)
-    if pool is None:
+    pools = find_pools(model)
+    if pools is None:
         return model
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)]
     folded = {}
     for name, layer in layers if fold else []:  # compute everything first, so a failure changes nothing
-        weight = layer.base_layer.weight
-        new_weight = weight.float() + layer.delta_weight().to(weight.device)
+        weight = layer.get_base_layer().weight
+        new_weight = weight.float()
+        for adapter_name in layer.slot:  # every adapter the layer takes part in (not those PEFT merged already)
+            if adapter_name not in layer.merged_adapters:
+                new_weight = new_weight + layer.delta_weight(adapter_name).to(weight.device)
         if not torch.isfinite(new_weight).all():
             raise ValueError(f"folding the adapter into {name} gives non-finite weights; model left unchanged")
         folded[name] = new_weight.to(weight.dtype)
     for name, layer in layers:
-        if fold:
-            layer.base_layer.weight.copy_(folded[name])
+        if not fold:
+            layer.unmerge()  # the base weights as they were
+        else:
+            layer.get_base_layer().weight.copy_(folded[name])
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child_name, layer.base_layer)
-    owner = next(m for m in model.modules() if m._modules.get(POOL_ATTRIBUTE) is pool)
+        setattr(parent, child_name, layer.get_base_layer())
+    owner = next(m for m in model.modules() if m._modules.get(POOL_ATTRIBUTE) is pools)
     del owner._modules[POOL_ATTRIBUTE]
     return model

@@ -15,7 +15,15 @@ from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import POOL_ATTRIBUTE, SharedLoRAPool, Slot, find_pool, layer_index
+from aslora.adapters.pool import (
+    DEFAULT_ADAPTER,
+    POOL_ATTRIBUTE,
+    SharedLoRAPool,
+    SharedLoRAPools,
+    Slot,
+    find_pools,
+    layer_index,
+)
 
 DEFAULT_HEAD_MODULES = ("classifier", "score")
 """Task heads that train alongside every adapter (PEFT's ``modules_to_save`` for SEQ_CLS)."""
@@ -40,15 +48,21 @@ def find_head_modules(model: nn.Module, head_modules: Iterable[str]) -> list[str
 
 def find_targets(
     model: nn.Module, config: SharedLoRAConfig, exclude: Sequence[str] = ()
-) -> list[tuple[str, nn.Linear]]:
-    """Every module matching ``config.target_modules``, outside the head; each must be ``nn.Linear``."""
-    found: list[tuple[str, nn.Linear]] = []
+) -> list[tuple[str, nn.Module]]:
+    """Every module matching ``config.target_modules``, outside the head; each must be ``nn.Linear``
+    (or one of our adapted layers, which a further adapter joins)."""
+    found: list[tuple[str, nn.Module]] = []
+    adapted: list[str] = []  # our layers already there: their insides (base_layer) are not targets
     for name, module in model.named_modules():
+        if isinstance(module, SharedLoRALinear):
+            adapted.append(name)
+        elif any(name.startswith(f"{n}.") for n in adapted):
+            continue
         if not name or not matches_target(name, config.target_modules):
             continue
         if any(name == h or name.startswith(h + ".") for h in exclude):
             continue
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, (nn.Linear, SharedLoRALinear)):  # ours: a further adapter joins it
             raise ValueError(
                 f"target module {name!r} is a {type(module).__name__}, not nn.Linear; "
                 f"this adapter only adapts linear layers"
@@ -62,7 +76,7 @@ def find_targets(
     return found
 
 
-def build_slots(targets: list[tuple[str, nn.Linear]], config: SharedLoRAConfig) -> list[Slot]:
+def build_slots(targets: list[tuple[str, nn.Module]], config: SharedLoRAConfig) -> list[Slot]:
     """One slot per target, with its A key (by ``a_sharing``), its B bank and its initial row.
 
     A keys: ``global`` gives one A per distinct input width — ``"global"`` when there is only one
@@ -109,21 +123,70 @@ def build_slots(targets: list[tuple[str, nn.Linear]], config: SharedLoRAConfig) 
     return slots
 
 
-def inject_shared_lora(model: nn.Module, config: SharedLoRAConfig, head_names: Sequence[str]) -> SharedLoRAPool:
-    """Replace every target with a :class:`SharedLoRALinear` and attach the pool to ``model``."""
-    if find_pool(model) is not None:
-        raise ValueError(f"{type(model).__name__} already carries an adapter pool; apply one adapter per model")
+def inject_shared_lora(
+    model: nn.Module,
+    config: SharedLoRAConfig,
+    head_names: Sequence[str],
+    adapter_name: str = DEFAULT_ADAPTER,
+) -> SharedLoRAPool:
+    """Add adapter ``adapter_name``: its pool, and every target wrapped in (or, when a previous
+    adapter wrapped it already, joined to) a :class:`SharedLoRALinear`."""
     targets = find_targets(model, config, exclude=head_names)
-    slots = build_slots(targets, config)
-    weight = targets[0][1].weight
-    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    pool = SharedLoRAPool(config, slots, device=weight.device, dtype=dtype)
-    for slot, (name, module) in zip(slots, targets):
+    pool = create_pool(model, config, adapter_name, targets)
+    pools = find_pools(model)
+    for name, module in targets:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child_name, SharedLoRALinear(module, pool, slot, config.lora_dropout))
-    model.add_module(POOL_ATTRIBUTE, pool)
+        adapt_layer(pools, adapter_name, pool.slot_of_module[name], module, parent, child_name)
     return pool
+
+
+def create_pool(
+    model: nn.Module,
+    config: SharedLoRAConfig,
+    adapter_name: str,
+    targets: list[tuple[str, nn.Module]],
+    dtype: torch.dtype | None = None,
+) -> SharedLoRAPool:
+    """Build adapter ``adapter_name``'s pool for ``targets`` and add it to the model's pools
+    (created, as ``model.shared_lora``, with the first adapter). Checks before it changes anything.
+
+    ``dtype``: the factors' dtype; ``None``, float32 (float64 for a float64 model) whatever the
+    base model's precision — low-precision factors lose the small updates they receive. (Under
+    PEFT the base dtype is given and PEFT's ``autocast_adapter_dtype`` upcasts, as for LoRA.)"""
+    pools = find_pools(model)
+    if pools is not None and adapter_name in pools.aslora_pool:
+        raise ValueError(f"{type(model).__name__} already has an adapter named {adapter_name!r}")
+    slots = build_slots(targets, config)
+    weight = _base_linear(targets[0][1]).weight
+    if dtype is None:
+        dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    # real storage even under PEFT's low_cpu_mem_usage (its meta-device init): the pool is small,
+    # and a B that a loaded adapter does not hold (a retired one) must still be a real tensor
+    device = torch.device("cpu") if weight.is_meta else weight.device
+    pool = SharedLoRAPool(config, slots, device=device, dtype=dtype)
+    if pools is None:
+        pools = SharedLoRAPools(adapter_name)
+        model.add_module(POOL_ATTRIBUTE, pools)
+    pools.aslora_pool[adapter_name] = pool
+    return pool
+
+
+def adapt_layer(
+    pools: SharedLoRAPools, adapter_name: str, slot: Slot, target: nn.Module, parent: nn.Module, child_name: str
+) -> SharedLoRALinear:
+    """Make ``target`` (``parent.<child_name>``) take part in adapter ``adapter_name`` at ``slot``."""
+    dropout = pools.aslora_pool[adapter_name].config.lora_dropout
+    if isinstance(target, SharedLoRALinear):  # a previous adapter wrapped it
+        target.update_layer(adapter_name, slot, dropout)
+        return target
+    layer = SharedLoRALinear(target, pools, adapter_name, slot, dropout)
+    setattr(parent, child_name, layer)
+    return layer
+
+
+def _base_linear(module: nn.Module) -> nn.Linear:
+    return module.get_base_layer() if isinstance(module, SharedLoRALinear) else module
 
 
 def _linear_suffixes(model: nn.Module) -> set[str]:

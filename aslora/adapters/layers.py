@@ -1,13 +1,18 @@
-"""The adapted linear layer: a frozen ``nn.Linear`` plus a low-rank update drawn from the pool.
+"""The adapted linear layer: a frozen ``nn.Linear`` plus low-rank updates drawn from the pools.
 
-    h = W x + (α / r) · B_{g(i)} · A_{a(i)} · dropout(x)                 (LoRA Eq. 3; ASLoRA §3.1)
-    h = W x + (α / r) · diag(v_i) · B · diag(u_i) · A · dropout(x)        (Tied-LoRA, vBuA)
+    h = W x + Σ_{active adapters}  (α / r) · B_{g(i)} · A_{a(i)} · dropout(x)             (LoRA Eq. 3; ASLoRA §3.1)
+    h = W x + Σ_{active adapters}  (α / r) · diag(v_i) · B · diag(u_i) · A · dropout(x)  (Tied-LoRA, vBuA)
 
-The layer owns no adapter tensor: it holds a reference to the model-level pool and reads its B
-as row ``b_map[i]`` of its bank on every call, so a tie (a write into ``b_map``) takes effect at
-the next forward with no surgery on the layer, the optimizer or a compiled graph.
+The layer owns no adapter tensor: it holds a reference to the model-level pools and, for each
+adapter it takes part in, its slot there; it reads its B through the pool's ``b_map`` on every
+call, so a tie (a write into ``b_map``) takes effect at the next forward with no surgery on the
+layer, the optimizer or a compiled graph.
 
-The forward is a pure function of ``x`` and the pool's tensors — no cache, no Python state read
+It is a PEFT ``BaseTunerLayer`` (as VeRA's layers are), keyed by adapter name, so PEFT's
+``merge_adapter``/``unmerge_adapter``, ``disable_adapter``, ``set_adapter``, ``delete_adapter``,
+``get_layer_status`` and ``merge_and_unload`` work on it as on LoRA's.
+
+The forward is a pure function of ``x`` and the pools' tensors — no cache, no Python state read
 from tensor values — which is what makes it safe under activation checkpointing (the recomputed
 forward saves exactly what the first one did), ``torch.compile`` (no graph break, no guard on the
 map's values) and ``torch.no_grad`` generation.
@@ -15,35 +20,51 @@ map's values) and ``torch.no_grad`` generation.
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
+from peft.tuners.tuners_utils import check_adapters_to_merge
 from torch import nn
 from torch.nn import functional as F
 
-from aslora.adapters.pool import SharedLoRAPool, Slot
+from aslora.adapters.pool import DEFAULT_ADAPTER, SharedLoRAPool, SharedLoRAPools, SharedLoRATunerLayer, Slot
 
 
-class SharedLoRALinear(nn.Module):
-    """``nn.Linear`` wrapper whose update uses the pool's shared A and (possibly tied) B.
+class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
+    """``nn.Linear`` wrapper whose updates use the pools' shared A's and (possibly tied) B's.
 
     Args:
         base_layer: the frozen pretrained projection ``W`` (kept as ``self.base_layer``, so the
             state-dict key of ``W`` gains the PEFT-style ``.base_layer`` infix).
-        pool: the model-level pool; referenced, not registered, so shared tensors are stored once.
-        slot: this layer's slot in ``pool.slots``.
-        dropout: probability of dropout on the adapter input.
+        pools: the model-level pools; referenced, not registered, so shared tensors are stored once.
+        adapter_name, slot, dropout: the first adapter this layer takes part in (see :meth:`update_layer`).
     """
 
-    def __init__(self, base_layer: nn.Linear, pool: SharedLoRAPool, slot: Slot, dropout: float) -> None:
+    # PEFT's per-adapter containers of this layer: the tensors live in the pools, so the dropouts
+    # are what carries the adapter names PEFT lists and deletes; slot and scaling are plain dicts
+    adapter_layer_names = ("lora_dropout",)
+    other_param_names = ("slot", "scaling")
+
+    def __init__(self, base_layer: nn.Linear, pools: SharedLoRAPools, adapter_name: str, slot: Slot, dropout: float):
         super().__init__()
         self.base_layer = base_layer
-        self.__dict__["pool"] = pool  # a plain reference: nn.Module would otherwise register it here too
-        self.slot = slot
-        self.slot_key = slot.key
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.scaling = pool.config.scaling
-        self.is_tied_lora = pool.is_tied_lora
-        self.adapter_enabled = True
-        """``False`` inside PEFT's ``disable_adapter()``: the layer computes ``W x`` alone."""
+        self.__dict__["pools"] = pools  # a plain reference: nn.Module would otherwise register it here too
+        self.lora_dropout = nn.ModuleDict()
+        self.slot: dict[str, Slot] = {}
+        self.scaling: dict[str, float] = {}
+        self._active_adapter = adapter_name
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.update_layer(adapter_name, slot, dropout)
+
+    def update_layer(self, adapter_name: str, slot: Slot, dropout: float) -> None:
+        """Take part in adapter ``adapter_name`` (its pool must exist) at ``slot``."""
+        self.lora_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.slot[adapter_name] = slot
+        self.scaling[adapter_name] = self.pool(adapter_name).config.scaling
+
+    def pool(self, adapter_name: str) -> SharedLoRAPool:
+        return self.pools.aslora_pool[adapter_name]
 
     @property
     def in_features(self) -> int:
@@ -53,36 +74,67 @@ class SharedLoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base_layer.out_features
 
-    @property
-    def weight(self) -> torch.Tensor:  # code that inspects ``module.weight`` (e.g. dtype checks) keeps working
-        return self.base_layer.weight
+    def factors(self, adapter_name: str = DEFAULT_ADAPTER) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) this layer reads now for ``adapter_name``: its shared A and the B ``b_map`` points it at."""
+        slot = self.slot[adapter_name]
+        pool = self.pool(adapter_name)
+        return pool.lora_A[slot.a_key], pool.row(slot)
 
-    def effective_B(self, scaled: bool = True) -> torch.Tensor:
-        """``(α/r) · [diag(v)] B [diag(u)]``, shape ``(out_features, r)``: the scaling is applied to
-        this small matrix rather than to the ``tokens × out_features`` update (``scaled=False``:
-        without ``α/r``, as PEFT stores B)."""
-        b = self.pool.row(self.slot)
-        if scaled:
-            b = b * self.scaling
-        if self.is_tied_lora:
-            b = self.pool.lora_v[self.slot_key][:, None] * b * self.pool.lora_u[self.slot_key][None, :]
-        return b
+    def effective_B(self, adapter_name: str = DEFAULT_ADAPTER, scaled: bool = True) -> torch.Tensor:
+        """This layer's B of ``adapter_name`` now, ``(out_features, r)`` (see ``SharedLoRAPool.effective_B``)."""
+        return self.pool(adapter_name).effective_B(self.slot[adapter_name], scaled=scaled)
 
-    def delta_weight(self) -> torch.Tensor:
-        """``ΔW = (α/r) · [diag(v)] B [diag(u)] A``, shape ``(out_features, in_features)``, in fp32."""
-        return self.effective_B().float() @ self.pool.lora_A[self.slot.a_key].float()
+    def delta_weight(self, adapter_name: str = DEFAULT_ADAPTER) -> torch.Tensor:
+        """``ΔW`` of ``adapter_name``, ``(out_features, in_features)``, in fp32."""
+        return self.pool(adapter_name).delta_weight(self.slot[adapter_name])
 
-    def get_base_layer(self) -> nn.Linear:
-        return self.base_layer
+    get_delta_weight = delta_weight  # PEFT's name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
-        if not self.adapter_enabled:
+    # ----------------------------------------------------------------------------------------
+    # merging into W (PEFT's merge_adapter / unmerge_adapter / merge_and_unload)
+    @torch.no_grad()
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """``W ← W + ΔW`` for each active (or named) adapter. The addition is done in float32 and
+        cast back, because adding a small ``ΔW`` to bf16/fp16 weights in their own precision rounds
+        much of it away; ``safe_merge`` refuses non-finite results before writing anything."""
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name not in self.slot:
+                continue
+            weight = self.get_base_layer().weight
+            merged = weight.float() + self.delta_weight(name).to(weight.device)
+            if safe_merge and not torch.isfinite(merged).all():
+                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
+            weight.data = merged.to(weight.dtype)
+            self.merged_adapters.append(name)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`, last merged first (``W ← W − ΔW`` with the same ΔW: unmerge before a tie)."""
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            weight = self.get_base_layer().weight
+            weight.data = (weight.float() - self.delta_weight(name).to(weight.device)).to(weight.dtype)
+
+    # ----------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
             return result
-        a = self.pool.lora_A[self.slot.a_key]
-        b = self.effective_B()
+        for name in self.active_adapters:
+            if name in self.slot:
+                result = self._add_update(result, x, name)
+        return result
+
+    def _add_update(self, result: torch.Tensor, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        pool, slot = self.pool(adapter_name), self.slot[adapter_name]
+        a = pool.lora_A[slot.a_key]
+        b = pool.effective_B(slot)
         # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
-        hidden = F.linear(self.lora_dropout(x).to(a.dtype), a)
+        hidden = F.linear(self.lora_dropout[adapter_name](x).to(a.dtype), a)
         if result.dtype == hidden.dtype and result.dim() >= 2:
             # W x + B·(A x) with the addition fused into the GEMM: one kernel and no extra
             # tokens × out_features temporary (this is most of the gap to the frozen base's step)
@@ -91,4 +143,7 @@ class SharedLoRALinear(nn.Module):
         return result + F.linear(hidden, b).to(result.dtype)
 
     def extra_repr(self) -> str:
-        return f"slot={self.slot_key}, A={self.slot.a_key}, B bank={self.slot.bank}, scaling={self.scaling:g}"
+        return ", ".join(
+            f"{name}: slot={slot.key}, A={slot.a_key}, B group={slot.bank}, scaling={self.scaling[name]:g}"
+            for name, slot in self.slot.items()
+        )

@@ -8,8 +8,9 @@ calls :meth:`MergeController.step`, which
    candidate pair of live B's with the smallest ``‖B̄_i − B̄_j‖_F`` (Eq. 4) and ties it: every
    layer that read the lower B reads the upper B from then on.
 
-A tie only rewrites the pool's layer→row map (``pool.py``): no parameter is created or deleted,
-so the optimizer is never touched — any optimizer, any trainer. The survivor keeps its own Adam
+A tie only rewrites the pool's layer→B map (``pool.py``): no parameter is created or deleted,
+so the optimizer is never touched — any optimizer (each B is its own 2-D parameter, so Muon and
+Adafactor see LoRA's B's: ``tests/aslora/adapters/test_optimizer_parity.py``), any trainer. The survivor keeps its own Adam
 moments; the retired row keeps moments that no longer matter, since no layer reads it.
 
 Determinism. Decisions are taken from the parameters' values, which are identical on every
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, MergeSchedule
-from aslora.adapters.pool import SharedLoRAPool, Slot, find_pool
+from aslora.adapters.layers import SharedLoRALinear
+from aslora.adapters.pool import SharedLoRAPool, Slot, find_pool, find_pools
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,27 @@ class MergeController:
     Args:
         model: a model returned by ``apply_adapter(model, ASLoRAConfig(...))`` (or a wrapper of it:
             DDP, FSDP, ``torch.compile``, PEFT — the pool is found among its modules).
+        adapter_name: whose ties these are, on a model with several adapters (each ties on its
+            own: one controller per adapter); ``None``: the model's only adapter.
         total_steps: the run's number of optimizer steps; required when the schedule is given as
             fractions, and used to reject a schedule whose last merge would never fire.
 
     Raises:
-        ValueError: the model has no ASLoRA pool, ``max_merges`` exceeds what a merge group can
+        ValueError: the model has no ASLoRA pool (or several adapters and no ``adapter_name``), ``max_merges`` exceeds what a merge group can
             do or names a group the model does not have, or the schedule cannot complete within
             ``total_steps``.
     """
 
-    def __init__(self, model: nn.Module, total_steps: int | None = None) -> None:
-        pool = find_pool(model)
+    def __init__(self, model: nn.Module, total_steps: int | None = None, adapter_name: str | None = None) -> None:
+        pool = find_pool(model, adapter_name)
         if pool is None or not isinstance(pool.config, ASLoRAConfig):
-            raise ValueError("MergeController needs a model adapted with ASLoRAConfig")
+            raise ValueError(
+                "MergeController needs a model adapted with ASLoRAConfig"
+                + (f" (adapter {adapter_name!r} is a {type(pool.config).__name__})" if pool is not None else "")
+            )
         self.pool: SharedLoRAPool = pool
+        self.adapter_name = adapter_name or next(n for n, p in find_pools(model).aslora_pool.items() if p is pool)
+        self._layers = [m for m in model.modules() if isinstance(m, SharedLoRALinear)]
         self.config: ASLoRAConfig = pool.config
         self.schedule: MergeSchedule = self.config.resolve_schedule(total_steps)
         groups = self._groups()
@@ -96,6 +105,11 @@ class MergeController:
         self.pool.update_running_means()
         if self.config.most_merges == 0 or not self.schedule.is_event(step):
             return []
+        if any(self.adapter_name in layer.merged_adapters for layer in self._layers):
+            raise ValueError(
+                f"adapter {self.adapter_name!r} is merged into the base weights (merge_adapter): a tie now would "
+                f"change ΔW under the merged weights; unmerge_adapter() before training on"
+            )
         events = []
         done = self.pool.merges_by_bank()  # groups are banks
         for group, slots in self._groups().items():
@@ -169,7 +183,7 @@ class MergeController:
 
     def _distances(self, group: str, rows: list[int], pairs: list[tuple[int, int]]) -> list[float]:
         """``‖B̄_i − B̄_j‖_F`` in float64 for each pair, from explicit differences."""
-        means = self.pool.running_mean_B[group]
+        means = self.pool.group(group, self.pool.running_mean_B)
         first = torch.tensor([rows[i] for i, _ in pairs], device=means.device)
         second = torch.tensor([rows[j] for _, j in pairs], device=means.device)
         difference = means.index_select(0, first).double() - means.index_select(0, second).double()

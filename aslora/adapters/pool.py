@@ -1,24 +1,35 @@
-"""The model-level pool that stores every shared low-rank factor exactly once.
+"""The model-level pools that store every shared low-rank factor exactly once, one pool per adapter.
 
-Adapted layers hold a plain Python reference to the pool (not a sub-module), so each tensor
-appears once in ``model.parameters()`` and once in ``model.state_dict()`` — the PEFT VeRA pattern
-of shared tensors at model level (style.md).
+    model.shared_lora                       SharedLoRAPools: a PEFT tuner layer, attached to the base model
+        .aslora_pool["default"]             SharedLoRAPool: one adapter's A's, B's, map, running means, ties
+        .aslora_pool["other"]               a second adapter: its own of all of these
 
-B banks (the VB-LoRA vector-bank pattern). The B's of one merge group live in ONE parameter of
-shape ``(num_B, out_features, r)``; which row each adapted layer reads is an integer in the
-``b_map`` buffer. An ASLoRA tie rewrites ``b_map`` (and, for λ > 0, the survivor's row): it changes
-*which* B a layer reads, never *which parameters exist*. So the optimizer, DDP's buckets, FSDP's
-flat or sharded parameters, ``torch.compile``'s guards and a Trainer's checkpoints all see the same
-parameter set from the first step to the last. A retired row stays allocated and simply stops
-being read: its gradient is exactly zero, and because AdamW is elementwise the live rows' updates
-equal those of an optimizer that never held the retired row (``tests/aslora/adapters/test_bank_parity.py``).
+Adapted layers (``layers.py``) hold a plain Python reference to the container, not a sub-module
+reference, so each tensor appears once in ``model.parameters()`` and once in ``model.state_dict()``
+— the PEFT VeRA pattern of shared tensors at model level (style.md). The container is a PEFT
+``BaseTunerLayer`` whose per-adapter entries are the pools, so PEFT's own walks over tuner layers
+(``set_adapter``, ``delete_adapter``, ``disable_adapter``, ``get_layer_status``, which tensors are
+the adapter's and train) treat the pools as they treat LoRA's ``lora_A``/``lora_B`` dicts. It sits
+on the base model, not on PEFT's tuner, so an adapter applied with :func:`aslora.apply_adapter` and
+one applied with ``peft.get_peft_model`` are the same modules, and FSDP's root unit holds the pools.
 
-State-dict keys are fixed for the whole run and every value is a tensor:
+B's, as in LoRA. Every B is its own 2-D ``(out_features, r)`` parameter, named after the layer that
+owned it first (``lora_B.query_3``), so an optimizer that acts on whole matrices (Muon, Adafactor's
+factored moments) sees exactly LoRA's problem. Which B each layer reads is an integer in the
+``b_map`` buffer; a layer reads ``stack(B's of its merge group)[b_map[i]]``. An ASLoRA tie rewrites
+``b_map`` (and, for λ > 0, the survivor's values): it changes *which* B a layer reads, never *which
+parameters exist*. So the optimizer, DDP's buckets, FSDP's sharded parameters, ``torch.compile``'s
+guards and a Trainer's checkpoints see the same parameter set from the first step to the last. A
+retired B stays allocated and simply stops being read: its gradient is exactly zero, and the live
+B's updates are those of an optimizer that never held it (``tests/aslora/adapters/test_optimizer_parity.py``).
 
-* ``lora_A.<a_key>`` (r, d_in) · ``lora_B.<bank>`` (num_B, d_out, r) · Tied-LoRA's ``lora_u.<slot>``,
+State-dict keys (under ``aslora_pools.aslora_pool.<adapter>.``) are fixed for the whole run and every
+value is a tensor:
+
+* ``lora_A.<a_key>`` (r, d_in) · ``lora_B.<B name>`` (d_out, r) · Tied-LoRA's ``lora_u.<slot>``,
   ``lora_v.<slot>``;
-* ``running_mean_B.<bank>`` — ASLoRA's B̄ (Eq. 3), same shape as the bank, float32;
-* ``b_map`` (int64, one entry per adapted layer) — the row each layer reads;
+* ``running_mean_B.<B name>`` — ASLoRA's B̄ (Eq. 3), same shape as its B, float32;
+* ``b_map`` (int64, one entry per adapted layer) — the B each layer reads, as its row in its group;
 * ``num_mean_updates`` (int64) — t of Eq. 3; ``num_merges`` (int64) and ``merge_log`` (float64,
   one row per possible tie: step, group, retired row, kept row, distance) — the merge history,
   from which :attr:`SharedLoRAPool.merge_history` is rebuilt, so any framework that saves and
@@ -30,14 +41,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
 
-POOL_ATTRIBUTE = "aslora_pool"
+POOL_ATTRIBUTE = "shared_lora"
+"""Where :class:`SharedLoRAPools` sits on the adapted model (``model.shared_lora``)."""
+POOL_DICT = "aslora_pool"
+"""Its per-adapter dict, and the PEFT prefix of our tuners (``aslora_pools.aslora_pool.<adapter>``)."""
+DEFAULT_ADAPTER = "default"
 _LOG_FIELDS = ("step", "group", "retired_row", "kept_row", "distance")
 
 
@@ -56,11 +72,11 @@ class Slot:
     out_features: int
     a_key: str
     bank: str
-    """The B bank (= the merge group) this layer's B lives in."""
+    """The merge group this layer's B belongs to (a module type, or a B shape under ``joint``)."""
     index: int
     """This layer's position in ``b_map``."""
     row: int
-    """The bank row this layer reads before any tie (its own B)."""
+    """The position in its group of the B this layer reads before any tie (its own B)."""
 
     @property
     def key(self) -> str:
@@ -95,12 +111,17 @@ class TensorBufferDict(nn.Module):
         return list(self._buffers.items())
 
 
+class SharedLoRATunerLayer(BaseTunerLayer):
+    """What PEFT's walks over our tuner's layers look for: the adapted linears and the pools'
+    container (``aslora.integrations.peft.SharedLoRATuner.tuner_layer_cls``)."""
+
+
 class SharedLoRAPool(nn.Module):
-    """Storage of A's, B banks (and Tied-LoRA's scaling vectors) with the layer→row map.
+    """One adapter's A's, B's (and Tied-LoRA's scaling vectors) with the layer→B map.
 
     Args:
         config: the adapter's config (ASLoRA, ShareLoRA or Tied-LoRA).
-        slots: the adapted layers, in forward order, with their bank and initial row.
+        slots: the adapted layers, in forward order, with their merge group and initial row.
         device, dtype: where the factors live. The dtype is float32 even for a bf16/fp16 base
             model (PEFT's ``autocast_adapter_dtype`` does the same): low-precision adapters lose
             the small updates that low-rank factors receive.
@@ -117,6 +138,7 @@ class SharedLoRAPool(nn.Module):
         super().__init__()
         self.config = config
         self.slots: dict[str, Slot] = {slot.key: slot for slot in slots}
+        self.slot_of_module: dict[str, Slot] = {slot.module_name: slot for slot in slots}
         self.track_running_means = isinstance(config, ASLoRAConfig)
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
@@ -124,15 +146,19 @@ class SharedLoRAPool(nn.Module):
         self.lora_v = nn.ParameterDict()  # Tied-LoRA: per-layer output scaling, R^{d_out}
         self.running_mean_B = TensorBufferDict()
 
-        # Row names: a row is named after the layer that owned it first (``query_3``), or after
-        # the module type for Tied-LoRA's one B per type — the names reports and figures use.
+        # B names: a B is named after the layer that owned it first (``query_3``), or after the
+        # module type for Tied-LoRA's one B per type — the names reports and figures use.
         self.row_names: dict[str, list[str]] = {}
-        out_features: dict[str, int] = {}
         for slot in slots:
             names = self.row_names.setdefault(slot.bank, [])
             if slot.row == len(names):
-                names.append(slot.module_type if isinstance(config, TiedLoRAConfig) else slot.key)
-            out_features[slot.bank] = slot.out_features
+                name = slot.module_type if isinstance(config, TiedLoRAConfig) else slot.key
+                names.append(name)
+                self.lora_B[name] = nn.Parameter(torch.zeros(slot.out_features, config.r, device=device, dtype=dtype))
+                if self.track_running_means:
+                    self.running_mean_B[name] = torch.zeros(
+                        slot.out_features, config.r, device=device, dtype=torch.float32
+                    )
             if slot.a_key not in self.lora_A:
                 self.lora_A[slot.a_key] = nn.Parameter(
                     torch.empty(config.r, slot.in_features, device=device, dtype=dtype)
@@ -143,13 +169,11 @@ class SharedLoRAPool(nn.Module):
         self.row_of_name = {
             name: (bank, row) for bank, names in self.row_names.items() for row, name in enumerate(names)
         }
-        for bank, names in self.row_names.items():
-            shape = (len(names), out_features[bank], config.r)
-            self.lora_B[bank] = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
-            if self.track_running_means:
-                self.running_mean_B[bank] = torch.zeros(shape, device=device, dtype=torch.float32)
         for a in self.lora_A.values():
             _init_lora_A(a)
+        if not config.init_weights:  # after A, so the default initialisation draws what it always drew
+            for b in self.lora_B.values():
+                _init_random_B(b)
 
         self.register_buffer("b_map", torch.tensor([s.row for s in slots], dtype=torch.long, device=device))
         self.register_buffer("num_mean_updates", torch.zeros((), dtype=torch.long, device=device))
@@ -157,18 +181,42 @@ class SharedLoRAPool(nn.Module):
         self.register_buffer("num_merges", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("merge_log", torch.zeros(capacity, len(_LOG_FIELDS), dtype=torch.float64, device=device))
         self.bank_names = list(self.row_names)
+        self.home_device = torch.device(device) if device is not None else torch.device("cpu")
+        """Where the pool was built (beside the adapted weights); PEFT's loading moves it back there."""
 
     # ----------------------------------------------------------------------------------------
     # lookups used by the layers on every forward
-    def factors(self, slot_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B) of one layer now: its A and the bank row ``b_map`` points it at."""
-        slot = self.slots[slot_key]
-        return self.lora_A[slot.a_key], self.row(slot)
-
     def row(self, slot: Slot) -> torch.Tensor:
-        # index_select with the map as a tensor: no Python int is read from the map, so no
-        # host sync and nothing for torch.compile to specialise on (a tie never recompiles)
-        return self.lora_B[slot.bank].index_select(0, self.b_map[slot.index : slot.index + 1]).squeeze(0)
+        """The B ``slot``'s layer reads now, ``(out_features, r)``."""
+        names = self.row_names[slot.bank]
+        if len(names) == 1:  # Tied-LoRA's one B per type, or a group of one layer: nothing to choose
+            return self.lora_B[names[0]]
+        # the map read as a tensor (index_select), never as a Python int: no host sync and nothing
+        # for torch.compile to specialise on, so a tie never recompiles. Stacking the group's B's
+        # costs one (group size × d_out × r) copy per layer per step — kilobytes next to the
+        # activations; the backward hands each B exactly its own gradient (zero for a retired B).
+        group = torch.stack([self.lora_B[name] for name in names])
+        return group.index_select(0, self.b_map[slot.index : slot.index + 1]).squeeze(0)
+
+    def effective_B(self, slot: Slot, scaled: bool = True) -> torch.Tensor:
+        """``(α/r) · [diag(v)] B [diag(u)]``, shape ``(out_features, r)``: the scaling is applied to
+        this small matrix rather than to the ``tokens × out_features`` update (``scaled=False``:
+        without ``α/r``, as PEFT stores B)."""
+        b = self.row(slot)
+        if scaled:
+            b = b * self.config.scaling
+        if self.is_tied_lora:
+            b = self.lora_v[slot.key][:, None] * b * self.lora_u[slot.key][None, :]
+        return b
+
+    def delta_weight(self, slot: Slot) -> torch.Tensor:
+        """``ΔW = (α/r) · [diag(v)] B [diag(u)] A``, shape ``(out_features, in_features)``, in fp32."""
+        return self.effective_B(slot).float() @ self.lora_A[slot.a_key].float()
+
+    def group(self, bank: str, tensors: nn.ParameterDict | TensorBufferDict) -> torch.Tensor:
+        """A merge group's B's (or their running means) stacked in row order, ``(n, d_out, r)``,
+        whole even where FSDP2 shards them (``DTensor.full_tensor``)."""
+        return torch.stack([_full(tensors[name]) for name in self.row_names[bank]])
 
     @property
     def is_tied_lora(self) -> bool:
@@ -185,25 +233,29 @@ class SharedLoRAPool(nn.Module):
         return {key: self.row_names[self.slots[key].bank][row] for key, row in self.current_rows().items()}
 
     def live_rows(self) -> dict[str, list[int]]:
-        """Bank → the rows some layer still reads, ascending."""
+        """Merge group → the rows some layer still reads, ascending."""
         rows = self.current_rows()
         live: dict[str, set[int]] = {bank: set() for bank in self.bank_names}
         for key, row in rows.items():
             live[self.slots[key].bank].add(row)
         return {bank: sorted(r) for bank, r in live.items()}
 
+    def live_B_names(self) -> list[str]:
+        """The names of the B's some layer still reads, in group and row order."""
+        return [self.row_names[bank][row] for bank, rows in self.live_rows().items() for row in rows]
+
     @property
     def num_distinct_B(self) -> int:
         return sum(len(rows) for rows in self.live_rows().values())
 
     def live_numel(self) -> dict[int, int]:
-        """``id(parameter)`` → the elements that are part of the adapter now: a bank counts its
-        live rows only (a retired row is allocated but read by no layer); other tensors whole."""
-        live = self.live_rows()
+        """``id(parameter)`` → the elements that are part of the adapter now: a retired B (allocated
+        but read by no layer) counts 0; every other tensor whole."""
         counts = {id(p): p.numel() for p in self.parameters()}
-        for bank, rows in live.items():
-            p = self.lora_B[bank]
-            counts[id(p)] = len(rows) * p.shape[1] * p.shape[2]
+        live = set(self.live_B_names())
+        for name, p in self.lora_B.items():
+            if name not in live:
+                counts[id(p)] = 0
         return counts
 
     # ----------------------------------------------------------------------------------------
@@ -212,16 +264,17 @@ class SharedLoRAPool(nn.Module):
     def update_running_means(self) -> None:
         """``B̄^t = B̄^{t−1} + (B^t − B̄^{t−1}) / t`` — the incremental form of ``(1/t) Σ_k B^k``.
 
-        One fused ``lerp`` over all banks, the weight a tensor, so there is no host–device
-        synchronisation and it stays off the critical path of the training step. Retired rows
+        One ``lerp`` per B, the weight a tensor, so there is no host–device
+        synchronisation and it stays off the critical path of the training step. Retired B's
         keep being averaged (they are never read again); skipping them would cost a sync.
         """
         if not self.track_running_means:
             return
         self.num_mean_updates += 1
         weight = 1.0 / self.num_mean_updates.to(torch.float32)
-        means = [self.running_mean_B[bank] for bank in self.bank_names]
-        current = [_full(self.lora_B[bank]).to(torch.float32) for bank in self.bank_names]
+        names = list(self.lora_B.keys())
+        means = [self.running_mean_B[name] for name in names]
+        current = [_full(self.lora_B[name]).to(torch.float32) for name in names]
         for mean, value in zip(means, current):
             mean.lerp_(value, weight)
 
@@ -229,20 +282,22 @@ class SharedLoRAPool(nn.Module):
     # ties (ASLoRA §3.2)
     @torch.no_grad()
     def tie(self, *, bank: str, lower: int, upper: int, update_ratio: float, step: int, distance: float) -> None:
-        """Every layer that reads row ``lower`` of ``bank`` reads row ``upper`` from now on.
+        """Every layer that reads row ``lower`` of merge group ``bank`` reads row ``upper`` from now on.
 
         The survivor becomes ``(1 − λ)·B_upper + λ·B_lower`` (λ = ``update_ratio``); it keeps the
-        upper row's running mean and optimizer moments, because from now on it is the upper B
+        upper B's running mean and optimizer moments, because from now on it is the upper B
         that keeps training. Nothing is allocated or freed.
         """
         live = self.live_rows().get(bank, [])
         if lower == upper or lower not in live or upper not in live:
             raise ValueError(
-                f"cannot tie row {lower} to row {upper} of bank {bank!r}: both must be distinct live rows "
+                f"cannot tie row {lower} to row {upper} of merge group {bank!r}: both must be distinct live rows "
                 f"(live: {live})"
             )
         if update_ratio:
-            _blend_row(self.lora_B[bank], upper, lower, update_ratio)
+            # elementwise, so a B that FSDP2 shards (a DTensor) blends shard by shard
+            kept, retired = (self.lora_B[self.row_names[bank][r]] for r in (upper, lower))
+            kept.mul_(1.0 - update_ratio).add_(retired, alpha=update_ratio)
         in_bank = torch.tensor([s.index for s in self.slots.values() if s.bank == bank], device=self.b_map.device)
         moved = in_bank[self.b_map[in_bank] == lower]
         self.b_map[moved] = upper
@@ -253,7 +308,7 @@ class SharedLoRAPool(nn.Module):
         self.num_merges += 1
 
     def merges_by_bank(self) -> dict[str, int]:
-        """How many ties each B bank has had, read straight from ``merge_log``."""
+        """How many ties each merge group has had, read straight from ``merge_log``."""
         done = dict.fromkeys(self.bank_names, 0)
         for bank_index in self.merge_log[: int(self.num_merges), 1].tolist():
             done[self.bank_names[int(bank_index)]] += 1
@@ -311,7 +366,7 @@ class SharedLoRAPool(nn.Module):
             bank_k, kept = self._row_named(event["kept"])
             bank_r, retired = self._row_named(event["retired"])
             if bank_k != bank_r:
-                raise ValueError(f"saved merge history ties B's of different banks: {event}")
+                raise ValueError(f"saved merge history ties B's of different groups: {event}")
             self.tie(
                 bank=bank_k,
                 lower=retired,
@@ -339,12 +394,81 @@ class SharedLoRAPool(nn.Module):
         }
 
 
-def find_pool(model: nn.Module) -> SharedLoRAPool | None:
-    """The pool attached by ``apply_adapter``, or ``None`` for models without one."""
+class SharedLoRAPools(nn.Module, SharedLoRATunerLayer):
+    """The pools of every adapter of one model, keyed by adapter name, as a PEFT tuner layer.
+
+    It computes nothing itself (the adapted linears read the pools); being a tuner layer is what
+    makes PEFT's generic code see the pools as adapter state: ``set_adapter`` trains the active
+    adapter's pool and freezes the others, ``delete_adapter`` drops a pool, ``disable_adapter``
+    freezes them, and the state dict of adapter ``x`` is everything under ``aslora_pool.x``.
+    """
+
+    adapter_layer_names = (POOL_DICT,)
+
+    def __init__(self, adapter_name: str) -> None:
+        super().__init__()
+        self.aslora_pool = nn.ModuleDict()
+        self._active_adapter = adapter_name
+        self._disable_adapters = False
+        self.merged_adapters = []
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        # The adapted linears fold ΔW into their own weights; the container only records which
+        # adapters are merged, so PEFT's model status reads the same on every tuner layer.
+        self.merged_adapters.extend(n for n in check_adapters_to_merge(self, adapter_names) if n in self.aslora_pool)
+
+    def unmerge(self) -> None:
+        self.merged_adapters.clear()
+
+    @property
+    def weight(self) -> torch.Tensor:  # BaseTunerLayer's would look for a base layer, which this has not
+        raise AttributeError("SharedLoRAPools holds the adapters' factors, no weight of its own")
+
+    @property
+    def bias(self) -> torch.Tensor:
+        raise AttributeError("SharedLoRAPools holds the adapters' factors, no bias of its own")
+
+    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: Optional[torch.device] = None) -> None:
+        # PEFT calls this after loading (a low_cpu_mem_usage load assigns the file's tensors, on
+        # the CPU): the pool goes back where it was built, beside the weights its layers adapt
+        pool = self.aslora_pool[adapter_name] if adapter_name in self.aslora_pool else None
+        if pool is not None:
+            pool.to(device if device is not None else pool.home_device)
+
+    def extra_repr(self) -> str:
+        return f"adapters={list(self.aslora_pool)}"
+
+
+def find_pools(model: nn.Module) -> SharedLoRAPools | None:
+    """The pools' container of ``model`` (or of a wrapper of it: PEFT, DDP, ``torch.compile``)."""
     for module in model.modules():
-        if isinstance(module, SharedLoRAPool):
+        if isinstance(module, SharedLoRAPools):
             return module
     return None
+
+
+def find_pool(model: nn.Module, adapter_name: str | None = None) -> SharedLoRAPool | None:
+    """The pool of adapter ``adapter_name``; with ``None``, the model's only pool. ``None`` for
+    models without our adapters.
+
+    Raises:
+        ValueError: ``adapter_name`` names no adapter of the model, or it is ``None`` and the
+            model has several.
+    """
+    pools = find_pools(model)
+    if pools is None or not len(pools.aslora_pool):
+        if adapter_name is not None and pools is not None:
+            raise ValueError(f"adapter {adapter_name!r} is not on this model; it has none of ours")
+        return None
+    if adapter_name is None:
+        if len(pools.aslora_pool) > 1:
+            raise ValueError(
+                f"this model has several adapters {list(pools.aslora_pool)}: name the one you mean (adapter_name=...)"
+            )
+        return next(iter(pools.aslora_pool.values()))
+    if adapter_name not in pools.aslora_pool:
+        raise ValueError(f"adapter {adapter_name!r} is not on this model; its adapters: {list(pools.aslora_pool)}")
+    return pools.aslora_pool[adapter_name]
 
 
 def _init_lora_A(a: torch.Tensor) -> None:
@@ -352,18 +476,11 @@ def _init_lora_A(a: torch.Tensor) -> None:
     nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
 
+def _init_random_B(b: torch.Tensor) -> None:
+    # PEFT's init_lora_weights=False for LoRA: B Kaiming-uniform like A, so ΔW is of A's scale
+    nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+
+
 def _full(tensor: torch.Tensor) -> torch.Tensor:
     """The whole value of a parameter that FSDP2 may have sharded into a DTensor."""
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-
-
-def _blend_row(bank: torch.Tensor, upper: int, lower: int, update_ratio: float) -> None:
-    """``bank[upper] ← (1 − λ)·bank[upper] + λ·bank[lower]``, on a plain or a sharded bank."""
-    if not hasattr(bank, "full_tensor"):
-        bank[upper].mul_(1.0 - update_ratio).add_(bank[lower], alpha=update_ratio)
-        return
-    from torch.distributed.tensor import distribute_tensor
-
-    full = bank.full_tensor()
-    full[upper].mul_(1.0 - update_ratio).add_(full[lower], alpha=update_ratio)
-    bank.copy_(distribute_tensor(full, bank.device_mesh, bank.placements))

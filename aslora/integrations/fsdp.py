@@ -5,14 +5,15 @@
     optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
 
 Each transformer block (the classes in ``model._no_split_modules``) becomes its own FSDP unit and
-the root module takes the rest — the embeddings, the head and the pool. The pool must sit in the
-root unit: every block reads the shared A and the B banks, and the root's parameters are gathered
-for the whole forward and backward, while a block's are gathered only for that block.
+the root module takes the rest — the embeddings, the head and the pools. The pools must sit in the
+root unit: every block reads the shared A and the B's of its merge group, and the root's parameters
+are gathered for the whole forward and backward, while a block's are gathered only for that block.
 
-Why this works for ASLoRA at all: a tie rewrites the layer→row map (a buffer, not sharded) and
+Why this works for ASLoRA at all: a tie rewrites the layer→B map (a buffer, not sharded) and
 never adds or removes a parameter, so FSDP's sharded parameters stay what they were. The running
-means and a λ > 0 tie read a bank's full value (``DTensor.full_tensor()``, an all-gather of a few
-kilobytes per step), and every process takes the same decision from the same values.
+means read each B's full value (``DTensor.full_tensor()``, an all-gather of a few kilobytes per
+step), a λ > 0 tie blends two B's shard by shard, and every process takes the same decision from
+the same values.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController, MergeEvent
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pool import find_pools
 
 log = logging.getLogger("aslora")
 
@@ -42,51 +42,78 @@ class ASLoRACallback(TrainerCallback):
 
     Args:
         trainer: the ``Trainer`` this callback is added to, so ties reach its loggers; optional.
+        adapter_names: the ASLoRA adapters to run, each with its own schedule and ties; ``None``:
+            every ASLoRA adapter that trains (whose pool has a parameter with ``requires_grad``).
     """
 
-    def __init__(self, trainer: Any | None = None) -> None:
+    def __init__(self, trainer: Any | None = None, adapter_names: list[str] | None = None) -> None:
         self.trainer = trainer
-        self.controller: MergeController | None = None
+        self.adapter_names = adapter_names
+        self.controllers: dict[str, MergeController] = {}
         self.events: list[MergeEvent] = []
+
+    @property
+    def controller(self) -> MergeController:
+        """The controller of the one adapter this callback runs."""
+        if len(self.controllers) != 1:
+            raise ValueError(f"this callback runs {sorted(self.controllers)}: use .controllers[name]")
+        return next(iter(self.controllers.values()))
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs: Any
     ) -> None:
-        pool = find_pool(model) if model is not None else None
-        if pool is None or not isinstance(pool.config, ASLoRAConfig):
+        pools = find_pools(model) if model is not None else None
+        aslora = {n: p for n, p in (pools.aslora_pool.items() if pools else ()) if isinstance(p.config, ASLoRAConfig)}
+        names = self.adapter_names
+        if names is None:
+            names = [n for n, p in aslora.items() if any(t.requires_grad for t in p.parameters())]
+        unknown = sorted(set(names) - set(aslora))
+        if not names or unknown:
             raise ValueError(
                 "ASLoRACallback needs a model adapted with aslora.ASLoRAConfig "
                 "(peft.get_peft_model(model, ASLoRAConfig(...)) or aslora.apply_adapter)"
+                + (
+                    f"; adapters {unknown} are not ASLoRA adapters of this model (it has {sorted(aslora)})"
+                    if unknown
+                    else ""
+                )
+                + ("; none of its ASLoRA adapters trains" if aslora and not names else "")
             )
-        # resolves fractions against the run's optimizer steps and refuses an impossible schedule
-        self.controller = MergeController(model, total_steps=state.max_steps)
-        schedule = self.controller.schedule
-        if schedule.max_events:
-            log.info(
-                "ASLoRA: %d merge events at steps %s of %d",
-                schedule.max_events,
-                ", ".join(map(str, schedule.event_steps)),
-                state.max_steps,
-            )
+        # each resolves fractions against the run's optimizer steps and refuses an impossible schedule
+        self.controllers = {n: MergeController(model, total_steps=state.max_steps, adapter_name=n) for n in names}
+        for name, controller in self.controllers.items():
+            if controller.schedule.max_events:
+                log.info(
+                    "ASLoRA (%s): %d merge events at steps %s of %d",
+                    name,
+                    controller.schedule.max_events,
+                    ", ".join(map(str, controller.schedule.event_steps)),
+                    state.max_steps,
+                )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        events = self.controller.step(state.global_step)
-        if not events:
+        metrics: dict[str, float] = {}
+        for name, controller in self.controllers.items():
+            events = controller.step(state.global_step)
+            if not events:
+                continue
+            self.events += events
+            # one adapter logs as aslora/…; several as aslora/<adapter>/…
+            key = "aslora" if len(self.controllers) == 1 else f"aslora/{name}"
+            metrics[f"{key}/num_B"] = float(controller.num_distinct_B)
+            metrics.update({f"{key}/merge_distance/{e.group}": e.distance for e in events})
+            for event in events:
+                log.info(
+                    "ASLoRA tie at step %d (%s, %s): %s now read %s's B; distance %.4g",
+                    event.step,
+                    name,
+                    event.group,
+                    ", ".join(event.moved_layers),
+                    event.kept,
+                    event.distance,
+                )
+        if not metrics:
             return
-        self.events += events
-        metrics = {
-            "aslora/num_B": float(self.controller.num_distinct_B),
-            **{f"aslora/merge_distance/{e.group}": e.distance for e in events},
-        }
-        for event in events:
-            log.info(
-                "ASLoRA tie at step %d (%s): %s now read %s's B; distance %.4g",
-                event.step,
-                event.group,
-                ", ".join(event.moved_layers),
-                event.kept,
-                event.distance,
-            )
         if self.trainer is not None:
             self.trainer.log(metrics)
         else:

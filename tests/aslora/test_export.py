@@ -43,23 +43,20 @@ def test_save_load_round_trips_to_identical_outputs(arch, tmp_path, input_ids):
     aslora.save_adapter(model, tmp_path / "adapter")
     saved = load_file(tmp_path / "adapter" / "aslora_model.safetensors")
     assert sum(1 for k in saved if k.startswith("lora_A.")) == 1  # shared A stored once
-    # live rows only: a retired B is not saved, so the file is as small as the count says
-    assert (
-        sum(v.shape[0] for k, v in saved.items() if k.startswith("lora_B."))
-        == aslora.count_parameters(model).num_distinct_B
-    )
+    # live B's only: a retired B is not saved, so the file is as small as the count says
+    assert sum(1 for k in saved if k.startswith("lora_B.")) == aslora.count_parameters(model).num_distinct_B
     assert (
         sum(v.numel() for k, v in saved.items() if k.startswith(("lora_A.", "lora_B.")))
         == aslora.count_parameters(model).adapter
     )
     loaded = aslora.load_adapter(build(), tmp_path / "adapter")
     torch.testing.assert_close(loaded(input_ids).logits, expected, rtol=0, atol=0)
-    assert loaded.aslora_pool.sharing_map() == model.aslora_pool.sharing_map()
-    assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
-    assert loaded.aslora_pool.num_mean_updates == model.aslora_pool.num_mean_updates
-    for key, rows in model.aslora_pool.live_rows().items():
+    assert aslora.find_pool(loaded).sharing_map() == aslora.find_pool(model).sharing_map()
+    assert aslora.find_pool(loaded).merge_history == aslora.find_pool(model).merge_history
+    assert aslora.find_pool(loaded).num_mean_updates == aslora.find_pool(model).num_mean_updates
+    for name in aslora.find_pool(model).live_B_names():
         torch.testing.assert_close(
-            loaded.aslora_pool.running_mean_B[key][rows], model.aslora_pool.running_mean_B[key][rows], rtol=0, atol=0
+            aslora.find_pool(loaded).running_mean_B[name], aslora.find_pool(model).running_mean_B[name], rtol=0, atol=0
         )
     assert aslora.count_parameters(loaded) == aslora.count_parameters(model)
 
@@ -70,7 +67,7 @@ def test_adapter_saved_without_training_state_still_reproduces_outputs(tmp_path,
     saved = load_file(tmp_path / "aslora_model.safetensors")
     assert not any(k.startswith("running_mean_B.") for k in saved)
     loaded = aslora.load_adapter(tiny_bert(), tmp_path)
-    assert loaded.aslora_pool.num_mean_updates == 0  # its means start afresh if training continues
+    assert aslora.find_pool(loaded).num_mean_updates == 0  # its means start afresh if training continues
     torch.testing.assert_close(loaded(input_ids).logits, model(input_ids).logits, rtol=0, atol=0)
 
 
@@ -115,25 +112,32 @@ def test_a_peft_directory_is_named_as_such(tmp_path):
         aslora.load_adapter(tiny_bert(), tmp_path)
 
 
-def test_a_version_1_adapter_still_loads(tmp_path, input_ids):
-    """Version 1 (before B banks) saved one tensor per live B under PEFT's file names."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_adapter_versions_still_load(version, tmp_path, input_ids):
+    """Version 1 saved one tensor per live B under PEFT's file names (as version 3 does, under
+    ours); version 2 stacked each merge group's live B's, in ``live_B``'s order."""
     model = _merged_aslora(tiny_bert, ["query", "value"])
-    aslora.save_adapter(model, tmp_path / "v2")
-    meta = json.loads((tmp_path / "v2" / "aslora_config.json").read_text())
-    weights = load_file(tmp_path / "v2" / "aslora_model.safetensors")
-    v1 = {k: v for k, v in weights.items() if not k.startswith(("lora_B.", "running_mean_B."))}
-    for prefix in ("lora_B", "running_mean_B"):
-        for bank, names in meta["live_B"].items():
-            for row, name in enumerate(names):
-                v1[f"{prefix}.{name}"] = weights[f"{prefix}.{bank}"][row]
-    meta.update(format_version=1, config={**meta["config"], "reuse_input_projection": True})
-    del meta["live_B"]
-    (tmp_path / "v1").mkdir()
-    (tmp_path / "v1" / "adapter_config.json").write_text(json.dumps(meta))
-    save_file({k: v.contiguous() for k, v in v1.items()}, tmp_path / "v1" / "adapter_model.safetensors")
-    loaded = aslora.load_adapter(tiny_bert(), tmp_path / "v1")
+    aslora.save_adapter(model, tmp_path / "v3")
+    meta = json.loads((tmp_path / "v3" / "aslora_config.json").read_text())
+    weights = load_file(tmp_path / "v3" / "aslora_model.safetensors")
+    old = dict(weights)
+    if version == 2:
+        old = {k: v for k, v in weights.items() if not k.startswith(("lora_B.", "running_mean_B."))}
+        for prefix in ("lora_B", "running_mean_B"):
+            for bank, names in meta["live_B"].items():
+                old[f"{prefix}.{bank}"] = torch.stack([weights[f"{prefix}.{name}"] for name in names])
+        meta.update(format_version=2)
+        config_file, weights_file = "aslora_config.json", "aslora_model.safetensors"
+    else:
+        meta.update(format_version=1, config={**meta["config"], "reuse_input_projection": True})
+        del meta["live_B"]
+        config_file, weights_file = "adapter_config.json", "adapter_model.safetensors"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / config_file).write_text(json.dumps(meta))
+    save_file({k: v.contiguous() for k, v in old.items()}, tmp_path / "old" / weights_file)
+    loaded = aslora.load_adapter(tiny_bert(), tmp_path / "old")
     torch.testing.assert_close(loaded(input_ids).logits, model(input_ids).logits, rtol=0, atol=0)
-    assert loaded.aslora_pool.merge_history == model.aslora_pool.merge_history
+    assert aslora.find_pool(loaded).merge_history == aslora.find_pool(model).merge_history
 
 
 @pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
@@ -155,7 +159,8 @@ def test_merge_into_base_gives_the_same_logits_and_no_adapter(arch, kind, input_
 def test_merge_into_base_refuses_non_finite_weights_and_changes_nothing(input_ids):
     model = _merged_aslora(tiny_bert, ["query", "value"])
     with torch.no_grad():
-        next(iter(model.aslora_pool.lora_B.values())).fill_(float("inf"))
+        pool = aslora.find_pool(model)
+        pool.lora_B[pool.live_B_names()[0]].fill_(float("inf"))
     weight_before = model.bert.encoder.layer[0].attention.self.query.base_layer.weight.clone()
     with pytest.raises(ValueError, match="non-finite"):
         aslora.merge_into_base(model)
@@ -165,7 +170,7 @@ def test_merge_into_base_refuses_non_finite_weights_and_changes_nothing(input_id
 
 def test_merge_into_base_is_exact_in_fp32_for_bf16_base(input_ids):
     model = aslora.apply_adapter(tiny_bert().to(torch.bfloat16), aslora.ASLoRAConfig(r=4, max_merges=0))
-    assert model.aslora_pool.lora_A["global"].dtype == torch.float32  # adapters stay fp32
+    assert aslora.find_pool(model).lora_A["global"].dtype == torch.float32  # adapters stay fp32
     randomise_adapter(model)
     layer = model.bert.encoder.layer[0].attention.self.query
     expected = (layer.base_layer.weight.float() + layer.delta_weight()).to(torch.bfloat16)

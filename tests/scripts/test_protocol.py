@@ -95,7 +95,7 @@ def test_lora_r2_is_the_rank_nearest_aslora_final_size(model_name, tasks):
     config = RunSettings.from_dict(container, choices).adapter_config()
     with torch.device("meta"):
         model = aslora.apply_adapter(AutoModelForSequenceClassification.from_config(_architecture(model_name)), config)
-    shapes = [(s.in_features, s.out_features) for s in model.aslora_pool.slots.values()]
+    shapes = [(s.in_features, s.out_features) for s in aslora.find_pool(model).slots.values()]
     tie_lowest_upward(model, config.merges_allowed)
     final = aslora.count_parameters(model).adapter
     nearest = min(range(1, 9), key=lambda r: abs(lora_parameter_count(shapes, r) - final))

@@ -68,10 +68,10 @@ def test_training_through_every_tie_under_compile_never_recompiles(input_ids):
             losses[name].append(loss.item())
         if t == 1:
             compiled_after_first_step = len(compiles)
-    assert model.aslora_pool.num_distinct_B == 8 - 2 * 3  # all six ties happened
+    assert aslora.find_pool(model).num_distinct_B == 8 - 2 * 3  # all six ties happened
     assert len(compiles) == compiled_after_first_step == 1
     torch.testing.assert_close(torch.tensor(losses["compiled"]), torch.tensor(losses["eager"]), rtol=1e-4, atol=1e-5)
-    assert model.aslora_pool.sharing_map() == reference.aslora_pool.sharing_map()
+    assert aslora.find_pool(model).sharing_map() == aslora.find_pool(reference).sharing_map()
 
 
 def _grads(model, input_ids):
@@ -92,7 +92,7 @@ def test_gradient_checkpointing_gives_the_plain_gradients(arch, reentrant, confi
     model = aslora.apply_adapter(build(), config_cls(r=4, target_modules=targets, lora_dropout=0.1))
     randomise_adapter(model)
     if config_cls is aslora.ASLoRAConfig:  # a tied map too, not only the initial one
-        model.aslora_pool.tie(bank=targets[0], lower=0, upper=1, update_ratio=0.0, step=1, distance=0.0)
+        aslora.find_pool(model).tie(bank=targets[0], lower=0, upper=1, update_ratio=0.0, step=1, distance=0.0)
     model.train()
     checkpointed = copy.deepcopy(model)
     checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})

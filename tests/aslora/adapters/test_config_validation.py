@@ -72,7 +72,7 @@ def test_target_that_is_not_linear_raises():
 
 def test_regex_target_modules_use_full_match():
     model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(r=2, target_modules=r".*layer\.[01]\..*\.query"))
-    assert sorted(model.aslora_pool.slots) == ["query_0", "query_1"]
+    assert sorted(aslora.find_pool(model).slots) == ["query_0", "query_1"]
 
 
 def test_unknown_config_type_raises():

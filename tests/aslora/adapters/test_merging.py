@@ -63,7 +63,7 @@ def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
     model = aslora.apply_adapter(
         tiny_bert(layers=4), aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1)
     )
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     # Set B's so that the query running means are 0, 10, 10.5, 30 and value means 0, 5, 20, 21.
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
@@ -80,22 +80,22 @@ def test_tie_picks_closest_adjacent_pair_by_running_mean_distance():
     assert pool.sharing_map()["query_1"] == "query_2" == pool.sharing_map()["query_2"]
     layer1 = model.bert.encoder.layer[1].attention.self.query
     layer2 = model.bert.encoder.layer[2].attention.self.query
-    torch.testing.assert_close(layer1.pool.factors(layer1.slot_key)[1], layer2.pool.factors(layer2.slot_key)[1])
-    assert "query_1" not in model.aslora_pool.sharing_map().values()
+    torch.testing.assert_close(layer1.factors()[1], layer2.factors()[1])
+    assert "query_1" not in aslora.find_pool(model).sharing_map().values()
     assert pool.merge_history[0]["moved_layers"] == ["bert.encoder.layer.1.attention.self.query"]
     assert by_group["query"].moved_layers == ("bert.encoder.layer.1.attention.self.query",)
 
 
 def test_running_mean_is_the_mean_of_all_sampled_values():
     model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(r=2, max_merges=0))
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     controller = aslora.MergeController(model)
     values = [1.0, 2.0, 6.0]
     for t, v in enumerate(values, 1):
         with torch.no_grad():
             B_of(pool, "query_0").fill_(v)
         controller.step(t)
-    torch.testing.assert_close(pool.running_mean_B["query"][0], torch.full((32, 2), 3.0))
+    torch.testing.assert_close(pool.running_mean_B["query_0"], torch.full((32, 2), 3.0))
 
 
 def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
@@ -108,7 +108,7 @@ def test_all_candidates_may_tie_distant_layers_adjacent_may_not():
         )
         with torch.no_grad():
             for depth, v in enumerate([0.0, 10.0, 20.0, 0.1]):  # layer 0 and layer 3 are closest
-                B_of(model.aslora_pool, f"query_{depth}").fill_(v)
+                B_of(aslora.find_pool(model), f"query_{depth}").fill_(v)
         return next(e for e in aslora.MergeController(model, total_steps=3).step(1) if e.group == "query")
 
     assert (first_event("all").retired, first_event("all").kept) == ("query_0", "query_3")
@@ -124,8 +124,8 @@ def test_distance_threshold_blocks_merges_above_it():
     )
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 20.0, 30.0]):
-            B_of(model.aslora_pool, f"query_{depth}").fill_(v)
-            B_of(model.aslora_pool, f"value_{depth}").fill_(0.01 * depth)
+            B_of(aslora.find_pool(model), f"query_{depth}").fill_(v)
+            B_of(aslora.find_pool(model), f"value_{depth}").fill_(0.01 * depth)
     events = aslora.MergeController(model, total_steps=3).step(1)
     assert [e.group for e in events] == ["value"]  # query pairs are ~80 apart, value pairs 0.08
 
@@ -136,10 +136,10 @@ def test_update_ratio_blends_survivor():
         aslora.ASLoRAConfig(r=2, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_update_ratio=0.5),
     )
     with torch.no_grad():
-        B_of(model.aslora_pool, "query_0").fill_(2.0)
-        B_of(model.aslora_pool, "query_1").fill_(4.0)
+        B_of(aslora.find_pool(model), "query_0").fill_(2.0)
+        B_of(aslora.find_pool(model), "query_1").fill_(4.0)
     aslora.MergeController(model, total_steps=3).step(1)
-    torch.testing.assert_close(B_of(model.aslora_pool, "query_1"), torch.full((32, 2), 3.0))
+    torch.testing.assert_close(B_of(aslora.find_pool(model), "query_1"), torch.full((32, 2), 3.0))
 
 
 def test_tied_B_gets_the_sum_of_both_layers_gradients_and_the_retired_row_none(input_ids):
@@ -154,11 +154,11 @@ def test_tied_B_gets_the_sum_of_both_layers_gradients_and_the_retired_row_none(i
     events = aslora.MergeController(tied, total_steps=3).step(1)
     with torch.no_grad():  # give the untied model's lower B's the values the survivors have
         for e in events:
-            B_of(untied.aslora_pool, e.retired).copy_(B_of(untied.aslora_pool, e.kept))
+            B_of(aslora.find_pool(untied), e.retired).copy_(B_of(aslora.find_pool(untied), e.kept))
     event = next(e for e in events if e.group == "query")
     tied(input_ids).logits.square().sum().backward()
     untied(input_ids).logits.square().sum().backward()
-    grad = lambda model, name: model.aslora_pool.lora_B.query.grad[model.aslora_pool.row_of_name[name][1]]
+    grad = lambda model, name: aslora.find_pool(model).lora_B[name].grad
     expected = grad(untied, event.kept) + grad(untied, event.retired)
     assert grad(untied, event.retired).abs().sum() > 0
     torch.testing.assert_close(grad(tied, event.kept), expected, rtol=1e-5, atol=1e-7)
@@ -182,7 +182,7 @@ def test_a_tie_leaves_the_parameter_set_and_the_optimizer_untouched(input_ids):
     assert len(optimizer.param_groups[0]["params"]) == len(params_before) - sum(
         1 for p in model.parameters() if not p.requires_grad
     )
-    assert int(model.aslora_pool.num_merges) == 2
+    assert int(aslora.find_pool(model).num_merges) == 2
 
 
 def test_merges_to_the_target_count_on_llama_shapes(input_ids):
@@ -203,8 +203,8 @@ def test_merges_to_the_target_count_on_llama_shapes(input_ids):
         controller.step(t)
     # joint scope groups B's by shape; q (32×2) and v (16×2) never tie with each other
     assert controller.num_distinct_B == 2
-    assert sorted(model.aslora_pool.lora_B.keys()) == ["shape_16x2", "shape_32x2"]
-    assert model.aslora_pool.live_rows() == {"shape_32x2": [3], "shape_16x2": [3]}
+    assert aslora.find_pool(model).bank_names == ["shape_32x2", "shape_16x2"]
+    assert aslora.find_pool(model).live_rows() == {"shape_32x2": [3], "shape_16x2": [3]}
 
 
 @pytest.mark.parametrize("max_merges", [4, 10])
@@ -237,8 +237,8 @@ def _first_events(selection, step=1):
     )
     with torch.no_grad():
         for depth, v in enumerate([0.0, 10.0, 10.5, 30.0]):
-            B_of(model.aslora_pool, f"query_{depth}").fill_(v)
-            B_of(model.aslora_pool, f"value_{depth}").fill_(v)
+            B_of(aslora.find_pool(model), f"query_{depth}").fill_(v)
+            B_of(aslora.find_pool(model), f"value_{depth}").fill_(v)
     controller = aslora.MergeController(model, total_steps=50)
     for t in range(1, step):
         controller.pool.update_running_means()
@@ -267,7 +267,7 @@ def test_joint_scope_orders_and_neighbours_by_the_real_layer_index():
             r=2, target_modules=targets, merge_scope="joint", merge_start_step=0, merge_interval_steps=1, max_merges=1
         ),
     )
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     assert [(s.key, s.layer) for s in pool.slots.values()] == [
         ("query_0", 0),
         ("query_1", 1),
@@ -299,11 +299,11 @@ def test_exact_ties_go_to_the_lowest_pair_with_many_B():
         tiny_bert(layers=30, hidden=16),
         aslora.ASLoRAConfig(r=4, merge_start_step=0, merge_interval_steps=1, max_merges=1, merge_candidates="all"),
     )
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     same = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for bank in ("query", "value"):
-            pool.lora_B[bank].copy_(same.expand_as(pool.lora_B[bank]))
+        for b in pool.lora_B.values():
+            b.copy_(same)
     events = aslora.MergeController(model, total_steps=3).step(1)
     assert [(e.group, e.retired, e.kept, e.distance) for e in events] == [
         ("query", "query_0", "query_1", 0.0),
@@ -320,11 +320,11 @@ def test_max_merges_per_group():
     controller = aslora.MergeController(model, total_steps=5)
     for t in range(1, 6):
         controller.step(t)
-    groups = [e["group"] for e in model.aslora_pool.merge_history]
+    groups = [e["group"] for e in aslora.find_pool(model).merge_history]
     assert groups.count("query") == 3 and groups.count("value") == 1
-    assert model.aslora_pool.merges_by_bank() == {"query": 3, "value": 1}  # read from the log, as the caps are
+    assert aslora.find_pool(model).merges_by_bank() == {"query": 3, "value": 1}  # read from the log, as the caps are
     assert controller.num_distinct_B == 1 + 3
-    assert model.aslora_pool.config.resolve_schedule(5).last_event_step == 3  # the largest cap sets the schedule
+    assert aslora.find_pool(model).config.resolve_schedule(5).last_event_step == 3  # the largest cap sets the schedule
 
 
 @pytest.mark.parametrize(

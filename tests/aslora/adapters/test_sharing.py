@@ -17,26 +17,31 @@ def _adapted_layers(model):
     return [m for m in model.modules() if isinstance(m, SharedLoRALinear)]
 
 
+POOL = "shared_lora.aslora_pool.default"
+"""Where apply_adapter's one adapter keeps its tensors in the model's state dict."""
+
+
 @pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
 def test_global_A_is_one_tensor_used_by_every_layer_and_stored_once(arch):
     build, targets = MODEL_BUILDERS[arch]
     model = aslora.apply_adapter(build(), aslora.ASLoRAConfig(r=4, target_modules=targets))
     layers = _adapted_layers(model)
     assert len(layers) == 2 * model.config.num_hidden_layers
-    first_a = layers[0].pool.factors(layers[0].slot_key)[0]
+    first_a = layers[0].factors()[0]
     for layer in layers:
-        assert layer.pool.factors(layer.slot_key)[0] is first_a
+        assert layer.factors()[0] is first_a
     a_keys = [k for k in model.state_dict() if ".lora_A." in k]
-    assert a_keys == ["aslora_pool.lora_A.global"]
-    b_banks = {k: v.shape for k, v in model.state_dict().items() if ".lora_B." in k}
-    assert sorted(b_banks) == [f"aslora_pool.lora_B.{t}" for t in sorted(targets)]  # one bank per module type
-    assert sum(shape[0] for shape in b_banks.values()) == len(layers)  # one B row per layer before any merge
+    assert a_keys == [f"{POOL}.lora_A.global"]
+    b_shapes = {k: v.shape for k, v in model.state_dict().items() if ".lora_B." in k}
+    # one 2-D B per layer before any merge, named after it, as LoRA's are (d_out, r)
+    assert sorted(b_shapes) == sorted(f"{POOL}.lora_B.{layer.slot['default'].key}" for layer in layers)
+    assert all(shape == (layer.out_features, 4) for layer, shape in zip(layers, b_shapes.values()))
     assert sum(1 for n, _ in model.named_parameters() if "lora_A" in n) == 1
 
 
 def test_per_module_sharing_gives_one_A_per_module_type():
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=4))
-    assert sorted(model.aslora_pool.lora_A.keys()) == ["query", "value"]
+    assert sorted(aslora.find_pool(model).lora_A.keys()) == ["query", "value"]
     counts = aslora.count_parameters(model)
     assert counts.num_A == 2 and counts.num_distinct_B == 8
 
@@ -59,8 +64,8 @@ def test_delta_w_is_zero_at_init(arch, config, input_ids):
 def test_base_frozen_adapter_and_head_trainable():
     model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(r=4))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {n for n in trainable if n.startswith(("aslora_pool.", "classifier."))}
-    assert "classifier.weight" in trainable and "aslora_pool.lora_A.global" in trainable
+    assert trainable == {n for n in trainable if n.startswith((f"{POOL}.", "classifier."))}
+    assert "classifier.weight" in trainable and f"{POOL}.lora_A.global" in trainable
     assert not model.bert.encoder.layer[0].attention.self.query.base_layer.weight.requires_grad
 
 
@@ -72,12 +77,12 @@ def test_matches_peft_lora_with_same_factors(arch, input_ids):
     ours = aslora.apply_adapter(copy.deepcopy(base), aslora.ShareLoRAConfig(r=4, lora_alpha=8, target_modules=targets))
     randomise_adapter(ours)
     theirs = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    pool = ours.aslora_pool
+    pool = aslora.find_pool(ours)
     with torch.no_grad():
         for name, module in theirs.base_model.model.named_modules():
             if isinstance(module, peft.tuners.lora.LoraLayer):
                 layer = ours.get_submodule(name)
-                a, b = pool.factors(layer.slot_key)
+                a, b = layer.factors()
                 module.lora_A["default"].weight.copy_(a)
                 module.lora_B["default"].weight.copy_(b)
     out_ours, out_theirs = ours(input_ids).logits, theirs(input_ids).logits
@@ -93,24 +98,25 @@ def test_matches_peft_lora_with_same_factors(arch, input_ids):
         torch.testing.assert_close(pool.lora_A[module_type].grad, grad_sum, rtol=1e-4, atol=1e-6)
     for name, m in peft_layers.items():
         layer = ours.get_submodule(name)
-        slot = pool.slots[layer.slot_key]
-        torch.testing.assert_close(
-            pool.lora_B[slot.bank].grad[slot.row], m.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6
-        )
+        slot = layer.slot["default"]
+        torch.testing.assert_close(pool.lora_B[slot.key].grad, m.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_global_A_spans_q_and_v_of_different_output_widths():
     """Llama GQA: q is 32→32, v is 32→16; both read width 32, so one A serves both."""
     model = aslora.apply_adapter(tiny_llama_classifier(), aslora.ASLoRAConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    pool = model.aslora_pool
+    pool = aslora.find_pool(model)
     assert list(pool.lora_A.keys()) == ["global"]
-    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {"q_proj": (3, 32, 4), "v_proj": (3, 16, 4)}
+    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {
+        **{f"q_proj_{d}": (32, 4) for d in range(3)},
+        **{f"v_proj_{d}": (16, 4) for d in range(3)},
+    }
 
 
 def test_tied_lora_shares_A_and_B_with_per_layer_vectors(input_ids):
     model = aslora.apply_adapter(tiny_bert(), aslora.TiedLoRAConfig(r=4))
-    pool = model.aslora_pool
-    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {"query": (1, 32, 4), "value": (1, 32, 4)}
+    pool = aslora.find_pool(model)
+    assert {k: tuple(b.shape) for k, b in pool.lora_B.items()} == {"query": (32, 4), "value": (32, 4)}
     assert len(pool.lora_u) == len(pool.lora_v) == 8
     randomise_adapter(model)
     model(input_ids).logits.sum().backward()
@@ -119,5 +125,5 @@ def test_tied_lora_shares_A_and_B_with_per_layer_vectors(input_ids):
 
 def test_adapting_twice_is_refused():
     model = aslora.apply_adapter(tiny_bert(), aslora.ASLoRAConfig(r=4))
-    with pytest.raises(ValueError, match="already carries an adapter"):
+    with pytest.raises(ValueError, match="already has an adapter named 'default'"):
         aslora.apply_adapter(model, aslora.ASLoRAConfig(r=4))

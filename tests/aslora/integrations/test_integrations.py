@@ -58,8 +58,8 @@ def test_peft_get_train_save_load_merge_round_trip(arch, input_ids, tmp_path, ca
     assert torch.equal(loaded(input_ids=input_ids).logits, expected)
     loaded_pool = aslora.find_pool(loaded)
     assert loaded_pool.sharing_map() == pool.sharing_map() and loaded_pool.merge_history == pool.merge_history
-    for bank, rows in pool.live_rows().items():
-        assert torch.equal(loaded_pool.running_mean_B[bank][rows], pool.running_mean_B[bank][rows])
+    for name in pool.live_B_names():
+        assert torch.equal(loaded_pool.running_mean_B[name], pool.running_mean_B[name])
     assert aslora.count_parameters(loaded).trainable == 0  # PEFT loads for inference unless told otherwise
     trainable = peft.PeftModel.from_pretrained(build(), str(tmp_path), is_trainable=True)
     assert aslora.count_parameters(trainable) == counts
@@ -166,5 +166,30 @@ def test_a_model_adapted_without_peft_checkpoints_and_resumes_in_a_trainer(tmp_p
     again = aslora.apply_adapter(build(), aslora.ASLoRAConfig(r=2, max_merges=2))
     resumed, _ = _trainer(again, tmp_path, 8)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
-    assert again.aslora_pool.sharing_map() == model.aslora_pool.sharing_map()
-    assert again.aslora_pool.merge_history == model.aslora_pool.merge_history
+    assert aslora.find_pool(again).sharing_map() == aslora.find_pool(model).sharing_map()
+    assert aslora.find_pool(again).merge_history == aslora.find_pool(model).merge_history
+
+
+@pytest.mark.parametrize("how", ["load_adapter", "from_pretrained"])
+def test_transformers_adapter_api_is_refused_before_anything_loads(how, tmp_path):
+    """transformers injects adapters with ``peft.inject_adapter_in_model``, which PEFT refuses for
+    tuners with shared state; the base model must come out untouched."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_llama_lm
+
+    adapted = peft.get_peft_model(tiny_llama_lm(), aslora.ASLoRAConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adapted.save_pretrained(str(tmp_path / "adapter"))
+    base = tiny_llama_lm()
+    base.save_pretrained(str(tmp_path / "base"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    with pytest.raises(ValueError, match=r"ASLORA because it uses shared state.*get_peft_model"):
+        if how == "load_adapter":
+            base.load_adapter(str(tmp_path / "adapter"))
+        else:  # an adapter directory whose config names the base model
+            config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = str(tmp_path / "base")
+            (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+            AutoModelForCausalLM.from_pretrained(str(tmp_path / "adapter"))
+    assert aslora.find_pool(base) is None and base.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())

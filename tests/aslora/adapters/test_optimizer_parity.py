@@ -1,6 +1,9 @@
-"""Parity (issue 11, item 1): the B bank with its layer→row map trains exactly like the method as
-first written — one ``nn.Parameter`` per B, a tie pointing the lower layers at the upper B and
-dropping the retired B from AdamW. The reference below is written from the paper's description
+"""Parity: our B's with their layer→B map train exactly like the method as first written — one
+``nn.Parameter`` per B, a tie pointing the lower layers at the upper B and dropping the retired B
+from the optimizer — for AdamW, for torch's and transformers' Adafactor (factored second moments,
+per matrix) and for Muon on the 2-D factors (orthogonalised updates, per matrix). Optimizers that
+act on whole matrices are why every B is its own 2-D parameter: stacked into one tensor, a B
+would be moved by its neighbours. The reference below is written from the paper's description
 (Eq. 3 running means, Eq. 4 distances, Algorithm 1 schedule, adjacent candidates), not from our
 code, and shares nothing with it but the initial values."""
 
@@ -36,17 +39,12 @@ class Reference(nn.Module):
 
     def __init__(self, adapted: nn.Module) -> None:
         super().__init__()
-        pool = adapted.aslora_pool
+        pool = aslora.find_pool(adapted)
         self.update_ratio = pool.config.merge_update_ratio
         self.scaling = pool.config.scaling
         self.model = copy.deepcopy(adapted)
         self.A = nn.Parameter(pool.lora_A["global"].detach().clone())
-        self.B = nn.ParameterDict(
-            {
-                name: nn.Parameter(pool.lora_B[bank].detach()[row].clone())
-                for name, (bank, row) in pool.row_of_name.items()
-            }
-        )
+        self.B = nn.ParameterDict({name: nn.Parameter(pool.lora_B[name].detach().clone()) for name in pool.row_of_name})
         self.means = {name: torch.zeros_like(b) for name, b in self.B.items()}
         self.reads = {name: name for name in self.B}
         self.t = 0
@@ -54,9 +52,11 @@ class Reference(nn.Module):
             if isinstance(module, SharedLoRALinear):
                 parent, _, child = module_name.rpartition(".")
                 setattr(
-                    self.model.get_submodule(parent), child, ReferenceLayer(module.base_layer, self, module.slot_key)
+                    self.model.get_submodule(parent),
+                    child,
+                    ReferenceLayer(module.base_layer, self, module.slot["default"].key),
                 )
-        del self.model.aslora_pool
+        del self.model.shared_lora
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -94,8 +94,64 @@ class Reference(nn.Module):
         return ties
 
 
-def _train(model, after_step, input_ids):
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2, weight_decay=0.1)
+def _optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    """Every trainable parameter in one optimizer (Muon: the 2-D adapter factors; AdamW the rest,
+    as Muon's authors use it — chained in one object so the surgery sees one ``param_groups``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=2e-2, weight_decay=0.1)
+    if name == "adafactor":
+        return torch.optim.Adafactor(params, lr=2e-2, weight_decay=0.1)
+    if name == "hf_adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=2e-2, scale_parameter=False, relative_step=False, warmup_init=False)
+    factors = {id(p) for n, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and _is_factor(n)}
+    return _Chained(
+        torch.optim.Muon([p for p in params if id(p) in factors], lr=2e-2, weight_decay=0.1),
+        torch.optim.AdamW([p for p in params if id(p) not in factors], lr=2e-2, weight_decay=0.1),
+    )
+
+
+def _is_factor(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name or name in ("A",) or name.startswith("B.")
+
+
+class _Chained(torch.optim.Optimizer):
+    """Two optimizers stepped as one; ``param_groups`` and ``state`` are both of theirs."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    @property
+    def state(self):
+        return _ChainedState(self.optimizers)
+
+    def step(self, closure=None):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+
+class _ChainedState:
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    def pop(self, key, default=None):
+        for o in self.optimizers:
+            o.state.pop(key, None)
+        return default
+
+
+def _train(model, after_step, input_ids, optimizer_name="adamw"):
+    optimizer = _optimizer(optimizer_name, model)
     labels = torch.tensor([0, 1, 1])
     losses, ties = [], []
     for t in range(1, STEPS + 1):
@@ -109,8 +165,11 @@ def _train(model, after_step, input_ids):
     return losses, ties
 
 
-@pytest.mark.parametrize("update_ratio", [0.0, 0.5])
-def test_bank_trains_like_one_parameter_per_B_with_optimizer_surgery(update_ratio, input_ids):
+@pytest.mark.parametrize(
+    "update_ratio, optimizer_name",
+    [(0.0, "adamw"), (0.5, "adamw"), (0.0, "adafactor"), (0.0, "hf_adafactor"), (0.5, "muon")],
+)
+def test_B_parameters_train_like_one_parameter_per_B_with_optimizer_surgery(update_ratio, optimizer_name, input_ids):
     ours = aslora.apply_adapter(
         tiny_bert(layers=4),
         aslora.ASLoRAConfig(
@@ -133,18 +192,17 @@ def test_bank_trains_like_one_parameter_per_B_with_optimizer_surgery(update_rati
         ours,
         lambda t, optimizer: [(e.step, e.group, e.kept, e.retired, e.distance) for e in controller.step(t)],
         input_ids,
+        optimizer_name,
     )
-    ref_losses, ref_ties = _train(reference, reference.after_step, input_ids)
+    ref_losses, ref_ties = _train(reference, reference.after_step, input_ids, optimizer_name)
 
     assert len(our_ties) == len(ref_ties) == 2 * MAX_MERGES
     assert [t[:4] for t in our_ties] == [t[:4] for t in ref_ties]  # same pairs at the same steps
     for ours_tie, ref_tie in zip(our_ties, ref_ties):
         assert ours_tie[4] == pytest.approx(ref_tie[4], rel=1e-5, abs=1e-7)
     torch.testing.assert_close(torch.tensor(our_losses), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
-    pool = ours.aslora_pool
+    pool = aslora.find_pool(ours)
     assert pool.sharing_map() == reference.reads
-    for bank, rows in pool.live_rows().items():
-        for row in rows:
-            name = pool.row_names[bank][row]
-            torch.testing.assert_close(pool.lora_B[bank][row], reference.B[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in pool.live_B_names():
+        torch.testing.assert_close(pool.lora_B[name], reference.B[name], rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(pool.lora_A["global"], reference.A, rtol=1e-5, atol=1e-6)

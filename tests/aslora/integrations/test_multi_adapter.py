@@ -1,0 +1,108 @@
+"""Several ASLoRA adapters on one model, as PEFT users keep them: each its own shared A, B's,
+layer→B map, running means and ties; saved, loaded side by side, switched and deleted by name."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import peft
+import pytest
+import torch
+
+import aslora
+from tests.conftest import tiny_llama_lm
+
+STEPS = 4
+
+
+def _config(max_merges: int) -> aslora.ASLoRAConfig:
+    return aslora.ASLoRAConfig(
+        r=4,
+        target_modules=["q_proj", "v_proj"],
+        merge_start_step=0,
+        merge_interval_steps=1,
+        max_merges=max_merges,
+        merge_candidates="all",
+    )
+
+
+def _train(model: torch.nn.Module, input_ids: torch.Tensor, seed: int, adapter_name: str | None = None) -> None:
+    """A few steps on random targets, ties on schedule (one controller per adapter)."""
+    generator = torch.Generator().manual_seed(seed)
+    controller = aslora.MergeController(model, total_steps=STEPS, adapter_name=adapter_name)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    for t in range(1, STEPS + 1):
+        labels = torch.randint(0, 64, input_ids.shape, generator=generator)
+        model(input_ids=input_ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        controller.step(t)
+
+
+def test_two_adapters_with_their_own_ties_round_trip_switch_and_delete(tmp_path, input_ids):
+    base = tiny_llama_lm()
+    reference = {}
+    for name, seed, ties in (("a", 1, 1), ("b", 2, 2)):
+        torch.manual_seed(seed)
+        model = peft.get_peft_model(copy.deepcopy(base), _config(ties))
+        _train(model, input_ids, seed)
+        model.eval()
+        pool = aslora.find_pool(model)
+        assert len(pool.merge_history) == 2 * ties
+        reference[name] = (model(input_ids=input_ids).logits.detach(), pool.sharing_map(), pool.merge_history)
+        model.save_pretrained(str(tmp_path / name))
+    assert reference["a"][1] != reference["b"][1]  # different ties: different layer→B maps
+
+    both = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "a"), adapter_name="a")
+    both.load_adapter(str(tmp_path / "b"), adapter_name="b")
+    both.eval()
+    assert sorted(both.peft_config) == ["a", "b"]
+    for name in ("b", "a", "b"):
+        both.set_adapter(name)
+        assert torch.equal(both(input_ids=input_ids).logits, reference[name][0]), name
+        pool = aslora.find_pool(both, name)
+        assert (pool.sharing_map(), pool.merge_history) == reference[name][1:]
+    with both.disable_adapter():
+        assert torch.equal(both(input_ids=input_ids).logits, base(input_ids=input_ids).logits)
+    status = both.get_model_status()
+    assert status.available_adapters == ["a", "b"] and status.active_adapters == ["b"]
+
+    both.delete_adapter("b")
+    assert both.active_adapters == ["a"] and list(aslora.integrations.peft.find_pools(both).aslora_pool) == ["a"]
+    assert torch.equal(both(input_ids=input_ids).logits, reference["a"][0])
+    assert not any(".aslora_pool.b." in key for key in both.state_dict())
+
+
+def test_each_adapter_trains_and_ties_on_its_own(input_ids):
+    torch.manual_seed(0)
+    model = peft.get_peft_model(tiny_llama_lm(), _config(1))
+    model.add_adapter("other", _config(2))
+    with pytest.raises(ValueError, match=r"several adapters \['default', 'other'\]"):
+        aslora.MergeController(model, total_steps=STEPS)
+    model.set_adapter("other")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".aslora_pool.other." in n for n in trainable)  # only the active adapter trains
+    default = {k: v.clone() for k, v in aslora.find_pool(model, "default").state_dict().items()}
+    _train(model, input_ids, seed=3, adapter_name="other")
+    assert len(aslora.find_pool(model, "other").merge_history) == 4
+    for key, value in aslora.find_pool(model, "default").state_dict().items():
+        assert torch.equal(value, default[key]), key  # the inactive adapter neither trained nor tied
+
+
+def test_merge_adapter_is_exact_and_a_tie_while_merged_is_refused(input_ids):
+    torch.manual_seed(0)  # random B's (init_weights=False): ΔW ≠ 0 before any tie
+    model = peft.get_peft_model(tiny_llama_lm(), dataclasses.replace(_config(1), init_weights=False)).eval()
+    expected = model(input_ids=input_ids).logits.detach()
+    weight = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.clone()
+    model.merge_adapter()
+    assert not torch.equal(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight, weight)
+    torch.testing.assert_close(model(input_ids=input_ids).logits, expected, rtol=1e-5, atol=1e-5)
+    controller = aslora.MergeController(model, total_steps=2 * STEPS)
+    with pytest.raises(ValueError, match="merged into the base weights"):
+        controller.step(1)  # the first merge event
+    model.unmerge_adapter()
+    torch.testing.assert_close(
+        model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight, weight, rtol=0, atol=1e-6
+    )
+    assert torch.equal(model(input_ids=input_ids).logits, expected)
