@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ lint: $(INSTALLED)  ## ruff: lint and check formatting (what CI runs before the 
 format: $(INSTALLED)  ## ruff: reformat in place
 	$(VENV)/bin/ruff format .
 
-test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then make test-rehearsal)
+test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then make test-peft and make test-rehearsal)
 	$(PY) -m pytest -q
 
 test-slow: $(INSTALLED)  ## the slow tests only
@@ -48,6 +48,9 @@ test-slow: $(INSTALLED)  ## the slow tests only
 
 test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job (what CI runs after the fast suite)
 	$(PY) -m pytest -q -m rehearsal
+
+test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's sdist) on ASLoRA, ShareLoRA, Tied-LoRA and LoRA (CI runs it too)
+	$(PY) -m pytest -q -m peft_suite
 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
 	$(PY) -m scripts.validate_configs

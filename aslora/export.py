@@ -158,24 +158,31 @@ def _load_into(
                 target.copy_(saved[key].to(target.dtype))
 
 
-def export_peft_lora(model: nn.Module, directory: str | os.PathLike) -> Path:
+def export_peft_lora(model: nn.Module, directory: str | os.PathLike, adapter_name: str | None = None) -> Path:
     """Write the adapter as a standard PEFT LoRA adapter: for each adapted layer, a copy of its A
-    and of its B (Tied-LoRA's ``diag(v)·B·diag(u)`` folded into B), plus the task head.
+    and of its B (Tied-LoRA's ``diag(v)·B·diag(u)`` folded into B), plus the task head — the exact
+    update at rank r, where PEFT's ``convert_to_lora`` would approximate ΔW by SVD (and refuses
+    our layers). ``model`` may be ours or PEFT-wrapped; ``adapter_name`` picks one of several.
 
     The result loads with ``peft.PeftModel.from_pretrained(base_model, directory)``.
     """
     import peft
 
-    pool = _require_pool(model)
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, SharedLoRALinear)}
-    tensors: dict[str, torch.Tensor] = {}
+    pool = _require_pool(model, adapter_name)
     adapter_name = next(n for n, p in find_pools(model).aslora_pool.items() if p is pool)
+    # module names as in the base model (a PeftModel's carry base_model.model. in front)
+    layers = {
+        name.removeprefix("base_model.model."): m
+        for name, m in model.named_modules()
+        if isinstance(m, SharedLoRALinear) and adapter_name in m.slot
+    }
+    tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         a = pool.lora_A[layer.slot[adapter_name].a_key]
         b = layer.effective_B(adapter_name, scaled=False)  # Tied-LoRA's diag(v)·B·diag(u); PEFT applies α/r itself
         tensors[f"base_model.model.{name}.lora_A.weight"] = a
         tensors[f"base_model.model.{name}.lora_B.weight"] = b
-    heads = head_module_names(model)
+    heads = [] if isinstance(model, peft.PeftModel) else head_module_names(model)  # PEFT's own: not exported
     for head in heads:
         for pname, p in model.get_submodule(head).named_parameters():
             tensors[f"base_model.model.{head}.{pname}"] = p

@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -36,8 +35,10 @@ from typing import Sequence
 import numpy as np
 import yaml
 
+from aslora.harness.data import TRAIN_FRACTION
 from scripts.compose import CONFIG_DIR, ROOT
 from scripts.grids import GRIDS
+from scripts.grids import run as run_grid
 
 WORDS = "the cat sat on a mat while dogs ran far away and birds sang loud near old green hills".split()
 WIDTH = 16
@@ -224,7 +225,7 @@ def _build_alpaca(root: Path) -> list[str]:
     build_llama(root / "models" / "llama-2-7b")
     for adapter in _sweep_values("alpaca", "adapter"):
         n_train = train_size(["sweep=alpaca", f"adapter={adapter}"])
-        write_alpaca(root / "alpaca" / adapter, math.ceil(n_train / 0.8) + 2)  # the task keeps 80 % to train
+        write_alpaca(root / "alpaca" / adapter, math.ceil(n_train / TRAIN_FRACTION) + 2)  # the task keeps a fraction to train
     return [
         f"experiments_dir={root / 'experiments'}",
         "hub=false",
@@ -242,9 +243,7 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
     from scripts.plot_sharing import main as plot_sharing
 
     overrides = build(root, grid) + ([f"seed={seeds}"] if seeds else []) + list(extra)
-    for command in GRIDS[grid]:
-        print("$ python train.py " + " ".join([*command, *overrides]), flush=True)
-        subprocess.run([sys.executable, str(ROOT / "train.py"), *command, *overrides], cwd=ROOT, check=True)
+    run_grid(grid, overrides)  # the same multiruns, in the same order, as the real grid's make target
     results = root / "results"
     runs = results / "runs.csv"
     if collect(["--experiments", str(root / "experiments"), "--out", str(runs), "--replace"]) != 0:

@@ -29,6 +29,8 @@ from aslora.harness import instruct
 from aslora.harness.hub import check_hub_reachable
 
 HUB_DATASET = "nyu-mll/glue"
+TRAIN_FRACTION, VALIDATION_FRACTION = 0.8, 0.1
+"""The fixed split of every non-GLUE task: 80 % train, 10 % validation, the rest test."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def check_task_available(spec: TaskSpec, *, hub_enabled: bool, local_dir: str | 
         else:
             check_hub_reachable(f"task {spec.name!r} ({HUB_DATASET})")
     elif spec.hub_dataset is not None and local_dir is not None:
-        return int(0.8 * len(instruct.read_local_alpaca(local_dir)))  # the train part of its 80/10/10 split
+        return int(TRAIN_FRACTION * len(instruct.read_local_alpaca(local_dir)))  # the train part of its split
     elif spec.hub_dataset is not None:
         if not hub_enabled:
             raise ValueError(
@@ -251,7 +253,7 @@ def _load_raw(spec: TaskSpec, *, split_seed: int, local_dir: str | None) -> dict
         return {"train": loaded["train"], "validation": loaded[spec.validation_split]}
     frame = _OFFLINE_LOADERS[spec.source](local_dir) if local_dir is not None else _OFFLINE_LOADERS[spec.source]()
     order = np.random.default_rng(split_seed).permutation(len(frame))
-    n_train, n_val = int(0.8 * len(frame)), int(0.1 * len(frame))
+    n_train, n_val = int(TRAIN_FRACTION * len(frame)), int(VALIDATION_FRACTION * len(frame))
     parts = {"train": order[:n_train], "validation": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return {
         split: datasets.Dataset.from_pandas(frame.iloc[idx].reset_index(drop=True), preserve_index=False)

@@ -193,3 +193,26 @@ def test_transformers_adapter_api_is_refused_before_anything_loads(how, tmp_path
             AutoModelForCausalLM.from_pretrained(str(tmp_path / "adapter"))
     assert aslora.find_pool(base) is None and base.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+
+
+@pytest.mark.parametrize("task_type", [None, "SEQ_CLS", "CAUSAL_LM", "FEATURE_EXTRACTION"])
+def test_disable_adapter_gives_the_base_model_on_every_task_type(task_type, input_ids):
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel
+
+    from tests.conftest import randomise_adapter, tiny_llama_config
+
+    cls = {"SEQ_CLS": LlamaForSequenceClassification, "FEATURE_EXTRACTION": LlamaModel}.get(task_type, LlamaForCausalLM)
+    torch.manual_seed(0)
+    base = cls(tiny_llama_config()).eval()
+    out = lambda m: m(input_ids=input_ids)[0]
+    expected = out(base)
+    model = peft.get_peft_model(
+        base, aslora.ASLoRAConfig(r=4, target_modules=["q_proj", "v_proj"], task_type=task_type)
+    ).eval()
+    randomise_adapter(model)
+    adapted = out(model)
+    assert not torch.allclose(adapted, expected)
+    with model.disable_adapter():
+        assert torch.equal(out(model), expected)
+        assert model.get_model_status().enabled is False
+    assert torch.equal(out(model), adapted) and model.get_model_status().enabled is True

@@ -105,4 +105,22 @@ def test_merge_adapter_is_exact_and_a_tie_while_merged_is_refused(input_ids):
     torch.testing.assert_close(
         model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight, weight, rtol=0, atol=1e-6
     )
-    assert torch.equal(model(input_ids=input_ids).logits, expected)
+    torch.testing.assert_close(model(input_ids=input_ids).logits, expected, rtol=1e-5, atol=1e-6)  # W ± ΔW rounds
+
+
+def test_export_peft_lora_of_one_of_two_adapters_gives_its_logits_in_peft(tmp_path, input_ids):
+    """Our exact LoRA export (PEFT's convert_to_lora approximates by SVD and refuses our layers)."""
+    base = tiny_llama_lm()
+    torch.manual_seed(0)
+    model = peft.get_peft_model(copy.deepcopy(base), dataclasses.replace(_config(1), init_weights=False))
+    model.add_adapter("other", dataclasses.replace(_config(2), init_weights=False))
+    model.set_adapter("other")
+    _train(model, input_ids, seed=4, adapter_name="other")
+    model.eval()
+    expected = model(input_ids=input_ids).logits
+    aslora.export_peft_lora(model, tmp_path, adapter_name="other")
+    lora = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path)).eval()
+    assert isinstance(lora.peft_config["default"], peft.LoraConfig)
+    torch.testing.assert_close(lora(input_ids=input_ids).logits, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="do not support LoRA conversion"):
+        peft.convert_to_lora(model, rank=4, adapter_name="other")

@@ -25,6 +25,8 @@ import pytest
 
 import aslora
 
+pytestmark = pytest.mark.peft_suite  # its own CI step: make test-peft
+
 PEFT_TESTS = Path(sys.prefix) / "peft-src" / f"peft-{peft.__version__}" / "tests"
 
 if not (PEFT_TESTS / "test_custom_models.py").is_file():
