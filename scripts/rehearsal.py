@@ -225,7 +225,9 @@ def _build_alpaca(root: Path) -> list[str]:
     build_llama(root / "models" / "llama-2-7b")
     for adapter in _sweep_values("alpaca", "adapter"):
         n_train = train_size(["sweep=alpaca", f"adapter={adapter}"])
-        write_alpaca(root / "alpaca" / adapter, math.ceil(n_train / TRAIN_FRACTION) + 2)  # the task keeps a fraction to train
+        write_alpaca(
+            root / "alpaca" / adapter, math.ceil(n_train / TRAIN_FRACTION) + 2
+        )  # the task keeps a fraction to train
     return [
         f"experiments_dir={root / 'experiments'}",
         "hub=false",
