@@ -158,7 +158,7 @@ def create_pool(
     if pools is not None and adapter_name in pools.aslora_pool:
         raise ValueError(f"{type(model).__name__} already has an adapter named {adapter_name!r}")
     slots = build_slots(targets, config)
-    weight = _base_linear(targets[0][1]).weight
+    weight = base_linear(targets[0][1]).weight
     if dtype is None:
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     # real storage even under PEFT's low_cpu_mem_usage (its meta-device init): the pool is small,
@@ -185,7 +185,8 @@ def adapt_layer(
     return layer
 
 
-def _base_linear(module: nn.Module) -> nn.Linear:
+def base_linear(module: nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` a target is, or the one our adapted layer wraps."""
     return module.get_base_layer() if isinstance(module, SharedLoRALinear) else module
 
 

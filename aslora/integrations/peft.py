@@ -38,7 +38,7 @@ from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, _maybe_include_
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, PEFT_TYPE_NAMES, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
-from aslora.adapters.inject import adapt_layer, create_pool
+from aslora.adapters.inject import adapt_layer, base_linear, create_pool
 from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pool import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
 
@@ -75,11 +75,7 @@ class SharedLoRATuner(BaseTuner):
         if targets:
             # in the base model's dtype, as PEFT creates LoRA's: PeftModel then upcasts to float32
             # unless autocast_adapter_dtype=False
-            weight = (
-                targets[0][1].get_base_layer().weight
-                if isinstance(targets[0][1], SharedLoRALinear)
-                else targets[0][1].weight
-            )
+            weight = base_linear(targets[0][1]).weight
             create_pool(
                 model, config, adapter_name, targets, dtype=weight.dtype if weight.is_floating_point() else None
             )
@@ -129,9 +125,7 @@ class SharedLoRATuner(BaseTuner):
     ) -> None:
         pools = find_pools(self.model)
         slot = pools.aslora_pool[adapter_name].slot_of_module[current_key]
-        layer = adapt_layer(pools, adapter_name, slot, target, parent, target_name)
-        if layer is not target:
-            layer.set_adapter(self.active_adapters)  # a second adapter's new layers read the active one
+        adapt_layer(pools, adapter_name, slot, target, parent, target_name)  # PEFT sets the active adapter after
 
     def _prepare_adapter_config(self, peft_config: SharedLoRAConfig, model_config: dict) -> SharedLoRAConfig:
         return peft_config

@@ -124,3 +124,27 @@ def test_export_peft_lora_of_one_of_two_adapters_gives_its_logits_in_peft(tmp_pa
     torch.testing.assert_close(lora(input_ids=input_ids).logits, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="do not support LoRA conversion"):
         peft.convert_to_lora(model, rank=4, adapter_name="other")
+
+
+def test_the_trainer_callback_runs_every_training_adapter_with_its_own_ties():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from aslora.integrations.trainer import ASLoRACallback
+
+    model = peft.get_peft_model(tiny_llama_lm(), _config(1), adapter_name="a")
+    model.add_adapter("b", _config(2))
+    model.add_adapter("frozen", _config(1))
+    model.base_model.set_adapter(["a", "b"])  # both train; "frozen" does not
+    callback, state = ASLoRACallback(), TrainerState(max_steps=STEPS)
+    args, control = TrainingArguments(output_dir="unused", report_to=[]), TrainerControl()
+    callback.on_train_begin(args, state, control, model=model)
+    assert sorted(callback.controllers) == ["a", "b"]
+    for t in range(1, STEPS + 1):
+        state.global_step = t
+        callback.on_step_end(args, state, control)
+    ties = {name: len(aslora.find_pool(model, name).merge_history) for name in ("a", "b", "frozen")}
+    assert ties == {"a": 2, "b": 4, "frozen": 0}  # 1 and 2 per module type; the frozen adapter never ties
+    logged = {k for entry in state.log_history for k in entry}
+    assert {"aslora/a/num_B", "aslora/b/num_B"} <= logged
+    with pytest.raises(ValueError, match=r"adapters \['nope'\] are not ASLoRA adapters"):
+        ASLoRACallback(adapter_names=["nope"]).on_train_begin(args, state, control, model=model)
