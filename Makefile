@@ -49,7 +49,7 @@ test-slow: $(INSTALLED)  ## the slow tests only
 test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job (what CI runs after the fast suite)
 	$(PY) -m pytest -q -m rehearsal
 
-test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's sdist) on ASLoRA, ShareLoRA, Tied-LoRA and LoRA (CI runs it too)
+test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's sdist) on ASLoRA, ShareLoRA, Tied-LoRA and LoRA, and TRL's DPO example (CI runs it too)
 	$(PY) -m pytest -q -m peft_suite
 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing

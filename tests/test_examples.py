@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -99,6 +100,7 @@ def test_trl_sft_example_ties_during_sft(tmp_path):
     assert summary["adapter_params"] == 8 * 576 + 28 * 8 * 576 + 28 * 8 * 192
 
 
+@pytest.mark.peft_suite  # with PEFT's own suite (make test-peft), keeping make test under 10 minutes
 def test_trl_dpo_example_takes_its_reference_from_the_disabled_adapter_and_ties(tmp_path):
     args = ["--tiny", "--pairs", "24", "--max-steps", "6", "--batch-size", "4", "--max-merges", "2"]
     done, summary = _example("trl_dpo_smollm2.py", *args, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
