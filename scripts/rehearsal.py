@@ -212,28 +212,26 @@ def _build_glue(root: Path) -> list[str]:
     for task, adapter in itertools.product(tasks, _sweep_values("glue", "adapter")):
         n_train = train_size(["model=roberta-base", f"task={task}", f"adapter={adapter}"])
         write_glue_task(root / "glue" / task / adapter, task, n_train, n_eval=8)
-    return [
-        f"experiments_dir={root / 'experiments'}",
-        "hub=false",
-        "model.source=local",
-        f"model.pretrained={root / 'models' / 'roberta-base'}",
-        f"task.local_dir={root / 'glue'}/${{task.name}}/${{adapter.name}}",
-    ]
+    return _local_overrides(root, "roberta-base", f"{root / 'glue'}/${{task.name}}/${{adapter.name}}")
 
 
 def _build_alpaca(root: Path) -> list[str]:
     build_llama(root / "models" / "llama-2-7b")
     for adapter in _sweep_values("alpaca", "adapter"):
         n_train = train_size(["sweep=alpaca", f"adapter={adapter}"])
-        write_alpaca(
-            root / "alpaca" / adapter, math.ceil(n_train / TRAIN_FRACTION) + 2
-        )  # the task keeps a fraction to train
+        # the task keeps TRAIN_FRACTION of its rows to train
+        write_alpaca(root / "alpaca" / adapter, math.ceil(n_train / TRAIN_FRACTION) + 2)
+    return _local_overrides(root, "llama-2-7b", f"{root / 'alpaca'}/${{adapter.name}}")
+
+
+def _local_overrides(root: Path, model: str, local_dir: str) -> list[str]:
+    """Every job of a rehearsed grid: runs under ``root``, the shrunk model and the written data."""
     return [
         f"experiments_dir={root / 'experiments'}",
         "hub=false",
         "model.source=local",
-        f"model.pretrained={root / 'models' / 'llama-2-7b'}",
-        f"task.local_dir={root / 'alpaca'}/${{adapter.name}}",
+        f"model.pretrained={root / 'models' / model}",
+        f"task.local_dir={local_dir}",
     ]
 
 
