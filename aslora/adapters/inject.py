@@ -62,11 +62,7 @@ def find_targets(
             continue
         if any(name == h or name.startswith(h + ".") for h in exclude):
             continue
-        if not isinstance(module, (nn.Linear, SharedLoRALinear)):  # ours: a further adapter joins it
-            raise ValueError(
-                f"target module {name!r} is a {type(module).__name__}, not nn.Linear; "
-                f"this adapter only adapts linear layers"
-            )
+        require_linear(name, module)
         found.append((name, module))
     if not found:
         raise ValueError(
@@ -183,6 +179,14 @@ def adapt_layer(
     layer = SharedLoRALinear(target, pools, adapter_name, slot, dropout)
     setattr(parent, child_name, layer)
     return layer
+
+
+def require_linear(name: str, module: nn.Module) -> None:
+    """Refuse a target that is not ``nn.Linear`` (or our adapted layer, which a further adapter joins)."""
+    if not isinstance(module, (nn.Linear, SharedLoRALinear)):
+        raise ValueError(
+            f"target module {name!r} is a {type(module).__name__}, not nn.Linear; this adapter only adapts linear layers"
+        )
 
 
 def base_linear(module: nn.Module) -> nn.Linear:

@@ -38,8 +38,7 @@ from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, _maybe_include_
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, PEFT_TYPE_NAMES, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
-from aslora.adapters.inject import adapt_layer, base_linear, create_pool
-from aslora.adapters.layers import SharedLoRALinear
+from aslora.adapters.inject import adapt_layer, base_linear, create_pool, require_linear
 from aslora.adapters.pool import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
 
 SUPPORTED_PEFT = ("0.21",)
@@ -105,11 +104,7 @@ class SharedLoRATuner(BaseTuner):
             match = self._check_target_module_exists(config, key)
             if not match or isinstance(match, _ExcludedModule):
                 continue
-            if not isinstance(module, (nn.Linear, SharedLoRALinear)):
-                raise ValueError(
-                    f"target module {key!r} is a {type(module).__name__}, not nn.Linear; "
-                    f"{config.peft_type} only adapts linear layers"
-                )
+            require_linear(key, module)
             targets.append((key, module))
         return targets
 
