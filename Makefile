@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -91,6 +91,11 @@ rehearse: $(INSTALLED)  ## every job of make reproduce-glue and reproduce-alpaca
 	$(PY) -m scripts.rehearsal glue $(LAUNCH)
 	$(PY) -m scripts.rehearsal alpaca $(LAUNCH)
 
+rehearse-staged: $(INSTALLED)  ## every stage of make protocol, protocol-instruct and protocol-smalldata with fewer examples (CPU, about 1.5 h), reports in rehearsal/<grid>/
+	$(PY) -m scripts.rehearsal smalldata
+	$(PY) -m scripts.rehearsal protocol
+	$(PY) -m scripts.rehearsal protocol-instruct
+
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
 	$(PY) -m scripts.grids merge $(LAUNCH)
 	$(MAKE) collect tables
@@ -100,29 +105,15 @@ ablation: $(INSTALLED)  ## ASLoRA ablations (tie by similarity / random / fixed 
 	$(MAKE) collect tables
 
 protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation, 5 seeds, size curves; CPU, hours; restartable), then its table and figure
-	$(PY) -m scripts.protocol lr
-	$(MAKE) collect
-	$(PY) -m scripts.protocol select
-	$(PY) -m scripts.protocol extend
-	$(PY) -m scripts.protocol final
-	$(MAKE) collect
-	$(PY) -m scripts.protocol curves
+	$(PY) -m scripts.grids protocol
 	$(MAKE) collect tables
 
 protocol-instruct: $(INSTALLED)  ## the same protocol on SmolLM2 + chatterbot (held-out loss, 3 seeds, no size curves; CPU, ~1.5 h; restartable)
-	$(PY) -m scripts.protocol lr --suite instruct
-	$(MAKE) collect
-	$(PY) -m scripts.protocol select
-	$(PY) -m scripts.protocol extend
-	$(PY) -m scripts.protocol final --suite instruct
+	$(PY) -m scripts.grids protocol-instruct
 	$(MAKE) collect tables
 
 protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 epochs, lr per adapter, 8 arms × 5 seeds (CPU, ~8 h; restartable), then its table and curves
-	$(PY) -m scripts.smalldata lr
-	$(MAKE) collect
-	$(PY) -m scripts.smalldata select
-	$(PY) -m scripts.smalldata extend
-	$(PY) -m scripts.smalldata final
+	$(PY) -m scripts.grids smalldata
 	$(MAKE) collect
 	$(PY) -m scripts.smalldata_report
 

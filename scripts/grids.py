@@ -1,15 +1,23 @@
-"""The ``train.py`` grids the ``make`` targets run, each a list of multiruns in order, in one place:
-the Makefile runs them through this module, and the rehearsal (``scripts/rehearsal.py``) runs the
-same lists at tiny scale.
+"""The grids the ``make`` targets run, in one place: the Makefile runs them through this module, and
+the rehearsal (``scripts/rehearsal.py``) runs the same lists at tiny scale.
+
+Two kinds. A plain grid (:data:`GRIDS`) is a list of ``train.py`` multiruns, run in order. A staged
+grid (:data:`STAGED`: the comparison protocol, its instruction suite, the small-data suite) is a list
+of stages of ``scripts.protocol`` / ``scripts.smalldata`` with ``collect`` between them, because a
+later stage's jobs depend on the earlier stages' scores (the lr ``select`` chose, the tie distances
+the size curves' thresholds come from).
 
     python -m scripts.grids glue                                   # make reproduce-glue's three grids
     python -m scripts.grids glue hydra/launcher=parallel hydra.launcher.n_jobs=8   # extra overrides: every grid
+    python -m scripts.grids smalldata                              # make protocol-smalldata's stages
 """
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from scripts.compose import ROOT
@@ -28,10 +36,48 @@ GRIDS: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+COLLECT = ("collect",)
+STAGED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "protocol": (
+        ("protocol", "lr"), COLLECT, ("protocol", "select"), ("protocol", "extend"), ("protocol", "final"),
+        COLLECT, ("protocol", "curves"),
+    ),
+    "protocol-instruct": (
+        ("protocol", "lr", "--suite", "instruct"), COLLECT, ("protocol", "select"), ("protocol", "extend"),
+        ("protocol", "final", "--suite", "instruct"),
+    ),
+    "smalldata": (
+        ("smalldata", "lr"), COLLECT, ("smalldata", "select"), ("smalldata", "extend"), ("smalldata", "final"),
+    ),
+}  # fmt: skip
+"""Each stage is ``python -m scripts.<module> <stage> [flags]``; ``collect`` is ``make collect``."""
+
+
+def run_staged(name: str, root: Path | None = None, extra: Sequence[str] = ()) -> None:
+    """Run staged grid ``name``'s stages in order — in the repository's folders, or (``root``) in a
+    scratch workspace whose every ``train.py`` call also gets ``extra``; stop at the first that fails."""
+    from scripts.workspace import Workspace
+
+    if extra and not root:
+        raise SystemExit(f"extra overrides {list(extra)} for staged grid {name!r} need a scratch root")
+    space = Workspace.scratch(root, extra) if root else Workspace()
+    for module, *stage in STAGED[name]:
+        if module == "collect":
+            print("$ make collect", flush=True)
+            space.collect()
+            continue
+        print(f"$ python -m scripts.{module} {' '.join(stage)}", flush=True)
+        flags = [*stage, *(["--root", str(root), *extra] if root else [])]
+        if importlib.import_module(f"scripts.{module}").main(flags) != 0:
+            raise SystemExit(f"scripts.{module} {' '.join(stage)} failed")
+
+
 def run(name: str, extra: Sequence[str] = (), cwd=ROOT) -> None:
     """Run grid ``name``'s multiruns in order, each with ``extra`` overrides; stop at the first that fails."""
+    if name in STAGED:
+        return run_staged(name, extra=extra)
     if name not in GRIDS:
-        raise SystemExit(f"unknown grid {name!r}; known: {', '.join(GRIDS)}")
+        raise SystemExit(f"unknown grid {name!r}; known: {', '.join([*GRIDS, *STAGED])}")
     for overrides in GRIDS[name]:
         command = [*overrides, *extra]
         print("$ python train.py " + " ".join(command), flush=True)
@@ -41,7 +87,7 @@ def run(name: str, extra: Sequence[str] = (), cwd=ROOT) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        raise SystemExit(f"usage: python -m scripts.grids <{'|'.join(GRIDS)}> [overrides...]")
+        raise SystemExit(f"usage: python -m scripts.grids <{'|'.join([*GRIDS, *STAGED])}> [overrides...]")
     try:
         run(args[0], args[1:])
     except subprocess.CalledProcessError as error:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,9 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 from aslora.harness.metrics import LOWER_IS_BETTER
+from scripts.workspace import Workspace, read_runs
 
-ROOT = Path(__file__).resolve().parent.parent
-CHOSEN = ROOT / "results" / "protocol" / "chosen_lr.csv"
 VERA_LRS = "1e-3,4e-3,1e-2"
 
 
@@ -282,13 +279,8 @@ def curve_commands(chosen: list[dict], reports: list[dict]) -> list[list[str]]:
     return commands
 
 
-def _read_runs(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_chosen(chosen: list[dict], source: Path, path: Path | None = None, grids: tuple = LR_GRIDS) -> None:
-    path = path or CHOSEN  # read when called: tests point CHOSEN elsewhere
+def write_chosen(chosen: list[dict], source: Path, path: Path, grids: tuple = LR_GRIDS) -> None:
+    """``chosen_lr.csv`` from ``select``'s rows (read from ``source``), each choice printed."""
     if not chosen:
         raise SystemExit(f"no runs of an lr grid ({', '.join(grids)}) in {source}: run the lr stage and `make collect`")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,45 +296,21 @@ def _write_chosen(chosen: list[dict], source: Path, path: Path | None = None, gr
             f"{row['task']:<12} {row['adapter']:<10} {row['variant'] or '':<6} lr {row['lr']:<8} "
             f"(validation {row['main_metric']} {float(row['validation']):.4f}; grid {row['grid']}{edge})"
         )
-    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"wrote {Workspace().show(path)}")
 
 
-def _read_chosen(path: Path | None = None, how: str = "`python -m scripts.protocol lr`") -> list[dict]:
-    path = path or CHOSEN
+def read_chosen(path: Path, how: str = "`python -m scripts.protocol lr`") -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"{path} not found: run {how}, `make collect`, then `select`")
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _final_aslora_reports() -> list[dict]:
-    sharing = ROOT / "results" / "sharing"
-    return [
-        json.loads(p.read_text())
-        for p in sorted(sharing.glob("protocol_*_aslora_*/report.json"))
-        if "adapter.params" not in p.parent.name
-    ]
-
-
-def _restore_committed_runs() -> None:
-    from scripts.collect_results import restore_reports
-
-    restored = restore_reports(ROOT / "results" / "reports", ROOT / "experiments")
-    if restored:
-        print(f"{len(restored)} finished runs restored from results/reports (they will be skipped)", flush=True)
-
-
-def _train(overrides: list[str], dry_run: bool) -> None:
-    command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
-    print("$ python train.py -m " + " ".join(overrides), flush=True)
-    if not dry_run:
-        subprocess.run(command, cwd=ROOT, check=True)
+    return read_runs(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["lr", "select", "extend", "final", "curves", "plan"])
-    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument(
+        "--runs", type=Path, default=None, help="the runs select reads (default: <root>/results/runs.csv)"
+    )
     parser.add_argument(
         "--suite",
         choices=sorted(SUITES),
@@ -350,42 +318,53 @@ def main(argv: list[str] | None = None) -> int:
         help="which suite's lr and final stages run (select reads every suite; curves: classification)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
-    args = parser.parse_args(argv)
-    suite = SUITES[args.suite]
-    if args.stage in ("lr", "extend", "final", "curves") and not args.dry_run:
-        _restore_committed_runs()
-    if args.stage in ("lr", "plan"):
+    parser.add_argument(
+        "--root", type=Path, default=None, help="a scratch folder for experiments/ and results/ (nothing restored)"
+    )
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every train.py call (with --root)")
+    args = parser.parse_intermixed_args(argv)
+    if args.overrides and args.root is None:
+        raise SystemExit(f"extra overrides {args.overrides} need --root: they would mix with committed results")
+    space = Workspace.scratch(args.root, args.overrides) if args.root else Workspace()
+    return run_stage(args.stage, space, args.suite, args.dry_run, args.runs)
+
+
+def run_stage(
+    stage: str, space: Workspace, suite_name: str = "classification", dry_run: bool = False, runs=None
+) -> int:
+    """One stage of the protocol in ``space`` (``plan``: print every stage's commands)."""
+    suite, chosen_path = SUITES[suite_name], space.chosen("protocol")
+    runs = runs or space.runs
+    dry = dry_run or stage == "plan"
+    if stage in ("lr", "extend", "final", "curves") and not dry:
+        space.restore_committed_runs()
+    if stage in ("lr", "plan"):
         for overrides in suite.lr_stage:
-            _train(overrides, args.dry_run or args.stage == "plan")
-        if args.stage == "lr":
+            space.train(overrides, dry)
+        if stage == "lr":
             return 0
-    if args.stage == "select":
-        _write_chosen(select(_read_runs(args.runs)), args.runs)
+    if stage == "select":
+        write_chosen(select(read_runs(runs)), runs, chosen_path)
         return 0
-    if args.stage == "extend":
-        if args.dry_run:  # one round: later rounds depend on the scores of this one
-            for overrides in extension_commands(_read_chosen()):
-                _train(overrides, dry_run=True)
+    if stage == "extend":
+        if dry_run:  # one round: later rounds depend on the scores of this one
+            for overrides in extension_commands(read_chosen(chosen_path)):
+                space.train(overrides, dry_run=True)
             return 0
-
-        def current_rows() -> list[dict]:
-            from scripts.collect_results import main as collect
-
-            collect(["--out", str(args.runs)])
-            return _read_runs(args.runs)
-
-        _write_chosen(extend_until_inside(current_rows, lambda overrides: _train(overrides, dry_run=False)), args.runs)
+        write_chosen(extend_until_inside(space.collect, lambda o: space.train(o, dry_run=False)), runs, chosen_path)
         return 0
-    if args.stage in ("final", "plan"):
-        if args.stage == "plan" and not CHOSEN.is_file():
-            print("# final and curves: after `select` (they need results/protocol/chosen_lr.csv)")
+    if stage in ("final", "plan"):
+        if stage == "plan" and not chosen_path.is_file():
+            print(f"# final and curves: after `select` (they need {space.show(chosen_path)})")
             return 0
-        for overrides in final_commands(_read_chosen(), args.suite):
-            _train(overrides, args.dry_run or args.stage == "plan")
-        if args.stage == "final" or args.suite != "classification":
+        for overrides in final_commands(read_chosen(chosen_path), suite_name):
+            space.train(overrides, dry)
+        if stage == "final" or suite_name != "classification":
             return 0
-    for overrides in curve_commands(_read_chosen(), _final_aslora_reports()):
-        _train(overrides, args.dry_run or args.stage == "plan")
+    # the size curves' thresholds come from the final ASLoRA runs' tie distances (not the curves' own)
+    reports = [r for r in space.sharing_reports("protocol_*_aslora_*") if "adapter.params" not in r["run_name"]]
+    for overrides in curve_commands(read_chosen(chosen_path), reports):
+        space.train(overrides, dry)
     return 0
 
 

@@ -5,6 +5,7 @@ with committed results. Any job that would fail on the real grid fails here, in 
     python -m scripts.rehearsal glue                  # make reproduce-glue's grids, every job (150 + 5 + 15)
     python -m scripts.rehearsal alpaca                # make reproduce-alpaca's (9 jobs)
     python -m scripts.rehearsal ablation              # an offline grid: real models and data, fewer examples
+    python -m scripts.rehearsal smalldata             # a staged grid: every stage, select and extend included
     python -m scripts.rehearsal glue --seeds 1        # one seed of each (what CI runs)
     python -m scripts.rehearsal glue --root /tmp/r hydra/launcher=parallel hydra.launcher.n_jobs=2
 
@@ -19,6 +20,14 @@ unlabelled ``test`` splits; Alpaca's instruction/input/output) and read through 
 recipe allows: one batch, or — for a recipe whose merge schedule is pinned in steps (the ASLoRA
 paper's MRPC row: T_s = 320, m = 240, 7 ties) — enough batches that the schedule fits, as it does on
 the real data.
+
+The staged grids (:data:`scripts.grids.STAGED`: the comparison protocol, its instruction suite, the
+small-data suite) run stage by stage as their ``make`` targets do — lr grid, ``collect``, ``select``,
+``extend``, the final arms (and the protocol's size curves) — in a scratch workspace
+(:class:`scripts.workspace.Workspace`), with their real models and data and fewer examples. Their
+later stages' jobs come from the earlier stages' scores, so what ``select`` chooses at this scale is
+meaningless; what the rehearsal shows is that every stage composes, trains, hands its files to the
+next, and that the suite's report is made from the result.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import yaml
 
 from aslora.harness.data import TRAIN_FRACTION
 from scripts.compose import CONFIG_DIR, ROOT
-from scripts.grids import GRIDS
+from scripts.grids import GRIDS, STAGED, run_staged
 from scripts.grids import run as run_grid
 
 WORDS = "the cat sat on a mat while dogs ran far away and birds sang loud near old green hills".split()
@@ -177,24 +186,53 @@ def build(root: Path, grid: str) -> list[str]:
         return _build_glue(root)
     if grid == "alpaca":
         return _build_alpaca(root)
-    return _shrink_offline(root, grid)
+    if grid in STAGED:
+        return _shrink_offline(_staged_commands(grid), list(STAGED_SCALE.get(grid, ())))
+    return _shrink_offline(GRIDS[grid], [f"experiments_dir={root / 'experiments'}"])
 
 
-def _shrink_offline(root: Path, grid: str) -> list[str]:
+def _shrink_offline(commands: Sequence[Sequence[str]], scale: list[str]) -> list[str]:
     """The offline grids keep their models and data (real, shipped in PyPI packages): only the
-    number of examples shrinks, to the fewest with which every job of the grid fits its schedule."""
+    number of examples shrinks, to the fewest with which every job of ``commands`` fits its schedule."""
     from aslora.harness.settings import RunSettings
     from scripts.compose import composer
     from scripts.preflight import jobs_of
 
-    scale = [f"experiments_dir={root / 'experiments'}", "task.max_eval_examples=8"]
+    scale = [*scale, "task.max_eval_examples=8"]
     needed = 1
     with composer() as compose:
-        for command in GRIDS[grid]:
+        for command in commands:
             for job in jobs_of([*command, *scale]):
                 settings = RunSettings.from_dict(*compose(job))
                 needed = max(needed, _fewest_examples(settings, " ".join(job)))
     return [*scale, f"task.max_train_examples={needed}"]
+
+
+# The small-data suite trains 30 epochs, each with a validation pass: at rehearsal scale that is
+# ~70 minutes of 2 cores for its 52 runs. Its schedules are fractions of the run (T_s and m as the
+# paper's MRPC fractions, the shipped ones too), so a 3-epoch run ties at the same fractions, on more
+# examples (_fewest_examples finds how many); the per-epoch validation and best-epoch test still run.
+STAGED_SCALE = {"smalldata": ("train.epochs=3",)}
+
+
+def _staged_commands(grid: str) -> list[list[str]]:
+    """Every multirun a staged grid can run, whatever its lr stage scores: the lr stage as planned,
+    the final (and curve) stages as if every lr-stage adapter had chosen 1e-3 (the lr changes no
+    schedule, so these are the schedules the real stages will train)."""
+    from scripts import protocol, smalldata
+
+    if grid == "smalldata":
+        return [*smalldata.lr_commands(), *(arm.commands(1e-3, 1) for arm in smalldata.ARMS)]
+    suite = protocol.SUITES["instruct" if grid == "protocol-instruct" else "classification"]
+    chosen = [
+        {"task": task, "adapter": adapter, "variant": variant, "lr": "1e-3"}
+        for task in suite.tasks
+        for adapter, variant in protocol.FINAL_ORDER
+    ]
+    commands = [*suite.lr_stage, *protocol.final_commands(chosen, "instruct" if grid == "protocol-instruct" else None)]
+    if grid == "protocol":  # the size curves; their thresholds change no schedule either
+        commands += protocol.curve_commands(chosen, [])
+    return commands
 
 
 def _sweep_values(sweep: str, key: str) -> list[str]:
@@ -243,21 +281,46 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
     from scripts.plot_sharing import main as plot_sharing
 
     overrides = build(root, grid) + ([f"seed={seeds}"] if seeds else []) + list(extra)
-    run_grid(grid, overrides)  # the same multiruns, in the same order, as the real grid's make target
+    if grid in STAGED:
+        if seeds:
+            raise SystemExit(f"--seeds is for the plain grids; staged grid {grid!r} runs its stages' own seeds")
+        run_staged(grid, root, overrides)  # the stages of the real grid's make target, in its order
+    else:
+        run_grid(grid, overrides)  # the same multiruns, in the same order, as the real grid's make target
     results = root / "results"
     runs = results / "runs.csv"
     if collect(["--experiments", str(root / "experiments"), "--out", str(runs), "--replace"]) != 0:
         raise SystemExit("collect failed")
     if tables(["--runs", str(runs), "--out", str(results / "tables")]) != 0:
         raise SystemExit("tables failed")
+    _suite_report(grid, results)
     for run_dir in sorted((root / "experiments").glob("*_aslora_*")):
         plot_sharing(["--out", str(results / "figures" / run_dir.name), str(run_dir)])
     return results
 
 
+def _suite_report(grid: str, results: Path) -> None:
+    """A staged grid's own report, as its ``make`` target makes it: the protocol's table and figure,
+    or the small-data suite's table and learning curves."""
+    if grid == "smalldata":
+        from scripts.smalldata_report import main as report
+
+        argv = ["--reports", str(results / "reports"), "--out", str(results / "smalldata")]
+        argv += ["--figure", str(results / "figures" / "smalldata_curves.png")]
+    elif grid.startswith("protocol"):
+        from scripts.protocol_report import main as report
+
+        argv = ["--runs", str(results / "runs.csv"), "--tables", str(results / "tables")]
+        argv += ["--figures", str(results / "figures")]
+    else:
+        return
+    if report(argv) != 0:
+        raise SystemExit(f"the {grid} report failed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("grid", choices=sorted(GRIDS))
+    parser.add_argument("grid", choices=sorted([*GRIDS, *STAGED]))
     parser.add_argument("--root", type=Path, default=None, help="the scratch folder, emptied first (rehearsal/<grid>)")
     parser.add_argument("--seeds", default=None, help="e.g. 1: one seed of each job (default: the grid's seeds)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every multirun (e.g. a launcher)")

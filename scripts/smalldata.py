@@ -4,6 +4,7 @@
     python -m scripts.smalldata select    # results/runs.csv → results/smalldata/chosen_lr.csv (best validation)
     python -m scripts.smalldata extend    # lrs beyond a grid's edge where the choice sits on it
     python -m scripts.smalldata final     # stage 2: every arm × 5 seeds, seed by seed (a partial grid has every arm)
+    python -m scripts.smalldata depth     # stage 3: LoRA r=8, LoRA r=2, ASLoRA on mpnet-base (12 layers), MiniLM's lrs
     python -m scripts.smalldata plan      # print every command, run nothing
 
 The regime (``configs/sweep/smalldata_{lr,final}.yaml``): 1,000 rt_polarity examples, batch 16,
@@ -21,23 +22,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.protocol import (
-    ROOT,
-    _read_chosen,
-    _read_runs,
-    _restore_committed_runs,
-    _train,
-    _write_chosen,
-    extend_until_inside,
-    extension_commands,
-    select,
-)
+from scripts.protocol import extend_until_inside, extension_commands, read_chosen, select, write_chosen
+from scripts.workspace import Workspace, read_runs
 
 LR_SWEEP, LR_GRID = "smalldata_lr", "smalldata-lr"
 FINAL_SWEEP, FINAL_GRID = "smalldata_final", "smalldata"
 TASK = "rt_polarity"
-CHOSEN = ROOT / "results" / "smalldata" / "chosen_lr.csv"
+SUITE = "smalldata"  # results/smalldata/chosen_lr.csv
 SEEDS = (1, 2, 3, 4, 5)
+# Depth: the paper ran RoBERTa-base's 12 layers (7 ties per type); mpnet-base has its shapes and real
+# weights offline (`make assets-mpnet`) but costs about 8x MiniLM-L6 a token. Its runs get their own
+# grid name, so they never mix with MiniLM's arms; they reuse MiniLM's chosen lrs (no lr stage: that
+# would cost the suite again). One seed of the three main arms is the pilot; `--seeds` adds more.
+DEPTH_MODEL, DEPTH_GRID = "mpnet-base", "smalldata-depth"
+DEPTH_SEEDS = (1,)
 
 # The paper's MRPC schedule (Table 5: T_s = 320, m = 240 steps of a 30-epoch run of 3,668 examples at
 # batch 16 = 6,900 steps) as fractions of the run: 320 / 6,900 = 0.0464, 240 / 6,900 = 0.0348. On
@@ -91,50 +89,75 @@ def lr_commands() -> list[list[str]]:
     ]
 
 
-def final_commands(chosen: list[dict], seeds: tuple[int, ...] = SEEDS) -> list[list[str]]:
+def final_commands(chosen: list[dict], seeds: tuple[int, ...] = SEEDS, arms: tuple[Arm, ...] = ARMS) -> list[list[str]]:
     """Stage 2, seed by seed and arm by arm within a seed, so a grid stopped part-way has every arm
     at the same seeds. An arm whose lr has not been chosen yet is left out."""
     lr = {(r["adapter"], r["variant"]): float(r["lr"]) for r in chosen if r["task"] == TASK}
-    return [arm.commands(lr[arm.lr_from], seed) for seed in seeds for arm in ARMS if arm.lr_from in lr]
+    return [arm.commands(lr[arm.lr_from], seed) for seed in seeds for arm in arms if arm.lr_from in lr]
+
+
+def depth_commands(chosen: list[dict], seeds: tuple[int, ...] = DEPTH_SEEDS) -> list[list[str]]:
+    """Stage 3: the first three arms (LoRA r=8, LoRA r=2, ASLoRA with the paper-proportioned ties) on
+    :data:`DEPTH_MODEL`, seed by seed, under the grid name :data:`DEPTH_GRID`."""
+    depth = [f"model={DEPTH_MODEL}", f"run_prefix={DEPTH_GRID}_"]
+    return [[*command, *depth] for command in final_commands(chosen, seeds, ARMS[:3])]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["lr", "select", "extend", "final", "plan"])
-    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs.csv")
+    parser.add_argument("stage", choices=["lr", "select", "extend", "final", "depth", "plan"])
+    parser.add_argument(
+        "--seeds", default=None, help="final/depth: the seeds to run, e.g. 1,2,3 (default: 1-5; depth 1)"
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=None, help="the runs select reads (default: <root>/results/runs.csv)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
-    args = parser.parse_args(argv)
-    dry = args.dry_run or args.stage == "plan"
-    if args.stage in ("lr", "extend", "final") and not dry:
-        _restore_committed_runs()
-    if args.stage in ("lr", "plan"):
+    parser.add_argument(
+        "--root", type=Path, default=None, help="a scratch folder for experiments/ and results/ (nothing restored)"
+    )
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every train.py call (with --root)")
+    args = parser.parse_intermixed_args(argv)
+    if args.overrides and args.root is None:
+        raise SystemExit(f"extra overrides {args.overrides} need --root: they would mix with committed results")
+    space = Workspace.scratch(args.root, args.overrides) if args.root else Workspace()
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    return run_stage(args.stage, space, args.dry_run, args.runs, seeds)
+
+
+def run_stage(
+    stage: str, space: Workspace, dry_run: bool = False, runs: Path | None = None, seeds: tuple | None = None
+) -> int:
+    """One stage of the suite in ``space`` (``plan``: print every stage's commands)."""
+    chosen_path, how = space.chosen(SUITE), "`python -m scripts.smalldata lr`"
+    runs = runs or space.runs
+    dry = dry_run or stage == "plan"
+    if stage in ("lr", "extend", "final", "depth") and not dry:
+        space.restore_committed_runs()
+    if stage in ("lr", "plan"):
         for overrides in lr_commands():
-            _train(overrides, dry)
-    if args.stage == "select":
-        _write_chosen(select(_read_runs(args.runs), (LR_GRID,)), args.runs, CHOSEN, (LR_GRID,))
-    if args.stage == "extend":
+            space.train(overrides, dry)
+    if stage == "select":
+        write_chosen(select(read_runs(runs), (LR_GRID,)), runs, chosen_path, (LR_GRID,))
+    if stage == "extend":
         lr_sweep = {TASK: f"sweep={LR_SWEEP}"}
-        if args.dry_run:
-            for overrides in extension_commands(_read_chosen(CHOSEN, "`python -m scripts.smalldata lr`"), lr_sweep):
-                _train(overrides, dry_run=True)
+        if dry_run:
+            for overrides in extension_commands(read_chosen(chosen_path, how), lr_sweep):
+                space.train(overrides, dry_run=True)
             return 0
-
-        def current_rows() -> list[dict]:
-            from scripts.collect_results import main as collect
-
-            collect(["--out", str(args.runs)])
-            return _read_runs(args.runs)
-
         chosen = extend_until_inside(
-            current_rows, lambda o: _train(o, dry_run=False), grids=(LR_GRID,), lr_sweep=lr_sweep
+            space.collect, lambda o: space.train(o, dry_run=False), grids=(LR_GRID,), lr_sweep=lr_sweep
         )
-        _write_chosen(chosen, args.runs, CHOSEN, (LR_GRID,))
-    if args.stage in ("final", "plan"):
-        if args.stage == "plan" and not CHOSEN.is_file():
-            print("# final: after `select` (it needs results/smalldata/chosen_lr.csv)")
+        write_chosen(chosen, runs, chosen_path, (LR_GRID,))
+    if stage in ("final", "plan"):
+        if stage == "plan" and not chosen_path.is_file():
+            print(f"# final: after `select` (it needs {space.show(chosen_path)})")
             return 0
-        for overrides in final_commands(_read_chosen(CHOSEN, "`python -m scripts.smalldata lr`")):
-            _train(overrides, dry)
+        for overrides in final_commands(read_chosen(chosen_path, how), seeds or SEEDS):
+            space.train(overrides, dry)
+    if stage in ("depth", "plan") and chosen_path.is_file():
+        for overrides in depth_commands(read_chosen(chosen_path, how), seeds or DEPTH_SEEDS):
+            space.train(overrides, dry)
     return 0
 
 

@@ -214,26 +214,44 @@ def test_extend_stops_at_the_lr_limit_and_keeps_the_edge_flagged():
     assert chosen[0]["lr"] == "0.1" and chosen[0]["edge"] == "top"
 
 
-def test_select_stage_writes_the_choices_and_names_an_empty_runs_file(tmp_path, monkeypatch):
+def test_select_stage_writes_the_choices_and_names_an_empty_runs_file(tmp_path):
     import csv
 
     from scripts import protocol
 
-    monkeypatch.setattr(protocol, "CHOSEN", tmp_path / "protocol" / "chosen_lr.csv")
-    monkeypatch.setattr(protocol, "ROOT", tmp_path)
-    runs = tmp_path / "runs.csv"
+    runs = tmp_path / "results" / "runs.csv"
+    runs.parent.mkdir()
     with open(runs, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(ROWS[0]))
         writer.writeheader()
         writer.writerows(ROWS)
-    assert protocol.main(["select", "--runs", str(runs)]) == 0
-    with open(protocol.CHOSEN, newline="") as f:
+    assert protocol.main(["select", "--root", str(tmp_path)]) == 0  # reads <root>/results/runs.csv
+    with open(tmp_path / "results" / "protocol" / "chosen_lr.csv", newline="") as f:
         written = {(r["task"], r["adapter"], r["variant"]): r for r in csv.DictReader(f)}
     assert written == {(r["task"], r["adapter"], r["variant"]): r for r in select(ROWS)}
     assert written["rt_polarity", "vera", ""]["edge"] == "top"
     runs.write_text("run_name,grid\n")
     with pytest.raises(SystemExit, match="no runs of an lr grid .*runs.csv"):
-        protocol.main(["select", "--runs", str(runs)])
+        protocol.main(["select", "--root", str(tmp_path)])
+
+
+def test_overrides_without_a_scratch_root_are_refused(tmp_path):
+    from scripts import protocol, smalldata
+
+    for module in (protocol, smalldata):
+        with pytest.raises(SystemExit, match=r"\['task.max_train_examples=8'\] need --root"):
+            module.main(["plan", "task.max_train_examples=8"])
+
+
+def test_a_scratch_workspace_gives_every_train_call_its_overrides(tmp_path, capsys):
+    from scripts import protocol, smalldata
+
+    for module in (protocol, smalldata):
+        assert module.main(["plan", "--root", str(tmp_path), "task.max_train_examples=8"]) == 0
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("$ python train.py")]
+        assert lines and all(
+            line.endswith(f"experiments_dir={tmp_path / 'experiments'} task.max_train_examples=8") for line in lines
+        )
 
 
 def test_a_flat_grid_is_flagged_and_extended_upward():
@@ -250,13 +268,11 @@ def test_a_flat_grid_is_flagged_and_extended_upward():
     assert chosen[0]["lr"] == "0.1" and chosen[0]["edge"] == "top"  # at LR_LIMITS: stays flagged
 
 
-def test_a_flat_grid_is_reported_as_flat_not_as_an_edge(tmp_path, monkeypatch, capsys):
+def test_a_flat_grid_is_reported_as_flat_not_as_an_edge(tmp_path, capsys):
     from scripts import protocol
 
-    monkeypatch.setattr(protocol, "CHOSEN", tmp_path / "protocol" / "chosen_lr.csv")
-    monkeypatch.setattr(protocol, "ROOT", tmp_path)
     flat = select([_row("rt_polarity", "vera", lr, 0.575) for lr in (1e-3, 4e-3, 1e-2)])
-    protocol._write_chosen(flat, tmp_path / "runs.csv")
+    protocol.write_chosen(flat, tmp_path / "runs.csv", tmp_path / "protocol" / "chosen_lr.csv")
     assert "flat, every lr scored the same: `extend` goes up" in capsys.readouterr().out
     extension_commands([{**flat[0], "grid": "0.03,0.1"}])  # the next lr up is beyond LR_LIMITS
     out = capsys.readouterr().out

@@ -103,3 +103,61 @@ def test_an_offline_grid_rehearses_with_its_real_model_and_fewer_examples(tmp_pa
     assert {r["config"]["task"]["max_train_examples"] for r in reports} == {160}  # every job's schedule fits
     assert all(r["merge_history"] for r in reports)
     assert (results / "runs.csv").is_file() and any((results / "tables").glob("*.md"))
+
+
+@pytest.mark.slow
+def test_the_small_data_suite_rehearses_stage_by_stage(tmp_path):
+    """make protocol-smalldata's stages — lr grid, collect, select, extend, every arm × seed — in a
+    scratch workspace, then the suite's own table and learning-curve figure."""
+    from scripts.smalldata import ARMS, SEEDS
+
+    results = rehearse("smalldata", tmp_path, None, [])
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "experiments").glob("*/report.json")]
+    final = [r for r in reports if r["config"]["run_prefix"] == "smalldata_"]
+    assert len(final) == len(ARMS) * len(SEEDS) and all(r["status"] == "done" for r in reports)
+    lr_stage = [r for r in reports if r["config"]["run_prefix"] == "smalldata-lr_"]
+    assert len(lr_stage) >= 3 * 3  # three adapters × the lr grid, plus what extend added
+    with open(results / "smalldata" / "chosen_lr.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    # the paper-proportioned schedule ties at the same fractions of this shorter run
+    paper = next(r for r in final if r["config"]["adapter"]["params"]["merge_start_fraction"] == 0.0464)
+    total = paper["plan"]["total_steps"]
+    assert paper["merge_history"] and max(paper["plan"]["merge_steps"]) <= 0.3 * total
+    table = (results / "smalldata" / "tables.md").read_text()
+    assert all(arm.label in table for arm in ARMS) and "PARTIAL" not in table
+    assert (results / "figures" / "smalldata_curves.png").stat().st_size > 0
+
+
+def test_a_staged_grid_refuses_overrides_outside_a_scratch_folder_and_one_seed(tmp_path):
+    from scripts.grids import run_staged
+
+    with pytest.raises(
+        SystemExit, match=r"extra overrides \['task.max_train_examples=8'\] for staged grid 'smalldata'"
+    ):
+        run_staged("smalldata", None, ["task.max_train_examples=8"])
+    with pytest.raises(SystemExit, match="--seeds is for the plain grids; staged grid 'protocol'"):
+        rehearse("protocol", tmp_path, "1", [])
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("grid", ["smalldata", "protocol", "protocol-instruct"])
+def test_a_staged_grids_rehearsal_scale_fits_every_job_it_can_run(grid, tmp_path):
+    """Every multirun the stages can run (the final and curve stages at any chosen lr) fits its
+    schedule at the rehearsal's number of examples: the planner accepts every job."""
+    from aslora.harness.settings import RunSettings
+    from scripts.compose import composer
+    from scripts.preflight import jobs_of
+    from scripts.rehearsal import _staged_commands, build
+
+    scale = build(tmp_path, grid)
+    n_train = int(next(o for o in scale if o.startswith("task.max_train_examples=")).split("=")[1])
+    commands = _staged_commands(grid)
+    with composer() as compose:
+        jobs = [job for command in commands for job in jobs_of([*command, *scale])]
+        for job in jobs:
+            RunSettings.from_dict(*compose(job)).plan(n_train, num_processes=1)  # raises if a schedule does not fit
+    adapters = {o.split("=")[1] for c in commands for o in c if o.startswith("adapter=")}
+    assert {"lora", "aslora"} <= adapters
+    # lr stages: 3 lrs per adapter; finals: 5 seeds (instruct: 3) per adapter and task
+    expected = {"smalldata": 3 * 3 + 8, "protocol": 2 * (6 * 3) + 2 * 6 * 5, "protocol-instruct": 4 * 3 + 4 * 3}
+    assert len(jobs) >= expected[grid] and (grid != "smalldata" or len(jobs) == expected[grid])

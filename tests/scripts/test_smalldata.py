@@ -6,7 +6,7 @@ import pytest
 
 from aslora.harness.settings import RunSettings
 from scripts.compose import compose_run
-from scripts.smalldata import ARMS, LR_GRID, SEEDS, final_commands, lr_commands
+from scripts.smalldata import ARMS, DEPTH_SEEDS, LR_GRID, SEEDS, depth_commands, final_commands, lr_commands
 from scripts.protocol import select
 
 TRAIN_EXAMPLES = 1000  # configs/sweep/smalldata_*.yaml: task.max_train_examples
@@ -105,12 +105,12 @@ def test_shared_a_lr_is_refused_for_an_adapter_without_a_shared_a():
         _settings(["adapter=lora", "train.shared_a_lr=1e-3"])
 
 
-def _fixture_report(arm, seed: int, test: float, curve: list[float]) -> dict:
+def _fixture_report(arm, seed: int, test: float, curve: list[float], extra: tuple = ()) -> dict:
     """A report as train.py writes it, for ``arm`` at ``seed``: the config composed from the arm's own
     overrides (the report code identifies arms by config, so the fixture must hold the real one)."""
     from scripts.compose import compose_run
 
-    container, _ = compose_run(arm.commands(3e-3, seed))
+    container, _ = compose_run([*arm.commands(3e-3, seed), *extra])
     epochs = [
         {"epoch": i + 1, "train_loss": 0.7 / (i + 1), "val": {"accuracy": v, "loss": 0.5 + 0.01 * i}}
         for i, v in enumerate(curve)
@@ -121,8 +121,9 @@ def _fixture_report(arm, seed: int, test: float, curve: list[float]) -> dict:
         "config": container,
         "seed": seed,
         "adapter": arm.adapter,
-        "model": "minilm-l6",
+        "model": container["model"]["name"],
         "task": "rt_polarity",
+        "wall_seconds": 600.0,
         "main_metric": "accuracy",
         "best": {"metric": curve[best], "epoch": best + 1, "test": {"accuracy": test}},
         "epochs": epochs,
@@ -178,3 +179,45 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
     written = (tmp_path / "out" / "tables.md").read_text()
     assert "PARTIAL: seeds still to run" in written and f"{paper.label} (3)" in written
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_the_depth_stage_runs_the_three_main_arms_on_twelve_layers_under_its_own_grid():
+    chosen = select(_chosen_rows(), (LR_GRID,))
+    commands = depth_commands(chosen)
+    assert len(commands) == 3 * len(DEPTH_SEEDS) and len(depth_commands(chosen, (1, 2, 3))) == 9
+    runs = [_settings(c) for c in commands]
+    assert [s.adapter.name for s in runs] == ["lora", "lora", "aslora"]
+    assert all(s.run_name.startswith("smalldata-depth_mpnet-base_rt_polarity_") for s in runs)
+    assert all(s.train.lr == 3e-3 and s.train.epochs == 30 for s in runs)  # MiniLM's chosen lr, the same regime
+    aslora = runs[2]
+    plan = aslora.plan(TRAIN_EXAMPLES)
+    # 12 layers: 7 ties per type (RoBERTa-base's), all done by 30 % of the run, as the paper's are
+    assert aslora.adapter.params["max_merges"] == 7
+    assert len(plan.merge_steps) == 7 and max(plan.merge_steps) <= 0.30 * plan.total_steps
+
+
+def test_the_report_tables_the_depth_runs_apart_from_minilms_arms(tmp_path):
+    import json
+
+    from scripts.smalldata import DEPTH_GRID, DEPTH_MODEL
+    from scripts.smalldata_report import main
+
+    depth = (f"model={DEPTH_MODEL}", f"run_prefix={DEPTH_GRID}_")
+    reports = [
+        _fixture_report(ARMS[0], 1, 0.80, [0.70, 0.78, 0.76]),
+        _fixture_report(ARMS[0], 1, 0.84, [0.72, 0.82, 0.80], depth),
+        _fixture_report(ARMS[2], 1, 0.83, [0.71, 0.81, 0.79], depth),
+    ]
+    directory = tmp_path / "reports"
+    directory.mkdir()
+    for i, r in enumerate(reports):
+        (directory / f"{r['config']['run_prefix']}{i}.json").write_text(json.dumps(r))
+    out = tmp_path / "out"
+    assert main(["--reports", str(directory), "--out", str(out), "--figure", str(tmp_path / "c.png")]) == 0
+    written = (out / "tables.md").read_text()
+    minilm, depth_part = written.split("Depth:")
+    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 2 | 80.0 [80.0, 80.0]" in minilm  # the MiniLM run only
+    assert f"{ARMS[2].label}" not in minilm.split("Final arms")[1].split("PARTIAL")[0]
+    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 2 | 84.0 [84.0, 84.0]" in depth_part
+    assert f"| {ARMS[2].label} | 15,360 | 20.8 | 2 | 83.0 [83.0, 83.0] | 83.0–83.0 | -1.0 [-1.0, -1.0]" in depth_part
+    assert f"{ARMS[0].label} 10 min" in depth_part

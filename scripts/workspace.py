@@ -1,0 +1,89 @@
+"""Where a staged grid (the comparison protocol, the small-data suite) reads and writes, in one place.
+
+A staged grid's stages talk to each other through files: a stage trains runs into ``experiments/``,
+``collect`` turns them into ``results/runs.csv``, ``select`` writes ``results/<suite>/chosen_lr.csv``,
+and the next stage reads it. By default those are the repository's own folders, and every stage first
+restores the runs committed under ``results/reports/`` (a fresh clone continues the grid instead of
+repeating it). The rehearsal (``scripts/rehearsal.py``) runs the same stages in a scratch folder —
+``Workspace.scratch(root, overrides)`` — where nothing is restored, every ``train.py`` call gets the
+rehearsal's scale overrides on top of its own, and nothing mixes with committed results.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from scripts.compose import ROOT
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path = ROOT
+    """``experiments/`` and ``results/`` live under it."""
+    overrides: tuple[str, ...] = ()
+    """Given to every ``train.py`` call after the stage's own (the rehearsal's scale)."""
+    restore: bool = True
+    """Restore the runs committed under ``results/reports/`` before a stage trains."""
+
+    @classmethod
+    def scratch(cls, root: Path, overrides: Sequence[str] = ()) -> Workspace:
+        """A folder of its own: runs go to ``root/experiments``, nothing committed is restored."""
+        return cls(Path(root), (f"experiments_dir={Path(root) / 'experiments'}", *overrides), restore=False)
+
+    @property
+    def experiments(self) -> Path:
+        return self.root / "experiments"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def runs(self) -> Path:
+        return self.results / "runs.csv"
+
+    def chosen(self, suite: str) -> Path:
+        """``results/<suite>/chosen_lr.csv``: the lr ``select`` chose per adapter."""
+        return self.results / suite / "chosen_lr.csv"
+
+    def show(self, path: Path) -> str:
+        return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+    def train(self, overrides: Sequence[str], dry_run: bool) -> None:
+        """One ``train.py -m`` multirun (print it; run it unless ``dry_run``); stop the stage if it fails."""
+        command = [*overrides, *self.overrides]
+        print("$ python train.py -m " + " ".join(command), flush=True)
+        if not dry_run:
+            subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *command], cwd=ROOT, check=True)
+
+    def restore_committed_runs(self) -> None:
+        if not self.restore:
+            return
+        from scripts.collect_results import restore_reports
+
+        restored = restore_reports(self.results / "reports", self.experiments)
+        if restored:
+            print(f"{len(restored)} finished runs restored from results/reports (they will be skipped)", flush=True)
+
+    def collect(self) -> list[dict]:
+        """``make collect`` for this workspace, then its ``runs.csv``'s rows."""
+        from scripts.collect_results import main as collect
+
+        if collect(["--experiments", str(self.experiments), "--out", str(self.runs)]) != 0:
+            raise SystemExit(f"collecting {self.experiments} failed")
+        return read_runs(self.runs)
+
+    def sharing_reports(self, pattern: str) -> list[dict]:
+        """The reports ``collect`` kept beside the sharing inputs, ``results/sharing/<pattern>/report.json``."""
+        return [json.loads(p.read_text()) for p in sorted((self.results / "sharing").glob(f"{pattern}/report.json"))]
+
+
+def read_runs(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
