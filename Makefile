@@ -91,7 +91,7 @@ rehearse: $(INSTALLED)  ## every job of make reproduce-glue and reproduce-alpaca
 	$(PY) -m scripts.rehearsal glue $(LAUNCH)
 	$(PY) -m scripts.rehearsal alpaca $(LAUNCH)
 
-rehearse-staged: $(INSTALLED)  ## every stage of make protocol, protocol-instruct and protocol-smalldata with fewer examples (CPU, about 1.5 h), reports in rehearsal/<grid>/
+rehearse-staged: $(INSTALLED)  ## every stage of make protocol-smalldata, protocol and protocol-instruct with fewer examples, reports in rehearsal/<grid>/ (2 CPU cores: smalldata's 51 jobs took 22 min; protocol's ~150 and protocol-instruct's ~30 not yet timed)
 	$(PY) -m scripts.rehearsal smalldata
 	$(PY) -m scripts.rehearsal protocol
 	$(PY) -m scripts.rehearsal protocol-instruct
