@@ -9,12 +9,17 @@ it for every later job. Two grids on one machine share the same slots. With ``n_
 number of GPUs a job finds no free GPU and stops, saying so. Nothing happens in the sequential
 launcher (the jobs run in the launching process), on CPU, on one GPU, or under SLURM (submitit
 gives each job its own GPUs).
+
+And what a launcher needs before a grid starts (:func:`check_launcher`, which the grid preflight
+runs first): its plugin installed, and for SLURM a partition and a machine that can submit.
 """
 
 from __future__ import annotations
 
 import fcntl
+import importlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -40,6 +45,45 @@ def visible_gpus() -> list[str]:
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return []
     return answer.stdout.split() if answer.returncode == 0 else []
+
+
+# Our launcher configs (configs/hydra/launcher/) and the plugin that provides each one's base config.
+# (Without the plugin installed our config does not compose: Hydra itself stops, before anything is
+# written, with "In 'hydra/launcher/parallel': Could not find 'hydra/launcher/joblib'".)
+PLUGINS = {
+    "parallel": "hydra-joblib-launcher",
+    "slurm": "hydra-submitit-launcher",
+    "local_submitit": "hydra-submitit-launcher",
+}
+SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
+def check_launcher(launcher: DictConfig | dict, choice: str | None) -> list[str]:
+    """What stops ``hydra/launcher=<choice>`` from launching here, one line per problem (none: it can):
+    its launcher class does not import (a plugin not installed, or a config naming a launcher that is
+    not there); under SLURM, no ``hydra.launcher.partition``, or no ``sbatch``/``srun`` here."""
+    setting = f"hydra/launcher={choice}"
+    package = PLUGINS.get(choice or "", "the package that provides it")
+    target = str(launcher.get("_target_") or "")
+    module, _, name = target.rpartition(".")
+    try:
+        if not hasattr(importlib.import_module(module), name):
+            raise ImportError(f"{module} has no {name}")
+    except (ImportError, ValueError) as error:
+        return [f"{setting}: its launcher {target!r} does not import ({error}); pip install {package}"]
+    problems = []
+    if target == SLURM_TARGET:
+        if not launcher.get("partition"):
+            problems.append(
+                f"{setting} needs hydra.launcher.partition=<your cluster's GPU partition> (`sinfo -s` lists them)"
+            )
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            problems.append(
+                f"{setting} submits with {' and '.join(missing)}, not found on this machine: run the grid on the "
+                "cluster's login node (hydra/launcher=local_submitit runs the same code path here)"
+            )
+    return problems
 
 
 def claim_gpu(gpus: list[str], slots: Path = SLOTS) -> str | None:

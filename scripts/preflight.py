@@ -167,6 +167,11 @@ class GridPreflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from scripts.compose import resolve_run
 
+        from scripts.launch import check_launcher
+
+        launcher = check_launcher(config.hydra.launcher, config.hydra.runtime.choices.get("hydra/launcher"))
+        if launcher:
+            raise SystemExit("stopped before the first job: " + "; ".join(launcher))
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             print(f"grid preflight: skipped (it knows the job list of {BASIC_SWEEPER} only)", flush=True)
             return

@@ -98,3 +98,41 @@ def test_parallel_workers_hold_distinct_gpus_until_they_exit(tmp_path):
     assert gpu_d == gpu_a
     for process in (b, c, d):
         process.communicate("")
+
+
+def test_a_slurm_grid_without_partition_or_sbatch_stops_before_job_1_and_writes_nothing(tmp_path):
+    experiments = tmp_path / "exp"
+    result = run_cli(
+        [*SMOKE_GRID, f"experiments_dir={experiments}", "hydra/launcher=slurm"],
+        tmp_path,
+        PATH=os.path.dirname(sys.executable),
+    )
+    assert result.returncode != 0
+    assert "stopped before the first job: hydra/launcher=slurm needs hydra.launcher.partition=" in result.stderr
+    assert "submits with sbatch and srun, not found on this machine" in result.stderr
+    assert not experiments.exists() and "Traceback" not in result.stderr
+
+
+def test_check_launcher_names_a_launcher_that_does_not_import_and_what_slurm_lacks(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from scripts.launch import SLURM_TARGET, check_launcher
+
+    missing = OmegaConf.create({"_target_": "hydra_plugins.no_such_launcher.NoSuchLauncher", "n_jobs": 2})
+    (problem,) = check_launcher(missing, "parallel")
+    assert problem.startswith("hydra/launcher=parallel: its launcher 'hydra_plugins.no_such_launcher.NoSuchLauncher'")
+    assert problem.endswith("pip install hydra-joblib-launcher")
+    (problem,) = check_launcher({"n_jobs": 2}, "mine")  # no _target_ at all
+    assert "hydra/launcher=mine: its launcher ''" in problem and "the package that provides it" in problem
+    assert check_launcher({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, "basic") == []
+
+    for tool in ("sbatch", "srun"):  # a login node: both on PATH
+        (tmp_path / tool).write_text("#!/bin/sh\n")
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert check_launcher({"_target_": SLURM_TARGET, "partition": "gpu"}, "slurm") == []
+    (problem,) = check_launcher({"_target_": SLURM_TARGET, "partition": None}, "slurm")
+    assert "needs hydra.launcher.partition=" in problem
+    (tmp_path / "srun").unlink()
+    (problem,) = check_launcher({"_target_": SLURM_TARGET, "partition": "gpu"}, "slurm")
+    assert "submits with srun, not found" in problem
