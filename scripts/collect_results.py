@@ -71,6 +71,7 @@ COLUMNS = [
     "report",
     "variant",
     "lr",
+    "shared_a_lr",
 ]
 
 
@@ -114,6 +115,8 @@ def row(report: dict, path: Path) -> dict:
         "num_merges": len(report.get("merge_history", [])),
         "steps": report["steps"],
         "lr": report["config"]["train"]["lr"],
+        # its own column, as the lr: a run at another shared-A lr is another arm (the small-data suite's)
+        "shared_a_lr": _blank(report["config"]["train"].get("shared_a_lr")),
         "train_seconds": round(report["train_seconds"], 1),
         "device": report["environment"]["device"],
         "num_processes": report.get("num_processes", 1),

@@ -256,3 +256,31 @@ def test_collect_keeps_rows_of_runs_it_does_not_find_unless_replace(tmp_path):
     assert {r["run_name"] for r in csv.DictReader(open(out))} == before and before
     assert collect_results.main(["--experiments", str(tmp_path / "experiments"), "--out", str(out), "--replace"]) == 0
     assert list(csv.DictReader(open(out))) == []
+
+
+def _minimal_report(**train) -> dict:
+    params = {"adapter": 100, "num_distinct_B": 2}
+    return {
+        "run_name": "smalldata_m_t_aslora_s1",
+        "config": {"run_prefix": "smalldata_", "adapter": {"params": {}}, "train": {"lr": 1e-3, **train}},
+        "model": "m",
+        "task": "t",
+        "adapter": "aslora",
+        "seed": 1,
+        "main_metric": "accuracy",
+        "best": {"metric": 0.7, "epoch": 3, "test": {"accuracy": 0.69}},
+        "params": {"before": params, "after": params, "lora_reference": 400, "fraction_of_lora_after": 0.25},
+        "merge_history": [],
+        "steps": 10,
+        "train_seconds": 1.0,
+        "environment": {"device": "cpu", "git_sha": "abc", "git_dirty": False},
+        "variant": {},
+    }
+
+
+def test_a_runs_shared_a_lr_is_a_column_of_its_row():
+    """Two arms that differ only in train.shared_a_lr (the small-data suite's A at lr/10) differ in runs.csv."""
+    plain = collect_results.row(_minimal_report(), Path("r.json"))
+    slow_a = collect_results.row(_minimal_report(shared_a_lr=1e-4), Path("r.json"))
+    assert plain["shared_a_lr"] == "" and slow_a["shared_a_lr"] == 1e-4 and plain["lr"] == slow_a["lr"] == 1e-3
+    assert set(slow_a) == set(collect_results.COLUMNS)
