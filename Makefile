@@ -70,6 +70,8 @@ figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{shar
 		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 	$(PY) -m scripts.plot_sweep --if-any
 	$(PY) -m scripts.protocol_report --if-any --readme results/README.md
+	$(PY) -m scripts.spread --if-any
+	$(PY) -m scripts.spread --if-any --grid smalldata
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) -m scripts.grids offline $(LAUNCH)

@@ -64,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default="protocol")
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--out", type=Path, default=None, help="default: results/tables/spread_<grid>_<model>.md")
+    parser.add_argument("--if-any", action="store_true", help="exit quietly when the grid has no runs (make tables)")
     args = parser.parse_args(argv)
     if not args.runs.is_file():
         raise SystemExit(f"--runs {args.runs} not found: `make collect` writes it")
     with open(args.runs, newline="") as f:
         rows = list(csv.DictReader(f))
+    table = seed_table(rows, args.grid, args.model)
+    if not table and args.if_any:
+        return 0
     out = args.out or ROOT / "results" / "tables" / f"spread_{args.grid}_{args.model}.md"
+    text = markdown(args.grid, args.model, table)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(args.grid, args.model, seed_table(rows, args.grid, args.model)))
+    out.write_text(text)
     print(f"seed-by-seed table → {out}")
     return 0
 
