@@ -166,7 +166,6 @@ class GridPreflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from scripts.compose import resolve_run
-
         from scripts.launch import check_launcher
 
         launcher = check_launcher(config.hydra.launcher, config.hydra.runtime.choices.get("hydra/launcher"))
