@@ -11,18 +11,20 @@ by parsing its name. Writes ``<out>/tables.md``:
   the best validation epoch (median over seeds, 95 % percentile-bootstrap interval), the spread of
   the seeds (min–max), and the paired differences against LoRA r=8 and LoRA r=2 on test;
 
+* the learning curves in numbers: per arm, the median curves' lowest validation loss and its epoch,
+  the validation and training loss at the last epoch, the highest validation score and its epoch, and
+  the score at the last epoch — how far each arm overfits, read from the same medians the figure plots;
+
 and the figure: per-epoch training loss, validation accuracy and validation loss, median over seeds,
 one line per arm — who overfits, when, and by how much.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,30 @@ def curves(arms: dict[str, list[dict]]) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def curve_table(arms: dict[str, list[dict]]) -> list[str]:
+    """The figure's median curves at the points that say who overfits: where validation loss bottoms
+    out and where it ends, where validation accuracy peaks and where it ends."""
+    medians = curves(arms)
+    lines = [
+        "| arm | seeds | val loss: lowest (epoch) | val loss, last epoch | train loss, last epoch | "
+        "val acc ×100: highest (epoch) | val acc ×100, last epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        if arm.label not in medians:
+            continue
+        m = medians[arm.label]
+        accuracy = m["validation accuracy ×100"]
+        loss = m.get("validation loss")
+        low = f"{loss.min():.2f} ({int(loss.argmin()) + 1})" if loss is not None else "—"
+        last = f"{loss[-1]:.2f}" if loss is not None else "—"
+        lines.append(
+            f"| {arm.label} | {len(arms[arm.label])} | {low} | {last} | {m['train loss'][-1]:.3f} | "
+            f"{accuracy.max():.1f} ({int(accuracy.argmax()) + 1}) | {accuracy[-1]:.1f} |"
+        )
+    return lines
+
+
 def plot(arms: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
@@ -236,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             "differences by seed):",
             "",
             *final_table(arms),
+            "",
+            f"Learning curves in numbers (the median over seeds of each per-epoch series, as "
+            f"`{args.figure.name}` plots them; epochs from 1):",
+            "",
+            *curve_table(arms),
             "",
         ]
         if missing:

@@ -178,7 +178,27 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
     )
     written = (tmp_path / "out" / "tables.md").read_text()
     assert "PARTIAL: seeds still to run" in written and f"{paper.label} (3)" in written
+    assert f"| {lora.label} | 2 | 0.50 (1) | 0.52 | 0.233 | 77.5 (2) | 75.0 |" in written  # the curves, tabled
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_the_curve_table_reads_the_median_curves_where_they_bottom_out_peak_and_end():
+    from scripts.smalldata_report import arm_identities, by_arm, curve_table
+
+    lora, paper = ARMS[0], ARMS[2]
+    reports = [
+        _fixture_report(lora, 1, 0.80, [0.70, 0.78, 0.76]),
+        _fixture_report(lora, 2, 0.78, [0.72, 0.76, 0.74]),
+        _fixture_report(lora, 3, 0.78, [0.74, 0.74, 0.80]),
+        _fixture_report(paper, 1, 0.77, [0.68, 0.74, 0.75]),
+    ]
+    reports[3]["epochs"][0]["val"]["loss"] = 0.9  # the paper arm's loss bottoms out at epoch 2, not 1
+    table = "\n".join(curve_table(by_arm(reports, arm_identities())))
+    # LoRA: median accuracy per epoch 72, 76, 76 → highest 76.0 first at epoch 2; loss 0.5 + 0.01·(epoch−1);
+    # training loss 0.7 / epoch → 0.233 at epoch 3
+    assert f"| {lora.label} | 3 | 0.50 (1) | 0.52 | 0.233 | 76.0 (2) | 76.0 |" in table
+    assert f"| {paper.label} | 1 | 0.51 (2) | 0.52 | 0.233 | 75.0 (3) | 75.0 |" in table
+    assert ARMS[1].label not in table  # an arm with no runs has no row
 
 
 def test_the_depth_stage_runs_the_three_main_arms_on_twelve_layers_under_its_own_grid():
