@@ -37,7 +37,8 @@ NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/adapters/registr
 """One colour per adapter; its size variants are the smaller points of that colour."""
 
 
-def _label(adapter: str, variant: str) -> str:
+def row_name(adapter: str, variant: str) -> str:
+    """A row's name: the adapter's display name and its size variant (``spread`` names arms by it too)."""
     return NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
 
 
@@ -45,13 +46,14 @@ def _lower_is_better(row: dict) -> bool:
     return row["main_metric"] in LOWER_IS_BETTER
 
 
-def _scale(row: dict) -> float:
+def scale(row: dict) -> float:
+    """A score as tabled: accuracy-like metrics ×100, a loss (``LOWER_IS_BETTER``) as it is."""
     return 1.0 if _lower_is_better(row) else 100.0
 
 
 def _unit(row: dict) -> str:
     """What a score column needs said beside its metric: accuracy is shown ×100, a loss falls."""
-    return " ×100" if _scale(row) == 100 else " (lower is better)"
+    return " ×100" if scale(row) == 100 else " (lower is better)"
 
 
 def _digits(row: dict) -> int:
@@ -70,7 +72,7 @@ def groups(rows: list[dict]) -> dict:
 
 
 def _by_seed(runs: list[dict], key: str) -> dict[int, float]:
-    return {int(r["seed"]): _scale(r) * float(r[key]) for r in runs}
+    return {int(r["seed"]): scale(r) * float(r[key]) for r in runs}
 
 
 def markdown(model: str, by_task: dict) -> str:
@@ -99,7 +101,7 @@ def markdown(model: str, by_task: dict) -> str:
             test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
             val = median_interval(list(_by_seed(runs, "best_metric").values()))
             lines.append(
-                f"| {_label(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
+                f"| {row_name(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
                 f"{format_interval(test, digits)} | {format_interval(val, digits)} | {test.n} |"
             )
         lines.append("")
@@ -150,7 +152,7 @@ def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
     for aslora, lora in pairs:
         diff = _paired_test(by_adapter[aslora], by_adapter[lora])
         lines.append(
-            f"| {_label(*aslora)} | {_size(by_adapter[aslora]):,} | {_label(*lora)} | "
+            f"| {row_name(*aslora)} | {_size(by_adapter[aslora]):,} | {row_name(*lora)} | "
             f"{_size(by_adapter[lora]):,} | {format_interval(diff, digits, signed=True)} | {diff.n} |"
         )
     return lines + [""]
@@ -184,7 +186,7 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
         )
         for adapter, variant in keys:
             score = {
-                float(r["lr"]): _scale(r) * float(r["best_metric"])
+                float(r["lr"]): scale(r) * float(r["best_metric"])
                 for r in task_runs
                 if (r["adapter"], r["variant"]) == (adapter, variant)
             }
@@ -193,7 +195,7 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
                 ("—" if lr not in score else f"**{score[lr]:.{digits}f}**" if lr == best else f"{score[lr]:.{digits}f}")
                 for lr in lrs
             ]
-            lines.append(f"| {_label(adapter, variant)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row_name(adapter, variant)} | " + " | ".join(cells) + " |")
         lines.append("")
         for (_, adapter, variant), row in sorted(selected.items()):
             if row["task"] == task and row["edge"]:  # still at an edge: `extend` has not run, or hit LR_LIMITS
@@ -203,7 +205,7 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
                     else f"the choice sits at the {row['edge']} edge"
                 )
                 lines += [
-                    f"{_label(adapter, variant)}: {where} (`extend` goes no further than {LR_LIMITS[1]:g} "
+                    f"{row_name(adapter, variant)}: {where} (`extend` goes no further than {LR_LIMITS[1]:g} "
                     f"up or {LR_LIMITS[0]:g} down), so a better lr may lie beyond it.",
                     "",
                 ]
@@ -291,7 +293,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
             )
             if key[1] == "" or key == ("lora", "r=2"):
                 ax.annotate(
-                    _label(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8
+                    row_name(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8
                 )
             else:
                 curve_labels[key[0], size, round(interval.estimate, 6)].append(key[1])
