@@ -78,7 +78,12 @@ def test_two_processes_match_one_with_the_same_global_batch(sharding, single_pro
     assert weights_1.keys() == weights_2.keys()
     for key in weights_1:
         torch.testing.assert_close(weights_2[key], weights_1[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert report_1["epochs"][0]["val"] == report_2["epochs"][0]["val"]
+    val_1, val_2 = report_1["epochs"][0]["val"], report_2["epochs"][0]["val"]
+    assert val_1.keys() == val_2.keys()
+    # accuracy and f1 come from counts of predictions: equal, or a prediction changed. The loss is a
+    # float32 mean summed in another order across two processes: equal to float32 rounding
+    assert {k: v for k, v in val_1.items() if k != "loss"} == {k: v for k, v in val_2.items() if k != "loss"}
+    assert val_2["loss"] == pytest.approx(val_1["loss"], rel=1e-5)
 
 
 def test_a_step_pinned_schedule_that_fits_one_process_but_not_two_is_refused_before_loading(tmp_path):
