@@ -46,7 +46,7 @@ test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then mak
 test-slow: $(INSTALLED)  ## the slow tests only
 	$(PY) -m pytest -q -m slow
 
-test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job (what CI runs after the fast suite)
+test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job, and the staged grids' job plans (what CI runs after the fast suite)
 	$(PY) -m pytest -q -m rehearsal
 
 test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's sdist) on ASLoRA, ShareLoRA, Tied-LoRA and LoRA, and TRL's DPO example (CI runs it too)

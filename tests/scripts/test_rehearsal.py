@@ -140,6 +140,7 @@ def test_a_staged_grid_refuses_overrides_outside_a_scratch_folder_and_one_seed(t
     assert not (tmp_path / "experiments").exists()
 
 
+@pytest.mark.rehearsal  # composes every job of the staged grids (~100 s on 2 cores): with the rehearsal, not the fast suite
 @pytest.mark.parametrize("grid", ["smalldata", "protocol", "protocol-instruct"])
 def test_a_staged_grids_rehearsal_scale_fits_every_job_it_can_run(grid, tmp_path):
     """Every multirun the stages can run (the final and curve stages at any chosen lr) fits its
