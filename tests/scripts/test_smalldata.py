@@ -183,7 +183,7 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
 
 
 def test_the_curve_table_reads_the_median_curves_where_they_bottom_out_peak_and_end():
-    from scripts.smalldata_report import arm_identities, by_arm, curve_table
+    from scripts.smalldata_report import arm_identities, by_arm, curve_table, curves
 
     lora, paper = ARMS[0], ARMS[2]
     reports = [
@@ -193,7 +193,8 @@ def test_the_curve_table_reads_the_median_curves_where_they_bottom_out_peak_and_
         _fixture_report(paper, 1, 0.77, [0.68, 0.74, 0.75]),
     ]
     reports[3]["epochs"][0]["val"]["loss"] = 0.9  # the paper arm's loss bottoms out at epoch 2, not 1
-    table = "\n".join(curve_table(by_arm(reports, arm_identities())))
+    arms = by_arm(reports, arm_identities())
+    table = "\n".join(curve_table(arms, curves(arms)))
     # LoRA: median accuracy per epoch 72, 76, 76 → highest 76.0 first at epoch 2; loss 0.5 + 0.01·(epoch−1);
     # training loss 0.7 / epoch → 0.233 at epoch 3
     assert f"| {lora.label} | 3 | 0.50 (1) | 0.52 | 0.233 | 76.0 (2) | 76.0 |" in table
