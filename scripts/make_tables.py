@@ -28,6 +28,7 @@ from pathlib import Path
 from aslora.adapters.registry import DISPLAY_NAMES, ORDER
 from aslora.harness.metrics import LOWER_IS_BETTER
 from scripts.protocol import FINAL_GRIDS, LR_GRIDS
+from scripts.smalldata import DEPTH_GRID as SMALLDATA_DEPTH
 from scripts.smalldata import FINAL_GRID as SMALLDATA_FINAL
 from scripts.smalldata import LR_GRID as SMALLDATA_LR
 
@@ -52,12 +53,18 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+OWNED_GRIDS = (*LR_GRIDS, *FINAL_GRIDS, SMALLDATA_LR, SMALLDATA_FINAL, SMALLDATA_DEPTH)
+"""Grids another report tables — per lr, and at the best validation epoch with intervals over seeds
+(``scripts/protocol_report.py``, ``scripts/smalldata_report.py``): a median-± table here would be a
+second, different number for the same runs."""
+
+
 def cells(runs: list[dict]) -> dict:
-    """(grid, model) → (adapter, variant) → task → list of rows."""
+    """(grid, model) → (adapter, variant) → task → list of rows, for every grid not in :data:`OWNED_GRIDS`."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
-        if run["grid"] in (*LR_GRIDS, *FINAL_GRIDS, SMALLDATA_LR, SMALLDATA_FINAL):  # tabled by their own reports
-            continue  # scripts/protocol_report.py tables those: per lr, and with intervals over seeds
+        if run["grid"] in OWNED_GRIDS:
+            continue
         table[(run["grid"], run["model"])][(run["adapter"], run.get("variant", ""))][run["task"]].append(run)
     return table
 

@@ -24,6 +24,21 @@ def test_tables_from_fixture_runs_match_golden(tmp_path):
         assert (tmp_path / name).read_text() == (FIXTURES / "golden" / name).read_text(), name
 
 
+def test_grids_another_report_tables_get_no_median_table(tmp_path):
+    # the fixture's rows again under every grid name protocol_report / smalldata_report own (the depth
+    # grid included): the tables written are exactly the fixture's, none for an owned grid
+    with open(FIXTURES / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    owned = [{**row, "grid": grid} for grid in make_tables.OWNED_GRIDS for row in rows]
+    assert "smalldata-depth" in make_tables.OWNED_GRIDS
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([*rows, *owned])
+    assert make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "t")]) == 0
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == sorted(p.name for p in (FIXTURES / "golden").iterdir())
+
+
 def test_make_tables_without_runs_says_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match="collect_results"):
         make_tables.main(["--runs", str(tmp_path / "none.csv"), "--out", str(tmp_path)])
