@@ -177,9 +177,9 @@ def curve_table(arms: dict[str, list[dict]], medians: dict[str, dict[str, np.nda
     return lines
 
 
-def plot(arms: dict[str, list[dict]], medians: dict[str, dict[str, np.ndarray]], hardware: str, path: Path) -> None:
+def plot(arms: dict[str, list[dict]], medians: dict[str, dict[str, np.ndarray]], machines: str, path: Path) -> None:
     """The learning-curve figure: one panel per series of ``medians`` (from :func:`curves`), one line
-    per arm; ``hardware`` names the machines the runs came from."""
+    per arm; ``machines`` (from :func:`hardware`) names the machines the runs came from."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,7 +223,7 @@ def plot(arms: dict[str, list[dict]], medians: dict[str, dict[str, np.ndarray]],
     fig.suptitle(
         f"Small-data suite: {run['model']} on {run['task']} ({run['train_examples']:,} examples, batch "
         f"{run['config']['train']['batch_size']}, {len(run['epochs'])} epochs); median over seeds. "
-        f"Grey: the paper-schedule ties.\n{hardware}",
+        f"Grey: the paper-schedule ties.\n{machines}",
         fontsize=9,
     )
     fig.tight_layout()
