@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -113,6 +113,11 @@ protocol: $(INSTALLED)  ## the comparison protocol (lr per adapter on validation
 protocol-instruct: $(INSTALLED)  ## the same protocol on SmolLM2 + chatterbot (held-out loss, 3 seeds, no size curves; CPU, ~1.5 h; restartable)
 	$(PY) -m scripts.grids protocol-instruct
 	$(MAKE) collect tables
+
+protocol-confirm: $(INSTALLED)  ## the small-data suite's preregistered confirmatory study (results/smalldata/PREREGISTRATION.md): per-arm lr stages, 20/10 fresh seeds, depth to 5 seeds (CPU, 12-30 h; restartable), then its verdict
+	$(PY) -m scripts.grids smalldata-confirm
+	$(MAKE) collect
+	$(PY) -m scripts.smalldata_verdict
 
 protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 epochs, lr per adapter, 8 arms × 5 seeds (CPU, ~8 h; restartable), then its table and curves
 	$(PY) -m scripts.grids smalldata

@@ -49,6 +49,8 @@ STAGED: dict[str, tuple[tuple[str, ...], ...]] = {
     "smalldata": (
         ("smalldata", "lr"), COLLECT, ("smalldata", "select"), ("smalldata", "extend"), ("smalldata", "final"),
     ),
+    # the preregistered confirmatory study (results/smalldata/PREREGISTRATION.md)
+    "smalldata-confirm": (("smalldata", "arm-lr"), ("smalldata", "confirm"), ("smalldata", "confirm-depth")),
 }  # fmt: skip
 """Each stage is ``python -m scripts.<module> <stage> [flags]``; ``collect`` is ``make collect``."""
 
@@ -58,16 +60,18 @@ def run_staged(name: str, root: Path | None = None, extra: Sequence[str] = ()) -
     scratch workspace whose every ``train.py`` call also gets ``extra``; stop at the first that fails."""
     from scripts.workspace import Workspace
 
+    allow_dirty = "allow_dirty=true" in extra
+    extra = [e for e in extra if e != "allow_dirty=true"]
     if extra and not root:
         raise SystemExit(f"extra overrides {list(extra)} for staged grid {name!r} need a scratch root")
-    space = Workspace.scratch(root, extra) if root else Workspace()
+    space = Workspace.scratch(root, extra) if root else Workspace(allow_dirty=allow_dirty)
     for module, *stage in STAGED[name]:
         if module == "collect":
             print("$ make collect", flush=True)
             space.collect()
             continue
         print(f"$ python -m scripts.{module} {' '.join(stage)}", flush=True)
-        flags = [*stage, *(["--root", str(root), *extra] if root else [])]
+        flags = [*stage, *(["--root", str(root), *extra] if root else []), *(["--allow-dirty"] if allow_dirty else [])]
         if importlib.import_module(f"scripts.{module}").main(flags) != 0:
             raise SystemExit(f"scripts.{module} {' '.join(stage)} failed")
 
@@ -78,6 +82,11 @@ def run(name: str, extra: Sequence[str] = (), cwd=ROOT) -> None:
         return run_staged(name, extra=extra)
     if name not in GRIDS:
         raise SystemExit(f"unknown grid {name!r}; known: {', '.join([*GRIDS, *STAGED])}")
+    from scripts.workspace import Workspace
+
+    allow_dirty = "allow_dirty=true" in extra
+    extra = [e for e in extra if e != "allow_dirty=true"]
+    Workspace(allow_dirty=allow_dirty).require_committed_code()  # before any job writes anything
     for overrides in GRIDS[name]:
         command = [*overrides, *extra]
         print("$ python train.py " + " ".join(command), flush=True)

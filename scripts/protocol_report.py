@@ -4,16 +4,16 @@
 
 Table ``protocol_<model>.md``: per task, a row per adapter (and size variant): live adapter
 parameters (head excluded) and % of LoRA r=8, the **test** score at the best validation epoch —
-median over seeds with its 95 % percentile-bootstrap interval — the validation score beside it,
+median over seeds with the seeds' min–max and n — the validation score beside it,
 and the number of seeds; then the paired difference ASLoRA − LoRA on test (the paper's claim), and
 the equal-budget table: every ASLoRA setting (the shipped one and its size curves) against the LoRA
-rank nearest its size, paired by seed, with intervals (``scripts/stats.py``).
+rank nearest its size, paired by seed, with t-intervals and exact sign-flip p-values (``scripts/stats.py``).
 
 Table ``protocol-lr_<model>.md``: the lr stage, per task a row per adapter and a column per lr,
 the validation score of each run (one seed), the chosen lr in bold — the grid behind every choice.
 
 Figure ``protocol_<model>.png``: per task, test score against adapter parameters (log axis): one
-point per adapter with its interval; ASLoRA's ``max_merges`` and distance-threshold curves and
+point per adapter with the seeds' range; ASLoRA's ``max_merges`` and distance-threshold curves and
 LoRA's rank curve as lines. Nothing is typed by hand; runs of the protocol's final grids only
 (``protocol``: classification; ``protocol-instruct``: instruction tuning, held-out loss, lower is better).
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aslora.adapters.registry import COLOURS, DISPLAY_NAMES, ORDER
 from scripts.protocol import FINAL_GRIDS, LOWER_IS_BETTER, LR_GRIDS, LR_LIMITS, select
-from scripts.stats import format_interval, median_interval, paired_difference
+from scripts.stats import format_median, format_paired, median_range, paired
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/adapters/registry.py: one row per adapter
@@ -78,7 +78,7 @@ def _by_seed(runs: list[dict], key: str) -> dict[int, float]:
 def markdown(model: str, by_task: dict) -> str:
     lines = [
         f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
-        f"[95 % percentile-bootstrap interval over seeds]; validation beside it. Sizes are live adapter "
+        f"(min–max over seeds, n); validation beside it. Sizes are live adapter "
         f"parameters, head excluded.",
         "",
     ]
@@ -98,19 +98,19 @@ def markdown(model: str, by_task: dict) -> str:
         )
         for key in keys:
             runs = by_adapter[key]
-            test = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
-            val = median_interval(list(_by_seed(runs, "best_metric").values()))
+            test = list(_by_seed(runs, "test_metric_at_best").values())
+            val = list(_by_seed(runs, "best_metric").values())
             lines.append(
                 f"| {row_name(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
-                f"{format_interval(test, digits)} | {format_interval(val, digits)} | {test.n} |"
+                f"{format_median(test, digits)} | {format_median(val, digits)} | {len(test)} |"
             )
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
             diff = _paired_test(by_adapter["aslora", ""], by_adapter["lora", ""])
             favours = "; negative favours ASLoRA" if _lower_is_better(sample) else ""
             lines += [
-                f"ASLoRA − LoRA, paired by seed (test{favours}): {format_interval(diff, digits, signed=True)} "
-                f"over {diff.n} seeds",
+                f"ASLoRA − LoRA, paired by seed (test{favours}; mean [95 % t-interval], exact sign-flip p): "
+                f"{format_paired(diff, digits)}",
                 "",
             ]
         lines += _equal_budget_markdown(by_adapter, digits)
@@ -119,7 +119,7 @@ def markdown(model: str, by_task: dict) -> str:
 
 def _paired_test(runs: list[dict], others: list[dict]):
     """``runs − others`` on test, per seed both ran (``scripts/stats.py``)."""
-    return paired_difference(_by_seed(runs, "test_metric_at_best"), _by_seed(others, "test_metric_at_best"))
+    return paired(_by_seed(runs, "test_metric_at_best"), _by_seed(others, "test_metric_at_best"))
 
 
 def equal_budget_pairs(by_adapter: dict) -> list[tuple]:
@@ -144,7 +144,8 @@ def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
         return []
     lines = [
         "Equal budgets: each ASLoRA setting against the LoRA rank nearest its size, test, paired by seed "
-        "(mean difference [95 % bootstrap interval over the seeds both ran]):",
+        "(mean difference [95 % t-interval over the seeds both ran] (n, exact sign-flip p); below 5 seeds the "
+        "differences themselves):",
         "",
         "| ASLoRA | params | LoRA | params | ASLoRA − LoRA | seeds |",
         "|---|---|---|---|---|---|",
@@ -153,7 +154,7 @@ def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
         diff = _paired_test(by_adapter[aslora], by_adapter[lora])
         lines.append(
             f"| {row_name(*aslora)} | {_size(by_adapter[aslora]):,} | {row_name(*lora)} | "
-            f"{_size(by_adapter[lora]):,} | {format_interval(diff, digits, signed=True)} | {diff.n} |"
+            f"{_size(by_adapter[lora]):,} | {format_paired(diff, digits)} | {diff.n} |"
         )
     return lines + [""]
 
@@ -251,8 +252,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         by_adapter = by_task[task]
         point = {}
         for key, runs in by_adapter.items():
-            interval = median_interval(list(_by_seed(runs, "test_metric_at_best").values()))
-            point[key] = (_size(runs), interval)
+            point[key] = (_size(runs), median_range(list(_by_seed(runs, "test_metric_at_best").values())))
         curves = {  # (label, style, keys in order of size)
             "ASLoRA, max_merges": [
                 k for k in point if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "max_merges"))
@@ -269,7 +269,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                 keys = sorted(keys, key=lambda k: point[k][0])
                 ax.plot(
                     [point[k][0] for k in keys],
-                    [point[k][1].estimate for k in keys],
+                    [point[k][1][0] for k in keys],
                     style,
                     color="grey",
                     linewidth=1,
@@ -279,24 +279,22 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
         # points that coincide (same size and score, as when a threshold lets the same ties through)
         # share one label, below the point; a threshold point of its own is labelled above it
         curve_labels: dict = defaultdict(list)
-        for key, (size, interval) in sorted(point.items(), key=lambda kv: kv[1][0]):
+        for key, (size, (median, low, high, _)) in sorted(point.items(), key=lambda kv: kv[1][0]):
             if size <= 0:
                 continue  # full fine-tuning has no adapter size to place on this axis
             ax.errorbar(
                 [size],
-                [interval.estimate],
-                yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
+                [median],
+                yerr=[[median - low], [high - median]],
                 fmt="o",
                 capsize=3,
                 markersize=7 if key[1] == "" else 4,
                 color=COLOURS.get(key[0], "black"),
             )
             if key[1] == "" or key == ("lora", "r=2"):
-                ax.annotate(
-                    row_name(*key), (size, interval.estimate), textcoords="offset points", xytext=(6, 4), fontsize=8
-                )
+                ax.annotate(row_name(*key), (size, median), textcoords="offset points", xytext=(6, 4), fontsize=8)
             else:
-                curve_labels[key[0], size, round(interval.estimate, 6)].append(key[1])
+                curve_labels[key[0], size, round(median, 6)].append(key[1])
         for (_, size, estimate), variants in curve_labels.items():
             above = all(_variant_value(v, "merge_distance_threshold") for v in variants) and any(
                 k[1] == size and k[2] != estimate for k in curve_labels
@@ -325,7 +323,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
     devices = sorted({r["device"] for t in by_task.values() for runs in t.values() for r in runs if r.get("device")})
     parts = [
         f"Score against size, {MODEL_NAMES.get(model, model)}",
-        "median over seeds, bars 95 % bootstrap interval",
+        "median over seeds, bars min–max over seeds",
         "; ".join(devices),
     ]
     # one panel is too narrow for the title on one line

@@ -222,7 +222,13 @@ def _staged_commands(grid: str) -> list[list[str]]:
     from scripts import protocol, smalldata
 
     if grid == "smalldata":
-        return [*smalldata.lr_commands(), *(arm.commands(1e-3, 1) for arm in smalldata.ARMS)]
+        return [
+            *smalldata.lr_commands(),
+            *(arm.commands(1e-3, 1) for arm in smalldata.ARMS),
+            # the preregistered confirmatory study: its lr stages and its arms (test scored every epoch)
+            *smalldata.arm_lr_commands(lrs=(1e-3,)),
+            *(arm.commands(1e-3, 6, smalldata.CONFIRM_SWEEP) for arm in smalldata.ARMS),
+        ]
     suite = protocol.SUITES["instruct" if grid == "protocol-instruct" else "classification"]
     chosen = [
         {"task": task, "adapter": adapter, "variant": variant, "lr": "1e-3"}

@@ -54,10 +54,10 @@ class Arm:
     shared_a_lr_factor: float | None = None
     """``train.shared_a_lr`` as a fraction of the arm's lr (the spread question), or ``None``."""
 
-    def commands(self, lr: float, seed: int) -> list[str]:
+    def commands(self, lr: float, seed: int, sweep: str = "") -> list[str]:
         extra = [f"train.shared_a_lr={lr * self.shared_a_lr_factor:.3g}"] if self.shared_a_lr_factor else []
         return [
-            f"sweep={FINAL_SWEEP}",
+            f"sweep={sweep or FINAL_SWEEP}",
             f"task={TASK}",
             f"adapter={self.adapter}",
             *self.overrides,
@@ -78,6 +78,33 @@ ARMS = (
     Arm("ASLoRA, no ties (shared A only)", "aslora", ("adapter.params.max_merges=0",), ASLORA_LR),
     Arm("ASLoRA, paper schedule, A at lr/10", "aslora", PAPER_SCHEDULE, ASLORA_LR, shared_a_lr_factor=0.1),
 )
+
+
+# --- the preregistered confirmatory study (results/smalldata/PREREGISTRATION.md) ----------------------
+# Fresh seeds: seeds 1–5 (the exploratory suite above) suggested the hypotheses, so they do not test them.
+CONFIRM_SWEEP, CONFIRM_GRID = "smalldata_confirm", "smalldata-confirm"
+PRIMARY_ARMS, SECONDARY_ARMS = ARMS[:3], ARMS[3:]
+PRIMARY_SEEDS = tuple(range(6, 26))  # 20 seeds: LoRA r=8, LoRA r=2, ASLoRA paper schedule
+SECONDARY_SEEDS = tuple(range(6, 16))  # 10 seeds: every other ASLoRA arm
+ARM_LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+"""Each secondary arm's own lr stage (one seed, validation), on the grid the primary arms' covered."""
+CONFIRM_DEPTH_SEEDS = (3, 4, 5)
+ARM_LR_FILE = "arm_lr.csv"  # results/smalldata/arm_lr.csv: the lr each arm trains at, chosen per arm
+
+
+def arm_lr_commands(arms: tuple[Arm, ...] = SECONDARY_ARMS, lrs: tuple[float, ...] = ARM_LR_GRID) -> list[list[str]]:
+    """The lr stage of each arm that had none (it reused ASLoRA's): every lr of ``lrs``, seed 1."""
+    return [arm.commands(lr, 1, sweep=LR_SWEEP) for arm in arms for lr in lrs]
+
+
+def confirm_commands(arm_lr: dict[str, float]) -> list[list[str]]:
+    """The confirmatory runs in the plan's order: the primary arms seed by seed to 20 seeds, then the
+    secondary arms seed by seed to 10; an arm without a chosen lr yet is left out."""
+    commands = []
+    for arms, seeds in ((PRIMARY_ARMS, PRIMARY_SEEDS), (SECONDARY_ARMS, SECONDARY_SEEDS)):
+        for seed in seeds:
+            commands += [arm.commands(arm_lr[arm.label], seed, CONFIRM_SWEEP) for arm in arms if arm.label in arm_lr]
+    return commands
 
 
 def lr_commands() -> list[list[str]]:
@@ -105,7 +132,10 @@ def depth_commands(chosen: list[dict], seeds: tuple[int, ...] = DEPTH_SEEDS) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["lr", "select", "extend", "final", "depth", "plan"])
+    parser.add_argument(
+        "stage", choices=["lr", "select", "extend", "final", "depth", "arm-lr", "confirm", "confirm-depth", "plan"]
+    )
+    parser.add_argument("--allow-dirty", action="store_true", help="train from a tree with uncommitted changes")
     parser.add_argument(
         "--seeds", default=None, help="final/depth: the seeds to run, e.g. 1,2,3 (default: 1-5; depth 1)"
     )
@@ -120,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.overrides and args.root is None:
         raise SystemExit(f"extra overrides {args.overrides} need --root: they would mix with committed results")
-    space = Workspace.scratch(args.root, args.overrides) if args.root else Workspace()
+    space = Workspace.scratch(args.root, args.overrides) if args.root else Workspace(allow_dirty=args.allow_dirty)
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     return run_stage(args.stage, space, args.dry_run, args.runs, seeds)
 
@@ -132,7 +162,7 @@ def run_stage(
     chosen_path, how = space.chosen(SUITE), "`python -m scripts.smalldata lr`"
     runs = runs or space.runs
     dry = dry_run or stage == "plan"
-    if stage in ("lr", "extend", "final", "depth") and not dry:
+    if stage in ("lr", "extend", "final", "depth", "arm-lr", "confirm", "confirm-depth") and not dry:
         space.restore_committed_runs()
     if stage in ("lr", "plan"):
         for overrides in lr_commands():
@@ -158,7 +188,97 @@ def run_stage(
     if stage in ("depth", "plan") and chosen_path.is_file():
         for overrides in depth_commands(read_chosen(chosen_path, how), seeds or DEPTH_SEEDS):
             space.train(overrides, dry)
+    if stage in ("arm-lr", "plan"):
+        choose_arm_lrs(space, dry)
+    if stage in ("confirm", "plan"):
+        arm_lr_path = space.results / SUITE / ARM_LR_FILE
+        if not arm_lr_path.is_file():
+            print(f"# confirm: after `arm-lr` (it needs {space.show(arm_lr_path)})")
+            return 0
+        for overrides in confirm_commands(read_arm_lr(arm_lr_path)):
+            space.train(overrides, dry)
+    if stage in ("confirm-depth", "plan") and chosen_path.is_file():
+        for overrides in depth_commands(read_chosen(chosen_path, how), seeds or CONFIRM_DEPTH_SEEDS):
+            space.train(overrides, dry)
     return 0
+
+
+def choose_arm_lrs(space: Workspace, dry_run: bool, rounds: int = 3) -> dict[str, float]:
+    """Every arm's lr, chosen on validation among its own lr-stage runs (seed 1): run the secondary
+    arms' lr grids, then while a choice sits at a grid's edge, one more lr beyond it (``next_lr``,
+    within ``LR_LIMITS``); write ``results/smalldata/arm_lr.csv``. The primary arms' grids are the
+    exploratory suite's lr stage (their choice is recomputed here from the same runs)."""
+    from scripts.protocol import LR_LIMITS, next_lr
+    from scripts.smalldata_report import arm_identities, by_arm, read_reports
+
+    for overrides in arm_lr_commands():
+        space.train(overrides, dry_run)
+    if dry_run:
+        return {}
+    identities = arm_identities()
+    chosen: dict[str, dict] = {}
+    for _ in range(rounds + 1):
+        runs = by_arm(read_reports(space.experiments, LR_GRID, from_runs=True), identities)
+        chosen = {arm.label: choose_lr(runs.get(arm.label, [])) for arm in ARMS if runs.get(arm.label)}
+        extra = []
+        for arm in ARMS:
+            row = chosen.get(arm.label)
+            if row and row["edge"] in ("top", "bottom"):
+                lr = next_lr(row["lr"], row["edge"])
+                if LR_LIMITS[0] <= lr <= LR_LIMITS[1]:
+                    extra.append(arm.commands(lr, 1, sweep=LR_SWEEP))
+        if not extra:
+            break
+        for overrides in extra:
+            space.train(overrides, dry_run=False)
+    write_arm_lr(chosen, space.results / SUITE / ARM_LR_FILE)
+    return {label: row["lr"] for label, row in chosen.items()}
+
+
+def choose_lr(reports: list[dict]) -> dict:
+    """The lr with the best validation score (ties: the smaller lr) among one arm's lr-stage runs,
+    and ``edge``: ``top``/``bottom`` when it is the grid's largest/smallest lr."""
+    grid = sorted({r["config"]["train"]["lr"] for r in reports})
+    best = min(reports, key=lambda r: (-r["best"]["metric"], r["config"]["train"]["lr"]))
+    lr = best["config"]["train"]["lr"]
+    edge = "" if len(grid) < 2 else {grid[-1]: "top", grid[0]: "bottom"}.get(lr, "")
+    return {
+        "lr": lr,
+        "validation": best["best"]["metric"],
+        "grid": ",".join(f"{x:g}" for x in grid),
+        "edge": edge,
+        "runs": ";".join(r["run_name"] for r in sorted(reports, key=lambda r: r["config"]["train"]["lr"])),
+    }
+
+
+def write_arm_lr(chosen: dict[str, dict], path: Path) -> None:
+    import csv
+
+    if not chosen:
+        raise SystemExit("no lr-stage runs of any arm: run `python -m scripts.smalldata arm-lr`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["arm", "lr", "validation", "grid", "edge", "runs"])
+        writer.writeheader()
+        for arm in ARMS:
+            if arm.label in chosen:
+                writer.writerow({"arm": arm.label, **chosen[arm.label]})
+                row = chosen[arm.label]
+                edge = f" (at the {row['edge']} edge)" if row["edge"] else ""
+                print(f"{arm.label:<40} lr {row['lr']:g}{edge}  validation {row['validation']:.3f}  grid {row['grid']}")
+    print(f"wrote {path}")
+
+
+def read_arm_lr(path: Path) -> dict[str, float]:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = {arm.label for arm in ARMS}
+    unknown = [r["arm"] for r in rows if r["arm"] not in labels]
+    if unknown:
+        raise SystemExit(f"{path}: unknown arm(s) {unknown}; known: {sorted(labels)}")
+    return {r["arm"]: float(r["lr"]) for r in rows}
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ by parsing its name. Writes ``<out>/tables.md``:
 
 * the lr stage: validation score of each (adapter, lr), one seed, the choice in bold;
 * the final arms: adapter parameters at the best epoch and % of LoRA r=8, best epoch, test score at
-  the best validation epoch (median over seeds, 95 % percentile-bootstrap interval), the spread of
-  the seeds (min–max), and the paired differences against LoRA r=8 and LoRA r=2 on test;
+  the best validation epoch (median, min–max and n over seeds), how many seeds were scored before
+  the adapter reached its final size, and the paired differences against LoRA r=8 and LoRA r=2 on
+  test (mean, 95 % t-interval, exact sign-flip p);
 
 * the learning curves in numbers: per arm, the median curves' lowest validation loss and its epoch,
   the validation and training loss at the last epoch, the highest validation score and its epoch, and
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts.smalldata import ARMS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
-from scripts.stats import format_interval, median_interval, paired_difference
+from scripts.stats import format_median, format_paired, paired
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ("LoRA r=8", "LoRA r=2 (ASLoRA's size)")
@@ -52,9 +53,12 @@ def arm_identities(arms: tuple[Arm, ...] = ARMS, extra: tuple[str, ...] = ()) ->
     return {_identity(compose_run([*arm.commands(1e-3, 1), *extra])[0]): arm.label for arm in arms}
 
 
-def read_reports(directory: Path, prefix: str) -> list[dict]:
-    reports = [json.loads(p.read_text()) for p in sorted(directory.glob(f"{prefix}_*.json"))]
-    return [r for r in reports if r["config"].get("run_prefix") == f"{prefix}_"]
+def read_reports(directory: Path, prefix: str, from_runs: bool = False) -> list[dict]:
+    """The finished reports of grid ``prefix``: ``<directory>/<prefix>_*.json`` (``results/reports``),
+    or with ``from_runs`` ``<directory>/<prefix>_*/report.json`` (an ``experiments/`` folder)."""
+    pattern = f"{prefix}_*/report.json" if from_runs else f"{prefix}_*.json"
+    reports = [json.loads(p.read_text()) for p in sorted(directory.glob(pattern))]
+    return [r for r in reports if r.get("status") == "done" and r["config"].get("run_prefix") == f"{prefix}_"]
 
 
 def by_arm(reports: list[dict], identities: dict[tuple, str]) -> dict[str, list[dict]]:
@@ -75,10 +79,15 @@ def _size_at_best(report: dict) -> int:
 
 
 def final_table(arms: dict[str, list[dict]]) -> list[str]:
+    """One row per arm: the adapter's size at the scored (best validation) epoch, how many seeds were
+    scored before the adapter reached its final size, and test at the best epoch with the paired
+    differences against the two LoRA references (``scripts/stats.py``: mean [95 % t-interval] (n, exact
+    sign-flip p); below 5 seeds the differences themselves)."""
     lines = [
-        "| arm | adapter params at best epoch | % of LoRA r=8 | best epoch (median) | test acc ×100 at best, "
-        "median [95 % CI] | seeds min–max | − LoRA r=8 (paired) | − LoRA r=2 (paired) | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | adapter params at best epoch (median) | % of LoRA r=8 | seeds scored before the final size | "
+        "best epoch (median) | test acc ×100 at best: median (min–max, n) | − LoRA r=8 (paired) | "
+        "− LoRA r=2 (paired) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     reference = {label: {r["seed"]: _test(r) for r in arms.get(label, [])} for label in REFERENCES}
     for arm in ARMS:
@@ -88,20 +97,17 @@ def final_table(arms: dict[str, list[dict]]) -> list[str]:
         tests = [_test(r) for r in runs]
         size = int(np.median([_size_at_best(r) for r in runs]))
         fraction = 100 * size / runs[0]["params"]["lora_reference"]
+        early = sum(_size_at_best(r) > r["params"]["after"]["adapter"] for r in runs)
         differences = []
         for label in REFERENCES:
             if label == arm.label or not set(reference[label]) & {r["seed"] for r in runs}:
                 differences.append("—")
             else:
-                differences.append(
-                    format_interval(
-                        paired_difference({r["seed"]: _test(r) for r in runs}, reference[label]), signed=True
-                    )
-                )
+                differences.append(format_paired(paired({r["seed"]: _test(r) for r in runs}, reference[label])))
         lines.append(
-            f"| {arm.label} | {size:,} | {fraction:.1f} | {np.median([r['best']['epoch'] for r in runs]):g} | "
-            f"{format_interval(median_interval(tests))} | {min(tests):.1f}–{max(tests):.1f} | "
-            f"{differences[0]} | {differences[1]} | {len(runs)} |"
+            f"| {arm.label} | {size:,} | {fraction:.1f} | {early} of {len(runs)} | "
+            f"{np.median([r['best']['epoch'] for r in runs]):g} | {format_median(tests)} | "
+            f"{differences[0]} | {differences[1]} |"
         )
     return lines
 
@@ -264,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{arm.label} ({5 - len(arms.get(arm.label, []))})" for arm in ARMS if len(arms.get(arm.label, [])) < 5
         ]
         lines += [
-            "Final arms, test at the best validation epoch (95 % bootstrap intervals over seeds; paired "
-            "differences by seed):",
+            "Final arms (exploratory, seeds 1–5), test at the best validation epoch; paired differences by "
+            "seed as mean [95 % t-interval] (n, exact sign-flip p); a sign-flip p cannot go below 2/2ⁿ = "
+            "0.0625 at n = 5, so no difference here can be significant at 0.05 (the preregistered "
+            "confirmatory study, `PREREGISTRATION.md`, is sized for that):",
             "",
             *final_table(arms),
             "",

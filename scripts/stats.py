@@ -1,15 +1,27 @@
-"""Intervals over seeds, for tables a reviewer can read (issue 14's protocol).
+"""Statistics over seeds that say what they cover (issue 35).
 
-* ``median_interval``: the median of a score over seeds and a 95 % percentile-bootstrap interval
-  of that median (resampling seeds with replacement; SciPy's ``stats.bootstrap``, fixed seed, so a
-  table regenerates identically).
-* ``paired_difference``: per seed, ``a − b`` of two adapters run with the same seed (same head
-  initialisation and data order), its mean, and a 95 % percentile-bootstrap interval of the mean.
-  Pairing removes the seed-to-seed variation both runs share, which an unpaired comparison of two
-  medians would count twice.
+Every comparison in the reports is *paired by seed*: two arms run with the same seed share the head
+initialisation and the data order, so ``d_s = a_s − b_s`` removes the variation they share. Over the
+``n`` seeds both ran:
 
-With five seeds an interval is wide and the percentile bootstrap is a little too narrow (it cannot
-see beyond the values it has): tables say "95 % bootstrap interval over N seeds", never more.
+* ``paired(a, b)`` — the mean ``d̄``, its SD ``s``, a 95 % **t-interval** ``d̄ ± t_{0.975, n−1} s/√n``
+  (covers 95 % at every n when the ``d_s`` are normal: ``tests/scripts/test_stats.py`` simulates it;
+  the percentile bootstrap the reports used before covered 84 % at n = 5 and is exactly [min, max] at
+  n ≤ 3), and an **exact sign-flip permutation p-value**: under H0 (no difference) each ``d_s`` is as
+  likely to be ``−d_s``, so ``p = #{signs : |mean(±d)| ≥ |d̄|} / 2ⁿ`` over all ``2ⁿ`` sign vectors. It
+  needs no normality, but it cannot go below ``2 / 2ⁿ``: at n ≤ 5 no difference can be significant
+  at 0.05 (``min_p``), which is why the plan asks for more seeds.
+* ``tost(d, margin)`` — equivalence within ``±margin``: two one-sided t-tests, ``p = max(p_low, p_high)``
+  (Schuirmann 1987). Equivalence at 0.05 ⇔ the 90 % t-interval lies inside ``(−margin, margin)``.
+* ``holm(ps)`` — Holm's step-down adjustment within one declared family (controls the family-wise
+  error rate with no assumption about how the tests depend on each other).
+* ``mde(sd, n)`` — the smallest true mean difference a two-sided 0.05 paired t-test detects with 80 %
+  power, ``(t_{0.975, n−1} + t_{0.8, n−1}) · sd / √n`` (the usual approximation, slightly optimistic
+  at small n): what a design *could* have found.
+
+Below ``MIN_INTERVAL_N`` seeds a table shows the values themselves, not an interval. A median over
+seeds is shown with its min–max and n, never with a "95 % interval" (at n = 5 the order-statistic
+interval of a median *is* [min, max], with 94 % coverage, so it adds nothing to the range).
 """
 
 from __future__ import annotations
@@ -18,61 +30,155 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy import stats as sps
 
 CONFIDENCE = 0.95
-RESAMPLES = 10_000
-SEED = 0
+ALPHA = 1 - CONFIDENCE
+POWER = 0.80
+MIN_INTERVAL_N = 5
+"""Fewer seeds than this: show the values, not an interval."""
+EXACT_LIMIT = 22
+"""Up to this many seeds the sign-flip p enumerates all 2ⁿ sign vectors (4 M at 22)."""
 
 
 @dataclass(frozen=True)
-class Interval:
-    estimate: float
+class Paired:
+    """A seed-paired difference ``a − b``: the seeds, the per-seed differences and their summary."""
+
+    seeds: tuple[int, ...]
+    differences: tuple[float, ...]
+    mean: float
+    sd: float
     low: float
+    """The 95 % t-interval's ends (equal to ``mean`` below 2 seeds)."""
     high: float
-    n: int
+    p: float
+    """Exact two-sided sign-flip permutation p-value of ``mean = 0``."""
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
 
 
-def _bootstrap(values: np.ndarray, statistic) -> tuple[float, float]:
-    if len(values) < 2 or np.all(values == values[0]):
-        return float(statistic(values)), float(statistic(values))  # nothing to resample
-    from scipy import stats
-
-    result = stats.bootstrap(
-        (values,),
-        statistic,
-        confidence_level=CONFIDENCE,
-        n_resamples=RESAMPLES,
-        method="percentile",
-        random_state=SEED,
-        vectorized=False,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def median_interval(values: Sequence[float]) -> Interval:
-    """Median over seeds with its 95 % percentile-bootstrap interval."""
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """``mean ± t_{(1+c)/2, n−1} · sd/√n`` (``(mean, mean)`` below two values)."""
     values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("no values: a cell needs at least one seed")
-    low, high = _bootstrap(values, np.median)
-    return Interval(float(np.median(values)), low, high, int(values.size))
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, mean
+    half = sps.t.ppf((1 + confidence) / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return mean - float(half), mean + float(half)
 
 
-def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Interval:
-    """Mean over shared seeds of ``a[seed] − b[seed]`` with its 95 % percentile-bootstrap interval.
+def _signs(n: int) -> np.ndarray:
+    """All ``2ⁿ`` sign vectors as a ``(2ⁿ, n)`` array of ±1."""
+    bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+    return 1 - 2 * bits.astype(np.int8)
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """Exact two-sided sign-flip permutation p-value of the mean of ``differences`` (see the module).
+
+    Raises:
+        ValueError: no values, or more than ``EXACT_LIMIT`` (the enumeration would not fit).
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        raise ValueError("no differences: a p-value needs at least one seed")
+    if d.size > EXACT_LIMIT:
+        raise ValueError(f"{d.size} seeds: the exact sign-flip enumeration stops at {EXACT_LIMIT}")
+    observed = abs(d.sum())
+    # meet in the middle: every signed sum is a signed sum of the first half plus one of the second,
+    # so 2ⁿ sums come from two tables of 2^(n/2) (32 MB at n = 22, not a 2ⁿ × n matrix)
+    half = d.size // 2
+    sums = np.abs(np.add.outer(_signs(half) @ d[:half], _signs(d.size - half) @ d[half:]))
+    # a relative tolerance: sums equal to the observed one in exact arithmetic count as "as extreme"
+    return float(np.mean(sums >= observed - 1e-12 * max(1.0, observed)))
+
+
+def min_p(n: int) -> float:
+    """The smallest sign-flip p-value ``n`` seeds can give (all differences of one sign): ``2 / 2ⁿ``."""
+    return min(1.0, 2.0 / 2**n)
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
+    """``a − b`` over the seeds both ran (see the module).
 
     Raises:
         ValueError: the two share no seed.
     """
-    seeds = sorted(set(a) & set(b))
+    seeds = tuple(sorted(set(a) & set(b)))
     if not seeds:
         raise ValueError(f"no seed in common: {sorted(a)} vs {sorted(b)}")
-    differences = np.array([a[s] - b[s] for s in seeds], dtype=float)
-    low, high = _bootstrap(differences, np.mean)
-    return Interval(float(differences.mean()), low, high, len(seeds))
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    low, high = t_interval(d)
+    sd = float(d.std(ddof=1)) if d.size > 1 else float("nan")
+    return Paired(seeds, tuple(float(x) for x in d), float(d.mean()), sd, low, high, sign_flip_p(d))
 
 
-def format_interval(interval: Interval, digits: int = 1, signed: bool = False) -> str:
-    """``77.1 [76.0, 78.3]`` (``+1.2 [−0.4, 2.9]`` with ``signed``)."""
-    sign = "+" if signed else ""
-    return f"{interval.estimate:{sign}.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+def tost(differences: Sequence[float], margin: float) -> float:
+    """Two one-sided t-tests of ``−margin < mean < margin``: ``max`` of the two one-sided p-values.
+
+    Raises:
+        ValueError: a margin that is not positive, or fewer than two values (no SD).
+    """
+    if not margin > 0:
+        raise ValueError(f"margin={margin!r}: an equivalence margin must be positive")
+    d = np.asarray(differences, dtype=float)
+    if d.size < 2:
+        raise ValueError("TOST needs at least two seeds (an SD)")
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    if se == 0:  # every seed the same difference: inside the margin or not, with certainty
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    df = d.size - 1
+    p_low = sps.t.sf((d.mean() + margin) / se, df)  # H0: mean ≤ −margin
+    p_high = sps.t.cdf((d.mean() - margin) / se, df)  # H0: mean ≥ +margin
+    return float(max(p_low, p_high))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (each ``≤ 1``, monotone in rank)."""
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return [float(x) for x in adjusted]
+
+
+def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimal detectable mean paired difference at ``power`` for a two-sided ``alpha`` t-test."""
+    if n < 2:
+        return float("inf")
+    df = n - 1
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def median_range(values: Sequence[float]) -> tuple[float, float, float, int]:
+    """``(median, min, max, n)`` of a score over seeds.
+
+    Raises:
+        ValueError: no values.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("no values: a cell needs at least one seed")
+    return float(np.median(values)), float(values.min()), float(values.max()), int(values.size)
+
+
+def format_median(values: Sequence[float], digits: int = 1) -> str:
+    """``77.0 (76.6–78.4, n=5)``."""
+    median, low, high, n = median_range(values)
+    return f"{median:.{digits}f} ({low:.{digits}f}–{high:.{digits}f}, n={n})"
+
+
+def format_paired(result: Paired, digits: int = 1) -> str:
+    """``−2.1 [−4.4, 0.2] (n=5, p=0.06)``; below ``MIN_INTERVAL_N`` seeds, the differences themselves:
+    ``−1.1 (n=2: −1.6, −0.6)``."""
+    if result.n < MIN_INTERVAL_N:
+        values = ", ".join(f"{d:+.{digits}f}" for d in result.differences)
+        return f"{result.mean:+.{digits}f} (n={result.n}: {values})"
+    return f"{result.mean:+.{digits}f} [{result.low:+.{digits}f}, {result.high:+.{digits}f}] (n={result.n}, p={result.p:.2g})"

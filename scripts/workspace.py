@@ -30,6 +30,9 @@ class Workspace:
     """Given to every ``train.py`` call after the stage's own (the rehearsal's scale)."""
     restore: bool = True
     """Restore the runs committed under ``results/reports/`` before a stage trains."""
+    allow_dirty: bool = False
+    """Train from a tree with uncommitted changes to tracked files (each report then carries the
+    diff). Off: a grid's results must come from committed code, so a dirty tree is refused."""
 
     @classmethod
     def scratch(cls, root: Path, overrides: Sequence[str] = ()) -> Workspace:
@@ -58,13 +61,31 @@ class Workspace:
     def train(self, overrides: Sequence[str], dry_run: bool) -> None:
         """One ``train.py -m`` multirun (print it; run it unless ``dry_run``); stop the stage if it fails."""
         command = [*overrides, *self.overrides]
+        if not dry_run:
+            self.require_committed_code()
         print("$ python train.py -m " + " ".join(command), flush=True)
         if not dry_run:
             subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *command], cwd=ROOT, check=True)
 
+    def require_committed_code(self) -> None:
+        """Refuse (before anything is written) to train a grid of committed results from a tree whose
+        tracked files differ from its commit, naming them; a scratch workspace (the rehearsal) and
+        ``allow_dirty`` pass."""
+        if not self.restore or self.allow_dirty:
+            return
+        changed = modified_files(ROOT)
+        if changed:
+            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+            raise SystemExit(
+                f"refusing to run a grid from a tree with uncommitted changes ({shown}): its reports would "
+                f"not match any commit. Commit them (or run from a clean `git worktree`), or pass "
+                f"allow_dirty=true (--allow-dirty) to run anyway, each report carrying the diff"
+            )
+
     def restore_committed_runs(self) -> None:
         if not self.restore:
             return
+        self.require_committed_code()
         from scripts.collect_results import restore_reports
 
         restored = restore_reports(self.results / "reports", self.experiments)
@@ -87,3 +108,21 @@ class Workspace:
 def read_runs(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def modified_files(root: Path) -> list[str]:
+    """Tracked files whose content differs from HEAD (``git status --porcelain``, untracked ignored,
+    as the reports' ``git_dirty`` counts them); ``[]`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from aslora.harness import checkpoint as ckpt
-from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, evaluation_loader, lengths_of
+from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, evaluation_loader, lengths_of
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
@@ -73,6 +73,11 @@ class FitResult:
     ``best_epoch``: the adapter behind the reported scores. ``None`` for full fine-tuning."""
     params_at_best: dict[str, Any] | None = None
     """``count_parameters`` at the end of ``best_epoch`` (an ASLoRA run may tie again after it)."""
+    test_labels: str | None = None
+    """Under ``train.test_each_epoch``: the test labels, encoded as ``test_predictions`` are."""
+    test_predictions: dict[str, str] = field(default_factory=dict)
+    """Under ``train.test_each_epoch``: epoch (as text) → the predicted class of every test example,
+    in the dataset's order, one character each (``"0110…"``; classes above 9 as letters)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,17 @@ class _Fit:
         # Evaluation longest first: a metric pairs each prediction with its own label, so the order
         # changes nothing but the padding (scripts/bench_batching.py measures the saving).
         eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
+        # the evaluation order (longest first) as dataset indices: kept predictions are put back in
+        # the dataset's order, the same for every run of a task, so two runs pair example by example
+        self.test_order = LengthOrder(lengths_of(data.test)).order if data.test is not None else []
+        self.test_labels = None
+        if (
+            self.settings.test_each_epoch
+            and self.test_order
+            and data.spec.kind != "causal_lm"
+            and not data.spec.is_regression
+        ):
+            self.test_labels = _encode_classes(list(data.test["labels"]), list(range(len(self.test_order))))
         self.eval_loaders = {
             k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, self.collate))
             for k, v in eval_sets.items()
@@ -367,12 +383,22 @@ class _Fit:
         record["val"] = self._score("val")
         main = record["val"][data.spec.metrics[0]]
         improved = is_better(data.spec.metrics[0], main, result.best_metric)
-        # The test split is scored only where validation improves: the reported test score is the one
-        # at the best validation epoch, so no other test score is ever needed (or selected on).
-        if improved and "test" in self.eval_loaders:
-            record["test"] = self._score("test")
+        # The test split is scored where validation improves: the reported test score is the one at
+        # the best validation epoch. Under train.test_each_epoch it is scored every epoch, so another
+        # validation rule (best epoch at the final adapter size) has its test score too; nothing
+        # selects on test either way.
+        if "test" in self.eval_loaders and (improved or self.settings.test_each_epoch):
+            if self.settings.test_each_epoch and data.spec.kind != "causal_lm" and not data.spec.is_regression:
+                kept: list[int] = []
+                record["test"] = self._score("test", kept)
+                self.result.test_predictions[str(epoch)] = _encode_classes(kept, self.test_order)
+            else:
+                record["test"] = self._score("test")
         if self.controller is not None:
             record["num_distinct_B"] = self.controller.num_distinct_B
+        # the adapter's size at this epoch's end: which size a score at this epoch was made at
+        trained = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        record["adapter_params"] = count_parameters(trained).adapter
         result.epochs.append(record)
         if improved:
             result.best_epoch, result.best_metric, result.best_validation = epoch, main, record["val"]
@@ -381,8 +407,8 @@ class _Fit:
         if self.accelerator.is_main_process:
             log.info("%s", describe_epoch(record, self.settings.epochs, data.spec.metrics[0], result))
 
-    def _score(self, split: str) -> dict[str, float]:
-        scores = evaluate(self.model, self.eval_loaders[split], self.data, self.accelerator)
+    def _score(self, split: str, keep: list | None = None) -> dict[str, float]:
+        scores = evaluate(self.model, self.eval_loaders[split], self.data, self.accelerator, keep)
         self.log_metrics({f"{split}/{k}": v for k, v in scores.items()}, self.step)
         return scores
 
@@ -437,7 +463,28 @@ class _Fit:
         result.train_seconds += time.perf_counter() - started
         result.params_after = count_parameters(trained).as_dict()
         result.merge_history = list(self.pool.merge_history) if self.pool is not None else []
+        result.test_labels = self.test_labels if result.test_predictions else None
         return result
+
+
+_CLASS_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _encode_classes(predictions: list[int], order: list[int]) -> str:
+    """Class ids in evaluation order → one character per example in dataset order."""
+    if len(predictions) != len(order):
+        raise RuntimeError(f"{len(predictions)} test predictions for {len(order)} test examples")
+    if predictions and max(predictions) >= len(_CLASS_CHARS):
+        raise ValueError(f"class id {max(predictions)}: kept predictions encode at most {len(_CLASS_CHARS)} classes")
+    out = [""] * len(order)
+    for index, cls in zip(order, predictions):
+        out[index] = _CLASS_CHARS[cls]
+    return "".join(out)
+
+
+def decode_classes(text: str) -> list[int]:
+    """The inverse of the encoding kept in ``FitResult.test_predictions``."""
+    return [_CLASS_CHARS.index(c) for c in text]
 
 
 _RESUMABLE_FIELDS = (
@@ -450,4 +497,5 @@ _RESUMABLE_FIELDS = (
     "train_seconds",
     "best_state",
     "params_at_best",
+    "test_predictions",
 )

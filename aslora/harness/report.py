@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -86,9 +87,16 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return {
         "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": dirty,
+        # what a dirty tree changed, so a run made from it can still be read (and redone); capped: a
+        # report is a record, not an archive
+        "git_diff": _cap(_git("diff", "HEAD"), MAX_DIFF_CHARS) if dirty else None,
+        # the process's own command line: how the run was launched (train.py and its overrides, a
+        # grid driver, a test), not reconstructed from the config
+        "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else list(sys.argv),
         "python": platform.python_version(),
         "packages": versions,
         "device": device,
@@ -97,6 +105,15 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
+
+
+MAX_DIFF_CHARS = 200_000
+
+
+def _cap(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit} more characters not kept]"
 
 
 def _git(*args: str) -> str | None:

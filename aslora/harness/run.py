@@ -359,6 +359,11 @@ def _report(
             "at_best": result.params_at_best,
         },
         "merge_history": result.merge_history,
+        # train.test_each_epoch: every epoch's test predictions, one character per example in the
+        # dataset's order (aslora.harness.loop.decode_classes), and the labels they are scored against
+        "test_predictions": (
+            {"labels": result.test_labels, "epochs": result.test_predictions} if result.test_predictions else None
+        ),
         "steps": result.total_steps,
         "skipped_steps": result.skipped_steps,
         "resumed_from_step": result.resumed_from_step,

@@ -16,7 +16,11 @@ from aslora.harness.metrics import compute_metrics
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: Any, data: TaskData, accelerator: Any, keep: list | None = None
+) -> dict[str, float]:
+    """The task's metrics (and, for classification, the mean cross-entropy) on ``loader``'s split.
+    ``keep``: a list that receives the predicted class ids, in the loader's order (classification)."""
     if data.spec.kind == "causal_lm":
         return evaluate_causal_lm(model, loader, accelerator)
     model.eval()
@@ -33,6 +37,8 @@ def evaluate(model: nn.Module, loader: Any, data: TaskData, accelerator: Any) ->
     if data.spec.is_regression:
         return compute_metrics(data.spec.metrics, p, y)
     scores = compute_metrics(data.spec.metrics, p.astype(np.int64), y.astype(np.int64))
+    if keep is not None:
+        keep.extend(int(c) for c in p.astype(np.int64))
     # the mean cross-entropy: where accuracy plateaus, a rising held-out loss is what shows overfitting
     scores["loss"] = float(nll / max(len(y), 1))
     return scores

@@ -219,6 +219,12 @@ class RunSettings:
                     "train.fsdp=true with checkpoint.every_steps: sharded checkpoints are not supported "
                     "yet; use DDP (train.fsdp=false) for resumable runs"
                 )
+        if train is not None and train.test_each_epoch and world_size() > 1:
+            # each process scores a shard; the predictions' order back to the dataset's is one process's
+            problems.append(
+                "train.test_each_epoch=true keeps per-example predictions in one process only; "
+                f"this launch has {world_size()} (set train.test_each_epoch=false, or run on one device)"
+            )
         kill_after_step = data.get("kill_after_step")
         if kill_after_step is not None and (not isinstance(kill_after_step, int) or kill_after_step <= 0):
             problems.append(f"kill_after_step={kill_after_step!r} must be a positive integer or null")

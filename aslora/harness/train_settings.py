@@ -44,6 +44,12 @@ class TrainSettings:
     group_by_length: bool = False
     """Training batches of similar length (``batching.LengthGroupedShuffle``): less padding, other
     batches — a different run, so it joins the run name. Off by default."""
+    test_each_epoch: bool = False
+    """Score the test split after every epoch, not only where validation improves, and keep every
+    epoch's per-example test predictions (classification). The best epoch is still chosen on
+    validation alone; what this buys is the test score at an epoch another *validation* rule picks
+    (the small-data plan's "best epoch at the adapter's final size"), and paired per-example analyses.
+    Training is unchanged (evaluation draws no random numbers); it costs one test pass per epoch."""
     fsdp: bool = False
     """Shard with FSDP2 (``aslora.integrations.fsdp``) instead of replicating with DDP; needs
     several processes (torchrun / accelerate launch)."""
@@ -72,7 +78,7 @@ class TrainSettings:
             problems.append(f"train.nonfinite={self.nonfinite!r} must be one of {list(NONFINITE_POLICIES)}")
         if not _is_int(self.max_skipped_steps) or self.max_skipped_steps < 0:
             problems.append(f"train.max_skipped_steps={self.max_skipped_steps!r} must be a non-negative integer")
-        for name in ("progress_bar", "compile", "gradient_checkpointing", "group_by_length", "fsdp"):
+        for name in ("progress_bar", "compile", "gradient_checkpointing", "group_by_length", "test_each_epoch", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"train.{name}={getattr(self, name)!r} must be true or false")
         if problems:

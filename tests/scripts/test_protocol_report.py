@@ -55,13 +55,14 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
     table = (tmp_path / "protocol_minilm-l6.md").read_text()
     # LoRA's test scores are 78–82 (median 80.0); every adapter shares the seed effects
-    assert "| LoRA | 73,728 | 100.0 | 80.0 [" in table and "| 5 |" in table
-    assert "| ASLoRA | 15,360 | 20.8 | 79.0 [" in table and "| LoRA [r=2] | 18,432 | 25.0 | 78.0 [" in table
+    assert "| LoRA | 73,728 | 100.0 | 80.0 (78.0–82.0, n=5) | 81.0 (79.0–83.0, n=5) | 5 |" in table
+    assert "| ASLoRA | 15,360 | 20.8 | 79.0 (" in table and "| LoRA [r=2] | 18,432 | 25.0 | 78.0 (" in table
     # the paired differences are exact: ASLoRA is 1.0 below LoRA and 1.0 above LoRA r=2 on every seed
-    assert "ASLoRA − LoRA, paired by seed (test): -1.0 [-1.0, -1.0] over 5 seeds" in table
+    # (a constant difference: a zero-width t-interval; the sign-flip p is its floor at n = 5, 2/32)
+    assert "exact sign-flip p): -1.0 [-1.0, -1.0] (n=5, p=0.062)" in table
     # equal budgets: every ASLoRA point against the LoRA rank nearest its size (here all nearest r=2)
-    assert "| ASLoRA | 15,360 | LoRA [r=2] | 18,432 | +1.0 [1.0, 1.0] | 5 |" in table
-    assert "| ASLoRA [max_merges=2] | 27,648 | LoRA [r=2] | 18,432 | +1.5 [1.5, 1.5] | 5 |" in table
+    assert "| ASLoRA | 15,360 | LoRA [r=2] | 18,432 | +1.0 [+1.0, +1.0] (n=5, p=0.062) | 5 |" in table
+    assert "| ASLoRA [max_merges=2] | 27,648 | LoRA [r=2] | 18,432 | +1.5 [+1.5, +1.5] (n=5, p=0.062) | 5 |" in table
     lines = table.splitlines()
     order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| adapter")]
     assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
@@ -201,9 +202,9 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
     assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
     table = (tmp_path / "protocol_smollm2-135m.md").read_text()
     assert "**instruct**, loss (lower is better)" in table
-    assert "| LoRA | 460,800 | 100.0 | 2.150 [" in table and "| ASLoRA | 109,056 | 23.7 | 2.163 [" in table
-    assert "ASLoRA − LoRA, paired by seed (test; negative favours ASLoRA): +0.013 [0.013, 0.013] over 5 seeds" in table
-    assert "| ASLoRA | 109,056 | LoRA [r=2] | 115,200 | +0.003 [0.003, 0.003] | 5 |" in table
+    assert "| LoRA | 460,800 | 100.0 | 2.150 (" in table and "| ASLoRA | 109,056 | 23.7 | 2.163 (" in table
+    assert "(test; negative favours ASLoRA; mean [95 % t-interval], exact sign-flip p): +0.013 [+0.013, +0.013]" in table
+    assert "| ASLoRA | 109,056 | LoRA [r=2] | 115,200 | +0.003 [+0.003, +0.003] (n=5, p=0.062) | 5 |" in table
     lr_table = (tmp_path / "protocol-lr_smollm2-135m.md").read_text()
     assert "**instruct**, validation loss (lower is better)" in lr_table
     assert "| ASLoRA | **2.343** |" in lr_table  # seed 1: 2.163 - 0.02 + 0.2

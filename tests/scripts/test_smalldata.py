@@ -118,6 +118,7 @@ def _fixture_report(arm, seed: int, test: float, curve: list[float], extra: tupl
     best = max(range(len(curve)), key=lambda i: curve[i])
     size = 15_360 if arm.adapter == "aslora" else 73_728 // (8 // container["adapter"]["params"]["r"])
     return {
+        "status": "done",
         "config": container,
         "seed": seed,
         "adapter": arm.adapter,
@@ -160,10 +161,10 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
     table = "\n".join(final_table(arms))
     # paper − LoRA r=8 by seed: 77−80 = −3, 74−78 = −4 → mean −3.5; against LoRA r=2 only seed 1: 77−79 = −2
     assert (
-        f"| {paper.label} | 15,360 | 20.8 | 2.5 | 75.5 [74.0, 77.0] | 74.0–77.0 | -3.5 [-4.0, -3.0] | -2.0 [-2.0, -2.0] | 2 |"
-        in table
-    )
-    assert f"| {lora.label} | 73,728 | 100.0 | 2 | 79.0 [78.0, 80.0] | 78.0–80.0 | — |" in table
+        f"| {paper.label} | 15,360 | 20.8 | 0 of 2 | 2.5 | 75.5 (74.0–77.0, n=2) | -3.5 (n=2: -3.0, -4.0) | "
+        f"-2.0 (n=1: -2.0) |" in table
+    )  # below five seeds, the differences themselves, not an interval
+    assert f"| {lora.label} | 73,728 | 100.0 | 0 of 2 | 2 | 79.0 (78.0–80.0, n=2) | — |" in table
     directory = tmp_path / "reports"
     directory.mkdir()
     for r in reports:
@@ -237,8 +238,75 @@ def test_the_report_tables_the_depth_runs_apart_from_minilms_arms(tmp_path):
     assert main(["--reports", str(directory), "--out", str(out), "--figure", str(tmp_path / "c.png")]) == 0
     written = (out / "tables.md").read_text()
     minilm, depth_part = written.split("Depth:")
-    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 2 | 80.0 [80.0, 80.0]" in minilm  # the MiniLM run only
+    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 1 | 2 | 80.0 (80.0–80.0, n=1)" in minilm  # the MiniLM run only
     assert f"{ARMS[2].label}" not in minilm.split("Final arms")[1].split("PARTIAL")[0]
-    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 2 | 84.0 [84.0, 84.0]" in depth_part
-    assert f"| {ARMS[2].label} | 15,360 | 20.8 | 2 | 83.0 [83.0, 83.0] | 83.0–83.0 | -1.0 [-1.0, -1.0]" in depth_part
+    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 1 | 2 | 84.0 (84.0–84.0, n=1)" in depth_part
+    assert f"| {ARMS[2].label} | 15,360 | 20.8 | 0 of 1 | 2 | 83.0 (83.0–83.0, n=1) | -1.0 (n=1: -1.0)" in depth_part
     assert f"{ARMS[0].label} 10 min" in depth_part
+
+
+def test_a_grid_refuses_a_dirty_tree_naming_the_files_and_writes_nothing(tmp_path, monkeypatch):
+    import scripts.workspace as workspace
+    from scripts.smalldata import run_stage
+
+    monkeypatch.setattr(workspace, "modified_files", lambda root: ["aslora/adapters/pool.py", "configs/train.yaml"])
+    space = workspace.Workspace(root=tmp_path)  # restores and trains: a grid of committed results
+    with pytest.raises(SystemExit, match=r"uncommitted changes \(aslora/adapters/pool.py, configs/train.yaml\)"):
+        run_stage("arm-lr", space)
+    assert list(tmp_path.iterdir()) == []  # nothing restored, nothing trained
+    calls = []
+    monkeypatch.setattr(workspace.subprocess, "run", lambda *a, **k: calls.append(a))
+    workspace.Workspace(root=tmp_path, allow_dirty=True).train(["sweep=smalldata_lr"], dry_run=False)
+    assert len(calls) == 1  # allow_dirty: it runs (each report then carries the diff)
+    monkeypatch.undo()
+    assert modified_files_of_a_clean_checkout(tmp_path) == []
+
+
+def modified_files_of_a_clean_checkout(path):
+    import subprocess
+
+    from scripts.workspace import modified_files
+
+    subprocess.run(["git", "init", "-q", str(path / "repo")], check=True)
+    (path / "repo" / "a.txt").write_text("a")
+    subprocess.run(["git", "-C", str(path / "repo"), "add", "a.txt"], check=True)
+    subprocess.run(
+        ["git", "-C", str(path / "repo"), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "a"], check=True
+    )
+    clean = modified_files(path / "repo")
+    (path / "repo" / "a.txt").write_text("b")
+    assert modified_files(path / "repo") == ["a.txt"]
+    return clean
+
+
+def test_each_arm_s_lr_is_chosen_on_its_own_validation_runs():
+    from scripts.smalldata import choose_lr
+
+    def run(lr, metric):
+        return {"config": {"train": {"lr": lr}}, "best": {"metric": metric}, "run_name": f"r{lr}"}
+
+    inside = choose_lr([run(3e-4, 0.70), run(1e-3, 0.77), run(3e-3, 0.77), run(1e-2, 0.60)])
+    assert inside["lr"] == 1e-3 and inside["edge"] == ""  # a tie goes to the smaller lr
+    top = choose_lr([run(3e-4, 0.70), run(1e-3, 0.72), run(3e-3, 0.75)])
+    assert top["lr"] == 3e-3 and top["edge"] == "top" and top["grid"] == "0.0003,0.001,0.003"
+
+
+def test_the_confirmatory_commands_follow_the_plan_s_seeds_and_each_arm_s_lr():
+    import json as _json
+
+    from scripts.compose import ROOT
+    from scripts.smalldata import ARMS, confirm_commands
+
+    plan = _json.loads((ROOT / "results" / "smalldata" / "plan.json").read_text())
+    lrs = {arm.label: 1e-3 * (i + 1) for i, arm in enumerate(ARMS)}
+    commands = confirm_commands(lrs)
+    for arm in ARMS:
+        first, last = plan["seeds"][arm.label]
+        mine = [
+            c
+            for c in commands
+            if c[: len(arm.commands(lrs[arm.label], 0, "smalldata_confirm")) - 1]
+            == arm.commands(lrs[arm.label], 0, "smalldata_confirm")[:-1]
+        ]
+        assert sorted(int(c[-1].split("=")[1]) for c in mine) == list(range(first, last + 1)), arm.label
+    assert all(c[0] == "sweep=smalldata_confirm" for c in commands)
