@@ -20,11 +20,25 @@ log = logging.getLogger("aslora")
 
 
 def register_resolvers() -> None:
-    """``${div:a,b}`` (spread merges over a fraction of the run) and ``${tag:s}`` ("_s" or "")."""
+    """``${div:a,b}`` (spread merges over a fraction of the run), ``${tag:s}`` ("_s" or "") and
+    ``${aslora_default:name}`` (a default of the library's ASLoRAConfig)."""
     if not OmegaConf.has_resolver("div"):
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
     if not OmegaConf.has_resolver("tag"):
         OmegaConf.register_new_resolver("tag", lambda s: f"_{s}" if s else "")
+    if not OmegaConf.has_resolver("aslora_default"):
+        # ${aslora_default:merge_start_fraction} → aslora.adapters.config.DEFAULT_MERGE_START_FRACTION:
+        # the library is the one home of its defaults; imported when a config asks, not at start-up
+        OmegaConf.register_new_resolver("aslora_default", _library_default)
+
+
+def _library_default(name: str) -> float:
+    from aslora.adapters import config
+
+    value = getattr(config, f"DEFAULT_{name.upper()}", None)
+    if value is None:
+        raise ValueError(f"${{aslora_default:{name}}}: aslora.adapters.config has no DEFAULT_{name.upper()}")
+    return value
 
 
 register_resolvers()

@@ -117,6 +117,29 @@ def markdown(model: str, by_task: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def summary(table: dict) -> str:
+    """README's short-regime lines: per model and task, ASLoRA against LoRA r=8 and against LoRA r=2
+    (its size), test, paired by seed — mean [95 % t-interval], n, exact sign-flip p. Exploratory (no
+    plan fixed these comparisons before the runs), so no word is attached."""
+    lines = [
+        "| model | task | metric | ASLoRA − LoRA r=8 | ASLoRA − LoRA r=2 |",
+        "|---|---|---|---|---|",
+    ]
+    for model, by_task in sorted(table.items()):
+        for task, by_adapter in sorted(by_task.items()):
+            sample = next(iter(by_adapter.values()))[0]
+            digits = _digits(sample)
+            metric = sample["main_metric"] + (" (lower is better)" if _lower_is_better(sample) else " ×100")
+            cells = []
+            for reference in (("lora", ""), ("lora", "r=2")):
+                if ("aslora", "") in by_adapter and reference in by_adapter:
+                    cells.append(format_paired(_paired_test(by_adapter["aslora", ""], by_adapter[reference]), digits))
+                else:
+                    cells.append("—")
+            lines.append(f"| {model} | {task} | {metric} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def _paired_test(runs: list[dict], others: list[dict]):
     """``runs − others`` on test, per seed both ran (``scripts/stats.py``)."""
     return paired(_by_seed(runs, "test_metric_at_best"), _by_seed(others, "test_metric_at_best"))
@@ -355,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no runs of the protocol's final grids in {args.runs}: no protocol table or figure")
         if not args.if_any:
             raise SystemExit(f"no runs of the protocol grid in {args.runs}: run `make protocol`")
+    if table:
+        tables["protocol_summary"] = summary(table)
     for model, by_task in sorted(table.items()):
         tables[f"protocol_{model}"] = markdown(model, by_task)
         print(f"wrote {figure(model, by_task, args.figures / f'protocol_{model}.png')}")

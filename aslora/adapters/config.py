@@ -21,7 +21,19 @@ from typing import Literal, Optional, Sequence
 from peft import PeftConfig
 
 DEFAULT_MERGE_START_FRACTION = 0.1
-DEFAULT_MERGE_INTERVAL_FRACTION = 0.08
+"""T_s as a fraction of the run when neither ``merge_start_step`` nor a fraction is given."""
+DEFAULT_MERGE_SPAN_FRACTION = 0.6
+"""Without ``merge_interval_steps`` or a fraction, the ties spread over this fraction of the run
+after T_s: ``m = 0.6 / max_merges``, so the last tie lands at 70 % of any run whatever the cap.
+The one home of the shipped schedule: ``configs/adapter/aslora.yaml`` reads both constants
+(``${aslora_default:...}``) and ``tests/test_configs.py`` checks the two agree."""
+
+
+def default_merge_interval_fraction(most_merges: int) -> float:
+    """``m`` as a fraction of the run for a cap of ``most_merges`` ties: ``0.6 / most_merges``."""
+    return DEFAULT_MERGE_SPAN_FRACTION / max(1, most_merges)
+
+
 A_SHARING_CHOICES = ("global", "per_module")
 PEFT_TYPE_NAMES = {
     "SharedLoRAConfig": "SHAREDLORA",
@@ -63,6 +75,8 @@ def _require_choice(name: str, value: object, choices: Sequence[str]) -> None:
 def _normalise_targets(value: object) -> str | tuple[str, ...]:
     """PEFT semantics: a string is a regex that must match the full module name; a list of
     strings matches a module whose name equals an entry or ends with ``"." + entry``."""
+    if value is None:  # PEFT's per-architecture default, resolved when the model is known (inject.resolve_targets)
+        return None
     if isinstance(value, str):
         if not value:
             raise ValueError("target_modules='' matches nothing; give module names such as ['query', 'value']")
@@ -91,9 +105,11 @@ class SharedLoRAConfig(PeftConfig):
     lora_dropout: float = 0.0
     """Dropout on the adapter input. Table 5 lists none; LoRA's GLUE recipes use 0 for RoBERTa."""
 
-    target_modules: str | Sequence[str] = ("query", "value")
+    target_modules: str | Sequence[str] | None = ("query", "value")
     """Which ``nn.Linear`` modules to adapt (PEFT semantics). ASLoRA adapts W_Q and W_V on
-    RoBERTa GLUE [R]; use ``["q_proj", "v_proj"]`` for Llama-family models."""
+    RoBERTa GLUE [R]; use ``["q_proj", "v_proj"]`` for Llama-family models. ``None``: PEFT LoRA's
+    default for the model's architecture (``query``/``value`` for BERT and RoBERTa, ``q_proj``/
+    ``v_proj`` for Llama — the paper's targets), looked up when the adapter is applied."""
 
     modules_to_save: Optional[list[str]] = None
     """PEFT's: modules trained and saved whole beside the adapter (the task head). Under
@@ -185,14 +201,14 @@ class ASLoRAConfig(SharedLoRAConfig):
 
     merge_interval_steps: int | None = None
     """m in optimizer steps; the paper's MRPC value is 240 (Table 5 [R]). Give it or
-    ``merge_interval_fraction``; with neither, ``merge_interval_fraction`` = 0.08."""
+    ``merge_interval_fraction``; with neither, ``merge_interval_fraction`` = 0.6 / ``max_merges``."""
 
     merge_start_fraction: float | None = None
     """T_s as a fraction of the run's total optimizer steps, in [0, 1)."""
 
     merge_interval_fraction: float | None = None
-    """m as a fraction of the run's total optimizer steps, in (0, 1). The default pair (0.1, 0.08)
-    puts the 7 default merge events at 18 %, 26 %, …, 66 % of any run: steps are the paper's
+    """m as a fraction of the run's total optimizer steps, in (0, 1). The default pair (0.1, 0.6 /
+    ``max_merges``) puts the last merge event at 70 % of any run (7 events: 18.6 %, 27.1 %, …): steps are the paper's
     unit, but 320 + 7 × 240 = 2,000 steps would not fit a short run, and a library default must
     work for any run length (the paper's steps are one config away:
     ``merge_start_step=320, merge_interval_steps=240``)."""
@@ -234,8 +250,6 @@ class ASLoRAConfig(SharedLoRAConfig):
         _require_choice("merge_selection", self.merge_selection, MERGE_SELECTION_CHOICES)
         if self.merge_start_step is None and self.merge_start_fraction is None:
             self.merge_start_fraction = DEFAULT_MERGE_START_FRACTION
-        if self.merge_interval_steps is None and self.merge_interval_fraction is None:
-            self.merge_interval_fraction = DEFAULT_MERGE_INTERVAL_FRACTION
         _check_schedule_pair(
             "merge_start_step",
             self.merge_start_step,
@@ -243,14 +257,6 @@ class ASLoRAConfig(SharedLoRAConfig):
             self.merge_start_fraction,
             min_step=0,
             fraction_low_open=False,
-        )
-        _check_schedule_pair(
-            "merge_interval_steps",
-            self.merge_interval_steps,
-            "merge_interval_fraction",
-            self.merge_interval_fraction,
-            min_step=1,
-            fraction_low_open=True,
         )
         caps = self.max_merges.values() if isinstance(self.max_merges, dict) else [self.max_merges]
         if isinstance(self.max_merges, dict) and not self.max_merges:
@@ -264,6 +270,16 @@ class ASLoRAConfig(SharedLoRAConfig):
             )
         if isinstance(self.max_merges, dict):
             self.max_merges = dict(self.max_merges)  # a plain dict (Hydra hands over its own mapping type)
+        if self.merge_interval_steps is None and self.merge_interval_fraction is None:
+            self.merge_interval_fraction = default_merge_interval_fraction(self.most_merges)
+        _check_schedule_pair(
+            "merge_interval_steps",
+            self.merge_interval_steps,
+            "merge_interval_fraction",
+            self.merge_interval_fraction,
+            min_step=1,
+            fraction_low_open=True,
+        )
         if self.merge_distance_threshold is not None and (
             not _is_finite_number(self.merge_distance_threshold) or self.merge_distance_threshold < 0
         ):

@@ -119,6 +119,28 @@ def build_slots(targets: list[tuple[str, nn.Module]], config: SharedLoRAConfig) 
     return slots
 
 
+def resolve_targets(config: SharedLoRAConfig, model: nn.Module) -> SharedLoRAConfig:
+    """``config`` with ``target_modules=None`` replaced by PEFT LoRA's default for ``model``'s
+    architecture (``peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING``),
+    as PEFT's LoRA does; a config that names its targets is returned as it is.
+
+    Raises:
+        ValueError: ``target_modules=None`` on a model whose architecture PEFT has no default for.
+    """
+    if config.target_modules is not None:
+        return config
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in DEFAULTS:
+        raise ValueError(
+            f"target_modules=None takes PEFT's default for the model's architecture, and PEFT has none for "
+            f"model_type={model_type!r}: name the modules to adapt, e.g. target_modules=['q_proj', 'v_proj']"
+        )
+    config.target_modules = tuple(DEFAULTS[model_type])
+    return config
+
+
 def inject_shared_lora(
     model: nn.Module,
     config: SharedLoRAConfig,
@@ -127,6 +149,7 @@ def inject_shared_lora(
 ) -> SharedLoRAPool:
     """Add adapter ``adapter_name``: its pool, and every target wrapped in (or, when a previous
     adapter wrapped it already, joined to) a :class:`SharedLoRALinear`."""
+    config = resolve_targets(config, model)
     targets = find_targets(model, config, exclude=head_names)
     pool = create_pool(model, config, adapter_name, targets)
     pools = find_pools(model)

@@ -11,7 +11,9 @@ calls :meth:`MergeController.step`, which
 A tie only rewrites the pool's layer→B map (``pool.py``): no parameter is created or deleted,
 so the optimizer is never touched — any optimizer (each B is its own 2-D parameter, so Muon and
 Adafactor see LoRA's B's: ``tests/aslora/adapters/test_optimizer_parity.py``), any trainer. The survivor keeps its own Adam
-moments; the retired row keeps moments that no longer matter, since no layer reads it.
+moments. The retired B is zeroed and held at zero after every optimizer step (with its running
+mean), so whatever an optimizer's momentum or weight decay would do to it, its value stops at the
+tie and a saved adapter reloads to the live run's state dict.
 
 Determinism. Decisions are taken from the parameters' values, which are identical on every
 data-parallel process after the optimizer step. Each distance is the norm of an explicit
@@ -102,6 +104,7 @@ class MergeController:
 
         Returns the ties made at this step (empty unless it is a merge event).
         """
+        self.pool.hold_retired()  # undo whatever this optimizer step did to a retired B
         self.pool.update_running_means()
         if self.config.most_merges == 0 or not self.schedule.is_event(step):
             return []

@@ -20,8 +20,9 @@ factored moments) sees exactly LoRA's problem. Which B each layer reads is an in
 ``b_map`` (and, for λ > 0, the survivor's values): it changes *which* B a layer reads, never *which
 parameters exist*. So the optimizer, DDP's buckets, FSDP's sharded parameters, ``torch.compile``'s
 guards and a Trainer's checkpoints see the same parameter set from the first step to the last. A
-retired B stays allocated and simply stops being read: its gradient is exactly zero, and the live
-B's updates are those of an optimizer that never held it (``tests/aslora/adapters/test_optimizer_parity.py``).
+retired B stays allocated, stops being read (its gradient is exactly zero) and is held at zero with
+its running mean (:meth:`SharedLoRAPool.hold_retired`); the live B's updates are those of an
+optimizer that never held it (``tests/aslora/adapters/test_optimizer_parity.py``).
 
 State-dict keys (under ``aslora_pools.aslora_pool.<adapter>.``) are fixed for the whole run and every
 value is a tensor:
@@ -185,18 +186,56 @@ class SharedLoRAPool(nn.Module):
         """Where the pool was built (beside the adapted weights); PEFT's loading moves it back there."""
 
     # ----------------------------------------------------------------------------------------
+    # dtype casts: the merge state keeps its own dtypes
+    def _apply(self, fn: Any, recurse: bool = True) -> "SharedLoRAPool":
+        """``model.to(dtype)``, ``.half()``, ``.bfloat16()``, ``.double()`` cast every floating tensor;
+        the merge state must not follow. The running means stay float32 (Eq. 3 accumulates updates
+        of ~lr/t: in bf16 they round away) and ``merge_log`` float64 (it holds steps and rows as exact
+        integers up to 2⁵³; in bf16 a tie at step 1,281 reads 1,280, in fp16 past 65,504 ``inf``).
+        They move with the model (device), keeping their dtype; the factors cast as PEFT's do."""
+        held = [(self._buffers, "merge_log")] + [
+            (self.running_mean_B._buffers, k) for k in self.running_mean_B._buffers
+        ]
+        kept = {}
+        for buffers, key in held:  # None is skipped by nn.Module._apply, so the dict keeps its order
+            kept[id(buffers), key], buffers[key] = buffers[key], None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for buffers, key in held:
+                tensor = kept[id(buffers), key]
+                if tensor is not None:
+                    # where fn sends a tensor of this dtype, without its dtype change
+                    device = fn(torch.empty(0, dtype=tensor.dtype, device=tensor.device)).device
+                    tensor = tensor.to(device=device)
+                buffers[key] = tensor
+        return self
+
+    # ----------------------------------------------------------------------------------------
     # lookups used by the layers on every forward
     def row(self, slot: Slot) -> torch.Tensor:
         """The B ``slot``'s layer reads now, ``(out_features, r)``."""
         names = self.row_names[slot.bank]
         if len(names) == 1:  # Tied-LoRA's one B per type, or a group of one layer: nothing to choose
             return self.lora_B[names[0]]
-        # the map read as a tensor (index_select), never as a Python int: no host sync and nothing
-        # for torch.compile to specialise on, so a tie never recompiles. Stacking the group's B's
-        # costs one (group size × d_out × r) copy per layer per step — kilobytes next to the
-        # activations; the backward hands each B exactly its own gradient (zero for a retired B).
-        group = torch.stack([self.lora_B[name] for name in names])
-        return group.index_select(0, self.b_map[slot.index : slot.index + 1]).squeeze(0)
+        if torch.compiler.is_compiling():
+            # Compiled: the map read as a tensor (index_select), never as a Python int, so there is
+            # nothing for torch.compile to specialise on and a tie never recompiles. It stacks the
+            # group's B's (group size × d_out × r) per layer call, and its backward writes a
+            # group-sized gradient: a cost that grows with depth, which the eager path below avoids.
+            group = torch.stack([self.lora_B[name] for name in names])
+            return group.index_select(0, self.b_map[slot.index : slot.index + 1]).squeeze(0)
+        # Eager: the map on the host (read from the device only after it changed, _map_on_host), the
+        # B taken as it is — no copy, and the backward reaches only the B's that are read, so the cost
+        # per layer does not depend on how many B's the group has. Same values, same gradients.
+        rows = self._map_on_host()
+        b = self.lora_B[names[rows[slot.index]]]
+        if rows[slot.index] != slot.row:
+            # This layer's own B is retired (held at zero). It still gets a gradient — exactly zero,
+            # as the compiled path gives it — so every parameter takes part in every backward (DDP
+            # without find_unused_parameters) and an optimizer sees what it saw before the tie.
+            b = b + self.lora_B[names[slot.row]].sum() * 0.0
+        return b
 
     def effective_B(self, slot: Slot, scaled: bool = True) -> torch.Tensor:
         """``(α/r) · [diag(v)] B [diag(u)]``, shape ``(out_features, r)``: the scaling is applied to
@@ -223,10 +262,21 @@ class SharedLoRAPool(nn.Module):
         return isinstance(self.config, TiedLoRAConfig)
 
     def current_rows(self) -> dict[str, int]:
-        """Slot key → the row it reads now (one host sync). On the meta device, where no value
-        exists, the map is the initial one: nothing can have been tied there."""
-        rows = [s.row for s in self.slots.values()] if self.b_map.is_meta else self.b_map.tolist()
+        """Slot key → the row it reads now. On the meta device, where no value exists, the map is
+        the initial one: nothing can have been tied there."""
+        rows = [s.row for s in self.slots.values()] if self.b_map.is_meta else self._map_on_host()
         return {key: rows[slot.index] for key, slot in self.slots.items()}
+
+    def _map_on_host(self) -> list[int]:
+        """``b_map`` as Python ints, read from the device only when the map changed: a tie, a
+        ``load_state_dict``, a ``restore`` or a move each bump the tensor's version counter or
+        replace the tensor, so (identity, version) says when the copy is stale. Ordinary steps
+        cost no host–device synchronisation."""
+        key = (id(self.b_map), self.b_map._version)
+        if self.__dict__.get("_host_map_key") != key:
+            self.__dict__["_host_map"] = self.b_map.tolist()
+            self.__dict__["_host_map_key"] = key
+        return self.__dict__["_host_map"]
 
     def sharing_map(self) -> dict[str, str]:
         """Slot key → name of the B it reads now (``{"query_1": "query_2", …}`` after a tie)."""
@@ -264,19 +314,36 @@ class SharedLoRAPool(nn.Module):
     def update_running_means(self) -> None:
         """``B̄^t = B̄^{t−1} + (B^t − B̄^{t−1}) / t`` — the incremental form of ``(1/t) Σ_k B^k``.
 
-        One ``lerp`` per B, the weight a tensor, so there is no host–device
-        synchronisation and it stays off the critical path of the training step. Retired B's
-        keep being averaged (they are never read again); skipping them would cost a sync.
+        One ``lerp`` per live B, the weight a tensor, so there is no host–device synchronisation
+        and it stays off the critical path of the training step. A retired B's mean stops at zero
+        with its B (:meth:`hold_retired`): nothing reads either again.
         """
         if not self.track_running_means:
             return
         self.num_mean_updates += 1
         weight = 1.0 / self.num_mean_updates.to(torch.float32)
-        names = list(self.lora_B.keys())
+        names = self.live_B_names()
         means = [self.running_mean_B[name] for name in names]
         current = [_full(self.lora_B[name]).to(torch.float32) for name in names]
         for mean, value in zip(means, current):
             mean.lerp_(value, weight)
+
+    @torch.no_grad()
+    def hold_retired(self) -> None:
+        """Keep every retired B (and its running mean) at zero. A tie zeroes them; an optimizer may
+        still move a retired B afterwards (AdamW's momentum and weight decay act on a zero
+        gradient), so the controller calls this after each optimizer step. Then a retired B's
+        value is the same whatever the optimizer, and a save → load through any path — ours,
+        PEFT's (which stores only what layers read), a Trainer checkpoint — gives the live run's
+        full state dict. One ``zero_`` per retired B; no host sync."""
+        for name in self.retired_B_names():
+            self.lora_B[name].zero_()
+            if self.track_running_means:
+                self.running_mean_B[name].zero_()
+
+    def retired_B_names(self) -> list[str]:
+        live = set(self.live_B_names())
+        return [name for name in self.lora_B.keys() if name not in live]
 
     # ----------------------------------------------------------------------------------------
     # ties (ASLoRA §3.2)
@@ -301,6 +368,7 @@ class SharedLoRAPool(nn.Module):
         in_bank = torch.tensor([s.index for s in self.slots.values() if s.bank == bank], device=self.b_map.device)
         moved = in_bank[self.b_map[in_bank] == lower]
         self.b_map[moved] = upper
+        self.hold_retired()
         n = int(self.num_merges)
         self.merge_log[n] = torch.tensor(
             [step, self.bank_names.index(bank), lower, upper, distance], dtype=torch.float64
@@ -404,6 +472,10 @@ class SharedLoRAPools(nn.Module, SharedLoRATunerLayer):
     """
 
     adapter_layer_names = (POOL_DICT,)
+    in_features = None
+    """PEFT's tuner layers expose the shapes they adapt; the pools adapt no module of their own (the
+    adapted linears expose theirs), so the container's are ``None``."""
+    out_features = None
 
     def __init__(self, adapter_name: str) -> None:
         super().__init__()

@@ -38,7 +38,7 @@ from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, _maybe_include_
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, PEFT_TYPE_NAMES, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
-from aslora.adapters.inject import adapt_layer, base_linear, create_pool, require_linear
+from aslora.adapters.inject import adapt_layer, base_linear, create_pool, require_linear, resolve_targets
 from aslora.adapters.pool import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
 
 SUPPORTED_PEFT = ("0.21",)
@@ -67,7 +67,7 @@ class SharedLoRATuner(BaseTuner):
         # depths, one A per input width), so it is built here with PEFT's own matching rule.
         # state_dict is not passed on: PEFT would read module names off its keys, and ours live
         # in the pool (the config says what to adapt).
-        config = _maybe_include_all_linear_layers(self.peft_config[adapter_name], model)
+        config = _maybe_include_all_linear_layers(resolve_targets(self.peft_config[adapter_name], model), model)
         self.peft_config[adapter_name] = config
         first = not any(isinstance(m, SharedLoRATunerLayer) for m in model.modules())
         targets = self._targets(model, config)
@@ -123,7 +123,7 @@ class SharedLoRATuner(BaseTuner):
         adapt_layer(pools, adapter_name, slot, target, parent, target_name)  # PEFT sets the active adapter after
 
     def _prepare_adapter_config(self, peft_config: SharedLoRAConfig, model_config: dict) -> SharedLoRAConfig:
-        return peft_config
+        return peft_config  # target_modules=None was resolved in inject_adapter (resolve_targets)
 
     def _unload_and_optionally_merge(
         self,

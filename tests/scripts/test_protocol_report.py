@@ -203,7 +203,9 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
     table = (tmp_path / "protocol_smollm2-135m.md").read_text()
     assert "**instruct**, loss (lower is better)" in table
     assert "| LoRA | 460,800 | 100.0 | 2.150 (" in table and "| ASLoRA | 109,056 | 23.7 | 2.163 (" in table
-    assert "(test; negative favours ASLoRA; mean [95 % t-interval], exact sign-flip p): +0.013 [+0.013, +0.013]" in table
+    assert (
+        "(test; negative favours ASLoRA; mean [95 % t-interval], exact sign-flip p): +0.013 [+0.013, +0.013]" in table
+    )
     assert "| ASLoRA | 109,056 | LoRA [r=2] | 115,200 | +0.003 [+0.003, +0.003] (n=5, p=0.062) | 5 |" in table
     lr_table = (tmp_path / "protocol-lr_smollm2-135m.md").read_text()
     assert "**instruct**, validation loss (lower is better)" in lr_table

@@ -74,11 +74,6 @@ _suite.TEST_CASES[:] = CASES
 OURS = (aslora.ASLoRAConfig, aslora.ShareLoRAConfig, aslora.TiedLoRAConfig)
 SKIPS = {
     # test name → (the configs it is skipped for, the reason)
-    "test_in_features_out_features_exposed": (
-        OURS,
-        "the pools' container (model.shared_lora) is a tuner layer that adapts no module; the adapted "
-        "layers expose in_features/out_features (checked in test_adapted_layers_expose_their_shapes)",
-    ),
     "test_parameters_after_loading_model": (
         (aslora.TiedLoRAConfig,),
         "PEFT's test trains at SGD lr 0.5 on inputs up to 89, where Tied-LoRA's multiplicative v·B·u "

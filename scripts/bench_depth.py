@@ -1,0 +1,123 @@
+"""Benchmark: does ASLoRA's overhead over the frozen-base limit grow with depth? In ONE process.
+
+    python -m scripts.bench_depth                                    # CPU: 4…32 layers at width 256
+    python -m scripts.bench_depth --width 4096 --device cuda --dtype bfloat16   # LLaMA-2-7B's q,v shapes
+
+For each depth L, a RoBERTa-shaped encoder (random weights from its config, no Hub) of width
+``--width`` is trained a few steps as the limit (frozen base, input gradients through every layer),
+as PEFT LoRA and as ASLoRA (r = 8 on query and value; every tie done during warm-up, so the groups
+hold L B's of which few are live). Steps are interleaved across methods and depths round by round.
+It prints, per L, each method's step time over the limit's and its **overhead per adapted layer**,
+``(t_method − t_limit) / (2 L)``: flat in L means the cost of choosing a layer's B does not depend
+on how many B's its group holds. Writes ``results/bench/depth_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from aslora.harness.report import environment
+from scripts.bench import LIMIT, ROOT, Trainee, _device_slug, method_configs, timed
+
+METHODS = (LIMIT, "peft-lora", "aslora")
+
+
+def build(layers: int, width: int) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification, RobertaConfig
+
+    config = RobertaConfig(
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, width // 64),
+        intermediate_size=4 * width,
+        vocab_size=1000,
+        num_labels=2,
+    )
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="4,8,16,32")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    depths = [int(d) for d in args.depths.split(",")]
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(5, 1000, (args.batch_size, args.seq_len), generator=generator),
+        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
+        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
+    }
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+    trainees = {}
+    for layers in depths:
+        torch.manual_seed(0)
+        base = build(layers, args.width).to(getattr(torch, args.dtype))
+        merges = layers - 1  # every tie a group can make: one B per type is left
+        configs = method_configs(["query", "value"], 8, merges)
+        for method in METHODS:
+            trainee = Trainee(method, base, configs[method](), args.device)
+            for _ in range(merges + 2 if trainee.controller else 2):  # warm-up; ASLoRA ties all the way
+                trainee.step(batch)
+            trainees[layers, method] = trainee
+    times: dict[tuple, list[float]] = {key: [] for key in trainees}
+    for _ in range(args.repeats):
+        for key, trainee in trainees.items():
+            times[key].append(timed(lambda: trainee.step(batch), args.device))
+    rows = []
+    for layers in depths:
+        limit = statistics.median(times[layers, LIMIT])
+        for method in METHODS[1:]:
+            step = statistics.median(times[layers, method])
+            rows.append(
+                {
+                    "layers": layers,
+                    "method": method,
+                    "step_seconds": step,
+                    "limit_seconds": limit,
+                    "ratio_to_limit": step / limit,
+                    "overhead_per_adapted_layer_ms": 1e3 * (step - limit) / (2 * layers),
+                    "num_distinct_B": trainees[layers, method].controller.num_distinct_B
+                    if trainees[layers, method].controller
+                    else None,
+                }
+            )
+    print(f"{'L':>3} {'method':<10} {'step ms':>9} {'× limit':>8} {'overhead / adapted layer (ms)':>30}")
+    for row in rows:
+        print(
+            f"{row['layers']:>3} {row['method']:<10} {1e3 * row['step_seconds']:>9.1f} {row['ratio_to_limit']:>8.3f} "
+            f"{row['overhead_per_adapted_layer_ms']:>30.3f}"
+        )
+    report = {
+        "command": " ".join(["python -m scripts.bench_depth", *(argv if argv is not None else sys.argv[1:])]),
+        "model": f"roberta-shaped-w{args.width}",
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": args.dtype,
+        "device": args.device,
+        "repeats": args.repeats,
+        "rows": rows,
+        "environment": environment(),
+    }
+    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"depth_{_device_slug(report)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
