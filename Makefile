@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm gpu-wheels gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,16 @@ validate-configs: $(INSTALLED)  ## compose every model × task × adapter and va
 
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit, eager and compiled; writes results/bench/<device>.json
 	$(PY) -m scripts.bench --seq-len 64 --compile
+
+GPU_WHEELS := peft==0.21.2 transformers==5.24.0 regex==2026.11.19
+gpu-wheels:  ## here: fetch into .whl/ what a lent GPU machine (Python 3.12, PyTorch, no network) lacks for gpu-check
+	mkdir -p .whl && $(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+
+gpu-check:  ## there: install .whl/ beside its PyTorch, run the GPU tests and benchmarks → results/bench/gpu_check_<gpu>.json (+ .log); `--dry-run` on a CPU
+	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+		--upgrade --target /tmp/aslora-site .whl/*.whl; fi
+	PYTHONPATH=/tmp/aslora-site PYTHONUNBUFFERED=1 python3 -m scripts.gpu_check $(GPU_CHECK_ARGS)
 
 collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ results/sharing/), rows of other runs kept
 	$(PY) -m scripts.collect_results

@@ -28,24 +28,33 @@ from scripts.bench import LIMIT, ROOT, Trainee, _device_slug, method_configs, ti
 METHODS = (LIMIT, "peft-lora", "aslora")
 
 
-def build(layers: int, width: int) -> torch.nn.Module:
+def build(layers: int, width: int, intermediate: int, device: str) -> torch.nn.Module:
+    """A RoBERTa-shaped encoder, its random weights drawn on ``device`` (a 32-layer, 4,096-wide
+    stack is billions of numbers: drawn on the CPU they would take minutes)."""
     from transformers import AutoModelForSequenceClassification, RobertaConfig
 
     config = RobertaConfig(
         hidden_size=width,
         num_hidden_layers=layers,
         num_attention_heads=max(1, width // 64),
-        intermediate_size=4 * width,
+        intermediate_size=intermediate,
         vocab_size=1000,
         num_labels=2,
     )
-    return AutoModelForSequenceClassification.from_config(config)
+    with torch.device(device):
+        return AutoModelForSequenceClassification.from_config(config)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="4,8,16,32")
     parser.add_argument("--width", type=int, default=256)
+    parser.add_argument(
+        "--intermediate",
+        type=int,
+        default=None,
+        help="the MLP's width (default: the width; q and v are what ASLoRA adapts)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=6)
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     trainees = {}
     for layers in depths:
         torch.manual_seed(0)
-        base = build(layers, args.width).to(getattr(torch, args.dtype))
+        base = build(layers, args.width, args.intermediate or args.width, args.device).to(getattr(torch, args.dtype))
         merges = layers - 1  # every tie a group can make: one B per type is left
         configs = method_configs(["query", "value"], 8, merges)
         for method in METHODS:
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m scripts.bench_depth", *(argv if argv is not None else sys.argv[1:])]),
         "model": f"roberta-shaped-w{args.width}",
         "width": args.width,
+        "intermediate": args.intermediate or args.width,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "dtype": args.dtype,

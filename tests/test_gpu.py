@@ -47,9 +47,23 @@ def test_forward_backward_and_ties_on_cuda_match_cpu(input_ids):
         )
 
 
-def test_bf16_autocast_keeps_the_adapter_in_fp32(input_ids):
+def test_bf16_autocast_keeps_the_adapter_s_update_and_trains_it_in_fp32(input_ids):
+    """Under bf16 autocast each adapted layer adds the fp32 update ``(α/r)·B·A·x`` (to bf16's
+    precision), and the adapter's gradients arrive in fp32 and finite. (A check of parameter dtypes
+    alone could not fail: autocast never changes a parameter's dtype.)"""
+    from aslora.adapters.layers import SharedLoRALinear
+
     model = _adapted().cuda()
+    layer = next(m for m in model.modules() if isinstance(m, SharedLoRALinear))
+    x = torch.randn(3, 9, layer.in_features, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    with torch.no_grad():
+        update_fp32 = layer(x) - layer.base_layer(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            update_bf16 = layer(x).float() - layer.base_layer(x).float()
+    assert update_fp32.abs().max() > 0.1  # there is an update to keep
+    torch.testing.assert_close(update_bf16, update_fp32, rtol=0.03, atol=0.03)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = model(input_ids=input_ids.cuda()).logits
-    pool = aslora.find_pool(model)
-    assert all(p.dtype == torch.float32 for p in pool.parameters()) and torch.isfinite(logits).all()
+        model(input_ids=input_ids.cuda()).logits.float().sum().backward()
+    grads = {name: p.grad for name, p in aslora.find_pool(model).named_parameters() if p.grad is not None}
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for name, g in grads.items() if "lora_A" in name)
