@@ -118,6 +118,7 @@ def _run(
         run_dir=settings.run_dir,
         group=group,
         metrics_csv=settings.metrics_csv and is_main,
+        resume=settings.resume,
     ) as tracker:
         options = FitOptions(
             checkpoint_dir=settings.checkpoint_dir if settings.checkpoint.every_steps else None,

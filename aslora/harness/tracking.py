@@ -33,17 +33,41 @@ class Tracker:
         run_dir: Path | None = None,
         group: str | None = None,
         metrics_csv: bool = False,
+        resume: bool = False,
     ) -> None:
         self.settings, self.run_name, self.config = settings, run_name, config
         self.run_dir, self.group, self.metrics_csv = run_dir, group, metrics_csv and run_dir is not None
+        self.resume = resume
         self.run = None
         self._csv = None
+
+    def _open_csv(self, first_step: int) -> None:
+        """Open ``metrics.csv`` at the first value logged, not before: a run refused before it logs
+        anything (a resume whose checkpoint does not fit) leaves the file as it was. A fresh run
+        starts it empty; a resumed one keeps the rows of the steps before ``first_step`` — the steps
+        its checkpoint holds — and drops the killed run's later rows, which it logs again, so the
+        file ends as the uninterrupted run's would. Never written through a symbolic link."""
+        path = self.run_dir / METRICS_CSV
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link: a run never writes through one (remove it)")
+        kept: list[list[str]] = []
+        if self.resume and path.is_file():
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = [
+                row for row in rows[1:] if len(row) == 3 and _step(row[0]) is not None and _step(row[0]) < first_step
+            ]
+        tmp = path.with_name(f".{METRICS_CSV}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "key", "value"])
+            writer.writerows(kept)
+        tmp.replace(path)
+        self._csv = open(path, "a", newline="")
 
     def __enter__(self) -> "Tracker":
         if self.metrics_csv:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._csv = open(self.run_dir / METRICS_CSV, "w", newline="")
-            csv.writer(self._csv).writerow(["step", "key", "value"])
         if self.settings.mode != "disabled":
             import wandb
 
@@ -65,6 +89,8 @@ class Tracker:
         return self
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.metrics_csv and self._csv is None:
+            self._open_csv(step)
         if self._csv is not None:
             writer = csv.writer(self._csv)
             for key, value in metrics.items():
@@ -105,3 +131,10 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=1 if exc_type else 0)
             self.run = None
+
+
+def _step(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

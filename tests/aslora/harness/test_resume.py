@@ -28,11 +28,13 @@ NAME = "smoke_minilm-l6_rt_polarity_aslora_task.max_train_examples=256,train.bat
 def _outcome(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     weights = load_file(run_dir / "adapter" / "aslora_model.safetensors")
-    return report, weights
+    return report, weights, (run_dir / "metrics.csv").read_text()
 
 
 def _assert_identical(a, b):
-    (report_a, weights_a), (report_b, weights_b) = a, b
+    (report_a, weights_a, metrics_a), (report_b, weights_b, metrics_b) = a, b
+    # metrics.csv: the killed run's rows up to its checkpoint kept, the rest logged again — every row
+    assert metrics_a.splitlines() == metrics_b.splitlines()
     assert report_a["epochs"] == report_b["epochs"]
     assert report_a["merge_history"] == report_b["merge_history"]
     assert report_a["params"]["after"] == report_b["params"]["after"]
@@ -46,9 +48,9 @@ def straight(tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
     result = _cli([*RUN, f"experiments_dir={root}"], root)
     assert result.returncode == 0, result.stderr[-2000:]
-    report, weights = _outcome(root / NAME)
+    report, weights, metrics = _outcome(root / NAME)
     assert report["steps"] == 32 and len(report["merge_history"]) == 8 and report["resumed_from_step"] is None
-    return report, weights
+    return report, weights, metrics
 
 
 def _killed_run(root, kill_after_step):
