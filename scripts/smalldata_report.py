@@ -113,28 +113,24 @@ def final_table(arms: dict[str, list[dict]]) -> list[str]:
 
 
 def lr_table(reports: list[dict]) -> list[str]:
-    labels = {"lora": "LoRA r=8", "lora r=2": "LoRA r=2", "aslora": "ASLoRA (paper schedule)"}
-    scores: dict[str, dict[float, float]] = defaultdict(dict)
-    for r in reports:
-        name = r["adapter"] + (
-            f" r={r['config']['adapter']['params']['r']}"
-            if r["adapter"] == "lora" and r["config"]["adapter"]["params"]["r"] != 8
-            else ""
-        )
-        scores[name][r["config"]["train"]["lr"]] = 100 * r["best"]["metric"]
+    """Validation accuracy ×100 at the best epoch per arm and lr (seed 1), the best of each arm in
+    bold; an arm is known by its config (:func:`by_arm`), so the ASLoRA variants' own lr stages
+    (``python -m scripts.smalldata arm-lr``) each get their row."""
+    arms = by_arm(reports, arm_identities())
+    scores = {
+        label: {r["config"]["train"]["lr"]: 100 * r["best"]["metric"] for r in runs} for label, runs in arms.items()
+    }
     lrs = sorted({lr for s in scores.values() for lr in s})
-    lines = ["| adapter | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
-    for name in ("lora", "lora r=2", "aslora"):
-        if name not in scores:
+    lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---|" * len(lrs)]
+    for arm in ARMS:
+        if arm.label not in scores:
             continue
-        best = max(scores[name].values())
+        row = scores[arm.label]
+        best = max(row.values())
         cells = [
-            ("**{:.1f}**" if scores[name].get(lr) == best else "{:.1f}").format(scores[name][lr])
-            if lr in scores[name]
-            else "—"
-            for lr in lrs
+            ("**{:.1f}**" if row.get(lr) == best else "{:.1f}").format(row[lr]) if lr in row else "—" for lr in lrs
         ]
-        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm.label} | " + " | ".join(cells) + " |")
     return lines
 
 
