@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
-from aslora.harness.report import variant_of
+from aslora.harness.report import is_done, load_report, variant_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MERGE_SETTINGS = (
@@ -130,9 +130,10 @@ def row(report: dict, path: Path) -> dict:
 def collect(experiments: Path) -> list[dict]:
     rows = []
     for path in sorted(experiments.glob("**/report.json")):
-        report = json.loads(path.read_text())
-        if report.get("status") == "done":
-            rows.append(row(report, path.relative_to(experiments.parent) if experiments.is_absolute() else path))
+        if not is_done(path):  # a run still going, failed, or a file that is not a report: not a row
+            continue
+        report = load_report(path)  # a finished report missing what a row needs: refused, naming the field
+        rows.append(row(report, path.relative_to(experiments.parent) if experiments.is_absolute() else path))
     return rows
 
 
@@ -209,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         restored = restore_reports(reports_dir, args.experiments)
         print(f"{len(restored)} finished runs restored from {reports_dir} → {args.experiments}")
         return 0
-    rows = collect(args.experiments)
+    try:
+        rows = collect(args.experiments)  # every report checked before anything is written
+    except ValueError as error:
+        print(f"collect_results: {error}; nothing written", file=sys.stderr)
+        return 1
     kept = []
     if args.out.is_file() and not args.replace:
         found = {r["run_name"] for r in rows}

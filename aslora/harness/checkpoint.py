@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import logging
 import os
 import random
@@ -124,13 +125,19 @@ def commit(tmp: Path, directory: Path, step: int, state: dict[str, Any], keep_la
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoint directories, oldest first (by step)."""
+    """Checkpoint directories (``step-<digits>``, not links), oldest first (by step); anything else
+    in ``directory`` is skipped with a warning, never read or deleted."""
     if not directory.is_dir():
         return []
-    return sorted(
-        (p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)),
-        key=lambda p: int(p.name[len(PREFIX) :]),
-    )
+    found = []
+    for p in directory.iterdir():
+        if p.name.startswith(".tmp-"):
+            continue  # a write in progress or left by a crash: begin() replaces it
+        if p.is_dir() and not p.is_symlink() and re.fullmatch(rf"{PREFIX}\d{{1,12}}", p.name):
+            found.append(p)
+        else:
+            log.warning("skipping %r in %r: not a checkpoint this code writes", p.name, str(directory))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def latest_valid(directory: Path) -> Path | None:
@@ -139,7 +146,7 @@ def latest_valid(directory: Path) -> Path | None:
         problem = _verify(candidate)
         if problem is None:
             return candidate
-        log.warning("skipping checkpoint %s: %s", candidate, problem)
+        log.warning("skipping checkpoint %r: %s", str(candidate), problem)
     return None
 
 
@@ -184,9 +191,11 @@ def check_resumable(directory: Path, fingerprint: str | None, allow_pickle: bool
     checkpoint = latest_valid(directory)
     if checkpoint is None:
         return None
+    if not allow_pickle:  # any pickled file a resume would read: refused here, before the run writes anything
+        for pickled in (checkpoint / LEGACY_STATE, *sorted(checkpoint.glob("rng-rank*.pt"))):
+            if pickled.is_file():
+                _load_legacy(pickled, allow_pickle)  # raises, saying what to do
     if (checkpoint / LEGACY_STATE).is_file():
-        if not allow_pickle:
-            _load_legacy(checkpoint / LEGACY_STATE, allow_pickle)  # raises, saying what to do
         return checkpoint
     try:
         written_by = json.loads((checkpoint / f"{STATE}.json").read_text()).get("fingerprint")
@@ -241,16 +250,25 @@ def _verify(checkpoint: Path) -> str | None:
     if not manifest_path.is_file():
         return "no manifest (written last, so the checkpoint is incomplete)"
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        return f"unreadable manifest ({error})"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
+        return f"unreadable manifest ({type(error).__name__})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        return "the manifest is not a mapping with a non-empty 'files' mapping"
+    if not isinstance(manifest.get("step"), int) or f"{PREFIX}{manifest['step']:09d}" != checkpoint.name:
+        return f"the manifest's step {manifest.get('step')!r} is not the folder's"
     for name, digest in files.items():
+        # names are plain file names in this folder: no separator, no '..', nothing hidden or odd
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+            return f"the manifest names a file outside the checkpoint or oddly named: {name!r}"
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return f"the manifest's SHA-256 of {name!r} is not one"
         path = checkpoint / name
-        if not path.is_file():
-            return f"{name} is missing"
+        if path.is_symlink() or not path.is_file():
+            return f"{name!r} is missing (or a link)"
         if _sha256(path) != digest:
-            return f"{name} does not match its SHA-256 in the manifest (truncated or corrupted)"
+            return f"{name!r} does not match its SHA-256 in the manifest (truncated or corrupted)"
     return None
 
 

@@ -17,6 +17,7 @@ training seed (``split_seed``), so every run of a sweep sees the same examples.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class TaskSpec:
     """``classify`` (a sequence-classification head) or ``causal_lm`` (instruction tuning)."""
     hub_dataset: str | None = None
     """For a non-GLUE task read from the Hugging Face Hub: its dataset id."""
+    label_range: tuple[float, float] | None = None
+    """A regression task's label range (STS-B's similarity: 0 to 5); a label outside it is refused."""
 
     @property
     def is_regression(self) -> bool:
@@ -64,7 +67,9 @@ TASKS: dict[str, TaskSpec] = {
     "sst2": TaskSpec("sst2", ("sentence",), 2, ("accuracy",), train_size=67349),
     "mrpc": TaskSpec("mrpc", ("sentence1", "sentence2"), 2, ("accuracy", "f1"), train_size=3668),
     "qqp": TaskSpec("qqp", ("question1", "question2"), 2, ("accuracy", "f1"), train_size=363846),
-    "stsb": TaskSpec("stsb", ("sentence1", "sentence2"), 1, ("pearson", "spearman"), train_size=5749),
+    "stsb": TaskSpec(
+        "stsb", ("sentence1", "sentence2"), 1, ("pearson", "spearman"), train_size=5749, label_range=(0.0, 5.0)
+    ),
     "mnli": TaskSpec(
         "mnli", ("premise", "hypothesis"), 3, ("accuracy",), validation_split="validation_matched", train_size=392702
     ),
@@ -333,14 +338,13 @@ def _read_local(spec: TaskSpec, directory: Path) -> dict[str, Any]:
     """The train and validation splits of a local GLUE-schema folder, each checked: readable (UTF-8),
     not empty, GLUE's columns present, every text a string, every label one of the task's classes
     (a finite number for regression). Raises ``ValueError`` naming the file and the first bad row."""
-    import datasets
 
     splits = {}
     for split, name in (("train", "train"), ("validation", spec.validation_split)):
         path = _local_file(directory, name)
         try:
-            splits[split] = datasets.load_dataset(_file_kind(path), data_files={name: str(path)}, split=name)
-            _check_rows(spec, splits[split], path)  # reads every value: Arrow decodes text lazily
+            splits[split] = _read_file(spec, path)
+            _check_rows(spec, splits[split], path)
         except ValueError as error:
             if not isinstance(error, UnicodeDecodeError):
                 raise
@@ -356,12 +360,64 @@ def _read_local(spec: TaskSpec, directory: Path) -> dict[str, Any]:
     return splits
 
 
+def _read_file(spec: TaskSpec, path: Path) -> Any:
+    """One local split as an in-memory ``datasets.Dataset`` (nothing cached on disk, so a refused file
+    leaves nothing behind). Values keep the types the file gives them: a CSV's texts stay text, even
+    "NA", "null" or "1984" (pandas would make them missing values or numbers); a CSV's labels are
+    parsed as numbers; JSON and Parquet carry their own types."""
+    import datasets
+
+    kind = _file_kind(path)
+    if kind == "csv":
+        import pandas as pd
+
+        frame = pd.read_csv(
+            path, dtype={f: str for f in spec.text_fields}, keep_default_na=False, na_filter=False, encoding="utf-8"
+        )
+        if "label" in frame.columns and frame["label"].dtype == object:  # not all numbers: keep each value
+            frame["label"] = [_number(v) for v in frame["label"]]
+        return datasets.Dataset.from_list(frame.to_dict("records")) if len(frame) else _empty(frame.columns)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return datasets.Dataset(pq.read_table(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)
+            rows = rows.get("data", rows) if isinstance(rows, dict) else rows
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"task {spec.name}: {path} cannot be read as json ({type(error).__name__}: {error})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"task {spec.name}: {path} cannot be read as json: not a list of objects (one per example)")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return datasets.Dataset.from_dict({c: [r.get(c) for r in rows] for c in columns}) if rows else _empty(columns)
+
+
+def _number(value: str) -> Any:
+    """A CSV label as a number where it is one (``"2"`` → 2, ``"0.5"`` → 0.5); otherwise the text."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _empty(columns: Any) -> Any:
+    import datasets
+
+    return datasets.Dataset.from_dict({c: [] for c in columns})
+
+
 def _check_rows(spec: TaskSpec, dataset: Any, path: Path) -> None:
+    if len(dataset) == 0:  # a header-only or empty file
+        raise ValueError(f"task {spec.name}: {path} holds no examples")
     missing = [f for f in (*spec.text_fields, "label") if f not in dataset.column_names]
     if missing:
         raise ValueError(f"task {spec.name}: {path} lacks column(s) {missing}; it has {dataset.column_names}")
-    if len(dataset) == 0:
-        raise ValueError(f"task {spec.name}: {path} holds no examples")
     for field in spec.text_fields:
         bad = next((i for i, t in enumerate(dataset[field]) if not isinstance(t, str)), None)
         if bad is not None:
@@ -372,11 +428,16 @@ def _check_rows(spec: TaskSpec, dataset: Any, path: Path) -> None:
             (
                 i
                 for i, y in enumerate(labels)
-                if not isinstance(y, (int, float)) or isinstance(y, bool) or not math.isfinite(y)
+                if not isinstance(y, (int, float))
+                or isinstance(y, bool)
+                or not math.isfinite(y)
+                or not (spec.label_range is None or spec.label_range[0] <= y <= spec.label_range[1])
             ),
             None,
         )
-        expected = "a finite number"
+        expected = "a finite number" + (
+            f" in [{spec.label_range[0]:g}, {spec.label_range[1]:g}]" if spec.label_range else ""
+        )
     else:
         bad = next(
             (

@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from aslora.harness.report import read_report
+from aslora.harness.run_dir import check_no_links, write_text_atomic
+from aslora.harness.report import load_report
 
 log = logging.getLogger("aslora")
 EVAL_FILE = "eval.json"
@@ -95,10 +96,11 @@ def evaluate_saved(
     _check_inputs("texts", texts, max_chars=None)  # classification truncates a long text to the task's length
     _check_inputs("prompts", prompts, max_chars=MAX_PROMPT_CHARS)
     if run is not None:
+        check_no_links(Path(run))  # eval.json goes into the run's directory: it must follow no link
         report_path = Path(run) / "report.json"
         if not report_path.is_file():
             raise ValueError(f"run={run!r}: {report_path} not found (a finished run's directory holds report.json)")
-        report = read_report(report_path)
+        report = load_report(report_path)
         settings = RunSettings.from_dict(report["config"])
         if epoch not in ADAPTER_DIRS:
             raise ValueError(f"epoch={epoch!r} must be one of {sorted(ADAPTER_DIRS)}")
@@ -123,6 +125,8 @@ def evaluate_saved(
         task_settings = TaskSettings(name=task, max_length=_task_max_length(task))
         out = out or str(Path(adapter_dir) / EVAL_FILE)
         adapter_epoch = None
+    if Path(out).is_symlink():
+        raise ValueError(f"out={out!r} is a symbolic link: eval.json is written in place of a link, never through one")
     if max_eval_examples is not None:
         task_settings = dataclasses.replace(task_settings, max_eval_examples=max_eval_examples)
     spec = get_task(task_settings.name)
@@ -147,7 +151,7 @@ def evaluate_saved(
         from aslora.harness.instruct import generate_samples
 
         result["generations"] = generate_samples(trained, tokenizer, [(p, "") for p in prompts])
-    Path(out).write_text(json.dumps(result, indent=2))
+    write_text_atomic(Path(out), json.dumps(result, indent=2))
     result["eval_file"] = out
     return result
 

@@ -66,9 +66,68 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
 def read_report(path: str | os.PathLike) -> dict[str, Any] | None:
     """The report at ``path``, or ``None`` if there is none or it does not parse."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8, not JSON, too deep
         return None
+    return report if isinstance(report, dict) else None
+
+
+# what a finished report must hold, and the type of each (dotted paths): what evaluate.py and the
+# results collector read from it
+DONE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "run_name": str,
+    "model": str,
+    "task": str,
+    "adapter": str,
+    "main_metric": str,
+    "seed": int,
+    "steps": int,
+    "train_seconds": (int, float),
+    "config": dict,
+    "config.adapter": dict,
+    "config.adapter.params": dict,
+    "config.train": dict,
+    "config.train.lr": (int, float),
+    "best": dict,
+    "best.metric": (int, float),
+    "best.epoch": int,
+    "params": dict,
+    "params.before.adapter": int,
+    "params.after.adapter": int,
+    "params.lora_reference": int,
+    "environment": dict,
+    "environment.device": str,
+}
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """A finished run's report, checked: it parses (UTF-8 JSON) and holds every field a reader uses
+    with its type (:data:`DONE_FIELDS`).
+
+    Raises:
+        ValueError: naming the file and the field that is missing or of the wrong type.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r} not found") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable report ({type(error).__name__})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{str(path)!r} is not a report: its JSON is not a mapping")
+    if report.get("status") != "done":
+        raise ValueError(f"{str(path)!r} is not a finished run's report (status {report.get('status')!r})")
+    for dotted, kind in DONE_FIELDS.items():
+        value: Any = report
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(
+                f"{str(path)!r}: field {dotted!r} is {type(value).__name__ if value is not None else 'missing'}, "
+                f"not {' or '.join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))}"
+            )
+    return report
 
 
 def is_done(path: str | os.PathLike) -> bool:

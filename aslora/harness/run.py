@@ -24,6 +24,7 @@ from aslora.harness.models import check_model_available, load_causal_lm, load_cl
 from aslora.params import lora_parameter_count
 from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.plan import RunPlan
+from aslora.harness.run_dir import check_no_links
 from aslora.harness.run_record import RunRecord
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
@@ -203,7 +204,9 @@ def check_run_inputs(settings: RunSettings, num_processes: int | None = None, tr
     """The merge schedule fits the run under ``num_processes`` (default: this launch's ``WORLD_SIZE``)
     at ``train_rows`` training examples (local files' count, capped by ``task.max_train_examples``;
     default: the task's published size), an ``init_adapter_from`` adapter exists and is LoRA's, and a
-    checkpoint to resume would be accepted. Returns the pre-load plan."""
+    checkpoint to resume would be accepted, and the run's directory holds no symbolic link (the run
+    writes and deletes there). Returns the pre-load plan."""
+    check_no_links(settings.run_dir)
     if train_rows is not None and settings.task.max_train_examples is not None:
         train_rows = min(train_rows, settings.task.max_train_examples)
     plan = settings.plan(train_rows, num_processes=num_processes)

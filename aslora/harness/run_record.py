@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from aslora.harness.run_dir import check_no_links, write_text_atomic
+
 CONFIG_FILE, OVERRIDES_FILE, LOG_FILE = "config.yaml", "overrides.yaml", "train.log"
 # Hydra's own job-log format, so train.log reads as the console did
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -41,9 +43,10 @@ class RunRecord:
         """Write ``config.yaml`` (the resolved config), ``overrides.yaml`` (the command-line overrides,
         as Hydra saved them) and the log so far into ``run_dir``; log there from now on. A resumed run
         appends to its log."""
+        check_no_links(run_dir)  # checked before loading too; again here, right before the first write
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(container, sort_keys=False))
-        (run_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(list(overrides)))
+        write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(container, sort_keys=False))
+        write_text_atomic(run_dir / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
         self._file = logging.FileHandler(run_dir / LOG_FILE, mode="a", encoding="utf-8")
         self._file.setFormatter(logging.Formatter(LOG_FORMAT))
         self._buffer.setTarget(self._file)

@@ -19,6 +19,8 @@ from aslora.harness.plan import RunPlan, make_plan, world_size
 from aslora.harness.train_settings import TrainSettings
 from aslora.harness.models import ModelSpec, split_model_config
 
+MAX_RUN_NAME_BYTES = 250
+"""A run name's limit: a file name holds 255 bytes, and results/reports/<run>.json adds 5."""
 WANDB_MODES = ("disabled", "offline", "online")
 _TOP_LEVEL_KEYS = {
     "run_name",
@@ -248,6 +250,12 @@ class RunSettings:
         run_name = data.get("run_name")
         if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
             problems.append(f"run_name={run_name!r} must be a non-empty name without '/'")
+        elif len(run_name.encode()) > MAX_RUN_NAME_BYTES or not run_name.isprintable():
+            problems.append(
+                f"run_name={run_name[:60]!r}… ({len(run_name.encode())} bytes) must be printable and at most "
+                f"{MAX_RUN_NAME_BYTES} bytes (a file name holds 255; results/reports/<run>.json adds 5): set a "
+                f"shorter run_name (or run_prefix)"
+            )
         for flag in ("hub", "overwrite", "resume", "validate_only", "metrics_csv"):
             if not isinstance(data.get(flag, False), bool):
                 problems.append(f"{flag}={data.get(flag)!r} must be true or false")

@@ -159,6 +159,8 @@ def test_a_staged_grids_rehearsal_scale_fits_every_job_it_can_run(grid, tmp_path
             RunSettings.from_dict(*compose(job)).plan(n_train, num_processes=1)  # raises if a schedule does not fit
     adapters = {o.split("=")[1] for c in commands for o in c if o.startswith("adapter=")}
     assert {"lora", "aslora"} <= adapters
-    # lr stages: 3 lrs per adapter; finals: 5 seeds (instruct: 3) per adapter and task
-    expected = {"smalldata": 3 * 3 + 8, "protocol": 2 * (6 * 3) + 2 * 6 * 5, "protocol-instruct": 4 * 3 + 4 * 3}
+    # lr stages: 3 lrs per adapter; finals: 5 seeds (instruct: 3) per adapter and task. smalldata:
+    # the exploratory lr stage (3 adapters x 3 lrs), its 8 arms once, the confirmatory study's
+    # per-arm lr stage for its 5 secondary arms (one lr here), and its 8 arms once more
+    expected = {"smalldata": 3 * 3 + 8 + 5 + 8, "protocol": 2 * (6 * 3) + 2 * 6 * 5, "protocol-instruct": 4 * 3 + 4 * 3}
     assert len(jobs) >= expected[grid] and (grid != "smalldata" or len(jobs) == expected[grid])

@@ -110,11 +110,20 @@ def test_sharing_map_ids_are_per_B_across_module_types():
 
 @pytest.mark.parametrize("sweep", options("sweep"))
 def test_every_sweep_config_composes_and_validates(sweep):
+    """Every job the sweep launches, at each of its swept values (seeds aside: a seed changes no
+    setting), composes, validates and plans its schedule."""
     from aslora.harness.settings import RunSettings
+    from scripts.compose import composer
+    from scripts.preflight import jobs_of
 
-    container, choices = compose_run([f"sweep={sweep}"])
-    RunSettings.from_dict(container, choices).plan()
-    assert "sweep=" not in container["run_name"]  # the grid is the prefix; its name is not a swept key
+    with composer() as compose:
+        jobs = jobs_of([f"sweep={sweep}"])
+        distinct = {tuple(o for o in job if not o.startswith("seed=")) for job in jobs}
+        assert len(jobs) >= len(distinct) >= 1
+        for job in sorted(distinct):
+            container, choices = compose(list(job))
+            RunSettings.from_dict(container, choices).plan()
+            assert "sweep=" not in container["run_name"]  # the grid is the prefix; its name is not a swept key
 
 
 def test_plot_sweep_draws_one_figure_per_swept_setting(tmp_path):

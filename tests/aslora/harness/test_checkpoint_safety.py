@@ -110,8 +110,10 @@ def test_a_pickled_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
     assert not sentinel.exists()
 
 
-def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing(tmp_path):
-    """The run itself (``run`` is what train.py calls), with the pickles where a resume reads them."""
+@pytest.mark.parametrize("pickled", ["rng", "state", "both"])
+def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing(pickled, tmp_path):
+    """The run itself (``run`` is what train.py calls), with a pickle where a resume reads one: the
+    RNG file alone, the state alone, or both — each refused before the run writes anything."""
     from aslora.harness.run import run
     from scripts.compose import compose_run
 
@@ -121,10 +123,12 @@ def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing
     name = container["run_name"]
     checkpoint = _write(tmp_path / name / "checkpoints", _state())
     sentinel = tmp_path / "pwned"
-    for stale in checkpoint.glob("rng-rank0.*"):
-        stale.unlink()
-    (checkpoint / "rng-rank0.pt").write_bytes(pickle.dumps(_Payload(sentinel)))
-    (checkpoint / ckpt.LEGACY_STATE).write_bytes(pickle.dumps(_Payload(sentinel)))
+    if pickled in ("rng", "both"):
+        for stale in checkpoint.glob("rng-rank0.*"):
+            stale.unlink()
+        (checkpoint / "rng-rank0.pt").write_bytes(pickle.dumps(_Payload(sentinel)))
+    if pickled in ("state", "both"):
+        (checkpoint / ckpt.LEGACY_STATE).write_bytes(pickle.dumps(_Payload(sentinel)))
     _rehash(checkpoint)
     with pytest.raises(ValueError, match="older pickled format"):
         run(container, choices)

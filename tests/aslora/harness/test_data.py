@@ -91,6 +91,8 @@ def test_metrics_match_their_definitions():
     assert m["mcc"] == pytest.approx((tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
     s = compute_metrics(("pearson", "spearman"), np.array([0.1, 0.4, 0.35, 0.8]), np.array([0.0, 1.0, 2.0, 3.0]))
     assert s["spearman"] == pytest.approx(0.8)
+    # Pearson by hand: deviations from the means 0.4125 and 1.5; Σdx·dy = 1.025, Σdx² = 0.251875, Σdy² = 5
+    assert s["pearson"] == pytest.approx(1.025 / np.sqrt(0.251875 * 5))
     with pytest.raises(ValueError, match="unknown metric"):
         compute_metrics(("bleu",), p, y)
 
@@ -151,3 +153,46 @@ def test_regression_labels_must_be_finite_numbers(tmp_path):
     _write_rows(tmp_path / "train.jsonl", [{"sentence1": "a", "sentence2": "b", "label": "high"}])
     with pytest.raises(ValueError, match=r"row 0: label='high' is not a finite number"):
         check_task_available(get_task("stsb"), hub_enabled=False, local_dir=str(tmp_path))
+
+
+def test_csv_texts_stay_text_even_where_pandas_would_coerce_them(tmp_path, tokenizer, monkeypatch):
+    """Real snippets say "NA", "null", "1984" or "" — a CSV's text columns keep them as text; the
+    labels are numbers; and nothing goes through datasets' cached builder (a refused file would have
+    left its Arrow cache behind)."""
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went through load_dataset"))
+    texts = ["NA", "null", "1984", "N/A", "nan", "None", "#N/A", "3.5"]
+    for split in ("train", "validation"):
+        rows = "".join(f'"{t}",{i % 2}\n' for i, t in enumerate(texts))
+        (tmp_path / f"{split}.csv").write_text("sentence,label\n" + rows)
+    spec = get_task("cola")
+    assert check_task_available(spec, hub_enabled=False, local_dir=str(tmp_path)) == len(texts)
+    data = load_task(spec, tokenizer, max_length=16, local_dir=str(tmp_path))
+    decoded = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in data.validation]
+    assert [d.replace(" ", "") for d in decoded] == [
+        tokenizer.decode(tokenizer(t)["input_ids"], skip_special_tokens=True).replace(" ", "") for t in texts
+    ]
+    assert [r["labels"] for r in data.validation] == [i % 2 for i in range(len(texts))]
+
+
+@pytest.mark.parametrize(
+    "task, content, message",
+    [
+        ("cola", "sentence,label\n", r"train.csv holds no examples"),
+        ("cola", 'sentence,label\n"a b",yes\n', r"train.csv row 0: label='yes' is not one of the task's classes"),
+        ("cola", 'sentence,label\n"a b",\n', r"train.csv row 0: label='' is not one"),
+        (
+            "stsb",
+            "sentence1,sentence2,label\na,b,7.5\n",
+            r"train.csv row 0: label=7.5 is not a finite number in \[0, 5\]",
+        ),
+        ("stsb", "sentence1,sentence2,label\na,b,-0.1\n", r"label=-0.1 is not a finite number in \[0, 5\]"),
+    ],
+)
+def test_a_bad_csv_is_refused_naming_the_file_and_row(task, content, message, tmp_path):
+    write_glue_fixture(tmp_path, task)
+    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "train.csv").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        check_task_available(get_task(task), hub_enabled=False, local_dir=str(tmp_path))

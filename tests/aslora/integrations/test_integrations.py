@@ -159,15 +159,21 @@ def test_a_model_adapted_without_peft_checkpoints_and_resumes_in_a_trainer(tmp_p
     dict has fixed keys and tensors only, so saving works and resuming restores the ties."""
     build, _ = MODEL_BUILDERS["bert"]
     model = aslora.apply_adapter(build(), aslora.ASLoRAConfig(r=2, max_merges=2))
-    trainer, callback = _trainer(model, tmp_path, 8, save_strategy="steps", save_steps=4)
+    trainer, callback = _trainer(model, tmp_path, 8, save_strategy="steps", save_steps=2)
     trainer.train()
-    assert len(callback.events) == 4 and (tmp_path / "checkpoint-8").is_dir()
+    assert [e.step for e in callback.events] == [2, 2, 4, 4] and (tmp_path / "checkpoint-8").is_dir()
     model.save_pretrained(str(tmp_path / "saved"))  # used to fail on the pool's extra-state dict
     again = aslora.apply_adapter(build(), aslora.ASLoRAConfig(r=2, max_merges=2))
-    resumed, _ = _trainer(again, tmp_path, 8)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
+    # resume from step 2 (after the first ties, before the last) and train the 6 steps left: it ends
+    # where the uninterrupted run ended — the same ties at the same steps, the same weights
+    resumed, resumed_callback = _trainer(again, tmp_path / "resumed", 8)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert resumed.state.global_step == 8 and [e.step for e in resumed_callback.events] == [4, 4]
     assert aslora.find_pool(again).sharing_map() == aslora.find_pool(model).sharing_map()
     assert aslora.find_pool(again).merge_history == aslora.find_pool(model).merge_history
+    live = dict(model.named_parameters())
+    for name, value in again.named_parameters():
+        torch.testing.assert_close(value, live[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("how", ["load_adapter", "from_pretrained"])
@@ -183,6 +189,7 @@ def test_transformers_adapter_api_is_refused_before_anything_loads(how, tmp_path
     base = tiny_llama_lm()
     base.save_pretrained(str(tmp_path / "base"))
     before = {k: v.clone() for k, v in base.state_dict().items()}
+    on_disk = {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()}
     with pytest.raises(ValueError, match=r"ASLORA because it uses shared state.*get_peft_model"):
         if how == "load_adapter":
             base.load_adapter(str(tmp_path / "adapter"))
@@ -191,6 +198,11 @@ def test_transformers_adapter_api_is_refused_before_anything_loads(how, tmp_path
             config["base_model_name_or_path"] = str(tmp_path / "base")
             (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
             AutoModelForCausalLM.from_pretrained(str(tmp_path / "adapter"))
+    # load_adapter adapts the model it is called on: that model comes out untouched. from_pretrained
+    # builds its own from the files: those come out untouched, and the base loads clean from them
+    assert {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()} == on_disk
+    if how == "from_pretrained":
+        base = AutoModelForCausalLM.from_pretrained(str(tmp_path / "base"))
     assert aslora.find_pool(base) is None and base.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
 
@@ -216,3 +228,49 @@ def test_disable_adapter_gives_the_base_model_on_every_task_type(task_type, inpu
         assert torch.equal(out(model), expected)
         assert model.get_model_status().enabled is False
     assert torch.equal(out(model), adapted) and model.get_model_status().enabled is True
+
+
+@pytest.mark.parametrize("method", ["aslora", "sharelora", "tiedlora"])
+def test_unload_safe_merge_and_layer_status_on_our_tuners(method, input_ids):
+    """What docs/integrations.md claims beyond PEFT's suite: ``unload`` gives back the base model
+    (weights untouched, no adapter layer left), ``merge_adapter(safe_merge=True)`` refuses an adapter
+    whose ΔW is not finite and leaves the base weights as they were, and ``get_layer_status`` lists
+    every adapted layer with the adapter's name."""
+    build, targets = MODEL_BUILDERS["bert"]
+    config_class = {
+        "aslora": aslora.ASLoRAConfig,
+        "sharelora": aslora.ShareLoRAConfig,
+        "tiedlora": aslora.TiedLoRAConfig,
+    }
+    base = build()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = peft.get_peft_model(base, config_class[method](r=4, target_modules=targets, task_type="SEQ_CLS"))
+    with torch.no_grad():  # B starts at zero: make ΔW non-zero, so merging changes the weights
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name or "lora_b" in name.lower():
+                parameter.normal_()
+
+    status = [s for s in model.get_layer_status() if "classifier" not in s.name]  # the head: modules_to_save
+    expected = sorted(n for n, m in build().named_modules() if n.rsplit(".", 1)[-1] in targets)
+    # every adapted layer, and the pools' container (a tuner module too: it holds the shared state)
+    assert sorted(s.name.removeprefix("model.") for s in status) == sorted([*expected, "shared_lora"])
+    assert all(s.enabled and s.active_adapters == ["default"] == s.available_adapters for s in status)
+    # the layers own no parameters (the pool does), so PEFT's per-layer requires_grad is empty;
+    # get_model_status reports it for the whole adapter
+    assert model.get_model_status().requires_grad == {"default": True}
+
+    pool = aslora.find_pool(model)
+    poisoned = next(n for n, p in model.named_parameters() if ("lora_B" in n) and p.requires_grad)
+    with torch.no_grad():
+        dict(model.named_parameters())[poisoned].fill_(float("nan"))
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "base_layer.weight" in k}
+    with pytest.raises(ValueError, match="NaNs detected"):
+        model.merge_adapter(safe_merge=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert pool is not None and not any(s.merged_adapters for s in model.get_layer_status())
+
+    unloaded = model.unload()
+    assert aslora.find_pool(unloaded) is None
+    assert not any(isinstance(m, peft.tuners.tuners_utils.BaseTunerLayer) for m in unloaded.modules())
+    assert unloaded.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in unloaded.state_dict().items())
