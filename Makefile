@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm gpu-wheels gpu-check clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures site reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm gpu-wheels gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ res
 tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/README.md's tables, figures (from committed files)
 	$(PY) -m scripts.make_tables --readme results/README.md
 	$(MAKE) figures
+
+site: $(INSTALLED)  ## results/reports + results/smalldata/verdict.json → results/site/ (static HTML; open results/site/index.html)
+	$(PY) -m scripts.site
 
 figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \

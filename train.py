@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -60,11 +61,18 @@ def configure_environment(hub: bool, wandb_mode: str) -> None:
 def main(cfg: DictConfig) -> float | None:
     container = OmegaConf.to_container(cfg, resolve=True)
     configure_environment(bool(container.get("hub")), str((container.get("wandb") or {}).get("mode", "disabled")))
-    from aslora.harness.run import run  # imports transformers: after the environment is set
+    from aslora.harness.run import RunRefused, run  # imports transformers: after the environment is set
 
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
-    return run(container, choices, swept=swept_keys(hydra_cfg), overrides=list(hydra_cfg.overrides.task))
+    try:
+        return run(container, choices, swept=swept_keys(hydra_cfg), overrides=list(hydra_cfg.overrides.task))
+    except RunRefused as refused:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        # a refusal of the input reads as one: its message alone, exit 1 (a bug keeps its traceback)
+        print(f"error: {refused}\n(the traceback: HYDRA_FULL_ERROR=1 python train.py …)", file=sys.stderr)
+        sys.exit(1)
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, MPNetConfig, RobertaConfig
@@ -231,3 +233,26 @@ def test_merge_threshold_sweep_values_bind_on_the_recorded_tie_distances():
         assert min(distances) < value < max(distances), (
             f"threshold {value} does not bind on {min(distances):.3f}…{max(distances):.3f}"
         )
+
+
+def test_the_settings_dataclasses_defaults_are_the_hydra_configs():
+    """One default per setting: a caller of RunSettings.from_dict (or of fit with TrainSettings) who
+    omits a setting trains with what train.py would (configs/train.yaml), and every setting the
+    dataclasses define appears in the config."""
+    import dataclasses
+
+    import yaml
+
+    from aslora.harness.checkpoint import CheckpointSettings
+    from aslora.harness.train_settings import TrainSettings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text())
+    for cls, section in ((TrainSettings, "train"), (CheckpointSettings, "checkpoint")):
+        for field in dataclasses.fields(cls):
+            if field.name == "seed":  # the run's top-level seed, passed down
+                continue
+            assert field.name in config[section], f"{section}.{field.name} is not in configs/train.yaml"
+            if field.default is dataclasses.MISSING:
+                assert config[section][field.name] == "???", f"{section}.{field.name}: required in one, not the other"
+            else:
+                assert config[section][field.name] == field.default, f"{section}.{field.name}"

@@ -261,3 +261,15 @@ def test_the_final_line_gives_the_size_of_the_adapter_behind_the_score():
     assert _sizes(params, 8) == "27648 params at the best epoch (37.5 % of LoRA r=8), 15360 at the end (20.8 %)"
     assert _sizes({**params, "at_best": {"adapter": 15_360}}, 8) == "15360 params (20.8 % of LoRA r=8)"
     assert _sizes({"lora_reference": 73_728, "after": {"adapter": 73_728}}, 8) == "73728 params (100.0 % of LoRA r=8)"
+
+
+def test_a_refused_run_prints_its_message_alone_and_full_error_shows_the_traceback(tmp_path):
+    """The mission's first command on a machine without the Hub: one message saying what to set,
+    exit 1, no traceback (HYDRA_FULL_ERROR=1 shows it); nothing written."""
+    refused = _cli(["task=sst2", "adapter=aslora", f"experiments_dir={tmp_path / 'exp'}"], tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: task 'sst2' loads nyu-mll/glue from the Hugging Face Hub, which is off")
+    assert "Traceback" not in refused.stderr and "Error executing job" not in refused.stderr
+    full = _cli(["task=sst2", f"experiments_dir={tmp_path / 'exp'}"], tmp_path, HYDRA_FULL_ERROR="1")
+    assert full.returncode == 1 and "Traceback" in full.stderr and "RunRefused: task 'sst2'" in full.stderr
+    assert not (tmp_path / "exp").exists()

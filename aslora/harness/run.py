@@ -32,6 +32,11 @@ from aslora.harness.tracking import Tracker
 log = logging.getLogger("aslora")
 
 
+class RunRefused(ValueError):
+    """The run's configuration or inputs were refused before anything loaded or was written: the
+    message says what to set. ``train.py`` prints it alone (a bug's traceback is kept)."""
+
+
 def run(
     container: dict[str, Any],
     choices: dict[str, str] | None = None,
@@ -56,14 +61,16 @@ def _run(
 ) -> float | None:
     started = time.perf_counter()
     provenance = environment()  # at the start: the code that runs, not what HEAD is when it ends
-    settings = RunSettings.from_dict(container, choices)
-    if is_done(settings.report_path) and not settings.overwrite:
-        previous = read_report(settings.report_path)
-        log.info("skipping %s: %s says done (overwrite=true to rerun)", settings.run_name, settings.report_path)
-        return previous["best"]["metric"]
-
-    spec = get_task(settings.task.name)
-    check_before_loading(settings)
+    try:  # everything checked before loading: a ValueError here is a refusal of the input, not a bug
+        settings = RunSettings.from_dict(container, choices)
+        if is_done(settings.report_path) and not settings.overwrite:
+            previous = read_report(settings.report_path)
+            log.info("skipping %s: %s says done (overwrite=true to rerun)", settings.run_name, settings.report_path)
+            return previous["best"]["metric"]
+        spec = get_task(settings.task.name)
+        check_before_loading(settings)
+    except ValueError as error:
+        raise RunRefused(str(error)) from error
     if settings.validate_only:
         log.info("%s: configuration valid (validate_only=true: nothing loaded, nothing written)", settings.run_name)
         return None

@@ -19,7 +19,8 @@ class TrainSettings:
     epochs: int
     batch_size: int
     eval_batch_size: int = 64
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1
+    """AdamW's decoupled weight decay; configs/train.yaml's value too (tests/test_configs.py holds them equal)."""
     warmup_ratio: float = 0.06
     max_grad_norm: float | None = 1.0
     head_lr: float | None = None
