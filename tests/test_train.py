@@ -98,8 +98,8 @@ def test_cli_smoke_and_two_point_multirun(tmp_path, sequential_smoke_grid):
     assert (tmp_path / "one" / "smoke_minilm-l6_rt_polarity_lora_s42" / "report.json").is_file()
     reports = sorted(sequential_smoke_grid.glob("*/report.json"))
     assert [p.parent.name for p in reports] == [
-        "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=1_s42",
-        "smoke_minilm-l6_rt_polarity_aslora_adapter.params.max_merges=2_s42",
+        "smoke_minilm-l6_rt_polarity_aslora_max_merges=1_s42",
+        "smoke_minilm-l6_rt_polarity_aslora_max_merges=2_s42",
     ]
     distinct = [json.loads(p.read_text())["params"]["after"]["num_distinct_B"] for p in reports]
     assert distinct == [10, 8]  # 12 B's minus one or two ties per module type

@@ -173,8 +173,8 @@ def test_a_choice_at_the_grid_edge_is_flagged_and_extended_one_step_beyond():
     for overrides in commands:
         container, choices = compose_run([*overrides, "seed=1"])
         settings = RunSettings.from_dict(container, choices)
-        assert (
-            settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and "train.lr=" in settings.run_name
+        assert settings.run_name.startswith(("protocol-lr_", "protocol-instruct-lr_")) and (
+            "_lr=" in settings.run_name or ",lr=" in settings.run_name
         )
     # beyond the limits: reported, not run
     assert extension_commands([{**chosen["rt_polarity", "vera", ""], "grid": "0.03,0.1", "lr": "0.1"}]) == []

@@ -19,8 +19,8 @@ def _settings(overrides: list[str]) -> RunSettings:
 
 
 def _chosen_rows() -> list[dict]:
-    """One lr-stage row per (adapter, variant, lr), as collect_results writes them, read from the
-    run names the lr stage composes (the variant is what runs.csv derives from the name)."""
+    """One lr-stage row per (adapter, variant, lr), as collect_results writes them from the reports
+    the lr stage's runs would write (their ``variant``: the swept adapter settings, as data)."""
     from scripts.collect_results import variant
 
     rows = []
@@ -34,7 +34,9 @@ def _chosen_rows() -> list[dict]:
                     "task": settings.task.name,
                     "adapter": adapter,
                     "lr": lr,
-                    "variant": variant({"run_name": settings.run_name}),
+                    "variant": variant(
+                        {"variant": dict(o.split("=", 1) for o in overrides if o.startswith("adapter.params."))}
+                    ),
                     "best_metric": str(score),
                     "main_metric": "accuracy",
                     "run_name": settings.run_name,

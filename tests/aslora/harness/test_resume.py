@@ -22,7 +22,7 @@ RUN = [
     "checkpoint.every_steps=3",
     "checkpoint.keep_last=2",
 ]
-NAME = "smoke_minilm-l6_rt_polarity_aslora_task.max_train_examples=256,train.batch_size=16,train.epochs=2_s42"
+NAME = "smoke_minilm-l6_rt_polarity_aslora_task.max_train_examples=256,batch_size=16,epochs=2_s42"
 
 
 def _outcome(run_dir):
