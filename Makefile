@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 LAUNCH ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets-mpnet demo lint format test test-slow test-rehearsal test-peft validate-configs bench collect tables figures site reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm gpu-wheels gpu-check clean
+.PHONY: help install assets-mpnet demo lint format test test-slow test-long test-rehearsal test-peft validate-configs bench collect tables figures site reproduce-offline reproduce-instruct reproduce-glue reproduce-alpaca rehearse rehearse-staged sweep-merge ablation protocol protocol-instruct protocol-smalldata protocol-confirm gpu-wheels gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -43,8 +43,11 @@ format: $(INSTALLED)  ## ruff: reformat in place
 test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then make test-peft and make test-rehearsal)
 	$(PY) -m pytest -q
 
-test-slow: $(INSTALLED)  ## the slow tests only
-	$(PY) -m pytest -q -m slow
+test-slow: $(INSTALLED)  ## the slow tests (CI runs them after the rehearsal), but the `long` one
+	$(PY) -m pytest -q -m "slow and not long"
+
+test-long: $(INSTALLED)  ## the slow test too long for CI: the small-data suite rehearsed stage by stage (~22 min)
+	$(PY) -m pytest -q -m long
 
 test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job, and the staged grids' job plans (what CI runs after the fast suite)
 	$(PY) -m pytest -q -m rehearsal

@@ -106,6 +106,7 @@ def test_an_offline_grid_rehearses_with_its_real_model_and_fewer_examples(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~22 min on 2 cores (52 runs of 3 epochs): make test-long, not CI's slow step
 def test_the_small_data_suite_rehearses_stage_by_stage(tmp_path):
     """make protocol-smalldata's stages — lr grid, collect, select, extend, every arm × seed — in a
     scratch workspace, then the suite's own table and learning-curve figure."""
