@@ -46,7 +46,7 @@ test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then mak
 test-slow: $(INSTALLED)  ## the slow tests (CI runs them after the rehearsal), but the `long` one
 	$(PY) -m pytest -q -m "slow and not long"
 
-test-long: $(INSTALLED)  ## the slow test too long for CI: the small-data suite rehearsed stage by stage (~22 min)
+test-long: $(INSTALLED)  ## the slow tests too long for CI: the small-data suite stage by stage (~22 min), every seed of the GLUE grid
 	$(PY) -m pytest -q -m long
 
 test-rehearsal: $(INSTALLED)  ## the GLUE grid rehearsed, one seed of every job, and the staged grids' job plans (what CI runs after the fast suite)

@@ -13,7 +13,8 @@ from scripts.rehearsal import glue_splits, rehearse
 
 SEEDS = [
     pytest.param("1", id="one-seed", marks=pytest.mark.rehearsal),
-    pytest.param(None, id="every-seed", marks=pytest.mark.slow),
+    # every seed of all 150 GLUE jobs: longer than CI allows on 2 cores (make test-long)
+    pytest.param(None, id="every-seed", marks=[pytest.mark.slow, pytest.mark.long]),
 ]
 
 
