@@ -40,6 +40,7 @@ from aslora.harness.scoring import evaluate
 from aslora.harness.plan import RunPlan
 from aslora.harness.optimization import enable_gradient_checkpointing, param_groups
 from aslora.harness.train_settings import TrainSettings
+from aslora.harness.resume_check import RunShape, read_resume_point
 from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
 from aslora.params import count_parameters
 
@@ -214,6 +215,12 @@ class _Fit:
         is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
         # built before the first step: an impossible merge schedule fails here, not mid-run
         self.controller = MergeController(self.model, self.total_steps) if is_aslora else None
+        self.shape = RunShape(
+            steps_per_epoch=self.total_steps // settings.epochs,
+            total_steps=self.total_steps,
+            warmup_steps=self.warmup_steps,
+            merge_steps=tuple(self.controller.schedule.event_steps) if self.controller is not None else (),
+        )
         self.result = FitResult(
             total_steps=self.total_steps,
             params_before=count_parameters(self.model).as_dict(),
@@ -243,13 +250,18 @@ class _Fit:
         options, accelerator = self.options, self.accelerator
         self.resume_state, self.resume_dir, self.resume_rng = None, None, None
         if options.checkpoint_dir is not None:
-            if options.resume:
-                self.resume_dir = ckpt.check_resumable(
-                    options.checkpoint_dir, options.fingerprint, options.allow_pickle
+            if options.resume:  # read and checked whole against this run before anything is restored
+                point = read_resume_point(
+                    options.checkpoint_dir,
+                    options.fingerprint,
+                    options.allow_pickle,
+                    accelerator.process_index,
+                    self.model,
+                    self.settings,
+                    self.shape,
                 )
-                if self.resume_dir is not None:  # both read and checked before anything is restored
-                    self.resume_state = ckpt.load_state(self.resume_dir, options.allow_pickle)
-                    self.resume_rng = ckpt.load_rng(self.resume_dir, accelerator.process_index, options.allow_pickle)
+                if point is not None:
+                    self.resume_dir, self.resume_state, self.resume_rng = point.directory, point.state, point.rng
             elif accelerator.is_main_process and ckpt.list_checkpoints(options.checkpoint_dir):
                 # a fresh start must never later resume from an older run's checkpoints
                 log.info("starting afresh: removing old checkpoints in %s", options.checkpoint_dir)

@@ -25,6 +25,7 @@ from aslora.params import lora_parameter_count
 from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.plan import RunPlan
 from aslora.harness.run_dir import check_no_links
+from aslora.harness.resume_check import RunShape, read_resume_point
 from aslora.harness.run_record import RunRecord
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
@@ -104,7 +105,23 @@ def _run(
 
     # Under accelerate launch / torchrun one process reports. The shared state is created once per
     # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
-    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    process = PartialState(cpu=not torch.cuda.is_available())
+    is_main = process.is_main_process
+    if (
+        settings.resume and settings.checkpoint.every_steps
+    ):  # the whole checkpoint, before the run's directory is touched
+        try:
+            read_resume_point(
+                settings.checkpoint_dir,
+                settings.fingerprint(),
+                settings.checkpoint.allow_pickle,
+                process.process_index,
+                model,
+                settings.train,
+                RunShape(plan.steps_per_epoch, plan.total_steps, plan.warmup_steps, plan.merge_steps),
+            )
+        except ValueError as error:
+            raise RunRefused(str(error)) from error
     if is_main:  # validated and adapted: from here on the run has a home; its config, overrides and log go there
         record.keep(settings.run_dir, container, overrides)
 

@@ -29,22 +29,33 @@ def trainable_state(model: nn.Module) -> dict[str, Any]:
     return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items() if k in keys}
 
 
-def restore_model(model: nn.Module, state: dict[str, Any]) -> None:
-    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor. Checked
-    # whole before anything is copied, so a checkpoint that does not fit leaves the model untouched.
-    own = model.state_dict()
-    saved = state["model"]
-    unexpected = sorted(k for k in saved if k not in own)
-    if unexpected:
-        raise ValueError(f"checkpoint does not fit this model: unexpected keys {unexpected[:5]}")
+def check_model_state(model: nn.Module, saved: Any, source: str = "checkpoint") -> None:
+    """``saved`` holds exactly what :func:`trainable_state` of ``model`` holds — no key missing (a
+    checkpoint without the shared A or the head would resume another adapter), none extra, every
+    value a tensor of the model's shape and dtype, every float finite. Raises ``ValueError`` naming
+    ``source`` and the keys."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"{source}: the model state is not a mapping of tensors")
+    own, expected = model.state_dict(), trainable_state_keys(model)
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not fit this model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
     wrong = [
-        f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
+        f"{k} {tuple(v.shape) if torch.is_tensor(v) else type(v).__name__} (model: {tuple(own[k].shape)})"
         for k, v in saved.items()
         if not torch.is_tensor(v) or v.shape != own[k].shape or v.dtype != own[k].dtype
     ]
     if wrong:
-        raise ValueError(f"checkpoint does not fit this model: shape or dtype differs for {wrong[:3]}")
+        raise ValueError(f"{source} does not fit this model: shape or dtype differs for {wrong[:3]}")
     bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"checkpoint holds non-finite values in {bad[:3]}: refusing to resume from it")
-    model.load_state_dict(saved, strict=False)
+        raise ValueError(f"{source} holds non-finite values in {bad[:3]}: refusing to resume from it")
+
+
+def restore_model(model: nn.Module, state: dict[str, Any], source: str = "checkpoint") -> None:
+    # fixed keys: the layer→B map and the merge log are buffers, loaded like any tensor. Checked
+    # whole before anything is copied, so a checkpoint that does not fit leaves the model untouched.
+    check_model_state(model, state["model"], source)
+    model.load_state_dict(state["model"], strict=False)

@@ -192,9 +192,14 @@ def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cases = [
         ({"weight": torch.zeros(2, 3), "bias": torch.zeros(5)}, "shape or dtype differs for"),
-        ({"weight": torch.zeros(2, 3), "extra": torch.zeros(1)}, "unexpected keys"),
-        ({"weight": torch.full((2, 3), float("nan"))}, "non-finite values"),
-        ({"weight": torch.zeros(2, 3, dtype=torch.float64)}, "shape or dtype differs"),
+        (
+            {"weight": torch.zeros(2, 3), "bias": torch.zeros(2), "extra": torch.zeros(1)},
+            r"unexpected keys \['extra'\]",
+        ),
+        ({"weight": torch.zeros(2, 3)}, r"missing keys \['bias'\]"),  # strict: a key left out is not kept as is
+        ({"weight": torch.full((2, 3), float("nan")), "bias": torch.zeros(2)}, "non-finite values"),
+        ({"weight": torch.zeros(2, 3, dtype=torch.float64), "bias": torch.zeros(2)}, "shape or dtype differs"),
+        ({"weight": [[0.0] * 3] * 2, "bias": torch.zeros(2)}, "shape or dtype differs for \\['weight list"),
     ]
     for saved, message in cases:
         with pytest.raises(ValueError, match=message):
