@@ -178,7 +178,53 @@ def load_rng(checkpoint: Path, rank: int, allow_pickle: bool = False) -> dict[st
     state = safe_state.load(path, checkpoint / f"rng-rank{rank}.safetensors")
     if not isinstance(state, dict) or set(state) != {"python", "numpy", "torch", "cuda"}:
         raise ValueError(f"{path} does not hold the four RNG states (python, numpy, torch, cuda)")
+    problem = _rng_problem(state)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     return state
+
+
+def _rng_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with an RNG state read from a file (``None``: each generator would take it):
+    the shapes ``random.getstate()``, ``np.random.get_state()`` and ``torch.get_rng_state()`` give."""
+    python = state["python"]
+    if not (
+        isinstance(python, tuple)
+        and len(python) == 3
+        and python[0] == 3
+        and isinstance(python[1], tuple)
+        and len(python[1]) == 625
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 for x in python[1])
+        and (python[2] is None or isinstance(python[2], float))
+    ):
+        return "python: not the state random.getstate() gives (3, 625 words, gauss)"
+    numpy = state["numpy"]
+    if not (
+        isinstance(numpy, tuple)
+        and len(numpy) == 5
+        and numpy[0] == "MT19937"
+        and isinstance(numpy[1], np.ndarray)
+        and numpy[1].dtype == np.uint32
+        and numpy[1].shape == (624,)
+        and isinstance(numpy[2], int)
+        and 0 <= numpy[2] <= 624
+        and numpy[3] in (0, 1)
+        and isinstance(numpy[4], float)
+    ):
+        return "numpy: not the state np.random.get_state() gives (MT19937, 624 words, position, gauss)"
+    expected = torch.get_rng_state()
+    if not (
+        torch.is_tensor(state["torch"])
+        and state["torch"].dtype == torch.uint8
+        and state["torch"].shape == expected.shape
+    ):
+        return f"torch: not a generator state (uint8, {tuple(expected.shape)})"
+    cuda = state["cuda"]
+    if cuda is not None and not (
+        isinstance(cuda, list) and all(torch.is_tensor(t) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda)
+    ):
+        return "cuda: not a list of generator states"
+    return None
 
 
 def check_resumable(directory: Path, fingerprint: str | None, allow_pickle: bool = False) -> Path | None:

@@ -67,42 +67,77 @@ def split(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     return walk(state, ""), tensors
 
 
+MAX_DEPTH = 32
+"""Deepest nesting a state may have (ours is under 10): deeper is refused, not recursed into."""
+ARRAY_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float16", "float32", "float64")
+)
+"""NumPy dtypes an array entry may name: fixed-size numbers, nothing whose size a file chooses
+(a string dtype of a huge width would turn a small tensor into gigabytes)."""
+
+
 def join(skeleton: Any, tensors: dict[str, torch.Tensor], source: str = "state") -> Any:
     """The inverse of :func:`split`. Raises ``ValueError`` naming ``source`` for a malformed skeleton
-    or a tensor it names that is missing."""
+    — nesting deeper than :data:`MAX_DEPTH`, a type marker not in its exact form, an array dtype
+    outside :data:`ARRAY_DTYPES` or values it cannot hold — or a tensor it names that is missing."""
 
     def tensor(name: Any) -> torch.Tensor:
         if not isinstance(name, str) or name not in tensors:
             raise ValueError(f"{source}: names tensor {name!r}, which its tensor file does not hold")
         return tensors[name]
 
-    def walk(value: Any) -> Any:
+    def array(value: dict[str, Any]) -> np.ndarray:
+        dtype = value.get("dtype")
+        if set(value) != {_ARRAY, "dtype"} or not isinstance(dtype, str) or dtype not in ARRAY_DTYPES:
+            raise ValueError(f"{source}: array entry with dtype {dtype!r}: allowed are {sorted(ARRAY_DTYPES)}")
+        data = tensor(value[_ARRAY]).numpy()
+        target = np.dtype(dtype)
+        if target.kind in "iub" and data.size:
+            info = (0, 1) if target.kind == "b" else (np.iinfo(target).min, np.iinfo(target).max)
+            if data.dtype.kind not in "iub" or data.min() < info[0] or data.max() > info[1]:
+                raise ValueError(f"{source}: array entry {value[_ARRAY]!r} holds values a {dtype} cannot")
+        return data.astype(target)
+
+    def walk(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{source}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, list):
-            return [walk(v) for v in value]
+            return [walk(v, depth + 1) for v in value]
         if not isinstance(value, dict):
             return value
-        if _TENSOR in value:
-            return tensor(value[_TENSOR])
-        if _ARRAY in value:
-            try:
-                return tensor(value[_ARRAY]).numpy().astype(np.dtype(value["dtype"]))
-            except (KeyError, TypeError) as error:
-                raise ValueError(f"{source}: malformed array entry {value!r} ({error})") from None
-        if "__float__" in value:
-            text = value["__float__"]
-            if text not in ("nan", "inf", "-inf"):
+        markers = [k for k in value if k in _MARKERS or k == "__float__"]
+        if not markers:
+            return {k: walk(v, depth + 1) for k, v in value.items()}
+        if len(markers) > 1:
+            raise ValueError(f"{source}: an entry with several type markers {markers}")
+        marker = markers[0]
+        if marker == _ARRAY:
+            return array(value)
+        if len(value) != 1:
+            raise ValueError(f"{source}: a {marker} entry with other fields {sorted(k for k in value if k != marker)}")
+        body = value[marker]
+        if marker == _TENSOR:
+            return tensor(body)
+        if marker == "__float__":
+            if body not in ("nan", "inf", "-inf"):
                 raise ValueError(f"{source}: malformed float entry {value!r}")
-            return float(text)
-        if _TUPLE in value:
-            return tuple(walk(v) for v in value[_TUPLE])
-        if _DICT in value:
-            items = value[_DICT]
-            if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 for i in items):
-                raise ValueError(f"{source}: malformed dict entry")
-            return {k: walk(v) for k, v in items}
-        return {k: walk(v) for k, v in value.items()}
+            return float(body)
+        if not isinstance(body, list):
+            raise ValueError(f"{source}: a {marker} entry must hold a list")
+        if marker == _TUPLE:
+            return tuple(walk(v, depth + 1) for v in body)
+        if not all(isinstance(i, list) and len(i) == 2 and _is_key(i[0]) for i in body):  # _DICT
+            raise ValueError(
+                f"{source}: malformed dict entry (items must be [key, value], keys str/int/float/bool/null)"
+            )
+        return {k: walk(v, depth + 1) for k, v in body}
 
-    return walk(skeleton)
+    return walk(skeleton, 0)
+
+
+def _is_key(key: Any) -> bool:
+    return key is None or isinstance(key, (str, int, float, bool))
 
 
 def save(state: Any, json_path: Path, tensors_path: Path) -> None:
@@ -130,6 +165,8 @@ def load(json_path: Path, tensors_path: Path) -> Any:
         skeleton = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{json_path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{json_path} is nested too deeply to parse") from None
     try:
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError, ValueError) as error:

@@ -155,6 +155,17 @@ def test_a_checkpoint_from_another_runs_configuration_is_refused(tmp_path):
         ckpt.check_resumable(tmp_path, "another")
 
 
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _edit_rng_array(checkpoint: Path, dtype: str) -> None:
+    """Give the NumPy RNG state's key array another dtype (what a few bytes' edit of the file does)."""
+    _edit_json(checkpoint / "rng-rank0.json", lambda s: s["numpy"]["__tuple__"][1].update(dtype=dtype))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -174,6 +185,35 @@ def test_a_checkpoint_from_another_runs_configuration_is_refused(tmp_path):
         ),
         (lambda c: (c / "state.json").write_text(json.dumps({"step": 1})), r"lacks \['epoch'"),
         (lambda c: (c / "rng-rank0.json").write_text(json.dumps({"python": 1})), r"does not hold the four RNG states"),
+        # parsers refuse, never crash (issue 37)
+        (lambda c: (c / "state.json").write_text("[" * 100_000 + "]" * 100_000), r"state.json is nested too deeply"),
+        (lambda c: (c / "state.json").write_text("[" * 40 + "]" * 40), r"state.json: nested deeper than 32 levels"),
+        (
+            lambda c: _edit_json(c / "state.json", lambda s: s.update(step={"__tensor__": "t0", "x": 1})),
+            r"other fields \['x'\]",
+        ),
+        (lambda c: _edit_json(c / "state.json", lambda s: s.update(step={"__tuple__": 5})), r"must hold a list"),
+        (
+            lambda c: _edit_json(c / "state.json", lambda s: s.update(step={"__dict__": [[[1], 2]]})),
+            r"malformed dict entry",
+        ),
+        (
+            lambda c: _edit_json(c / "state.json", lambda s: s.update(step={"__tuple__": [], "__dict__": []})),
+            r"several type markers",
+        ),
+        (lambda c: _edit_json(c / "state.json", lambda s: s.update(step={"__float__": "1e999"})), r"malformed float"),
+        # a 9-byte edit of the NumPy state's dtype must not cost hundreds of MB: only fixed-size numbers
+        (lambda c: _edit_rng_array(c, "<U99999999"), r"array entry with dtype '<U99999999'"),
+        (lambda c: _edit_rng_array(c, "|O"), r"array entry with dtype '\|O'"),
+        (lambda c: _edit_rng_array(c, "|u1"), r"holds values a \|u1 cannot"),
+        (
+            lambda c: _edit_json(c / "rng-rank0.json", lambda s: s["python"]["__tuple__"].__setitem__(0, 2)),
+            r"rng-rank0.json: python: not the state random.getstate\(\) gives",
+        ),
+        (
+            lambda c: _edit_json(c / "rng-rank0.json", lambda s: s["numpy"]["__tuple__"].__setitem__(2, 10_000)),
+            r"rng-rank0.json: numpy: not the state",
+        ),
     ],
 )
 def test_malformed_checkpoint_files_are_refused_naming_the_file(tmp_path, damage, message):
