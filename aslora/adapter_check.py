@@ -17,6 +17,7 @@ directory fails with its file and its problem named and leaves the model as it w
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ _FIELDS = {
     "num_mean_updates": int,
 }
 _EVENT_FIELDS = {"step": (int, float), "kept": str, "retired": str, "distance": (int, float)}
+_MAX_COUNT = 2**62  # steps and counts are int64 tensors in the pool
 
 
 def read_json(path: Path) -> Any:
@@ -39,6 +41,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to parse") from None
 
 
 def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
@@ -54,8 +58,10 @@ def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
         raise ValueError(f"{path}: " + "; ".join(problems))
     if meta["adapter_type"] not in config_types:
         raise ValueError(f"{path}: unknown adapter_type {meta['adapter_type']!r}; known: {sorted(config_types)}")
-    if meta["num_mean_updates"] < 0:
-        raise ValueError(f"{path}: num_mean_updates={meta['num_mean_updates']} must be >= 0")
+    if not 0 <= meta["num_mean_updates"] <= _MAX_COUNT:
+        raise ValueError(f"{path}: num_mean_updates={meta['num_mean_updates']} must be in [0, 2**62]")
+    if not all(isinstance(name, str) for name in meta["head_modules"]):
+        raise ValueError(f"{path}: head_modules must be a list of module names (strings), got {meta['head_modules']!r}")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta["sharing"].items()):
         raise ValueError(f"{path}: sharing must map layer names to B names (strings)")
     for i, event in enumerate(meta["merge_history"]):
@@ -64,6 +70,12 @@ def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
         ):
             raise ValueError(
                 f"{path}: merge_history[{i}] must hold {sorted(_EVENT_FIELDS)} (numbers and B names), got {event!r}"
+            )
+        if not (
+            float(event["step"]).is_integer() and 0 < event["step"] <= _MAX_COUNT and math.isfinite(event["distance"])
+        ):
+            raise ValueError(
+                f"{path}: merge_history[{i}] must have a whole step in [1, 2**62] and a finite distance, got {event!r}"
             )
     return meta["config"]
 
@@ -100,6 +112,9 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def check_rank(config: object, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Every A is ``(r, d_in)`` and every B ``(…, d_out, r)`` for the config's ``r``."""
     r = getattr(config, "r")
+    kinds = {kind for kind in ("lora_A.", "lora_B.") if any(k.startswith(kind) for k in tensors)}
+    if len(kinds) < 2:  # else a huge r would be allocated before the missing tensors are noticed
+        raise ValueError(f"{path}: holds no lora_A.* or no lora_B.* tensors: not the weights of an adapter of r={r}")
     wrong = [
         f"{k} {tuple(v.shape)}"
         for k, v in tensors.items()
@@ -108,3 +123,22 @@ def check_rank(config: object, tensors: dict[str, torch.Tensor], path: Path) -> 
     ]
     if wrong:
         raise ValueError(f"{path}: the config says r={r}, but the tensors have another rank: {wrong[:3]}")
+
+
+def check_scaling(config: object, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``(lora_alpha / r) · B · A`` stays finite in float32: each entry of ΔW is at most
+    ``|α/r| · r · max|B| · max|A|``. An absurd ``lora_alpha`` would otherwise load and give NaN logits."""
+    scaling = getattr(config, "scaling", None)
+    if scaling is None:
+        return
+    largest = {
+        kind: max((float(v.abs().max()) for k, v in tensors.items() if k.startswith(kind) and v.numel()), default=0.0)
+        for kind in ("lora_A.", "lora_B.", "lora_u.", "lora_v.")
+    }
+    tied = max(largest["lora_u."], 1.0) * max(largest["lora_v."], 1.0)  # Tied-LoRA's diag(v)·B·diag(u)
+    bound = abs(scaling) * getattr(config, "r") * largest["lora_A."] * largest["lora_B."] * tied
+    if not bound <= torch.finfo(torch.float32).max / 1e6:  # headroom: ΔW is added to W and multiplied again
+        raise ValueError(
+            f"{path}: lora_alpha={getattr(config, 'lora_alpha')!r} with these weights makes ΔW = (α/r)·B·A reach "
+            f"{bound:.3g}: not finite in float32. The adapter's lora_alpha is wrong"
+        )

@@ -32,7 +32,7 @@ from torch import nn
 from aslora import adapter_check
 from aslora.adapter_check import read_json
 from aslora.adapters.config import ASLoRAConfig, ShareLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
-from aslora.adapters.dispatch import apply_adapter, head_module_names
+from aslora.adapters.dispatch import HEAD_NAMES_ATTRIBUTE, apply_adapter, head_module_names
 from aslora.adapters.fold import remove_adapter
 from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pool import SharedLoRAPool, find_pool, find_pools
@@ -110,6 +110,10 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     directory = Path(directory)
     meta = read_adapter_meta(directory)
     version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(
+            f"{directory}: format_version={version!r} is not one this version of aslora reads (1–{FORMAT_VERSION})"
+        )
     meta_path = directory / (CONFIG_FILE if version >= 2 else PEFT_CONFIG_FILE)
     weights_path = directory / (WEIGHTS_FILE if version >= 2 else PEFT_WEIGHTS_FILE)
     if not weights_path.is_file():
@@ -125,7 +129,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     saved = adapter_check.read_weights(weights_path)
     if version >= 2:
         adapter_check.check_rank(config, saved, weights_path)
+    adapter_check.check_scaling(config, saved, meta_path)
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    had_head_names = hasattr(model, HEAD_NAMES_ATTRIBUTE)
     adapted = apply_adapter(model, config, head_modules=meta["head_modules"])
     try:
         _load_into(adapted, directory, meta, saved, version)
@@ -133,6 +139,8 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         remove_adapter(adapted)
         for name, p in adapted.named_parameters():
             p.requires_grad_(trainable.get(name, p.requires_grad))
+        if not had_head_names and hasattr(adapted, HEAD_NAMES_ATTRIBUTE):
+            delattr(adapted, HEAD_NAMES_ATTRIBUTE)  # set by apply_adapter: nothing of the load stays
         raise
     return adapted
 

@@ -95,7 +95,50 @@ CASES = {
         lambda d: _edit_weights(d, lambda t: t.update({"lora_A.global": torch.zeros(4, 7)})),
         "wrong shape",
     ),
-    "a tensor missing": (lambda d: _edit_weights(d, lambda t: t.pop("lora_A.global")), r"missing \['lora_A.global'\]"),
+    "a tensor missing": (
+        lambda d: _edit_weights(d, lambda t: t.pop(next(k for k in t if k.startswith("lora_B.")))),
+        r"missing \['lora_B\.",
+    ),
+    "the only A missing": (
+        lambda d: _edit_weights(d, lambda t: t.pop("lora_A.global")),
+        r"holds no lora_A.\* or no lora_B.\* tensors",
+    ),
+    # issue 37: each a ValueError naming file and field, before the model is touched
+    "an absurd lora_alpha": (
+        lambda d: _edit_json(d, lambda m: m["config"].update(lora_alpha=1e38)),
+        r"aslora_config.json: lora_alpha=1e\+38 with these weights makes ΔW .* not finite in float32",
+    ),
+    "no lora tensors and a huge r": (
+        lambda d: (
+            _edit_json(d, lambda m: m["config"].update(r=100_000)),
+            save_file({"head.classifier.weight": torch.zeros(2, 32)}, d / WEIGHTS),
+        ),
+        r"aslora_model.safetensors: holds no lora_A.\* or no lora_B.\* tensors",
+    ),
+    "head_modules not names": (
+        lambda d: _edit_json(d, lambda m: m.update(head_modules=[1])),
+        r"aslora_config.json: head_modules must be a list of module names",
+    ),
+    "a tie at an infinite step": (
+        lambda d: _edit_json(d, lambda m: _first_event(m).update(step=float("inf"))),
+        r"aslora_config.json: merge_history\[0\] must have a whole step",
+    ),
+    "a mean count past int64": (
+        lambda d: _edit_json(d, lambda m: m.update(num_mean_updates=10**30)),
+        r"aslora_config.json: num_mean_updates=1000000000000000000000000000000 must be in",
+    ),
+    "format_version as text": (
+        lambda d: _edit_json(d, lambda m: m.update(format_version="3")),
+        r"format_version='3' is not one this version of aslora reads",
+    ),
+    "a format from the future": (
+        lambda d: _edit_json(d, lambda m: m.update(format_version=99)),
+        r"format_version=99 is not one this version of aslora reads",
+    ),
+    "a config nested past the parser": (
+        lambda d: (d / CONFIG).write_text("[" * 100_000 + "]" * 100_000),
+        r"aslora_config.json is nested too deeply to parse",
+    ),
 }
 
 
@@ -107,11 +150,13 @@ def test_a_malformed_adapter_is_refused_and_the_base_model_is_left_as_it_was(cas
     base = tiny_bert()
     before = {k: v.clone() for k, v in base.state_dict().items()}
     grads = {k: p.requires_grad for k, p in base.named_parameters()}
+    attributes = set(vars(base))
     with pytest.raises(ValueError, match=message):
         aslora.load_adapter(base, tmp_path)
     assert find_pool(base) is None and base.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
     assert {k: p.requires_grad for k, p in base.named_parameters()} == grads
+    assert set(vars(base)) == attributes  # no attribute of the load left behind
 
 
 def _peft_dir(tmp_path):
