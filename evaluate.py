@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     from aslora.harness.evaluation import evaluate_saved, format_summary
 
     try:
+        if options["adapter_dir"] is not None:  # a bare adapter: its model's and task's settings from the configs
+            from hydra_glue import group_config
+
+            for group in ("model", "task"):
+                if options[group] is not None:
+                    options[group] = group_config(group, str(options[group]))
         result = evaluate_saved(**options)
     except ValueError as error:
         raise SystemExit(f"evaluate.py: {error}") from None

@@ -11,44 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_glue import register_resolvers
+
 log = logging.getLogger("aslora")
-
-
-def register_resolvers() -> None:
-    """``${div:a,b}`` (spread merges over a fraction of the run), ``${tag:s}`` ("_s" or "": the swept
-    part of a run name, :func:`short_overrides`) and
-    ``${aslora_default:name}`` (a default of the library's ASLoRAConfig)."""
-    if not OmegaConf.has_resolver("div"):
-        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
-    if not OmegaConf.has_resolver("tag"):
-        OmegaConf.register_new_resolver("tag", lambda s: f"_{short_overrides(s)}" if s else "")
-    if not OmegaConf.has_resolver("aslora_default"):
-        # ${aslora_default:merge_start_fraction} → aslora.adapters.config.DEFAULT_MERGE_START_FRACTION:
-        # the library is the one home of its defaults; imported when a config asks, not at start-up
-        OmegaConf.register_new_resolver("aslora_default", _library_default)
-
-
-def short_overrides(dirname: str) -> str:
-    """A run name's swept part without the ``adapter.params.`` and ``train.`` prefixes
-    (``merge_selection=random,lr=0.001``): a file name holds 255 bytes, and the full keys of a
-    few swept settings came within a few of it. The report keeps each key in full (``variant``)."""
-    return re.sub(r"(^|,)(?:adapter\.params\.|train\.)", r"\1", dirname)
-
-
-def _library_default(name: str) -> float:
-    from aslora.adapters import config
-
-    value = getattr(config, f"DEFAULT_{name.upper()}", None)
-    if value is None:
-        raise ValueError(f"${{aslora_default:{name}}}: aslora.adapters.config has no DEFAULT_{name.upper()}")
-    return value
 
 
 register_resolvers()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from scripts.compose import ROOT
+from hydra_glue import ROOT
 
 GRIDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "offline": (("sweep=offline",),),

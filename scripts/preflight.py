@@ -165,7 +165,7 @@ class GridPreflight(Callback):
     """Before a multirun's first job: check every job (:func:`check_grid`), print the plan, or stop."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from scripts.compose import resolve_run
+        from hydra_glue import resolve_run
         from scripts.launch import check_launcher
 
         launcher = check_launcher(config.hydra.launcher, config.hydra.runtime.choices.get("hydra/launcher"))
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", action="store_true", help="also list every job's run and whether it is done")
     parser.add_argument("overrides", nargs="*", help="the overrides train.py -m would get")
     args = parser.parse_args(argv)
-    from scripts.compose import composer
+    from hydra_glue import composer
 
     with composer() as compose_one:
         jobs = jobs_of(args.overrides)

@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 
 from aslora.harness.data import TRAIN_FRACTION
-from scripts.compose import CONFIG_DIR, ROOT
+from hydra_glue import CONFIG_DIR, ROOT
 from scripts.grids import GRIDS, STAGED, run_staged
 from scripts.grids import run as run_grid
 
@@ -148,7 +148,7 @@ def train_size(overrides: Sequence[str]) -> int:
     """The fewest training examples with which the run ``overrides`` compose fits its recipe's merge
     schedule (after warm-up, every tie on its own step) — see :func:`_fewest_examples`."""
     from aslora.harness.settings import RunSettings
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     return _fewest_examples(RunSettings.from_dict(*compose_run(list(overrides))), " ".join(overrides))
 
@@ -195,7 +195,7 @@ def _shrink_offline(commands: Sequence[Sequence[str]], scale: list[str]) -> list
     """The offline grids keep their models and data (real, shipped in PyPI packages): only the
     number of examples shrinks, to the fewest with which every job of ``commands`` fits its schedule."""
     from aslora.harness.settings import RunSettings
-    from scripts.compose import composer
+    from hydra_glue import composer
     from scripts.preflight import jobs_of
 
     scale = [*scale, "task.max_eval_examples=8"]

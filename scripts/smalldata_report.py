@@ -48,7 +48,7 @@ def _identity(config: dict) -> tuple:
 
 def arm_identities(arms: tuple[Arm, ...] = ARMS, extra: tuple[str, ...] = ()) -> dict[tuple, str]:
     """Each arm's identity as its command composes (``extra``: e.g. the depth stage's model)."""
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     return {_identity(compose_run([*arm.commands(1e-3, 1), *extra])[0]): arm.label for arm in arms}
 

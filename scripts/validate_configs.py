@@ -14,7 +14,7 @@ import itertools
 import sys
 from typing import Callable
 
-from scripts.compose import composer, options
+from hydra_glue import composer, options
 
 
 def main() -> int:

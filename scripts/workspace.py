@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from scripts.compose import ROOT
+from hydra_glue import ROOT
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tests.conftest import tie_lowest_upward
 from aslora.harness.models import ModelSpec, model_path
 from aslora.params import lora_parameter_count
 from aslora.harness.settings import RunSettings
-from scripts.compose import compose_run, options
+from hydra_glue import compose_run, options
 from scripts.validate_configs import main as validate_all
 
 
@@ -22,7 +22,7 @@ def test_every_recipe_and_every_model_task_pair_composes_and_validates(capsys):
     ASLoRA, every adapter on the default model and task, and every combination that has a recipe."""
     import itertools
 
-    from scripts.compose import CONFIG_DIR, composer
+    from hydra_glue import CONFIG_DIR, composer
     from scripts.validate_configs import _validate
 
     models, tasks, adapters = options("model"), options("task"), options("adapter")

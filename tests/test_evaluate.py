@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
+from hydra_glue import group_config
+
 from aslora.harness.evaluation import evaluate_saved
 from aslora.harness.report import read_report
 from aslora.harness.run import run
-from scripts.compose import ROOT, compose_run
+from hydra_glue import ROOT, compose_run
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +110,8 @@ def test_adapter_dir_with_task_and_model(runs, tmp_path):
     run_dir = runs["aslora", "rt_polarity"]
     result = evaluate_saved(
         adapter_dir=str(run_dir / "adapter"),
-        task="rt_polarity",
-        model="minilm-l6",
+        task=group_config("task", "rt_polarity"),
+        model=group_config("model", "minilm-l6"),
         out=str(tmp_path / "eval.json"),
         max_eval_examples=64,
     )
@@ -126,8 +128,10 @@ def test_bad_requests_fail_clearly(runs, tmp_path):
         evaluate_saved(run=str(runs["full", "rt_polarity"]))
     with pytest.raises(ValueError, match="report.json not found"):
         evaluate_saved(run=str(tmp_path))
-    with pytest.raises(ValueError, match="unknown model .gpt5."):
-        evaluate_saved(adapter_dir=str(tmp_path), task="rt_polarity", model="gpt5")
+    with pytest.raises(ValueError, match="unknown model .gpt5."):  # what evaluate.py reads model=gpt5 with
+        group_config("model", "gpt5")
+    with pytest.raises(ValueError, match="adapter_dir= needs task=<name> and model=<name>"):
+        evaluate_saved(adapter_dir=str(tmp_path), task="rt_polarity", model="minilm-l6")
     cli = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), f"run={tmp_path}", "split=test"],
         capture_output=True,

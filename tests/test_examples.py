@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripts.compose import ROOT
+from hydra_glue import ROOT
 
 EXAMPLES = ROOT / "examples"
 

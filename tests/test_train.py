@@ -11,7 +11,7 @@ import yaml
 
 from aslora.harness.report import read_report
 from aslora.harness.run import run
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 from tests.conftest import run_cli
 from tests.aslora.harness.test_data import write_glue_fixture
 

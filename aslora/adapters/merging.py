@@ -58,6 +58,8 @@ class MergeController:
             own: one controller per adapter); ``None``: the model's only adapter.
         total_steps: the run's number of optimizer steps; required when the schedule is given as
             fractions, and used to reject a schedule whose last merge would never fire.
+        schedule: the schedule already resolved for this run (the harness's plan resolves it once
+            and passes it here); ``None``: resolved from the config and ``total_steps``.
 
     Raises:
         ValueError: the model has no ASLoRA pool (or several adapters and no ``adapter_name``), ``max_merges`` exceeds what a merge group can
@@ -65,7 +67,13 @@ class MergeController:
             ``total_steps``.
     """
 
-    def __init__(self, model: nn.Module, total_steps: int | None = None, adapter_name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        total_steps: int | None = None,
+        adapter_name: str | None = None,
+        schedule: MergeSchedule | None = None,
+    ) -> None:
         pool = find_pool(model, adapter_name)
         if pool is None or not isinstance(pool.config, ASLoRAConfig):
             raise ValueError(
@@ -76,7 +84,16 @@ class MergeController:
         self.adapter_name = adapter_name or next(n for n, p in find_pools(model).aslora_pool.items() if p is pool)
         self._layers = [m for m in model.modules() if isinstance(m, SharedLoRALinear)]
         self.config: ASLoRAConfig = pool.config
-        self.schedule: MergeSchedule = self.config.resolve_schedule(total_steps)
+        if schedule is None:
+            schedule = self.config.resolve_schedule(total_steps)
+        elif schedule.max_events != self.config.most_merges or (
+            total_steps is not None and schedule.max_events and schedule.last_event_step > total_steps
+        ):  # a plan of another run or another config: refused rather than followed
+            raise ValueError(
+                f"the schedule given ({schedule}) does not fit this adapter (max_merges {self.config.most_merges}) "
+                f"and a run of {total_steps} steps"
+            )
+        self.schedule: MergeSchedule = schedule
         groups = self._groups()
         if isinstance(self.config.max_merges, dict):
             unknown = sorted(set(self.config.max_merges) - set(groups))

@@ -61,8 +61,8 @@ def evaluate_saved(
     *,
     run: str | None = None,
     adapter_dir: str | None = None,
-    task: str | None = None,
-    model: str | None = None,
+    task: str | dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
     hub: bool = False,
     texts: Sequence[str] = (),
     prompts: Sequence[str] = (),
@@ -73,7 +73,10 @@ def evaluate_saved(
     """Scores (and predictions for ``texts`` / ``prompts``) of a saved adapter; writes ``eval.json``.
 
     Either ``run`` (an ``experiments/<run_name>`` directory: its report says model, task and task
-    settings, its ``adapter/`` holds the weights) or ``adapter_dir`` with ``task`` and ``model``.
+    settings, its ``adapter/`` holds the weights; ``task``, a name, scores it on another task) or
+    ``adapter_dir`` with ``task`` and ``model``, each a config group's resolved settings (a
+    ``model`` section's fields, a ``task`` section's ``name`` and ``max_length``): ``evaluate.py``
+    reads them from the configs (``hydra_glue.group_config``); the library reads no config file.
 
     ``max_eval_examples`` scores the first N of each held-out split's fixed shuffle (a quick look);
     by default a run's own setting, or the whole split.
@@ -88,7 +91,7 @@ def evaluate_saved(
             unknown task or model, or data/weights that cannot be had here.
     """
     from aslora.harness.data import check_task_available, get_task
-    from aslora.harness.models import check_model_available
+    from aslora.harness.models import ModelSpec, check_model_available, split_model_config
     from aslora.harness.settings import RunSettings, TaskSettings
 
     if (run is None) == (adapter_dir is None):
@@ -116,13 +119,17 @@ def evaluate_saved(
             )
         model_spec, task_settings = settings.model, settings.task
         if task is not None and task != task_settings.name:
+            if not isinstance(task, str):
+                raise ValueError(f"task= with run= is a task's name; got {task!r}")
             task_settings = TaskSettings(name=task, max_length=task_settings.max_length)
         out = out or str(Path(run) / EVAL_FILE)
     else:
-        if task is None or model is None:
-            raise ValueError("adapter_dir= needs task=<name> and model=<name> (a configs/model/<name>.yaml)")
-        model_spec = _model_spec(model)
-        task_settings = TaskSettings(name=task, max_length=_task_max_length(task))
+        if not isinstance(task, dict) or not isinstance(model, dict):
+            raise ValueError(
+                "adapter_dir= needs task=<name> and model=<name> (configs/task/<name>.yaml, configs/model/<name>.yaml)"
+            )
+        model_spec = ModelSpec(**split_model_config(model)[0])
+        task_settings = TaskSettings(name=task["name"], max_length=task["max_length"])
         out = out or str(Path(adapter_dir) / EVAL_FILE)
         adapter_epoch = None
     if Path(out).is_symlink():
@@ -243,28 +250,6 @@ def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
         scores[split] = evaluate(model, loader, data, accelerator)
         scores[f"{split}_examples"] = len(dataset)
     return scores
-
-
-def _model_spec(name: str) -> Any:
-    from omegaconf import OmegaConf
-
-    from aslora.harness.models import ModelSpec, split_model_config
-
-    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown model {name!r}; known: {known}")
-    fields, _ = split_model_config(OmegaConf.to_container(OmegaConf.load(path)))
-    return ModelSpec(**fields)
-
-
-def _task_max_length(name: str) -> int:
-    from omegaconf import OmegaConf
-
-    path = Path(__file__).resolve().parents[2] / "configs" / "task" / f"{name}.yaml"
-    if not path.is_file():
-        return 128
-    return int(OmegaConf.load(path).task.max_length)
 
 
 def format_summary(result: dict[str, Any]) -> str:

@@ -214,7 +214,8 @@ class _Fit:
         )
         is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
         # built before the first step: an impossible merge schedule fails here, not mid-run
-        self.controller = MergeController(self.model, self.total_steps) if is_aslora else None
+        schedule = self.plan.schedule if self.plan is not None else None  # the plan's, resolved once
+        self.controller = MergeController(self.model, self.total_steps, schedule=schedule) if is_aslora else None
         self.shape = RunShape(
             steps_per_epoch=self.total_steps // settings.epochs,
             total_steps=self.total_steps,

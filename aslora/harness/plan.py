@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.config import ASLoRAConfig, MergeSchedule
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,27 @@ class RunPlan:
     total_steps: int
     warmup_steps: int
     """``⌈warmup_ratio · total_steps⌉``: the linear warm-up of the learning rate."""
-    merge_steps: tuple[int, ...]
-    """The optimizer steps at which ASLoRA's merge events fall (Algorithm 1: ``T_s + k·m``); empty otherwise."""
+    schedule: MergeSchedule | None
+    """ASLoRA's merge schedule resolved in this run's steps (``None`` for other adapters): the one
+    the loop hands to :class:`~aslora.adapters.merging.MergeController`, so the ties fall where the
+    plan says, with nothing resolved twice."""
     adapter_config: Any
+
+    @property
+    def merge_steps(self) -> tuple[int, ...]:
+        """The optimizer steps at which ASLoRA's merge events fall (Algorithm 1: ``T_s + k·m``); empty otherwise."""
+        return tuple(self.schedule.event_steps) if self.schedule is not None else ()
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as the report records it (the adapter config is in the report's config already)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items() if k != "adapter_config"}
+        return {
+            "num_train_examples": self.num_train_examples,
+            "num_processes": self.num_processes,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "merge_steps": list(self.merge_steps),
+        }
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, num_processes: int = 1) -> int:
@@ -60,7 +74,7 @@ def make_plan(settings: Any, num_train_examples: int, num_processes: int | None 
     total = settings.train.epochs * per_epoch
     warmup = math.ceil(settings.train.warmup_ratio * total)
     config = settings.adapter_config()
-    merges: tuple[int, ...] = ()
+    schedule = None
     if isinstance(config, ASLoRAConfig):
         where = (
             f" (steps per process: {processes} processes share each epoch's "
@@ -79,5 +93,4 @@ def make_plan(settings: Any, num_train_examples: int, num_processes: int | None 
                 f"would be decided on B's that have not moved. Start merging later (adapter.params.merge_start_fraction / "
                 f"merge_start_step), train longer, or lower train.warmup_ratio"
             )
-        merges = tuple(schedule.event_steps)
-    return RunPlan(num_train_examples, processes, per_epoch, total, warmup, merges, config)
+    return RunPlan(num_train_examples, processes, per_epoch, total, warmup, schedule, config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from scripts.compose import CONFIG_DIR, composer
+from hydra_glue import CONFIG_DIR, composer
 from scripts.preflight import GridProblem, check_grid, describe, grid_jobs, main
 from tests.aslora.harness.test_data import write_glue_fixture
 from tests.test_train import _cli

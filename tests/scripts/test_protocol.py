@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aslora.harness.settings import RunSettings
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 from scripts.protocol import (
     SUITES,
     curve_commands,

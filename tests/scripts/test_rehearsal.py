@@ -148,7 +148,7 @@ def test_a_staged_grids_rehearsal_scale_fits_every_job_it_can_run(grid, tmp_path
     """Every multirun the stages can run (the final and curve stages at any chosen lr) fits its
     schedule at the rehearsal's number of examples: the planner accepts every job."""
     from aslora.harness.settings import RunSettings
-    from scripts.compose import composer
+    from hydra_glue import composer
     from scripts.preflight import jobs_of
     from scripts.rehearsal import _staged_commands, build
 

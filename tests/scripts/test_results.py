@@ -11,7 +11,7 @@ import pytest
 
 from aslora.harness.run import run
 from scripts import collect_results, make_tables, plot_sharing
-from scripts.compose import compose_run, options
+from hydra_glue import compose_run, options
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -113,7 +113,7 @@ def test_every_sweep_config_composes_and_validates(sweep):
     """Every job the sweep launches, at each of its swept values (seeds aside: a seed changes no
     setting), composes, validates and plans its schedule."""
     from aslora.harness.settings import RunSettings
-    from scripts.compose import composer
+    from hydra_glue import composer
     from scripts.preflight import jobs_of
 
     with composer() as compose:

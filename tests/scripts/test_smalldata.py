@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aslora.harness.settings import RunSettings
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 from scripts.smalldata import ARMS, DEPTH_SEEDS, LR_GRID, SEEDS, depth_commands, final_commands, lr_commands
 from scripts.protocol import select
 
@@ -110,7 +110,7 @@ def test_shared_a_lr_is_refused_for_an_adapter_without_a_shared_a():
 def _fixture_report(arm, seed: int, test: float, curve: list[float], extra: tuple = ()) -> dict:
     """A report as train.py writes it, for ``arm`` at ``seed``: the config composed from the arm's own
     overrides (the report code identifies arms by config, so the fixture must hold the real one)."""
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     container, _ = compose_run([*arm.commands(3e-3, seed), *extra])
     epochs = [
@@ -296,7 +296,7 @@ def test_each_arm_s_lr_is_chosen_on_its_own_validation_runs():
 def test_the_confirmatory_commands_follow_the_plan_s_seeds_and_each_arm_s_lr():
     import json as _json
 
-    from scripts.compose import ROOT
+    from hydra_glue import ROOT
     from scripts.smalldata import ARMS, confirm_commands
 
     plan = _json.loads((ROOT / "results" / "smalldata" / "plan.json").read_text())

@@ -14,7 +14,7 @@ from tests.conftest import tiny_bert, tiny_llama_classifier
 
 @pytest.mark.parametrize("model", ["minilm-l6", "mpnet-base", "roberta-base", "smollm2-135m"])
 def test_the_hydra_adapter_config_composes_the_library_s_default_schedule(model):
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     container, _ = compose_run([f"model={model}", "adapter=aslora"])
     params = dict(container["adapter"]["params"])

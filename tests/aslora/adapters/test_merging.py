@@ -222,6 +222,25 @@ def test_schedule_that_cannot_complete_is_rejected():
         aslora.MergeController(model, total_steps=25)
 
 
+def test_a_resolved_schedule_is_followed_as_given_and_one_of_another_run_refused(input_ids, monkeypatch):
+    """The harness's plan resolves the schedule once and hands it over: the controller ties at its
+    steps without resolving the config again; a schedule that cannot be this adapter's is refused."""
+    config = aslora.ASLoRAConfig(r=4, merge_start_step=3, merge_interval_steps=2, max_merges=2)
+    planned = config.resolve_schedule(12)
+    model = aslora.apply_adapter(tiny_bert(), config)
+    monkeypatch.setattr(aslora.ASLoRAConfig, "resolve_schedule", lambda *a: pytest.fail("resolved twice"))
+    controller = aslora.MergeController(model, total_steps=12, schedule=planned)
+    assert controller.schedule is planned
+    _, events = _train(model, controller, 12, input_ids)
+    assert [t for t, e in events.items() if e] == planned.event_steps == [5, 7]
+    for wrong in (
+        aslora.MergeSchedule(start_step=3, interval_steps=2, max_events=3),  # another max_merges
+        aslora.MergeSchedule(start_step=3, interval_steps=20, max_events=2),  # past the run's end
+    ):
+        with pytest.raises(ValueError, match="does not fit this adapter"):
+            aslora.MergeController(aslora.apply_adapter(tiny_bert(), config), total_steps=12, schedule=wrong)
+
+
 def test_controller_needs_an_aslora_model():
     model = aslora.apply_adapter(tiny_bert(), aslora.ShareLoRAConfig(r=2))
     with pytest.raises(ValueError, match="needs a model adapted with ASLoRAConfig"):

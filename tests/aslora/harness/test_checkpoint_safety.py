@@ -115,7 +115,7 @@ def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing
     """The run itself (``run`` is what train.py calls), with a pickle where a resume reads one: the
     RNG file alone, the state alone, or both — each refused before the run writes anything."""
     from aslora.harness.run import run
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     container, choices = compose_run(
         ["debug=smoke", "adapter=aslora", "checkpoint.every_steps=3", "resume=true", f"experiments_dir={tmp_path}"]

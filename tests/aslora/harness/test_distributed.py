@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripts.compose import ROOT
+from hydra_glue import ROOT
 from tests.test_train import _cli
 
 COMMON = ["debug=smoke", "adapter=aslora", "model.dropout=0.0", "train.progress_bar=false"]
@@ -99,7 +99,7 @@ def test_a_step_pinned_schedule_that_fits_one_process_but_not_two_is_refused_bef
         f"experiments_dir={tmp_path / 'exp'}",
     ]
     from aslora.harness.settings import RunSettings
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     container, choices = compose_run([*COMMON, *pinned])
     settings = RunSettings.from_dict(container, choices)

@@ -13,7 +13,7 @@ from aslora.harness.loop import FitOptions, NonFiniteError, fit
 from aslora.harness.train_settings import TrainSettings
 from aslora.harness.run import run
 from tests.conftest import tiny_bert
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 
 
 def _tiny_task(n=32):

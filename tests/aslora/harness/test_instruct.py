@@ -122,7 +122,7 @@ def test_lower_is_better_for_loss_and_perplexity_only():
 def test_smollm2_instruction_run_end_to_end(tmp_path):
     from aslora.harness.report import read_report
     from aslora.harness.run import run
-    from scripts.compose import compose_run
+    from hydra_glue import compose_run
 
     container, choices = compose_run(
         [

@@ -9,7 +9,7 @@ import aslora
 from aslora.harness import models
 from aslora.harness.models import PACKAGE_MODELS, ModelSpec, PackagedModel, check_model_available
 from aslora.harness.run import run
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 
 
 def test_a_missing_package_is_named_with_the_command_that_installs_it(monkeypatch):

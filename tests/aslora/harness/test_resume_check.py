@@ -16,7 +16,7 @@ import torch
 from aslora.harness import checkpoint as ckpt
 from aslora.harness import safe_state
 from aslora.harness.run import run
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 from tests.aslora.harness.test_run_dir import _snapshot
 
 # 128 examples at batch 8 = 16 steps an epoch, 2 epochs: checkpoints at steps 28 and 32 (kept: 2);

@@ -12,7 +12,7 @@ import pytest
 from aslora.harness import checkpoint as ckpt
 from aslora.harness.run import run
 from aslora.harness.run_dir import check_no_links, links_in, write_text_atomic
-from scripts.compose import compose_run
+from hydra_glue import compose_run
 
 
 def _snapshot(root: Path) -> dict[str, bytes | str]:
