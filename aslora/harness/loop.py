@@ -38,9 +38,9 @@ from aslora.harness.console import describe_epoch, describe_tie
 from aslora.harness.metrics import is_better
 from aslora.harness.scoring import evaluate
 from aslora.harness.plan import RunPlan
-from aslora.harness.optimization import enable_gradient_checkpointing, param_groups
+from aslora.harness.optimization import build_optimization, enable_gradient_checkpointing
 from aslora.harness.train_settings import TrainSettings
-from aslora.harness.resume_check import RunShape, read_resume_point
+from aslora.harness.resume_check import ResumePoint, read_resume_point
 from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
 from aslora.params import count_parameters
 
@@ -95,6 +95,9 @@ class FitOptions:
     """Resume from a checkpoint of the older pickled format (one's own files only)."""
     fingerprint: str | None = None
     """The run configuration's fingerprint: written into each checkpoint, checked on resume."""
+    resume_point: ResumePoint | None = None
+    """Under ``resume``: the checkpoint the caller already read and checked (``run`` does, before it
+    writes anything); ``None``: ``fit`` reads and checks it."""
 
 
 Logger = Callable[[dict[str, float], int], None]
@@ -209,19 +212,21 @@ class _Fit:
                 f"the run's plan has {self.plan.total_steps} steps ({self.plan.num_processes} process(es)), but this "
                 f"process's loader gives {self.total_steps}: the plan's step count is wrong for this launch"
             )
-        self.warmup_steps = (
-            self.plan.warmup_steps if self.plan is not None else math.ceil(settings.warmup_ratio * self.total_steps)
-        )
         is_aslora = self.pool is not None and isinstance(self.pool.config, ASLoRAConfig)
         # built before the first step: an impossible merge schedule fails here, not mid-run
         schedule = self.plan.schedule if self.plan is not None else None  # the plan's, resolved once
         self.controller = MergeController(self.model, self.total_steps, schedule=schedule) if is_aslora else None
-        self.shape = RunShape(
-            steps_per_epoch=self.total_steps // settings.epochs,
-            total_steps=self.total_steps,
-            warmup_steps=self.warmup_steps,
-            merge_steps=tuple(self.controller.schedule.event_steps) if self.controller is not None else (),
-        )
+        if self.plan is None:  # a library caller: the plan follows from the loader, as the run's would
+            self.plan = RunPlan(
+                num_train_examples=len(data.train),
+                num_processes=accelerator.num_processes,
+                steps_per_epoch=self.total_steps // settings.epochs,
+                total_steps=self.total_steps,
+                warmup_steps=math.ceil(settings.warmup_ratio * self.total_steps),
+                schedule=self.controller.schedule if self.controller is not None else None,
+                adapter_config=self.pool.config if self.pool is not None else None,
+            )
+        self.warmup_steps = self.plan.warmup_steps
         self.result = FitResult(
             total_steps=self.total_steps,
             params_before=count_parameters(self.model).as_dict(),
@@ -252,14 +257,14 @@ class _Fit:
         self.resume_state, self.resume_dir, self.resume_rng = None, None, None
         if options.checkpoint_dir is not None:
             if options.resume:  # read and checked whole against this run before anything is restored
-                point = read_resume_point(
+                point = options.resume_point or read_resume_point(
                     options.checkpoint_dir,
                     options.fingerprint,
                     options.allow_pickle,
                     accelerator.process_index,
                     self.model,
                     self.settings,
-                    self.shape,
+                    self.plan,
                 )
                 if point is not None:
                     self.resume_dir, self.resume_state, self.resume_rng = point.directory, point.state, point.rng
@@ -275,20 +280,11 @@ class _Fit:
             self.model = distributed.shard(self.model, accelerator, options.checkpoint_every_steps)
 
     def _setup_optimization(self) -> None:
-        from transformers import get_linear_schedule_with_warmup
-
         settings, accelerator, state = self.settings, self.accelerator, self.resume_state
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, settings), lr=settings.lr, weight_decay=settings.weight_decay
-        )
         # The scheduler is not prepared: accelerate's wrapper steps it once per process per call
         # (it assumes single-process step counts), but total_steps already counts this process's
         # optimizer steps — prepared, the schedule would run N× too fast under N processes.
-        self.scheduler = get_linear_schedule_with_warmup(
-            optimizer,
-            num_warmup_steps=self.warmup_steps,
-            num_training_steps=self.total_steps,
-        )
+        optimizer, self.scheduler = build_optimization(self.model, settings, self.warmup_steps, self.total_steps)
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])

@@ -34,6 +34,20 @@ def param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, An
     return [g for g in groups if g["params"]]
 
 
+def build_optimization(
+    model: nn.Module, settings: TrainSettings, warmup_steps: int, total_steps: int
+) -> tuple[Any, Any]:
+    """AdamW over :func:`param_groups` and its linear warm-up/decay schedule: what a run trains with,
+    and what a checkpoint's optimizer and scheduler state are checked against on resume."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
+    return optimizer, get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
+    )
+
+
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """transformers' activation checkpointing on the (possibly PEFT-wrapped) base model, with the
     input embeddings' output requiring grad so reentrant checkpointing also reaches the adapter."""

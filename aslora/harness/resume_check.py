@@ -32,7 +32,8 @@ from torch import nn
 
 from aslora.adapters.pool import find_pool
 from aslora.harness import checkpoint as ckpt
-from aslora.harness.optimization import param_groups
+from aslora.harness.optimization import build_optimization
+from aslora.harness.plan import RunPlan
 from aslora.harness.trained_state import check_model_state
 from aslora.harness.train_settings import TrainSettings
 
@@ -44,16 +45,6 @@ class ResumePoint:
     rng: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class RunShape:
-    """What the resuming run would do: its steps and schedule (from the run's plan)."""
-
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    merge_steps: tuple[int, ...]
-
-
 def read_resume_point(
     directory: Path,
     fingerprint: str | None,
@@ -61,32 +52,32 @@ def read_resume_point(
     rank: int,
     model: nn.Module,
     settings: TrainSettings,
-    shape: RunShape,
+    plan: RunPlan,
 ) -> ResumePoint | None:
     """The newest valid checkpoint under ``directory``, read and checked whole against ``model``
-    (adapted, not yet trained), ``settings`` and ``shape``; ``None`` where there is none."""
+    (adapted, not yet trained), ``settings`` and the run's ``plan``; ``None`` where there is none."""
     found = ckpt.check_resumable(directory, fingerprint, allow_pickle)
     if found is None:
         return None
     state = ckpt.load_state(found, allow_pickle)
     rng = ckpt.load_rng(found, rank, allow_pickle)
-    check_resume_state(state, model, settings, shape, found / f"{ckpt.STATE}.json")
+    check_resume_state(state, model, settings, plan, found / f"{ckpt.STATE}.json")
     return ResumePoint(found, state, rng)
 
 
 def check_resume_state(
-    state: dict[str, Any], model: nn.Module, settings: TrainSettings, shape: RunShape, source: Path | str
+    state: dict[str, Any], model: nn.Module, settings: TrainSettings, plan: RunPlan, source: Path | str
 ) -> None:
     """Raises ``ValueError`` naming ``source`` and the field where ``state`` is not what this run
-    (``model`` as adapted, ``settings``, ``shape``) would have written."""
+    (``model`` as adapted, ``settings``, ``plan``) would have written."""
     where = str(source)
-    step = _position(state, settings, shape, where)
+    step = _position(state, settings, plan, where)
     check_model_state(model, state["model"], where)
     best = state["result"].get("best_state")
     if best is not None:  # the best epoch's weights: what the run saves as its adapter
         check_model_state(model, best, f"{where} (result.best_state)")
-    _pool(model, state["model"], step, shape, where)
-    _optimization(state, model, settings, shape, step, where)
+    _pool(model, state["model"], step, plan, where)
+    _optimization(state, model, settings, plan, step, where)
 
 
 # --- position ---------------------------------------------------------------------------------
@@ -96,18 +87,18 @@ def _int(value: Any, field: str, low: int, high: int, where: str) -> int:
     return value
 
 
-def _position(state: dict[str, Any], settings: TrainSettings, shape: RunShape, where: str) -> int:
-    step = _int(state["step"], "step", 0, shape.total_steps, where)
+def _position(state: dict[str, Any], settings: TrainSettings, plan: RunPlan, where: str) -> int:
+    step = _int(state["step"], "step", 0, plan.total_steps, where)
     epoch = _int(state["epoch"], "epoch", 1, settings.epochs, where)
-    batches = _int(state["batches_done"], "batches_done", 0, shape.steps_per_epoch, where)
+    batches = _int(state["batches_done"], "batches_done", 0, plan.steps_per_epoch, where)
     result = state["result"]
     if not isinstance(result, dict):
         raise ValueError(f"{where}: result must be a mapping")
-    skipped = _int(result.get("skipped_steps", 0), "result.skipped_steps", 0, shape.total_steps, where)
-    if step + skipped != (epoch - 1) * shape.steps_per_epoch + batches:
+    skipped = _int(result.get("skipped_steps", 0), "result.skipped_steps", 0, plan.total_steps, where)
+    if step + skipped != (epoch - 1) * plan.steps_per_epoch + batches:
         raise ValueError(
             f"{where}: step {step} + skipped {skipped} is not the batches of epoch {epoch}, batch {batches} "
-            f"at {shape.steps_per_epoch} steps an epoch: the position is inconsistent"
+            f"at {plan.steps_per_epoch} steps an epoch: the position is inconsistent"
         )
     losses = state["epoch_losses"]
     if not isinstance(losses, list) or len(losses) > batches or not all(isinstance(x, float) for x in losses):
@@ -125,7 +116,7 @@ def _position(state: dict[str, Any], settings: TrainSettings, shape: RunShape, w
 
 
 # --- the pool -----------------------------------------------------------------------------------
-def _pool(model: nn.Module, saved: dict[str, Any], step: int, shape: RunShape, where: str) -> None:
+def _pool(model: nn.Module, saved: dict[str, Any], step: int, plan: RunPlan, where: str) -> None:
     pool = find_pool(model)
     if pool is None:
         return
@@ -143,7 +134,7 @@ def _pool(model: nn.Module, saved: dict[str, Any], step: int, shape: RunShape, w
         raise ValueError(f"{where}: merge_log has entries past num_merges={num_merges}")
     # replay the log on the initial map: it must lead to the saved map, tie by tie at planned steps
     rows = [slot.row for slot in slots]
-    planned = {s for s in shape.merge_steps if s <= step}
+    planned = {s for s in plan.merge_steps if s <= step}
     for entry in log[:num_merges].tolist():
         tie_step, bank_index, lower, upper, distance = entry
         if not all(float(x).is_integer() for x in (tie_step, bank_index, lower, upper)) or not math.isfinite(distance):
@@ -179,13 +170,10 @@ def _pool(model: nn.Module, saved: dict[str, Any], step: int, shape: RunShape, w
 
 # --- optimizer and scheduler ------------------------------------------------------------------------
 def _optimization(
-    state: dict[str, Any], model: nn.Module, settings: TrainSettings, shape: RunShape, step: int, where: str
+    state: dict[str, Any], model: nn.Module, settings: TrainSettings, plan: RunPlan, step: int, where: str
 ) -> None:
-    from transformers import get_linear_schedule_with_warmup
-
-    # what this run's configuration builds, on throwaway copies: nothing of the model is touched
-    fresh = torch.optim.AdamW(param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(fresh, shape.warmup_steps, shape.total_steps)
+    # what this run's configuration builds (no state yet): nothing of the model is touched
+    fresh, scheduler = build_optimization(model, settings, plan.warmup_steps, plan.total_steps)
     factor = scheduler.lr_lambdas[0](step)
     own = fresh.state_dict()
     saved = state["optimizer"]

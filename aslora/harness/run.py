@@ -25,7 +25,7 @@ from aslora.params import lora_parameter_count
 from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.plan import RunPlan
 from aslora.harness.run_dir import check_no_links
-from aslora.harness.resume_check import RunShape, read_resume_point
+from aslora.harness.resume_check import read_resume_point
 from aslora.harness.run_record import RunRecord
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
@@ -107,18 +107,17 @@ def _run(
     # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
     process = PartialState(cpu=not torch.cuda.is_available())
     is_main = process.is_main_process
-    if (
-        settings.resume and settings.checkpoint.every_steps
-    ):  # the whole checkpoint, before the run's directory is touched
-        try:
-            read_resume_point(
+    resume_point = None
+    if settings.resume and settings.checkpoint.every_steps:
+        try:  # the whole checkpoint read and checked before the run's directory is touched; fit reuses it
+            resume_point = read_resume_point(
                 settings.checkpoint_dir,
                 settings.fingerprint(),
                 settings.checkpoint.allow_pickle,
                 process.process_index,
                 model,
                 settings.train,
-                RunShape(plan.steps_per_epoch, plan.total_steps, plan.warmup_steps, plan.merge_steps),
+                plan,
             )
         except ValueError as error:
             raise RunRefused(str(error)) from error
@@ -153,6 +152,7 @@ def _run(
             kill_after_step=settings.kill_after_step,
             allow_pickle=settings.checkpoint.allow_pickle,
             fingerprint=settings.fingerprint(),
+            resume_point=resume_point,
         )
         result = fit(model, data, collate, settings.train, tracker.log, options, plan=plan)
         if not is_main:
