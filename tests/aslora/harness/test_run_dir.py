@@ -60,6 +60,7 @@ def test_a_link_in_the_run_directory_is_refused_before_anything_is_written(linke
 
 def test_evaluate_refuses_a_linked_eval_file_and_a_linked_out(tmp_path):
     from aslora.harness.evaluation import evaluate_saved
+    from hydra_glue import group_config
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -72,7 +73,12 @@ def test_evaluate_refuses_a_linked_eval_file_and_a_linked_out(tmp_path):
     link = tmp_path / "out.json"
     link.symlink_to(outside)
     with pytest.raises(ValueError, match=r"out='[^']*out.json' is a symbolic link"):
-        evaluate_saved(adapter_dir=str(tmp_path), task="rt_polarity", model="minilm-l6", out=str(link))
+        evaluate_saved(
+            adapter_dir=str(tmp_path),
+            task=group_config("task", "rt_polarity"),
+            model=group_config("model", "minilm-l6"),
+            out=str(link),
+        )
     assert outside.read_text() == "keep me"
 
 
