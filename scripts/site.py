@@ -10,9 +10,11 @@ small-data plan's outcomes (``results/smalldata/verdict.json``) — so it regene
   the grids; a filterable table of every run (grid, model, task, adapter, arm, seed, lr, score, size, time);
 * ``grids/<grid>.html`` — the arms table; validation curves, one trace per run (click a legend
   entry to hide or show that seed); test score against adapter size at the scored epoch;
-* ``runs/<run>.html`` — command line, commit (and whether the tree was dirty), hardware, config,
-  curves, ASLoRA's ties (timeline and which B each tied layer reads at the end), kept test
-  predictions, and a link to the report itself.
+* ``runs/<run>.html`` (:mod:`scripts.site_run`) — command line, commit (and whether the tree was
+  dirty), hardware, config, curves, ASLoRA's ties (the sharing map at the end as a heat map, replayed
+  from the merge log; the ties' timeline and table), the kept test predictions tabulated (accuracy
+  per epoch recomputed from them, the confusion matrix and every example at the scored epoch), and a
+  link to the report itself.
 
 Plots are plotly's, with ``plotly.min.js`` copied once beside the pages (no network at view time);
 the only hand-written JavaScript is the run table's filter box.
@@ -30,82 +32,32 @@ from pathlib import Path
 from urllib.parse import quote
 
 import plotly.graph_objects as go
-import yaml
+
+from scripts.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size are read from here too)
+    arm_of,
+    colour,
+    fmt,
+    grid_of,
+    page,
+    run_link,
+    scored_size,
+    table,
+    test_score,
+    figure_html,
+)
+from scripts.site_run import run_page
 
 ROOT = Path(__file__).resolve().parents[1]
-STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f3f3f3}code,pre{background:#f6f6f6;font-size:12px}pre{padding:8px;overflow:auto;max-height:420px}
-.dirty{color:#b00}nav a{margin-right:1em}"""
 FILTER_JS = """<script>
 function filterRuns(q){q=q.toLowerCase();for(const tr of document.querySelectorAll('#runs tbody tr'))
 tr.style.display=tr.textContent.toLowerCase().includes(q)?'':'none';}
 </script>"""
 
 
-def grid_of(report: dict) -> str:
-    """The grid a run belongs to: its config's ``run_prefix`` (``single`` for a lone run)."""
-    return (report["config"].get("run_prefix") or "").rstrip("_") or "single"
-
-
-def arm_of(report: dict) -> str:
-    """A run's arm as data: its adapter and every swept setting but the seed (``aslora · train.lr=0.003``)."""
-    variant = {k: v for k, v in (report.get("variant") or {}).items() if k != "seed"}
-    short = {k.removeprefix("adapter.params.").removeprefix("train."): v for k, v in variant.items()}
-    return " · ".join([report["adapter"], *(f"{k}={v}" for k, v in sorted(short.items()))])
-
-
-def scored_size(report: dict) -> int:
-    """Adapter parameters at the epoch the run was scored at (its best validation epoch)."""
-    params = report["params"]
-    return (params.get("at_best") or params["after"])["adapter"]
-
-
-def test_score(report: dict) -> float | None:
-    test = report["best"].get("test") or {}
-    value = test.get(report["main_metric"])
-    return None if value is None else 100 * value
-
-
 def read_reports(directory: Path) -> list[dict]:
     from aslora.harness.report import load_report
 
     return sorted((load_report(p) for p in directory.glob("*.json")), key=lambda r: r["run_name"])
-
-
-# ---------------------------------------------------------------------------------------------- pages
-def page(title: str, body: str, depth: int, plots: bool = False) -> str:
-    up = "../" * depth
-    script = f'<script src="{up}assets/plotly.min.js"></script>' if plots else ""
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style>{script}</head><body>\n"
-        f'<nav><a href="{up}index.html">ASLoRA results</a></nav>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n'
-    )
-
-
-def figure_html(figure: go.Figure, div_id: str) -> str:
-    figure.update_layout(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40))
-    if figure.layout.height is None:
-        figure.update_layout(height=420)
-    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
-
-
-def table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
-
-
-def run_link(report: dict, depth: int) -> str:
-    name = report["run_name"]
-    return f'<a href="{"../" * depth}runs/{quote(name)}.html">{html.escape(name)}</a>'
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def index_page(reports: list[dict], verdict: dict | None) -> str:
@@ -151,7 +103,7 @@ def index_page(reports: list[dict], verdict: dict | None) -> str:
             str(r["seed"]),
             f"{r['config']['train']['lr']:g}",
             f"{100 * r['best']['metric']:.1f}",
-            _fmt(test_score(r)),
+            fmt(test_score(r)),
             f"{scored_size(r):,}",
             f"{r['train_seconds'] / 60:.1f}",
             run_link(r, 0),
@@ -233,7 +185,7 @@ def grid_page(grid: str, reports: list[dict]) -> str:
                     name=f"seed {r['seed']}",
                     legendgroup=arm,
                     legendgrouptitle_text=arm,
-                    line=dict(color=_colour(arm_index)),
+                    line=dict(color=colour(arm_index)),
                 )
             )
     curves.update_layout(
@@ -252,7 +204,7 @@ def grid_page(grid: str, reports: list[dict]) -> str:
                 mode="markers",
                 name=arm,
                 text=[f"seed {r['seed']}" for r in scored],
-                marker=dict(color=_colour(arm_index), size=9),
+                marker=dict(color=colour(arm_index), size=9),
             )
         )
     pareto.update_layout(title="test score at the best validation epoch against adapter size at that epoch")
@@ -266,110 +218,6 @@ def grid_page(grid: str, reports: list[dict]) -> str:
         + figure_html(pareto, "pareto")
     )
     return page(f"Grid {grid}", body, 1, plots=True)
-
-
-def _scores(scores: dict) -> str:
-    return html.escape(" · ".join(f"{k} {v:.4f}" for k, v in scores.items()) or "–")
-
-
-def run_page(report: dict, reports_href: str) -> str:
-    """A run's page; ``reports_href``: the reports' folder relative to ``runs/``."""
-    env = report["environment"]
-    metric = report["main_metric"]
-    dirty = ' <span class="dirty">(dirty tree: the report carries the diff)</span>' if env.get("git_dirty") else ""
-    facts = [
-        ["command", f"<code>{html.escape(' '.join(env.get('command') or ['(not recorded)']))}</code>"],
-        ["commit", f"<code>{html.escape(str(env.get('git_sha')))}</code>{dirty}"],
-        ["hardware", html.escape(f"{env.get('device')} · torch threads {env.get('torch_threads')}")],
-        ["grid · arm · seed", html.escape(f"{grid_of(report)} · {arm_of(report)} · {report['seed']}")],
-        ["best epoch", f"{report['best']['epoch']} of {len(report['epochs'])}"],
-        [
-            "validation at best",
-            _scores(report["best"]["validation"]),
-        ],
-        [
-            "test at best",
-            _scores(report["best"].get("test") or {}),
-        ],
-        ["adapter size at best / at the end", f"{scored_size(report):,} / {report['params']['after']['adapter']:,}"],
-        ["training time", f"{report['train_seconds'] / 60:.1f} min, {report['steps']} steps"],
-        [
-            "report",
-            f'<a href="{reports_href}/{quote(report["run_name"])}.json">{html.escape(report["run_name"])}.json</a>',
-        ],
-    ]
-    epochs = report["epochs"]
-    curves = go.Figure()
-    x = [e["epoch"] for e in epochs]
-    curves.add_trace(go.Scatter(x=x, y=[e["train_loss"] for e in epochs], name="train loss", yaxis="y2"))
-    curves.add_trace(go.Scatter(x=x, y=[100 * e["val"][metric] for e in epochs], name=f"validation {metric}"))
-    if any(e.get("test") for e in epochs):
-        curves.add_trace(
-            go.Scatter(
-                x=x, y=[100 * (e.get("test") or {}).get(metric, float("nan")) for e in epochs], name=f"test {metric}"
-            )
-        )
-    curves.update_layout(
-        title="per epoch", xaxis_title="epoch", yaxis_title=f"{metric} ×100",
-        yaxis2=dict(title="train loss", overlaying="y", side="right"),
-    )  # fmt: skip
-    body = [table(["", ""], facts), figure_html(curves, "curves")]
-    if report.get("merge_history"):
-        body.append(_ties(report))
-    predictions = report.get("test_predictions")
-    if predictions:
-        body.append(
-            f"<h2>Test predictions</h2><p>Kept per example (dataset order) for "
-            f"{html.escape(', '.join(sorted(predictions)) if isinstance(predictions, dict) else 'the scored epoch')}; "
-            f"they are in the report.</p>"
-        )
-    body.append(f"<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(report['config'], sort_keys=True))}</pre>")
-    return page(report["run_name"], "\n".join(body), 1, plots=True)
-
-
-def _ties(report: dict) -> str:
-    """ASLoRA's ties: a timeline (distance at each tie, per merge group) and, for every layer a tie
-    moved, the B it reads at the end (a retired B's readers follow it to the B it was tied to)."""
-    events = report["merge_history"]
-    timeline = go.Figure()
-    for group in sorted({e["group"] for e in events}):
-        mine = [e for e in events if e["group"] == group]
-        timeline.add_trace(
-            go.Scatter(
-                x=[e["step"] for e in mine],
-                y=[e["distance"] for e in mine],
-                mode="markers+lines",
-                name=group,
-                text=[f"{e['retired']} → {e['kept']}" for e in mine],
-            )
-        )
-    timeline.update_layout(
-        title="ties: distance between the tied pair's running means", xaxis_title="step", yaxis_title="‖B̄ᵢ − B̄ⱼ‖_F"
-    )
-    reads: dict[str, str] = {}
-    for e in events:
-        for layer in e["layers_sharing"]:
-            reads[layer] = e["kept"]
-        for layer, b in list(reads.items()):
-            if b == e["retired"]:
-                reads[layer] = e["kept"]
-    rows = [[html.escape(layer), html.escape(b)] for layer, b in sorted(reads.items())]
-    events_rows = [
-        [str(e["step"]), html.escape(e["group"]), html.escape(f"{e['retired']} → {e['kept']}"), f"{e['distance']:.4g}"]
-        for e in events
-    ]
-    return (
-        f"<h2>Ties ({len(events)})</h2>"
-        + figure_html(timeline, "ties")
-        + table(["step", "group", "retired → kept", "distance"], events_rows)
-        + "<h3>Which B each tied layer reads at the end</h3><p>Layers no tie moved read their own B.</p>"
-        + table(["layer", "B"], rows)
-    )
-
-
-def _colour(index: int) -> str:
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
-    return palette[index % len(palette)]
 
 
 # ---------------------------------------------------------------------------------------------- build

@@ -15,9 +15,11 @@ from scripts import site
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "results" / "reports"
-SAMPLE = [  # one run of each kind: an ASLoRA run with ties, a LoRA run, a depth run
+SAMPLE = [  # an ASLoRA run with ties, a LoRA run, a confirmatory ASLoRA run with kept test predictions
     "smalldata-lr_minilm-l6_rt_polarity_aslora_train.lr=0.003_s1",
     "smalldata_minilm-l6_rt_polarity_lora_train.lr=0.001_s1",
+    "smalldata-confirm_minilm-l6_rt_polarity_aslora_adapter.params.merge_interval_fraction=0.0348,"
+    "adapter.params.merge_start_fraction=0.0464,train.lr=0.001_s10",
 ]
 
 
@@ -119,7 +121,7 @@ def test_pages_open_in_a_browser_without_errors_links_resolve_and_plots_draw(bui
             if page.name != "index.html":
                 assert plots, page.name
             for plot in plots:  # plotly drew it: an SVG with data traces, and a non-blank image
-                traces = plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace")
+                traces = plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace, .heatmaplayer .hm")
                 assert traces, (page.name, plot.get_attribute("id"))
                 png = plot.screenshot_as_png
                 assert len(png) > 5_000, (page.name, "blank plot")
@@ -129,3 +131,52 @@ def test_pages_open_in_a_browser_without_errors_links_resolve_and_plots_draw(bui
                 assert f"{report['best']['epoch']} of {len(report['epochs'])}" in shown
     finally:
         driver.quit()
+
+
+def test_the_sharing_map_replayed_from_a_report_is_the_saved_adapters():
+    """The run page's heat map comes from the report's merge log alone; for every committed ASLoRA run
+    whose adapter config is kept (results/sharing/), it is the map the saved adapter holds."""
+    from aslora.export import read_adapter_meta
+    from scripts.site_run import final_sharing
+
+    checked = 0
+    for run_dir in sorted((ROOT / "results" / "sharing").iterdir()):
+        report = json.loads((run_dir / "report.json").read_text())
+        if not report.get("merge_history"):
+            continue
+        saved = read_adapter_meta(run_dir / "adapter")
+        replayed = final_sharing(report)
+        assert replayed["sharing"] == saved["sharing"], run_dir.name
+        key = lambda s: (s["module_type"], s["depth"])  # noqa: E731
+        assert sorted(map(key, replayed["slots"])) == sorted(map(key, saved["slots"])), run_dir.name
+        checked += 1
+    assert checked >= 20
+
+
+def test_a_merge_log_that_ties_a_retired_B_is_refused():
+    from scripts.site_run import final_sharing
+
+    report = json.loads((REPORTS / f"{SAMPLE[0]}.json").read_text())
+    first = report["merge_history"][0]
+    report["merge_history"].append(dict(first, step=first["step"] + 1))  # its retired B is gone by now
+    with pytest.raises(ValueError, match=rf"\({first['retired']} → {first['kept']}\) names a B that is not live"):
+        final_sharing(report)
+
+
+def test_kept_predictions_are_tabulated_and_give_the_reports_test_accuracy():
+    from aslora.harness.loop import decode_classes
+    from scripts.site_run import predictions_section
+
+    name = next(
+        p.stem for p in sorted(REPORTS.glob("smalldata-confirm*.json")) if json.loads(p.read_text())["test_predictions"]
+    )
+    report = json.loads((REPORTS / f"{name}.json").read_text())
+    text = predictions_section(report)
+    labels = decode_classes(report["test_predictions"]["labels"])
+    for e in report["epochs"]:
+        accuracy = f"{e['test']['accuracy']:.4f}"
+        assert f"<tr><td>{e['epoch']}</td><td>{accuracy}</td><td>{accuracy}</td></tr>" in text
+    assert text.count("<td>✓</td>") + text.count("<td>✗</td>") == len(labels)
+    best = decode_classes(report["test_predictions"]["epochs"][str(report["best"]["epoch"])])
+    wrong = sum(p != y for p, y in zip(best, labels))
+    assert text.count("<td>✗</td>") == wrong == round(len(labels) * (1 - report["best"]["test"]["accuracy"]))
