@@ -10,12 +10,13 @@ The method: ``adapters`` (configs, the shared pool, layers, merging), ``params``
 experiment harness (data, loop, runs, reports) lives apart, in ``aslora.harness``.
 """
 
+from aslora import integrations
 from aslora.adapters.config import (
     ASLoRAConfig,
     FullFinetuneConfig,
     MergeSchedule,
-    ShareLoRAConfig,
     SharedLoRAConfig,
+    ShareLoRAConfig,
     TiedLoRAConfig,
 )
 from aslora.adapters.dispatch import apply_adapter
@@ -23,9 +24,8 @@ from aslora.adapters.fold import merge_into_base, remove_adapter
 from aslora.adapters.merging import MergeController, MergeEvent
 from aslora.adapters.pool import find_pool
 from aslora.export import export_peft_lora, init_lora_from, load_adapter, save_adapter
-from aslora.params import ParameterCounts, count_parameters
-from aslora import integrations
 from aslora.integrations.peft import register as _register_with_peft
+from aslora.params import ParameterCounts, count_parameters
 
 _register_with_peft()
 

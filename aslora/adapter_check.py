@@ -16,12 +16,13 @@ directory fails with its file and its problem named and leaves the model as it w
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from aslora import json_file
 
 _FIELDS = {
     "adapter_type": str,
@@ -36,13 +37,8 @@ _MAX_COUNT = 2**62  # steps and counts are int64 tensors in the pool
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file, or ``ValueError`` naming it."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ValueError(f"{path} is nested too deeply to parse") from None
+    """A JSON file, or ``ValueError`` naming it (``aslora/json_file.py``)."""
+    return json_file.read_json(path)
 
 
 def check_meta(meta: Any, path: Path, config_types: dict[str, type]) -> object:
@@ -111,7 +107,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def check_rank(config: object, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Every A is ``(r, d_in)`` and every B ``(…, d_out, r)`` for the config's ``r``."""
-    r = getattr(config, "r")
+    r = config.r
     kinds = {kind for kind in ("lora_A.", "lora_B.") if any(k.startswith(kind) for k in tensors)}
     if len(kinds) < 2:  # else a huge r would be allocated before the missing tensors are noticed
         raise ValueError(f"{path}: holds no lora_A.* or no lora_B.* tensors: not the weights of an adapter of r={r}")
@@ -136,9 +132,9 @@ def check_scaling(config: object, tensors: dict[str, torch.Tensor], path: Path) 
         for kind in ("lora_A.", "lora_B.", "lora_u.", "lora_v.")
     }
     tied = max(largest["lora_u."], 1.0) * max(largest["lora_v."], 1.0)  # Tied-LoRA's diag(v)·B·diag(u)
-    bound = abs(scaling) * getattr(config, "r") * largest["lora_A."] * largest["lora_B."] * tied
+    bound = abs(scaling) * config.r * largest["lora_A."] * largest["lora_B."] * tied
     if not bound <= torch.finfo(torch.float32).max / 1e6:  # headroom: ΔW is added to W and multiplied again
         raise ValueError(
-            f"{path}: lora_alpha={getattr(config, 'lora_alpha')!r} with these weights makes ΔW = (α/r)·B·A reach "
+            f"{path}: lora_alpha={config.lora_alpha!r} with these weights makes ΔW = (α/r)·B·A reach "
             f"{bound:.3g}: not finite in float32. The adapter's lora_alpha is wrong"
         )

@@ -31,7 +31,7 @@ from torch import nn
 
 from aslora import adapter_check
 from aslora.adapter_check import read_json
-from aslora.adapters.config import ASLoRAConfig, ShareLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
+from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
 from aslora.adapters.dispatch import HEAD_NAMES_ATTRIBUTE, apply_adapter, head_module_names
 from aslora.adapters.fold import remove_adapter
 from aslora.adapters.layers import SharedLoRALinear
@@ -247,7 +247,7 @@ def _per_B_from_version_2(meta: dict[str, Any], saved: dict[str, torch.Tensor]) 
                 raise ValueError(
                     f"version-2 adapter: {prefix}.{bank} has {stacked.shape[0]} rows, live_B lists {names}"
                 )
-            converted.update({f"{prefix}.{name}": row for name, row in zip(names, stacked)})
+            converted.update({f"{prefix}.{name}": row for name, row in zip(names, stacked, strict=True)})
     return converted
 
 

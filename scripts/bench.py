@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):
         for name, trainee in trainees.items():
-            times[name].append(timed(lambda: trainee.step(batch), args.device))
+            times[name].append(timed(lambda trainee=trainee: trainee.step(batch), args.device))
 
     rows: dict[str, dict[str, Any]] = {}
     for name, trainee in trainees.items():

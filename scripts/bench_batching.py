@@ -89,9 +89,9 @@ def _predict(model, batches, kind: str) -> tuple[float, torch.Tensor]:
             per_token = torch.nn.functional.cross_entropy(
                 logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
             )
-            outputs.update(zip(indices, per_token.sum(-1, keepdim=True)))
+            outputs.update(zip(indices, per_token.sum(-1, keepdim=True), strict=True))
         else:
-            outputs.update(zip(indices, model(**{k: v for k, v in batch.items() if k != "labels"}).logits))
+            outputs.update(zip(indices, model(**{k: v for k, v in batch.items() if k != "labels"}).logits, strict=True))
     seconds = time.perf_counter() - started
     return seconds, torch.stack([outputs[i] for i in sorted(outputs)])
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[tuple, list[float]] = {key: [] for key in trainees}
     for _ in range(args.repeats):
         for key, trainee in trainees.items():
-            times[key].append(timed(lambda: trainee.step(batch), args.device))
+            times[key].append(timed(lambda trainee=trainee: trainee.step(batch), args.device))
     rows = []
     for layers in depths:
         limit = statistics.median(times[layers, LIMIT])

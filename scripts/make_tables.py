@@ -25,7 +25,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aslora.adapters.registry import DISPLAY_NAMES, ORDER
+from aslora.harness.display import DISPLAY_NAMES, ORDER
 from aslora.harness.metrics import LOWER_IS_BETTER
 from scripts.protocol import FINAL_GRIDS, LR_GRIDS
 from scripts.smalldata import DEPTH_GRID as SMALLDATA_DEPTH
@@ -33,7 +33,7 @@ from scripts.smalldata import FINAL_GRID as SMALLDATA_FINAL
 from scripts.smalldata import LR_GRID as SMALLDATA_LR
 
 ROOT = Path(__file__).resolve().parent.parent
-ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/adapters/registry.py: one row per adapter
+ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/harness/display.py: one row per adapter
 METRIC_NAMES = {
     "accuracy": "acc",
     "mcc": "MCC",
@@ -178,7 +178,7 @@ def fill_readme(path: Path, tables: dict[str, str], owns=lambda name: not name.s
     text, filled = path.read_text(), []
     for name, markdown in tables.items():
         pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
-        text, n = pattern.subn(lambda m: m.group(1) + markdown + m.group(2), text)
+        text, n = pattern.subn(lambda m, markdown=markdown: m.group(1) + markdown + m.group(2), text)
         if n:
             filled.append(name)
     missing = sorted(name for name in set(re.findall(r"<!-- table:([\w.-]+) -->", text)) - set(tables) if owns(name))

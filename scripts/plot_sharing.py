@@ -14,9 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from aslora.harness.figures import (  # noqa: F401  (sharing_matrix and the names are used from here too)
-    MODEL_NAMES,
-    TASK_NAMES,
+from aslora.harness.figures import (  # noqa: F401  (sharing_matrix is used from here too)
     describe_run,
     plot_sharing_map,
     plot_timeline,

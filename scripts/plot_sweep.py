@@ -2,9 +2,9 @@
 
     python -m scripts.plot_sweep [--runs results/runs.csv] [--out results/figures]
 
-Reads the runs of the ``merge`` grid from runs.csv; the swept setting of each run is the
-``adapter.params.<name>=<value>`` part of its run name (Hydra puts swept keys there). One figure per
-setting: median validation score over seeds (with min–max) and adapter parameters after merging.
+Reads the runs of the ``merge`` grid from runs.csv; the swept setting of each run is its
+``variant`` column (``max_merges=2``: what its report records as data, not parsed from the run
+name). One figure per setting: median validation score over seeds (with min–max) and adapter parameters after merging.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-
 
 import matplotlib
 
@@ -58,7 +57,8 @@ SETTING_NAMES = {
 def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     """Two panels, one y-axis each: the score (median over seeds, min–max bars) and the adapter's
     size as a % of LoRA's (with the paper's 25 % line), both against the swept setting."""
-    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES, save
+    from aslora.harness.display import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.figures import save
 
     values = sorted(by_value, key=_order)
     scores = [[100 * float(r["best_metric"]) for r in by_value[v]] for v in values]
@@ -70,7 +70,10 @@ def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     left.errorbar(
         x,
         medians,
-        yerr=[[m - min(s) for m, s in zip(medians, scores)], [max(s) - m for m, s in zip(medians, scores)]],
+        yerr=[
+            [m - min(s) for m, s in zip(medians, scores, strict=True)],
+            [max(s) - m for m, s in zip(medians, scores, strict=True)],
+        ],
         fmt="o-" if all(_order(v)[0] == 0 for v in values) else "o",
         capsize=3,
     )  # no line between categories

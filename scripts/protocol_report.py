@@ -28,12 +28,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aslora.adapters.registry import COLOURS, DISPLAY_NAMES, ORDER
+from aslora.harness.display import COLOURS, DISPLAY_NAMES, ORDER
 from scripts.protocol import FINAL_GRIDS, LOWER_IS_BETTER, LR_GRIDS, LR_LIMITS, select
 from scripts.stats import format_median, format_paired, median_range, paired
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/adapters/registry.py: one row per adapter
+NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/harness/display.py: one row per adapter
 """One colour per adapter; its size variants are the smaller points of that colour."""
 
 
@@ -267,11 +267,12 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aslora.harness.figures import MODEL_NAMES, TASK_NAMES, save
+    from aslora.harness.display import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.figures import save
 
     tasks = sorted(by_task)
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         by_adapter = by_task[task]
         point = {}
         for key, runs in by_adapter.items():
@@ -287,7 +288,7 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
             ],
             "LoRA, rank": [k for k in point if k[0] == "lora" and (k[1] == "" or _variant_value(k[1], "r"))],
         }
-        for (label, keys), style in zip(curves.items(), ("-", ":", "--")):
+        for (label, keys), style in zip(curves.items(), ("-", ":", "--"), strict=True):
             if len(keys) > 1:
                 keys = sorted(keys, key=lambda k: point[k][0])
                 ax.plot(

@@ -36,6 +36,7 @@ import plotly.graph_objects as go
 from scripts.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size are read from here too)
     arm_of,
     colour,
+    figure_html,
     fmt,
     grid_of,
     page,
@@ -43,7 +44,6 @@ from scripts.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size 
     scored_size,
     table,
     test_score,
-    figure_html,
 )
 from scripts.site_run import run_page
 

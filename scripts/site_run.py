@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import yaml
 
 from aslora.harness.figures import sharing_matrix
-from scripts.site_html import figure_html, grid_of, arm_of, page, scored_size, table
+from scripts.site_html import arm_of, figure_html, grid_of, page, scored_size, table
 
 
 def _scores(scores: dict) -> str:
@@ -174,7 +174,8 @@ def predictions_section(report: dict) -> str:
         predicted = by_epoch[best]
         classes = sorted(set(labels) | set(predicted))
         confusion = [
-            [f"label {c}"] + [str(sum(1 for p, y in zip(predicted, labels) if y == c and p == q)) for q in classes]
+            [f"label {c}"]
+            + [str(sum(1 for p, y in zip(predicted, labels, strict=True) if y == c and p == q)) for q in classes]
             for c in classes
         ]
         right = [sum(1 for ep in by_epoch.values() if ep[i] == labels[i]) for i in range(len(labels))]
@@ -199,4 +200,4 @@ def predictions_section(report: dict) -> str:
 
 
 def accuracy(predicted: list[int], labels: list[int]) -> float:
-    return sum(p == y for p, y in zip(predicted, labels)) / len(labels)
+    return sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels)

@@ -18,6 +18,7 @@ suite's table and learning-curve figure. Every stage first restores the runs com
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,6 @@ def choose_lr(reports: list[dict]) -> dict:
 
 
 def write_arm_lr(chosen: dict[str, dict], path: Path) -> None:
-    import csv
 
     if not chosen:
         raise SystemExit("no lr-stage runs of any arm: run `python -m scripts.smalldata arm-lr`")
@@ -270,7 +270,6 @@ def write_arm_lr(chosen: dict[str, dict], path: Path) -> None:
 
 
 def read_arm_lr(path: Path) -> dict[str, float]:
-    import csv
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -193,7 +193,7 @@ def plot(arms: dict[str, list[dict]], medians: dict[str, dict[str, np.ndarray]],
     styles = {
         arm.label: (f"C{i}", "-" if arm.adapter == "lora" else "--" if i > 3 else "-") for i, arm in enumerate(ARMS)
     }
-    for ax, panel in zip(np.atleast_1d(axes), panels):
+    for ax, panel in zip(np.atleast_1d(axes), panels, strict=True):
         for arm in ARMS:
             if arm.label in medians and panel in medians[arm.label]:
                 values = medians[arm.label][panel]

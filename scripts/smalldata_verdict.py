@@ -20,9 +20,12 @@ Nothing here is typed by hand: change the plan or the reports and the words chan
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
+import subprocess
 import sys
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -306,8 +309,6 @@ def controls(plan: dict, outcomes: list[Outcome], protocol_lrs: Path) -> list[st
             )
             lines.append(f"- {o.a} − {o.b}: {seen}.")
     if protocol_lrs.is_file():
-        import csv
-
         with open(protocol_lrs, newline="") as f:
             chosen = {(r["task"], r["adapter"], r["variant"]): float(r["lr"]) for r in csv.DictReader(f)}
         for task in sorted({t for t, _, _ in chosen}):
@@ -323,7 +324,6 @@ def controls(plan: dict, outcomes: list[Outcome], protocol_lrs: Path) -> list[st
 def provenance(reports_dir: Path) -> list[str]:
     """Per grid of committed reports: how many runs, from which commits, and how many from a tree
     with uncommitted changes (``git_dirty``) — rows a reader should know were not from a commit."""
-    from collections import defaultdict
 
     grids: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(reports_dir.glob("*.json")):
@@ -386,7 +386,6 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 
 def plan_commit(plan_path: Path) -> str | None:
-    import subprocess
 
     try:
         out = subprocess.run(

@@ -12,8 +12,6 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
 import torch
-
-import aslora
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -23,6 +21,8 @@ from transformers import (
     RobertaConfig,
     RobertaForSequenceClassification,
 )
+
+import aslora
 
 VOCAB = 97
 

@@ -9,12 +9,12 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, MPNetConfig, RobertaConfig
 
 import aslora
-from tests.conftest import tie_lowest_upward
 from aslora.harness.models import ModelSpec, model_path
-from aslora.params import lora_parameter_count
 from aslora.harness.settings import RunSettings
+from aslora.params import lora_parameter_count
 from hydra_glue import compose_run, options
 from scripts.validate_configs import main as validate_all
+from tests.conftest import tie_lowest_upward
 
 
 def test_every_recipe_and_every_model_task_pair_composes_and_validates(capsys):
@@ -256,3 +256,28 @@ def test_the_settings_dataclasses_defaults_are_the_hydra_configs():
                 assert config[section][field.name] == "???", f"{section}.{field.name}: required in one, not the other"
             else:
                 assert config[section][field.name] == field.default, f"{section}.{field.name}"
+
+
+def test_the_run_s_own_and_wandb_defaults_are_the_hydra_configs():
+    """The run's top-level settings and wandb's: a key left out of RunSettings.from_dict takes the
+    dataclass's default, which is configs/train.yaml's value (seed is required: train.yaml gives 42)."""
+    import dataclasses
+
+    import yaml
+
+    from aslora.harness.settings import _OPTIONAL_TOP_LEVEL, RunSettings, WandbSettings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(RunSettings)}
+    for key in _OPTIONAL_TOP_LEVEL:
+        assert key in config, f"{key} is not in configs/train.yaml"
+        assert config[key] == defaults[key], key
+    for field in dataclasses.fields(WandbSettings):
+        expected = config["wandb"][field.name]
+        assert (list(field.default) if isinstance(field.default, tuple) else field.default) == expected, field.name
+    # and from_dict leaves them to the dataclass: a dict without them builds the same settings
+    full, _ = compose_run([])
+    bare = {k: v for k, v in full.items() if k not in (*_OPTIONAL_TOP_LEVEL, "wandb")}
+    built, bare_built = RunSettings.from_dict(full), RunSettings.from_dict(bare)
+    for key in (*_OPTIONAL_TOP_LEVEL, "wandb"):
+        assert getattr(bare_built, key) == getattr(built, key), key

@@ -8,12 +8,10 @@ import sys
 
 import pytest
 
-from hydra_glue import group_config
-
 from aslora.harness.evaluation import evaluate_saved
 from aslora.harness.report import read_report
 from aslora.harness.run import run
-from hydra_glue import ROOT, compose_run
+from hydra_glue import ROOT, compose_run, group_config
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_forward_backward_and_ties_on_cuda_match_cpu(input_ids):
         for t in (1, 2):
             controller.step(t)
     assert aslora.find_pool(gpu).sharing_map() == aslora.find_pool(cpu).sharing_map()
-    for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters()):
+    for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters(), strict=True):
         if a.grad is not None:
             torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-5, msg=name)
     with torch.no_grad():

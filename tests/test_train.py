@@ -12,8 +12,8 @@ import yaml
 from aslora.harness.report import read_report
 from aslora.harness.run import run
 from hydra_glue import compose_run
-from tests.conftest import run_cli
 from tests.aslora.harness.test_data import write_glue_fixture
+from tests.conftest import run_cli
 
 # VeRA, ShareLoRA and Tied-LoRA also run end to end through train.py in CI's GLUE rehearsal
 # (tests/scripts/test_rehearsal.py): here they are in the slow suite

@@ -1,7 +1,7 @@
 """Surgery: find the target ``nn.Linear`` modules, build the pool, swap in adapted layers.
 
-We inject into stock ``transformers`` models by replacing ``nn.Linear`` children (litgpt's
-approach, style.md) rather than subclassing model blocks, so any architecture whose projections
+We inject into stock ``transformers`` models by replacing ``nn.Linear`` children (as PEFT and
+litgpt do) rather than subclassing model blocks, so any architecture whose projections
 are ``nn.Linear`` works.
 """
 

@@ -6,7 +6,7 @@
 
 Adapted layers (``layers.py``) hold a plain Python reference to the container, not a sub-module
 reference, so each tensor appears once in ``model.parameters()`` and once in ``model.state_dict()``
-— the PEFT VeRA pattern of shared tensors at model level (style.md). The container is a PEFT
+— the pattern PEFT's VeRA uses for its shared projections (tensors held once, at model level). The container is a PEFT
 ``BaseTunerLayer`` whose per-adapter entries are the pools, so PEFT's own walks over tuner layers
 (``set_adapter``, ``delete_adapter``, ``disable_adapter``, ``get_layer_status``, which tensors are
 the adapter's and train) treat the pools as they treat LoRA's ``lora_A``/``lora_B`` dicts. It sits
@@ -325,7 +325,7 @@ class SharedLoRAPool(nn.Module):
         names = self.live_B_names()
         means = [self.running_mean_B[name] for name in names]
         current = [_full(self.lora_B[name]).to(torch.float32) for name in names]
-        for mean, value in zip(means, current):
+        for mean, value in zip(means, current, strict=True):
             mean.lerp_(value, weight)
 
     @torch.no_grad()

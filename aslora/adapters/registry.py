@@ -1,7 +1,7 @@
-"""The adapters, one row each: the name the configs use, the name tables and figures show, the
-config that builds it, whether it has a shared A, and its colour in figures. Everything that lists
-adapters — the run settings, the tables, the protocol's figure — reads this table (PEFT's
-``register_peft_method`` idea), so a new adapter is one row here plus its ``configs/adapter/`` file.
+"""The adapters, one row each: the name the configs use, the config that builds it, and whether it
+has a shared A. The run settings and the optimizer read this table (PEFT's ``register_peft_method``
+idea), so a new adapter is one row here plus its ``configs/adapter/`` file — and, to be shown in
+tables and figures, its name and colour in ``aslora/harness/display.py``.
 """
 
 from __future__ import annotations
@@ -25,28 +25,21 @@ def _peft(cls_name: str) -> Callable[..., Any]:
 class AdapterSpec:
     name: str
     """As the configs spell it (``adapter=aslora``) and reports record it."""
-    display: str
-    """As tables and figures show it."""
     build: Callable[..., Any]
     """Its config from ``adapter.params``."""
     shared_a: bool
     """One A shared across layers (``train.shared_a_lr`` applies)."""
-    colour: str | None
-    """Its colour in figures (``None``: not drawn, e.g. full fine-tuning)."""
 
 
-SPECS = (  # the order of tables and legends
-    AdapterSpec("full", "Full FT", FullFinetuneConfig, shared_a=False, colour=None),
-    AdapterSpec("lora", "LoRA", _peft("LoraConfig"), shared_a=False, colour="tab:blue"),
-    AdapterSpec("vera", "VeRA", _peft("VeraConfig"), shared_a=False, colour="tab:green"),
-    AdapterSpec("tiedlora", "Tied-LoRA", TiedLoRAConfig, shared_a=True, colour="tab:purple"),
-    AdapterSpec("sharelora", "ShareLoRA", ShareLoRAConfig, shared_a=True, colour="tab:brown"),
-    AdapterSpec("aslora", "ASLoRA", ASLoRAConfig, shared_a=True, colour="tab:red"),
+SPECS = (
+    AdapterSpec("full", FullFinetuneConfig, shared_a=False),
+    AdapterSpec("lora", _peft("LoraConfig"), shared_a=False),
+    AdapterSpec("vera", _peft("VeraConfig"), shared_a=False),
+    AdapterSpec("tiedlora", TiedLoRAConfig, shared_a=True),
+    AdapterSpec("sharelora", ShareLoRAConfig, shared_a=True),
+    AdapterSpec("aslora", ASLoRAConfig, shared_a=True),
 )
 ADAPTERS = {spec.name: spec.build for spec in SPECS}
-ORDER = [spec.name for spec in SPECS]
-DISPLAY_NAMES = {spec.name: spec.display for spec in SPECS}
-COLOURS = {spec.name: spec.colour for spec in SPECS if spec.colour}
 SHARED_A = sorted(spec.name for spec in SPECS if spec.shared_a)
 
 

@@ -26,11 +26,12 @@ checkpoints only at epoch ends.)
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import re
 import logging
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from aslora.harness import safe_state
+from aslora.json_file import read_json
 
 log = logging.getLogger("aslora")
 
@@ -243,10 +245,7 @@ def check_resumable(directory: Path, fingerprint: str | None, allow_pickle: bool
                 _load_legacy(pickled, allow_pickle)  # raises, saying what to do
     if (checkpoint / LEGACY_STATE).is_file():
         return checkpoint
-    try:
-        written_by = json.loads((checkpoint / f"{STATE}.json").read_text()).get("fingerprint")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise ValueError(f"{checkpoint / (STATE + '.json')} is unreadable ({error})") from None
+    written_by = read_json(checkpoint / f"{STATE}.json", "a checkpoint state", expect=dict).get("fingerprint")
     if fingerprint is not None and written_by != fingerprint:
         raise ValueError(
             f"checkpoint {checkpoint} was written by a run with another configuration (model, task, "
@@ -273,7 +272,6 @@ def _load_legacy(path: Path, allow_pickle: bool) -> dict[str, Any]:
 
 def _numpy_reconstructors() -> list:
     """NumPy's array-rebuilding function under the module names NumPy 1 and NumPy 2 pickle it as."""
-    import importlib
 
     found = []
     for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
@@ -296,9 +294,9 @@ def _verify(checkpoint: Path) -> str | None:
     if not manifest_path.is_file():
         return "no manifest (written last, so the checkpoint is incomplete)"
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
-        return f"unreadable manifest ({type(error).__name__})"
+        manifest = read_json(manifest_path, "a manifest")
+    except ValueError as error:  # unreadable, not UTF-8, not JSON, too deep: this checkpoint is skipped
+        return f"unreadable manifest ({error})"
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not files:
         return "the manifest is not a mapping with a non-empty 'files' mapping"

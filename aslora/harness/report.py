@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from aslora.json_file import read_json
+
 REPORT_VERSION = 1
 PACKAGES = (
     "aslora",
@@ -66,10 +68,9 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
 def read_report(path: str | os.PathLike) -> dict[str, Any] | None:
     """The report at ``path``, or ``None`` if there is none or it does not parse."""
     try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8, not JSON, too deep
+        return read_json(path, "a report", expect=dict)
+    except ValueError:  # missing, unreadable, not UTF-8, not JSON, too deep, not a mapping
         return None
-    return report if isinstance(report, dict) else None
 
 
 # what a finished report must hold, and the type of each (dotted paths): what evaluate.py and the
@@ -108,14 +109,7 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         ValueError: naming the file and the field that is missing or of the wrong type.
     """
     path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{str(path)!r} not found") from None
-    except (OSError, ValueError, RecursionError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable report ({type(error).__name__})") from None
-    if not isinstance(report, dict):
-        raise ValueError(f"{str(path)!r} is not a report: its JSON is not a mapping")
+    report = read_json(path, "a report", expect=dict)
     if report.get("status") != "done":
         raise ValueError(f"{str(path)!r} is not a finished run's report (status {report.get('status')!r})")
     for dotted, kind in DONE_FIELDS.items():

@@ -34,8 +34,8 @@ from aslora.adapters.pool import find_pool
 from aslora.harness import checkpoint as ckpt
 from aslora.harness.optimization import build_optimization
 from aslora.harness.plan import RunPlan
-from aslora.harness.trained_state import check_model_state
 from aslora.harness.train_settings import TrainSettings
+from aslora.harness.trained_state import check_model_state
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _pool(model: nn.Module, saved: dict[str, Any], step: int, plan: RunPlan, whe
     num_merges = int(saved[prefix + "num_merges"])
     log = saved[prefix + "merge_log"]
     slots = list(pool.slots.values())
-    for slot, row in zip(slots, b_map):
+    for slot, row in zip(slots, b_map, strict=True):
         if not 0 <= row < len(pool.row_names[slot.bank]):
             raise ValueError(f"{where}: b_map gives layer {slot.key} row {row}, outside its group {slot.bank!r}")
     if not 0 <= num_merges <= log.shape[0]:
@@ -147,10 +147,10 @@ def _pool(model: nn.Module, saved: dict[str, Any], step: int, plan: RunPlan, whe
         if not 0 <= bank_index < len(pool.bank_names):
             raise ValueError(f"{where}: merge_log names merge group {int(bank_index)}, which this model lacks")
         bank = pool.bank_names[int(bank_index)]
-        live = {r for s, r in zip(slots, rows) if s.bank == bank}
+        live = {r for s, r in zip(slots, rows, strict=True) if s.bank == bank}
         if lower == upper or lower not in live or upper not in live:
             raise ValueError(f"{where}: merge_log ties row {int(lower)} to {int(upper)} of {bank!r}, not two live rows")
-        rows = [int(upper) if s.bank == bank and r == lower else r for s, r in zip(slots, rows)]
+        rows = [int(upper) if s.bank == bank and r == lower else r for s, r in zip(slots, rows, strict=True)]
     if rows != b_map:
         raise ValueError(f"{where}: b_map {b_map} is not what its merge_log leads to ({rows})")
     expected_updates = step if pool.track_running_means else 0
@@ -159,7 +159,7 @@ def _pool(model: nn.Module, saved: dict[str, Any], step: int, plan: RunPlan, whe
             f"{where}: num_mean_updates={int(saved[prefix + 'num_mean_updates'])} (the running means' count) "
             f"is not {expected_updates}, the optimizer steps taken"
         )
-    live_names = {pool.row_names[s.bank][r] for s, r in zip(slots, rows)}
+    live_names = {pool.row_names[s.bank][r] for s, r in zip(slots, rows, strict=True)}
     for name in pool.lora_B.keys():
         if name in live_names:
             continue
@@ -186,12 +186,12 @@ def _optimization(
             f"this run's configuration builds {len(own['param_groups'])}"
         )
     shapes = {}
-    for index, (group, mine, params) in enumerate(zip(groups, own["param_groups"], fresh.param_groups)):
+    for index, (group, mine, params) in enumerate(zip(groups, own["param_groups"], fresh.param_groups, strict=True)):
         if not isinstance(group, dict) or set(group) != set(mine):
             raise ValueError(f"{where}: optimizer group {index} has fields {sorted(group)}, not AdamW's {sorted(mine)}")
         if group["params"] != mine["params"]:
             raise ValueError(f"{where}: optimizer group {index} holds other parameters than this run's")
-        shapes.update({i: p.shape for i, p in zip(mine["params"], params["params"])})
+        shapes.update({i: p.shape for i, p in zip(mine["params"], params["params"], strict=True)})
         for key, value in mine.items():
             if key in ("params", "lr"):
                 continue

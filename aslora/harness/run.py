@@ -21,14 +21,14 @@ from aslora.harness.data import check_task_available, get_task, load_task
 from aslora.harness.instruct import IGNORE_INDEX
 from aslora.harness.loop import FitOptions, fit
 from aslora.harness.models import check_model_available, load_causal_lm, load_classifier
-from aslora.params import lora_parameter_count
-from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.plan import RunPlan
-from aslora.harness.run_dir import check_no_links
+from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
 from aslora.harness.resume_check import read_resume_point
+from aslora.harness.run_dir import check_no_links
 from aslora.harness.run_record import RunRecord
 from aslora.harness.settings import RunSettings
 from aslora.harness.tracking import Tracker
+from aslora.params import lora_parameter_count
 
 log = logging.getLogger("aslora")
 

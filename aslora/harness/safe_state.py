@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from aslora.json_file import read_json
+
 _TENSOR, _ARRAY, _TUPLE, _DICT = "__tensor__", "__ndarray__", "__tuple__", "__dict__"
 _MARKERS = {_TENSOR, _ARRAY, _TUPLE, _DICT}
 
@@ -161,12 +163,7 @@ def load(json_path: Path, tensors_path: Path) -> Any:
     for path in (json_path, tensors_path):
         if not path.is_file():
             raise ValueError(f"{path} is missing")
-    try:
-        skeleton = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{json_path} is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ValueError(f"{json_path} is nested too deeply to parse") from None
+    skeleton = read_json(json_path, "a state skeleton")
     try:
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError, ValueError) as error:

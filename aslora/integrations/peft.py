@@ -30,6 +30,7 @@ transformers' adapter API, ``model.load_adapter(dir)`` and ``AutoModel…from_pr
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, _maybe_include_all_linear_layers
 from torch import nn
 
-from aslora.adapters.config import ASLoRAConfig, PEFT_TYPE_NAMES, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
+from aslora.adapters.config import PEFT_TYPE_NAMES, ASLoRAConfig, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
 from aslora.adapters.inject import adapt_layer, base_linear, create_pool, require_linear, resolve_targets
 from aslora.adapters.pool import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
 
@@ -217,8 +218,6 @@ def register() -> None:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
     if not peft.__version__.startswith(SUPPORTED_PEFT):
-        import warnings
-
         warnings.warn(
             f"aslora's PEFT integration is tested with PEFT {SUPPORTED_PEFT}; this is {peft.__version__}. "
             f"Run tests/aslora/integrations/ before trusting saved adapters.",

@@ -11,13 +11,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
 import aslora
-from tests.conftest import tie_lowest_upward
 from aslora.params import (
     lora_parameter_count,
     shared_lora_parameter_count,
     tied_lora_parameter_count,
     vera_parameter_count,
 )
+from tests.conftest import tie_lowest_upward
 
 ARCHS = {
     # name: (config, targets, layers, d_in, d_out of q, d_out of v)

@@ -85,11 +85,12 @@ def test_final_commands_compose_into_valid_five_seed_runs_at_the_chosen_lr():
 @pytest.mark.parametrize("model_name, tasks", [("minilm-l6", ["rt_polarity"]), ("smollm2-135m", ["instruct"])])
 def test_lora_r2_is_the_rank_nearest_aslora_final_size(model_name, tasks):
     """The equal-budget baseline every lr stage runs (adapter.params.r=2), from closed-form counts."""
+    from transformers import AutoModelForSequenceClassification
+
     import aslora
     from aslora.params import lora_parameter_count
     from tests.conftest import tie_lowest_upward
     from tests.test_configs import _architecture
-    from transformers import AutoModelForSequenceClassification
 
     container, choices = compose_run([f"model={model_name}", f"task={tasks[0]}", "adapter=aslora"])
     config = RunSettings.from_dict(container, choices).adapter_config()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from aslora.harness.run import run
-from scripts import collect_results, make_tables, plot_sharing
 from hydra_glue import compose_run, options
+from scripts import collect_results, make_tables, plot_sharing
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

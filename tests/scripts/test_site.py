@@ -178,5 +178,5 @@ def test_kept_predictions_are_tabulated_and_give_the_reports_test_accuracy():
         assert f"<tr><td>{e['epoch']}</td><td>{accuracy}</td><td>{accuracy}</td></tr>" in text
     assert text.count("<td>✓</td>") + text.count("<td>✗</td>") == len(labels)
     best = decode_classes(report["test_predictions"]["epochs"][str(report["best"]["epoch"])])
-    wrong = sum(p != y for p, y in zip(best, labels))
+    wrong = sum(p != y for p, y in zip(best, labels, strict=True))
     assert text.count("<td>✗</td>") == wrong == round(len(labels) * (1 - report["best"]["test"]["accuracy"]))

@@ -6,8 +6,8 @@ import pytest
 
 from aslora.harness.settings import RunSettings
 from hydra_glue import compose_run
-from scripts.smalldata import ARMS, DEPTH_SEEDS, LR_GRID, SEEDS, depth_commands, final_commands, lr_commands
 from scripts.protocol import select
+from scripts.smalldata import ARMS, DEPTH_SEEDS, LR_GRID, SEEDS, depth_commands, final_commands, lr_commands
 
 TRAIN_EXAMPLES = 1000  # configs/sweep/smalldata_*.yaml: task.max_train_examples
 LR_GRID_VALUES = ("0.001", "0.003", "0.01")
@@ -25,7 +25,7 @@ def _chosen_rows() -> list[dict]:
 
     rows = []
     for overrides in lr_commands():
-        for score, lr in zip((0.70, 0.75, 0.72), LR_GRID_VALUES):
+        for score, lr in zip((0.70, 0.75, 0.72), LR_GRID_VALUES, strict=True):
             settings = _settings([*overrides, f"train.lr={lr}", "seed=1"])
             adapter = settings.adapter.name
             rows.append(

@@ -24,7 +24,7 @@ def _aslora_report(val: list[float], test: list[float], sizes: list[int]) -> dic
         },
         "epochs": [
             {"epoch": i + 1, "val": {"accuracy": v}, "test": {"accuracy": t}, "adapter_params": s}
-            for i, (v, t, s) in enumerate(zip(val, test, sizes))
+            for i, (v, t, s) in enumerate(zip(val, test, sizes, strict=True))
         ],
     }
 

@@ -66,7 +66,8 @@ def test_sign_flip_p_equals_a_hand_count_over_every_sign_vector():
     d = [0.4, -1.2, 2.0, 0.9, 1.5, -0.3]
     observed = abs(sum(d))
     count = sum(
-        abs(sum(s * x for s, x in zip(signs, d))) >= observed - 1e-12 for signs in itertools.product((1, -1), repeat=6)
+        abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= observed - 1e-12
+        for signs in itertools.product((1, -1), repeat=6)
     )
     assert sign_flip_p(d) == pytest.approx(count / 64)
 

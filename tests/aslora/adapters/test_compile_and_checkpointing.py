@@ -58,7 +58,7 @@ def test_training_through_every_tie_under_compile_never_recompiles(input_ids):
     losses = {"compiled": [], "eager": []}
     for t in range(1, 10):
         for name, forward, optimizer, controller in zip(
-            ("compiled", "eager"), (compiled, reference), optimizers, controllers
+            ("compiled", "eager"), (compiled, reference), optimizers, controllers, strict=True
         ):
             loss = forward(input_ids=input_ids, labels=LABELS).loss
             loss.backward()

@@ -259,7 +259,7 @@ def _first_events(selection, step=1):
             B_of(aslora.find_pool(model), f"query_{depth}").fill_(v)
             B_of(aslora.find_pool(model), f"value_{depth}").fill_(v)
     controller = aslora.MergeController(model, total_steps=50)
-    for t in range(1, step):
+    for _ in range(1, step):
         controller.pool.update_running_means()
     return {e.group: (e.retired, e.kept) for e in controller.step(step)}
 

@@ -198,7 +198,7 @@ def test_B_parameters_train_like_one_parameter_per_B_with_optimizer_surgery(upda
 
     assert len(our_ties) == len(ref_ties) == 2 * MAX_MERGES
     assert [t[:4] for t in our_ties] == [t[:4] for t in ref_ties]  # same pairs at the same steps
-    for ours_tie, ref_tie in zip(our_ties, ref_ties):
+    for ours_tie, ref_tie in zip(our_ties, ref_ties, strict=True):
         assert ours_tie[4] == pytest.approx(ref_tie[4], rel=1e-5, abs=1e-7)
     torch.testing.assert_close(torch.tensor(our_losses), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
     pool = aslora.find_pool(ours)

@@ -35,7 +35,7 @@ def test_global_A_is_one_tensor_used_by_every_layer_and_stored_once(arch):
     b_shapes = {k: v.shape for k, v in model.state_dict().items() if ".lora_B." in k}
     # one 2-D B per layer before any merge, named after it, as LoRA's are (d_out, r)
     assert sorted(b_shapes) == sorted(f"{POOL}.lora_B.{layer.slot['default'].key}" for layer in layers)
-    assert all(shape == (layer.out_features, 4) for layer, shape in zip(layers, b_shapes.values()))
+    assert all(shape == (layer.out_features, 4) for layer, shape in zip(layers, b_shapes.values(), strict=True))
     assert sum(1 for n, _ in model.named_parameters() if "lora_A" in n) == 1
 
 

@@ -107,9 +107,9 @@ def test_evaluation_in_length_order_gives_the_metrics_of_dataset_order():
 @pytest.mark.parametrize("group_by_length", [False, True])
 def test_fit_draws_its_batches_from_the_chosen_order(group_by_length):
     """The loop's wiring: with grouping, each training batch holds examples of similar length."""
-    import aslora
     from datasets import Dataset
 
+    import aslora
     from aslora.harness.loop import fit
 
     generator = random.Random(2)

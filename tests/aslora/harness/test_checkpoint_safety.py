@@ -170,7 +170,7 @@ def _edit_rng_array(checkpoint: Path, dtype: str) -> None:
     "damage, message",
     [
         (lambda c: (c / "state.json").write_text("{not json"), r"state.json is not valid JSON"),
-        (lambda c: (c / "state.json").write_bytes(b"\xff\xfe\x00"), r"state.json is not valid JSON"),
+        (lambda c: (c / "state.json").write_bytes(b"\xff\xfe\x00"), r"state.json is not UTF-8 text"),
         (
             lambda c: (c / "state.safetensors").write_bytes((c / "state.safetensors").read_bytes()[:40]),
             r"state.safetensors is not a readable safetensors file",

@@ -73,7 +73,7 @@ def test_two_processes_match_one_with_the_same_global_batch(sharding, single_pro
     assert report_1["steps"] == report_2["steps"] == 16
     pairs = lambda r: [(e["step"], e["group"], e["kept"], e["retired"]) for e in r["merge_history"]]
     assert pairs(report_1) == pairs(report_2) and len(pairs(report_1)) == 8
-    for a, b in zip(report_1["merge_history"], report_2["merge_history"]):
+    for a, b in zip(report_1["merge_history"], report_2["merge_history"], strict=True):
         assert a["distance"] == pytest.approx(b["distance"], rel=1e-4, abs=1e-6)
     assert weights_1.keys() == weights_2.keys()
     for key in weights_1:

@@ -10,10 +10,10 @@ import torch
 import aslora
 from aslora.harness.data import TaskData, get_task
 from aslora.harness.loop import FitOptions, NonFiniteError, fit
-from aslora.harness.train_settings import TrainSettings
 from aslora.harness.run import run
-from tests.conftest import tiny_bert
+from aslora.harness.train_settings import TrainSettings
 from hydra_glue import compose_run
+from tests.conftest import tiny_bert
 
 
 def _tiny_task(n=32):

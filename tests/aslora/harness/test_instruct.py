@@ -11,8 +11,8 @@ import torch
 
 from aslora.harness import instruct
 from aslora.harness.data import TASKS
-from aslora.harness.scoring import evaluate_causal_lm
 from aslora.harness.metrics import is_better
+from aslora.harness.scoring import evaluate_causal_lm
 from tests.conftest import VOCAB, tiny_llama_lm
 
 
