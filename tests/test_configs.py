@@ -281,3 +281,41 @@ def test_the_run_s_own_and_wandb_defaults_are_the_hydra_configs():
     built, bare_built = RunSettings.from_dict(full), RunSettings.from_dict(bare)
     for key in (*_OPTIONAL_TOP_LEVEL, "wandb"):
         assert getattr(bare_built, key) == getattr(built, key), key
+
+
+def test_the_five_merge_sweeps_share_one_body_and_differ_in_their_swept_setting_only():
+    """configs/sweep_body/merge.yaml is the merge sweeps' one body: composed, the five grids are the
+    same run but for the one setting each sweeps (then seeds 1 and 2)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hydra_glue import CONFIG_DIR
+
+    swept = {
+        "merge_max_merges": "max_merges",
+        "merge_threshold": "merge_distance_threshold",
+        "merge_candidates": "merge_candidates",
+        "merge_start": "merge_start_fraction",
+        "merge_interval": "merge_interval_fraction",
+    }
+    bodies = {}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        for sweep, setting in swept.items():
+            cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+            assert list(cfg.hydra.sweeper.params) == [f"adapter.params.{setting}", "seed"], sweep
+            assert cfg.hydra.sweeper.params.seed == "1,2" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+            body = OmegaConf.to_container(cfg, resolve=False)
+            del body["hydra"]
+            assert (body["model"]["name"], body["task"]["name"], body["adapter"]["name"]) == (
+                "minilm-l6",
+                "rt_polarity",
+                "aslora",
+            )
+            assert (body["task"]["max_train_examples"], body["task"]["max_length"], body["train"]["epochs"]) == (
+                3000,
+                64,
+                2,
+            )
+            bodies[sweep] = body
+    first = next(iter(bodies.values()))
+    assert all(body == first for body in bodies.values())
