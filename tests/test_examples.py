@@ -32,6 +32,7 @@ def test_plain_pytorch_loop_example(tmp_path):
     assert summary["folded_accuracy"] == summary["held_out_accuracy"]  # saved, reloaded, folded: same predictions
 
 
+@pytest.mark.slow  # ~26 s: CI runs it in `make test-slow`
 def test_trainer_example_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
     common = [
         "--train-examples",

@@ -161,19 +161,29 @@ def _run(
             model = _rebuild(settings, spec, plan.adapter_config, result.final_state)
         adapters = _save_best_and_last(model, result, settings.run_dir)
         adapter_dir = adapters["best"]["dir"] if adapters else None
-        report = _report(
-            settings, container, result, lora_reference, time.perf_counter() - started, len(data.train), provenance
-        )
-        report["adapters"] = adapters
-        report["variant"] = {key: _lookup(container, key) for key in swept}
-        report["plan"] = plan.as_dict()
+        wall_seconds = time.perf_counter() - started  # before sampling, as the report has always counted it
+        instruction = {}
         if causal_lm:
             from aslora.harness import instruct
 
-            report["prompt_format"] = instruct.prompt_format(tokenizer)
-            # from the weights now in the model: the best epoch's adapter, the one the scores describe
-            report["samples"] = instruct.generate_samples(model, tokenizer, data.samples or [])
-        report["adapter_dir"] = str(adapter_dir) if adapter_dir else None
+            instruction = {
+                "prompt_format": instruct.prompt_format(tokenizer),
+                # from the weights now in the model: the best epoch's adapter, the one the scores describe
+                "samples": instruct.generate_samples(model, tokenizer, data.samples or []),
+            }
+        report = _report(
+            settings,
+            container,
+            result,
+            lora_reference,
+            wall_seconds,
+            len(data.train),
+            provenance,
+            adapters=adapters,
+            variant={key: _lookup(container, key) for key in swept},
+            plan=plan,
+            instruction=instruction,
+        )
         tracker.log(
             {f"params/{k}": v for k, v in report["params"]["after"].items() if v is not None}, result.total_steps
         )
@@ -355,8 +365,16 @@ def _report(
     wall_seconds: float,
     num_train: int,
     provenance: dict[str, Any],
+    *,
+    adapters: dict[str, Any] | None,
+    variant: dict[str, Any],
+    plan: RunPlan,
+    instruction: dict[str, Any],
 ) -> dict[str, Any]:
+    """The run's ``report.json``, assembled here alone (the fields' types: ``report.DONE_FIELDS``);
+    ``instruction``: an instruction-tuning run's prompt format and samples, ``{}`` otherwise."""
     spec = get_task(settings.task.name)
+    adapter_dir = adapters["best"]["dir"] if adapters else None
     return {
         "report_version": REPORT_VERSION,
         "status": "done",
@@ -401,4 +419,9 @@ def _report(
         "wall_seconds": wall_seconds,
         "config": container,
         "environment": provenance,
+        "adapters": adapters,
+        "variant": variant,
+        "plan": plan.as_dict(),
+        **instruction,
+        "adapter_dir": str(adapter_dir) if adapter_dir else None,
     }

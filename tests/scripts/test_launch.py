@@ -15,7 +15,7 @@ from scripts.collect_results import main as collect
 from tests.conftest import ROOT, SMOKE_GRID, run_cli
 
 LAUNCHERS = [
-    pytest.param(["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], id="parallel"),
+    pytest.param(["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], id="parallel", marks=pytest.mark.slow),
     pytest.param(["hydra/launcher=local_submitit"], id="submitit-local", marks=pytest.mark.slow),
 ]
 
