@@ -21,7 +21,9 @@ MAX_BYTES = 64 * 2**20
 test predictions, is a few MB)."""
 
 
-def read_json(path: str | Path, what: str = "a JSON file", expect: type | None = None, max_bytes: int = MAX_BYTES) -> Any:
+def read_json(
+    path: str | Path, what: str = "a JSON file", expect: type | None = None, max_bytes: int = MAX_BYTES
+) -> Any:
     """The parsed contents of ``path``.
 
     Raises:
