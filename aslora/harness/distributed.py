@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -37,7 +38,6 @@ def any_process(accelerator: Any, flag: torch.Tensor) -> bool:
 def assert_same_on_every_process(accelerator: Any, decision: list, step: int) -> None:
     if accelerator.num_processes == 1:
         return
-    import torch.distributed as dist
 
     decisions = [None] * accelerator.num_processes
     dist.all_gather_object(decisions, decision)
@@ -49,8 +49,6 @@ def assert_parameters_agree(accelerator: Any, model: nn.Module) -> None:
     """Data-parallel processes must end with bit-identical trainable weights (the merges included)."""
     if accelerator.num_processes == 1:
         return
-
-    import torch.distributed as dist
 
     digest = hashlib.sha256()
     for name, p in model.named_parameters():

@@ -15,6 +15,10 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+from accelerate import Accelerator
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
 from aslora.harness.report import load_report
 from aslora.harness.run_dir import check_no_links, write_text_atomic
 
@@ -186,7 +190,6 @@ def _check_inputs(name: str, values: Any, max_chars: int | None) -> None:
 
 def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:
     """Class (or score, for regression) and class probabilities of each text."""
-    import torch
 
     if spec.kind != "classify":
         raise ValueError(f"texts= are for classification tasks; task {spec.name!r} generates: give prompts=")
@@ -217,9 +220,6 @@ def _load(model_spec: Any, spec: Any, adapter_dir: str) -> tuple[Any, Any]:
 
 
 def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
-    import torch
-    from accelerate import Accelerator
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     from aslora.harness.batching import evaluation_loader
     from aslora.harness.data import load_task

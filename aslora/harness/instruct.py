@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 IGNORE_INDEX = -100
 """Label of a token the loss skips (``torch.nn.CrossEntropyLoss``'s default ``ignore_index``)."""
 
@@ -158,7 +160,6 @@ def generate_samples(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_new_tokens: int = 48
 ) -> list[dict[str, str]]:
     """Greedy continuations of held-out prompts, for the report (a qualitative check, not a metric)."""
-    import torch
 
     model = getattr(model, "module", model)
     was_training = model.training

@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig
@@ -173,8 +175,6 @@ class _Fit:
 
     # --- setup ---------------------------------------------------------------------------------
     def _setup_accelerator(self) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         # Every parameter receives a gradient at every step (a retired B row gets zeros), so DDP needs
         # no search for unused parameters; the pool's buffers (running means, layer→B map) are updated

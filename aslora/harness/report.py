@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from aslora.json_file import read_json
 
 REPORT_VERSION = 1
@@ -131,7 +133,6 @@ def is_done(path: str | os.PathLike) -> bool:
 
 def environment() -> dict[str, Any]:
     """Git revision, package versions and hardware, for the report's provenance block."""
-    import torch
 
     versions = {}
     for name in PACKAGES:

@@ -12,6 +12,11 @@ import logging
 import time
 from typing import Any, Sequence
 
+import torch
+from accelerate import PartialState
+from accelerate.utils import set_seed
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
@@ -77,7 +82,6 @@ def _run(
         return None
 
     # build — seeded first: the new task head and the adapter's A are drawn from the global RNG
-    from accelerate.utils import set_seed
 
     set_seed(settings.seed)
     causal_lm = spec.kind == "causal_lm"
@@ -100,8 +104,6 @@ def _run(
     if settings.init_adapter_from is not None:
         loaded = init_lora_from(model, settings.init_adapter_from)
         log.info("LoRA A and B initialised from %s (%d tensors; the head is fresh)", settings.init_adapter_from, loaded)
-    import torch
-    from accelerate import PartialState
 
     # Under accelerate launch / torchrun one process reports. The shared state is created once per
     # process, so it must get the flags fit()'s Accelerator uses, or no process group forms on CPU.
@@ -125,7 +127,6 @@ def _run(
         record.keep(settings.run_dir, container, overrides)
 
     # fit + evaluate
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     # causal LM: labels padded with IGNORE_INDEX (skipped by the loss) alongside the inputs
     collate = (

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from aslora.json_file import read_json
 
@@ -144,7 +146,6 @@ def _is_key(key: Any) -> bool:
 
 def save(state: Any, json_path: Path, tensors_path: Path) -> None:
     """Write ``state`` as ``json_path`` (skeleton) and ``tensors_path`` (safetensors)."""
-    from safetensors.torch import save_file
 
     skeleton, tensors = split(state)
     json_path.write_text(json.dumps(skeleton, allow_nan=False))
@@ -157,8 +158,6 @@ def load(json_path: Path, tensors_path: Path) -> Any:
     Raises:
         ValueError: a file missing, not JSON, not safetensors, or the two not matching — naming the file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     for path in (json_path, tensors_path):
         if not path.is_file():
