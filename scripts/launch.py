@@ -50,11 +50,18 @@ def visible_gpus() -> list[str]:
 # Our launcher configs (configs/hydra/launcher/) and the plugin that provides each one's base config.
 # (Without the plugin installed our config does not compose: Hydra itself stops, before anything is
 # written, with "In 'hydra/launcher/parallel': Could not find 'hydra/launcher/joblib'".)
-PLUGINS = {
-    "parallel": "hydra-joblib-launcher",
-    "slurm": "hydra-submitit-launcher",
-    "local_submitit": "hydra-submitit-launcher",
-}
+
+
+def plugin_package(target: str) -> str:
+    """The pip package of a Hydra launcher plugin, read off its class path: Hydra's plugins live in
+    ``hydra_plugins.<name>`` and ship as ``<name>`` with dashes (``hydra_plugins.hydra_joblib_launcher.…``
+    is ``hydra-joblib-launcher``), so the launcher configs are the one list of launchers."""
+    parts = target.split(".")
+    if len(parts) > 2 and parts[0] == "hydra_plugins" and parts[1]:
+        return parts[1].replace("_", "-")
+    return "the package that provides it"
+
+
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
@@ -63,8 +70,8 @@ def check_launcher(launcher: DictConfig | dict, choice: str | None) -> list[str]
     its launcher class does not import (a plugin not installed, or a config naming a launcher that is
     not there); under SLURM, no ``hydra.launcher.partition``, or no ``sbatch``/``srun`` here."""
     setting = f"hydra/launcher={choice}"
-    package = PLUGINS.get(choice or "", "the package that provides it")
     target = str(launcher.get("_target_") or "")
+    package = plugin_package(target)
     module, _, name = target.rpartition(".")
     try:
         if not hasattr(importlib.import_module(module), name):

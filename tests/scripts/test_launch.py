@@ -121,7 +121,10 @@ def test_check_launcher_names_a_launcher_that_does_not_import_and_what_slurm_lac
     missing = OmegaConf.create({"_target_": "hydra_plugins.no_such_launcher.NoSuchLauncher", "n_jobs": 2})
     (problem,) = check_launcher(missing, "parallel")
     assert problem.startswith("hydra/launcher=parallel: its launcher 'hydra_plugins.no_such_launcher.NoSuchLauncher'")
-    assert problem.endswith("pip install hydra-joblib-launcher")
+    assert problem.endswith("pip install no-such-launcher")  # the package is read off the class path
+    renamed = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.NoSuchLauncher"}
+    (problem,) = check_launcher(renamed, "parallel")
+    assert "has no NoSuchLauncher" in problem and problem.endswith("pip install hydra-joblib-launcher")
     (problem,) = check_launcher({"n_jobs": 2}, "mine")  # no _target_ at all
     assert "hydra/launcher=mine: its launcher ''" in problem and "the package that provides it" in problem
     assert check_launcher({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, "basic") == []
@@ -136,3 +139,22 @@ def test_check_launcher_names_a_launcher_that_does_not_import_and_what_slurm_lac
     (tmp_path / "srun").unlink()
     (problem,) = check_launcher({"_target_": SLURM_TARGET, "partition": "gpu"}, "slurm")
     assert "submits with srun, not found" in problem
+
+
+def test_every_shipped_launcher_names_the_installed_package_that_provides_it():
+    """The pip package a refusal tells the user to install is read off each launcher config's class
+    (no second list of launchers): for every configs/hydra/launcher/ it is an installed distribution."""
+    from importlib import metadata
+
+    from hydra import compose, initialize_config_dir
+
+    from hydra_glue import CONFIG_DIR
+    from scripts.launch import plugin_package
+
+    names = sorted(p.stem for p in (CONFIG_DIR / "hydra" / "launcher").glob("*.yaml"))
+    assert names == ["local_submitit", "parallel", "slurm"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        for name in names:
+            cfg = compose("train", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+            package = plugin_package(cfg.hydra.launcher._target_)
+            assert metadata.distribution(package).name.replace("_", "-") == package, name
