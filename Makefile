@@ -58,8 +58,10 @@ test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
 	$(PY) -m scripts.validate_configs
 
-bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit, eager and compiled; writes results/bench/<device>.json
-	$(PY) -m scripts.bench --seq-len 64 --compile
+bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit (eager, compiled, 4…32 layers) → results/bench/*_cpu.json and results/README.md's speed tables
+	$(PY) -m scripts.bench --seq-len 64 --compile --out results/bench/minilm-l6_cpu.json
+	$(PY) -m scripts.bench_depth --out results/bench/depth_cpu.json
+	$(PY) -m scripts.bench_report --speed results/bench/minilm-l6_cpu.json --depth results/bench/depth_cpu.json --readme results/README.md
 
 GPU_WHEELS := peft==0.21.2 transformers==5.24.0 regex==2026.11.19
 gpu-wheels:  ## here: fetch into .whl/ what a lent GPU machine (Python 3.12, PyTorch, no network) lacks for gpu-check

@@ -3,14 +3,19 @@
     python -m scripts.bench                                     # MiniLM-L6 (real weights), batch 32 × 128, CPU
     python -m scripts.bench --model roberta-base --device cuda  # random weights from the config
 
-For each method: the median time of a training step (forward + backward + AdamW step) after
-warm-up, training memory, adapter bytes in a saved checkpoint (head excluded), and — as ratios to
-PEFT LoRA at the same rank and targets. The ``limit`` row is what no adapter can beat: the frozen
+For each method: the time of a training step (forward + backward + AdamW step) after warm-up,
+training memory and adapter bytes in a saved checkpoint (head excluded), as ratios to PEFT LoRA at
+the same rank and targets and (the step) to the limit. The ``limit`` row is what no adapter can beat: the frozen
 base's forward and its input-gradient backward through every layer (the embeddings' output
 requires grad), with only the task head training. ``--compile`` adds ``torch.compile``d rows
-(``+compile``) of the limit, PEFT LoRA and ASLoRA, timed after compilation. Steps are interleaved across methods round by round, so
-a drift in machine speed hits every method alike. For ASLoRA it also times the running-mean
-update and one merge event, as fractions of a step, and the fold-into-base inference speed.
+(``+compile``) of the limit, PEFT LoRA and ASLoRA, timed after compilation.
+
+Each round times one step of every method, in an order shuffled each round; a ratio is the median
+over rounds of ``t_a,k / t_b,k`` (the two steps of round ``k``, so what the machine did in that round
+cancels) with its distribution-free 95 % interval and n (``scripts.stats.median_interval``: step
+times have a heavy right tail, which an interval of the mean would follow). For ASLoRA it also
+times the running-mean update and one merge event, as fractions of a step, and the fold-into-base
+inference speed. ``scripts/bench_report.py`` turns the JSON into results/README.md's table.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` of a step; on CPU (no allocator statistics),
 the bytes a step must hold — tensors saved for backward (each storage once), gradients and
@@ -22,10 +27,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +40,7 @@ import torch
 
 import aslora
 from aslora.harness.report import environment
+from scripts.stats import median_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +87,8 @@ def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, l
 
 
 LIMIT = "limit"
+MIN_ROUNDS = 6
+"""The fewest rounds whose median ratio has a 95 % interval (``scripts.stats.median_interval``)."""
 COMPILED = "+compile"
 
 
@@ -136,6 +146,34 @@ class Trainee:
         self.steps += 1
         if self.controller is not None:
             self.controller.step(self.steps)
+
+
+def interleaved_times(trainees: dict[Any, "Trainee"], batch: dict, repeats: int, device: str) -> dict[Any, list[float]]:
+    """``repeats`` rounds of one training step per trainee, in an order shuffled each round (seeded):
+    a drift in machine speed hits every method alike, and no method always runs first or right after
+    the same neighbour (whose cache footprint it would inherit). ``times[key][k]`` is round ``k``'s."""
+    order, rng = list(trainees), random.Random(0)
+    times: dict[Any, list[float]] = {key: [] for key in order}
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for key in order:
+            times[key].append(timed(lambda trainee=trainees[key]: trainee.step(batch), device))
+    return times
+
+
+def round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
+    """The median over rounds of ``t_a,k / t_b,k`` — two steps timed in the same round, so what the
+    machine did in that round cancels — with its interval (:func:`round_summary`)."""
+    return round_summary([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+def round_summary(values: list[float]) -> dict[str, Any]:
+    """The median of one value per round with its distribution-free 95 % interval and n
+    (:func:`scripts.stats.median_interval`); ``low``/``high`` ``None`` below the ``MIN_ROUNDS`` an
+    interval needs (a dry run's single round)."""
+    if len(values) < MIN_ROUNDS:
+        return {"median": statistics.median(values), "low": None, "high": None, "n": len(values), "coverage": None}
+    return asdict(median_interval(values))
 
 
 def timed(fn: Callable[[], Any], device: str) -> float:
@@ -203,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument(
+        "--repeats", type=int, default=15, help=f"rounds (≥ {MIN_ROUNDS} for a 95 %% interval of each ratio)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", default="all", help="comma-separated subset, or all")
     parser.add_argument("--out", default=None, help="JSON path (default results/bench/<device>.json)")
@@ -246,10 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
         for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
             trainee.step(batch)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(args.repeats):
-        for name, trainee in trainees.items():
-            times[name].append(timed(lambda trainee=trainee: trainee.step(batch), args.device))
+    times = interleaved_times(trainees, batch, args.repeats, args.device)
 
     rows: dict[str, dict[str, Any]] = {}
     for name, trainee in trainees.items():
@@ -262,13 +299,14 @@ def main(argv: list[str] | None = None) -> int:
             "adapter_params": counts.adapter,
             "num_distinct_B": counts.num_distinct_B,
         }
-    reference = rows["peft-lora"]
     for name, row in rows.items():
-        for key in ("step_seconds", "memory_bytes", "adapter_bytes"):
+        # against the reference of the same kind (eager or compiled)
+        kind = COMPILED if name.endswith(COMPILED) else ""
+        reference = rows["peft-lora" + kind]
+        for key in ("memory_bytes", "adapter_bytes"):
             row[f"{key}_ratio"] = row[key] / reference[key]
-        # against the limit of the same kind (eager or compiled)
-        limit = rows[LIMIT + COMPILED] if name.endswith(COMPILED) else rows[LIMIT]
-        row["step_seconds_ratio_to_limit"] = row["step_seconds"] / limit["step_seconds"]
+        row["step_ratio_to_lora"] = round_ratio(times[name], times["peft-lora" + kind])
+        row["step_ratio_to_limit"] = round_ratio(times[name], times[LIMIT + kind])
 
     extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
     report = {
@@ -325,19 +363,22 @@ def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) 
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
-        f"{report['environment']['device']}; median of {report['repeats']} interleaved steps"
+        f"{report['environment']['device']}; {report['repeats']} rounds, one step of each method per round in shuffled order"
     )
     print(
-        f"{'method':<19}{'step s':>9}{'× LoRA':>8}{'× limit':>9}{'memory MB':>11}{'× LoRA':>8}"
-        f"{'adapter KB':>12}{'× LoRA':>8}"
+        f"{'method':<19}{'step s':>8}{'step × LoRA [95 %]':>22}{'step × limit [95 %]':>22}{'memory MB':>11}"
+        f"{'× LoRA':>8}{'adapter KB':>12}{'× LoRA':>8}"
     )
     for name, row in report["methods"].items():
         print(
-            f"{name:<19}{row['step_seconds']:>9.3f}{row['step_seconds_ratio']:>8.3f}"
-            f"{row['step_seconds_ratio_to_limit']:>9.3f}"
+            f"{name:<19}{row['step_seconds']:>8.3f}{format_ratio(row['step_ratio_to_lora']):>22}"
+            f"{format_ratio(row['step_ratio_to_limit']):>22}"
             f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
             f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}"
         )
+    print(
+        "step ratios: median over rounds of the two methods' steps in the same round, [order-statistic 95 % interval]"
+    )
     extras = report["aslora"]
     if extras:
         print(
@@ -345,6 +386,13 @@ def print_table(report: dict[str, Any]) -> None:
             f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
             f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model"
         )
+
+
+def format_ratio(ratio: dict[str, float]) -> str:
+    """``1.006 [0.998, 1.013]`` (``1.006 (n=1)`` below ``MIN_ROUNDS``)."""
+    if ratio["low"] is None:
+        return f"{ratio['median']:.3f} (n={ratio['n']})"
+    return f"{ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"
 
 
 def _device_slug(report: dict[str, Any]) -> str:

@@ -6,10 +6,12 @@
 For each depth L, a RoBERTa-shaped encoder (random weights from its config, no Hub) of width
 ``--width`` is trained a few steps as the limit (frozen base, input gradients through every layer),
 as PEFT LoRA and as ASLoRA (r = 8 on query and value; every tie done during warm-up, so the groups
-hold L B's of which few are live). Steps are interleaved across methods and depths round by round.
-It prints, per L, each method's step time over the limit's and its **overhead per adapted layer**,
-``(t_method − t_limit) / (2 L)``: flat in L means the cost of choosing a layer's B does not depend
-on how many B's its group holds. Writes ``results/bench/depth_<device>.json``.
+hold L B's of which few are live). Each round times one step of every (depth, method), in an order
+shuffled each round. It prints, per L, each method's step over the limit's and its **overhead per
+adapted layer**, ``(t_method − t_limit) / (2 L)`` from the two steps of the same round — medians over
+rounds with their 95 % intervals — and the Theil–Sen slope of that overhead against L with its 95 %
+interval: flat in L (the interval holds 0) means the cost of choosing a layer's B does not depend on
+how many B's its group holds. Writes ``results/bench/depth_<device>.json``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,24 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from scipy import stats as sps
 
 from aslora.harness.report import environment
-from scripts.bench import LIMIT, ROOT, Trainee, _device_slug, method_configs, timed
+from scripts.bench import (
+    LIMIT,
+    MIN_ROUNDS,
+    ROOT,
+    Trainee,
+    _device_slug,
+    format_ratio,
+    interleaved_times,
+    method_configs,
+    round_ratio,
+    round_summary,
+)
 
 METHODS = (LIMIT, "peft-lora", "aslora")
 
@@ -45,6 +60,22 @@ def build(layers: int, width: int, intermediate: int, device: str) -> torch.nn.M
         return AutoModelForSequenceClassification.from_config(config)
 
 
+def depth_slope(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """How the overhead per adapted layer moves with depth: the Theil–Sen slope (ms per block) of
+    every round's overhead against L, with its 95 % interval (Sen 1968; robust to the odd slow round,
+    as a least-squares line is not). ``None`` with fewer than two depths."""
+    if len({r["layers"] for r in rows}) < 2:
+        return None
+    x = [r["layers"] for r in rows for _ in r["step_seconds_all"]]
+    y = [
+        1e3 * (a - b) / (2 * r["layers"])
+        for r in rows
+        for a, b in zip(r["step_seconds_all"], r["limit_seconds_all"], strict=True)
+    ]
+    fit = sps.theilslopes(y, x, alpha=0.95)
+    return {"slope": float(fit.slope), "low": float(fit.low_slope), "high": float(fit.high_slope), "n": len(y)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="4,8,16,32")
@@ -57,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=15, help=f"rounds (≥ {MIN_ROUNDS}: each interval needs them)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", default=None)
@@ -81,34 +112,42 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(merges + 2 if trainee.controller else 2):  # warm-up; ASLoRA ties all the way
                 trainee.step(batch)
             trainees[layers, method] = trainee
-    times: dict[tuple, list[float]] = {key: [] for key in trainees}
-    for _ in range(args.repeats):
-        for key, trainee in trainees.items():
-            times[key].append(timed(lambda trainee=trainee: trainee.step(batch), args.device))
+    times = interleaved_times(trainees, batch, args.repeats, args.device)
     rows = []
     for layers in depths:
-        limit = statistics.median(times[layers, LIMIT])
+        limit = times[layers, LIMIT]
         for method in METHODS[1:]:
-            step = statistics.median(times[layers, method])
+            step = times[layers, method]
+            # per round: this method's step minus the limit's step of the same round, per adapted layer
+            overheads = [1e3 * (a - b) / (2 * layers) for a, b in zip(step, limit, strict=True)]
             rows.append(
                 {
                     "layers": layers,
                     "method": method,
-                    "step_seconds": step,
-                    "limit_seconds": limit,
-                    "ratio_to_limit": step / limit,
-                    "overhead_per_adapted_layer_ms": 1e3 * (step - limit) / (2 * layers),
+                    "step_seconds": statistics.median(step),
+                    "limit_seconds": statistics.median(limit),
+                    "step_seconds_all": step,
+                    "limit_seconds_all": limit,
+                    "ratio_to_limit": round_ratio(step, limit),
+                    "overhead_per_adapted_layer_ms": round_summary(overheads),
                     "num_distinct_B": trainees[layers, method].controller.num_distinct_B
                     if trainees[layers, method].controller
                     else None,
                 }
             )
-    print(f"{'L':>3} {'method':<10} {'step ms':>9} {'× limit':>8} {'overhead / adapted layer (ms)':>30}")
+    slopes = {method: depth_slope([r for r in rows if r["method"] == method]) for method in METHODS[1:]}
+    print(f"{'L':>3} {'method':<10} {'step ms':>9} {'× limit [95 %]':>22} {'overhead / adapted layer, ms [95 %]':>36}")
     for row in rows:
         print(
-            f"{row['layers']:>3} {row['method']:<10} {1e3 * row['step_seconds']:>9.1f} {row['ratio_to_limit']:>8.3f} "
-            f"{row['overhead_per_adapted_layer_ms']:>30.3f}"
+            f"{row['layers']:>3} {row['method']:<10} {1e3 * row['step_seconds']:>9.1f} "
+            f"{format_ratio(row['ratio_to_limit']):>22} {format_ratio(row['overhead_per_adapted_layer_ms']):>36}"
         )
+    for method, slope in slopes.items():
+        if slope is not None:
+            print(
+                f"{method}: overhead per adapted layer changes by {1e3 * slope['slope']:+.1f} µs per block of depth "
+                f"[{1e3 * slope['low']:+.1f}, {1e3 * slope['high']:+.1f}] (Theil–Sen, 95 %, {slope['n']} points)"
+            )
     report = {
         "command": " ".join(["python -m scripts.bench_depth", *(argv if argv is not None else sys.argv[1:])]),
         "model": f"roberta-shaped-w{args.width}",
@@ -120,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "repeats": args.repeats,
         "rows": rows,
+        "slope_ms_per_block": slopes,
         "environment": environment(),
     }
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"depth_{_device_slug(report)}.json"

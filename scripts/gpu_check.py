@@ -43,7 +43,7 @@ PHASES = {
     ),
     "bench-depth-llama-2-7b-shapes": (
         ["-m", "scripts.bench_depth", "--width", "4096", "--depths", "8,16,32", "--dtype", "bfloat16",
-         "--batch-size", "4", "--seq-len", "256", "--repeats", "5"],
+         "--batch-size", "4", "--seq-len", "256", "--repeats", "6"],
         150,
     ),
 }  # fmt: skip

@@ -166,9 +166,9 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-OTHER_OWNERS = ("protocol_", "protocol-lr_")
+OTHER_OWNERS = ("protocol_", "protocol-lr_", "bench_")
 """README blocks another script fills (``scripts/protocol_report.py``: ``protocol_<model>``,
-``protocol-lr_<model>``)."""
+``protocol-lr_<model>``; ``scripts/bench_report.py``: ``bench_speed``, ``bench_depth``)."""
 
 
 def fill_readme(path: Path, tables: dict[str, str], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:

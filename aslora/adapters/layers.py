@@ -132,15 +132,21 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
     def _add_update(self, result: torch.Tensor, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
         pool, slot = self.pool(adapter_name), self.slot[adapter_name]
         a = pool.lora_A[slot.a_key]
-        b = pool.effective_B(slot)
         # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
         hidden = F.linear(self.lora_dropout[adapter_name](x).to(a.dtype), a)
         if result.dtype == hidden.dtype and result.dim() >= 2:
-            # W x + B·(A x) with the addition fused into the GEMM: one kernel and no extra
-            # tokens × out_features temporary (this is most of the gap to the frozen base's step)
-            fused = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), b.t())
+            # W x + (α/r)·B·(A x) as one GEMM: the addition and the scaling fused into addmm (its
+            # alpha), so no tokens × out_features temporary and no op on B: per layer call the
+            # adapter costs its two small GEMMs and nothing else (the gap to the frozen base's step)
+            b = pool.effective_B(slot, scaled=False)
+            fused = torch.addmm(
+                result.reshape(-1, result.shape[-1]),
+                hidden.reshape(-1, hidden.shape[-1]),
+                b.t(),
+                alpha=pool.config.scaling,  # the one scaling delta_weight and merge use too
+            )
             return fused.view(result.shape)
-        return result + F.linear(hidden, b).to(result.dtype)
+        return result + F.linear(hidden, pool.effective_B(slot)).to(result.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(

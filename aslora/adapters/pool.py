@@ -234,7 +234,8 @@ class SharedLoRAPool(nn.Module):
             # This layer's own B is retired (held at zero). It still gets a gradient — exactly zero,
             # as the compiled path gives it — so every parameter takes part in every backward (DDP
             # without find_unused_parameters) and an optimizer sees what it saw before the tie.
-            b = b + self.lora_B[names[slot.row]].sum() * 0.0
+            # One kernel: b + 0·B_own is b, and its backward gives B_own 0·grad.
+            b = torch.add(b, self.lora_B[names[slot.row]], alpha=0.0)
         return b
 
     def effective_B(self, slot: Slot, scaled: bool = True) -> torch.Tensor:

@@ -14,6 +14,7 @@ from scripts.stats import (
     format_paired,
     holm,
     mde,
+    median_interval,
     median_range,
     min_p,
     paired,
@@ -138,3 +139,29 @@ def test_formats_show_n_and_values_below_five_seeds():
     assert format_paired(many).startswith("+3.5 [") and "n=6" in format_paired(many)
     with pytest.raises(ValueError):
         median_range([])
+
+
+@pytest.mark.parametrize("n", [6, 10, 15, 30])
+def test_the_median_interval_covers_what_it_says_for_heavy_tailed_timings(n):
+    # step-time ratios: lognormal jitter around a true median of 1.02, and one round in ten hit by a
+    # background process (+30 %): the order-statistic interval's coverage is the binomial formula's
+    rng = np.random.default_rng(n)
+    draws = 1.02 * np.exp(rng.normal(0, 0.03, size=(DRAWS, n)))
+    hit = rng.random((DRAWS, n)) < 0.1
+    draws = np.where(hit, draws * 1.3, draws)
+    true_median = float(
+        np.median(1.02 * np.exp(rng.normal(0, 0.03, 400_000)) * np.where(rng.random(400_000) < 0.1, 1.3, 1))
+    )
+    claimed = median_interval(draws[0]).coverage
+    covered = np.mean([(lambda m: m.low <= true_median <= m.high)(median_interval(row)) for row in draws[:4000]])
+    assert claimed >= 0.95
+    assert abs(covered - claimed) < 0.015, (covered, claimed)
+
+
+def test_the_median_interval_is_the_order_statistics_the_binomial_picks():
+    values = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0, 0.0]  # n = 10: k = 2 (2·P(Bin ≤ 1) = 0.021)
+    m = median_interval(values)
+    assert (m.median, m.low, m.high, m.n) == (4.5, 1.0, 8.0, 10)
+    assert m.coverage == pytest.approx(1 - 2 * sps.binom.cdf(1, 10, 0.5))
+    with pytest.raises(ValueError, match="5 values hold no 95% interval"):
+        median_interval([1.0, 2.0, 3.0, 4.0, 5.0])
