@@ -10,9 +10,11 @@ base's forward and its input-gradient backward through every layer (the embeddin
 requires grad), with only the task head training. ``--compile`` adds ``torch.compile``d rows
 (``+compile``) of the limit, PEFT LoRA and ASLoRA, timed after compilation.
 
-Each round times one step of every method, in an order shuffled each round; a ratio is the median
-over rounds of ``t_a,k / t_b,k`` (the two steps of round ``k``, so what the machine did in that round
-cancels) with its distribution-free 95 % interval and n (``scripts.stats.median_interval``: step
+Each round times one step of every method, in an order shuffled each round, each beside one step of
+its limit (the two in random order): on a shared machine step times drift by tens of per cent within
+a minute, and two adjacent steps share the drift. A ratio to the limit is the median over rounds of
+``t_method,k / t_limit,k`` (the adjacent pair), a ratio to LoRA that of the two methods' ratios to
+their limits, each with its distribution-free 95 % interval and n (``scripts.stats.median_interval``: step
 times have a heavy right tail, which an interval of the mean would follow). For ASLoRA it also
 times the running-mean update and one merge event, as fractions of a step, and the fold-into-base
 inference speed. ``scripts/bench_report.py`` turns the JSON into results/README.md's table.
@@ -148,17 +150,37 @@ class Trainee:
             self.controller.step(self.steps)
 
 
-def interleaved_times(trainees: dict[Any, "Trainee"], batch: dict, repeats: int, device: str) -> dict[Any, list[float]]:
-    """``repeats`` rounds of one training step per trainee, in an order shuffled each round (seeded):
-    a drift in machine speed hits every method alike, and no method always runs first or right after
-    the same neighbour (whose cache footprint it would inherit). ``times[key][k]`` is round ``k``'s."""
+def paired_times(
+    trainees: dict[Any, "Trainee"], limit_of: Callable[[Any], Any], batch: dict, repeats: int, device: str
+) -> tuple[dict[Any, list[float]], dict[Any, list[float]]]:
+    """``repeats`` rounds; in each, every method (in an order shuffled each round, seeded) is timed
+    for one step right beside one step of its limit (``limit_of(key)``), the two in random order.
+
+    Returns ``(times, limits)``: ``times[key][k]`` is the method's step in round ``k`` and
+    ``limits[key][k]`` the limit's step timed next to it. On a shared machine step times drift by
+    tens of per cent over a minute; a ratio of two steps taken seconds apart keeps that drift, one of
+    two adjacent steps cancels it. A limit's own entries are one step each, its own reference.
+    """
     order, rng = list(trainees), random.Random(0)
     times: dict[Any, list[float]] = {key: [] for key in order}
+    limits: dict[Any, list[float]] = {key: [] for key in order}
+
+    def step(key: Any) -> float:
+        return timed(lambda: trainees[key].step(batch), device)
+
     for _ in range(repeats):
         rng.shuffle(order)
         for key in order:
-            times[key].append(timed(lambda trainee=trainees[key]: trainee.step(batch), device))
-    return times
+            if limit_of(key) == key:
+                times[key].append(step(key))
+                limits[key].append(times[key][-1])
+            elif rng.random() < 0.5:
+                limits[key].append(step(limit_of(key)))
+                times[key].append(step(key))
+            else:
+                times[key].append(step(key))
+                limits[key].append(step(limit_of(key)))
+    return times, limits
 
 
 def round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
@@ -286,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
         for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
             trainee.step(batch)
-    times = interleaved_times(trainees, batch, args.repeats, args.device)
+
+    def limit_of(name: str) -> str:  # the limit of the same kind (eager or compiled)
+        return LIMIT + COMPILED if name.endswith(COMPILED) else LIMIT
+
+    times, limits = paired_times(trainees, limit_of, batch, args.repeats, args.device)
 
     rows: dict[str, dict[str, Any]] = {}
     for name, trainee in trainees.items():
@@ -294,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {
             "step_seconds": statistics.median(times[name]),
             "step_seconds_all": times[name],
+            "limit_seconds_all": limits[name],
             "memory_bytes": training_memory_bytes(trainee, batch, args.device),
             "adapter_bytes": adapter_checkpoint_bytes(trainee),
             "adapter_params": counts.adapter,
@@ -305,8 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         reference = rows["peft-lora" + kind]
         for key in ("memory_bytes", "adapter_bytes"):
             row[f"{key}_ratio"] = row[key] / reference[key]
-        row["step_ratio_to_lora"] = round_ratio(times[name], times["peft-lora" + kind])
-        row["step_ratio_to_limit"] = round_ratio(times[name], times[LIMIT + kind])
+        row["step_ratio_to_limit"] = round_ratio(times[name], limits[name])
+        # × LoRA: the two steps' ratios to their adjacent limits, divided (each free of the drift)
+        lora = "peft-lora" + kind
+        row["step_ratio_to_lora"] = round_summary(
+            [
+                (t / lim) / (t_lora / lim_lora)
+                for t, lim, t_lora, lim_lora in zip(times[name], limits[name], times[lora], limits[lora], strict=True)
+            ]
+        )
 
     extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
     report = {
@@ -363,7 +397,7 @@ def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) 
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
-        f"{report['environment']['device']}; {report['repeats']} rounds, one step of each method per round in shuffled order"
+        f"{report['environment']['device']}; {report['repeats']} rounds, one step of each method per round in shuffled order, each beside a step of its limit"
     )
     print(
         f"{'method':<19}{'step s':>8}{'step × LoRA [95 %]':>22}{'step × limit [95 %]':>22}{'memory MB':>11}"
@@ -377,7 +411,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}"
         )
     print(
-        "step ratios: median over rounds of the two methods' steps in the same round, [order-statistic 95 % interval]"
+        "step ratios: medians over rounds of a step over the adjacent limit step (× LoRA: of two such ratios), [order-statistic 95 % interval]"
     )
     extras = report["aslora"]
     if extras:

@@ -7,8 +7,8 @@ For each depth L, a RoBERTa-shaped encoder (random weights from its config, no H
 ``--width`` is trained a few steps as the limit (frozen base, input gradients through every layer),
 as PEFT LoRA and as ASLoRA (r = 8 on query and value; every tie done during warm-up, so the groups
 hold L B's of which few are live). Each round times one step of every (depth, method), in an order
-shuffled each round. It prints, per L, each method's step over the limit's and its **overhead per
-adapted layer**, ``(t_method − t_limit) / (2 L)`` from the two steps of the same round — medians over
+shuffled each round, each beside one step of the same depth's limit (``scripts.bench.paired_times``). It prints, per L, each method's step over the limit's and its **overhead per
+adapted layer**, ``(t_method − t_limit) / (2 L)`` from the two adjacent steps — medians over
 rounds with their 95 % intervals — and the Theil–Sen slope of that overhead against L with its 95 %
 interval: flat in L (the interval holds 0) means the cost of choosing a layer's B does not depend on
 how many B's its group holds. Writes ``results/bench/depth_<device>.json``.
@@ -34,8 +34,8 @@ from scripts.bench import (
     Trainee,
     _device_slug,
     format_ratio,
-    interleaved_times,
     method_configs,
+    paired_times,
     round_ratio,
     round_summary,
 )
@@ -60,18 +60,30 @@ def build(layers: int, width: int, intermediate: int, device: str) -> torch.nn.M
         return AutoModelForSequenceClassification.from_config(config)
 
 
-def depth_slope(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+def overheads(row: dict[str, Any]) -> list[float]:
+    """A row's per-round overhead per adapted layer, ms: (step − adjacent limit step) / 2L."""
+    return [
+        1e3 * (a - b) / (2 * row["layers"])
+        for a, b in zip(row["step_seconds_all"], row["limit_seconds_all"], strict=True)
+    ]
+
+
+def depth_slope(rows: list[dict[str, Any]], minus: list[dict[str, Any]] | None = None) -> dict[str, float] | None:
     """How the overhead per adapted layer moves with depth: the Theil–Sen slope (ms per block) of
     every round's overhead against L, with its 95 % interval (Sen 1968; robust to the odd slow round,
-    as a least-squares line is not). ``None`` with fewer than two depths."""
+    as a least-squares line is not). With ``minus`` (another method's rows at the same depths), the
+    slope of the round-by-round difference: what one method's layer costs beyond the other's, which
+    leaves out whatever grows with depth for any adapter (the cache holding fewer of the saved
+    activations). ``None`` with fewer than two depths."""
     if len({r["layers"] for r in rows}) < 2:
         return None
-    x = [r["layers"] for r in rows for _ in r["step_seconds_all"]]
-    y = [
-        1e3 * (a - b) / (2 * r["layers"])
-        for r in rows
-        for a, b in zip(r["step_seconds_all"], r["limit_seconds_all"], strict=True)
-    ]
+    other = {r["layers"]: overheads(r) for r in minus} if minus is not None else {}
+    x, y = [], []
+    for row in rows:
+        mine = overheads(row)
+        theirs = other.get(row["layers"], [0.0] * len(mine))
+        x += [row["layers"]] * len(mine)
+        y += [a - b for a, b in zip(mine, theirs, strict=True)]
     fit = sps.theilslopes(y, x, alpha=0.95)
     return {"slope": float(fit.slope), "low": float(fit.low_slope), "high": float(fit.high_slope), "n": len(y)}
 
@@ -112,14 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(merges + 2 if trainee.controller else 2):  # warm-up; ASLoRA ties all the way
                 trainee.step(batch)
             trainees[layers, method] = trainee
-    times = interleaved_times(trainees, batch, args.repeats, args.device)
+    times, limits = paired_times(trainees, lambda key: (key[0], LIMIT), batch, args.repeats, args.device)
     rows = []
     for layers in depths:
-        limit = times[layers, LIMIT]
         for method in METHODS[1:]:
-            step = times[layers, method]
-            # per round: this method's step minus the limit's step of the same round, per adapted layer
-            overheads = [1e3 * (a - b) / (2 * layers) for a, b in zip(step, limit, strict=True)]
+            step, limit = times[layers, method], limits[layers, method]
             rows.append(
                 {
                     "layers": layers,
@@ -129,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                     "step_seconds_all": step,
                     "limit_seconds_all": limit,
                     "ratio_to_limit": round_ratio(step, limit),
-                    "overhead_per_adapted_layer_ms": round_summary(overheads),
+                    "overhead_per_adapted_layer_ms": round_summary(
+                        overheads({"layers": layers, "step_seconds_all": step, "limit_seconds_all": limit})
+                    ),
                     "num_distinct_B": trainees[layers, method].controller.num_distinct_B
                     if trainees[layers, method].controller
                     else None,
                 }
             )
-    slopes = {method: depth_slope([r for r in rows if r["method"] == method]) for method in METHODS[1:]}
+    of = {method: [r for r in rows if r["method"] == method] for method in METHODS[1:]}
+    slopes = {method: depth_slope(of[method]) for method in METHODS[1:]}
+    slopes["aslora-minus-peft-lora"] = depth_slope(of["aslora"], minus=of["peft-lora"])
     print(f"{'L':>3} {'method':<10} {'step ms':>9} {'× limit [95 %]':>22} {'overhead / adapted layer, ms [95 %]':>36}")
     for row in rows:
         print(
