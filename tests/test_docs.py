@@ -104,3 +104,18 @@ def test_every_file_cited_in_code_and_docs_exists():
                 missing.setdefault(cited, source)
     assert len(sources) > 100
     assert not missing, f"cited files that do not exist (cited → where): {missing}"
+
+
+def test_readme_s_layout_names_every_module():
+    """README's layout map lists each module of the harness and of scripts/ (a module added or
+    renamed without it, or a name the map keeps after the module went, fails here)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("aslora/            the method") :]
+    block = block[: block.index("```")]
+    words = set(re.findall(r"[A-Za-z_]+", block))
+    for folder in ("aslora/harness", "scripts"):
+        modules = {p.stem for p in (ROOT / folder).glob("*.py") if p.stem != "__init__"}
+        assert not modules - words, f"README's layout omits {folder}: {sorted(modules - words)}"
+    scripts_line = block[block.index("scripts/") : block.index("hydra_glue.py      ")]
+    listed = set(re.findall(r"\b[a-z_]+\b", scripts_line)) - {"scripts", "results", "site", "grids", "speed"}
+    assert listed <= {p.stem for p in (ROOT / "scripts").glob("*.py")}, "README lists a script that does not exist"
