@@ -56,12 +56,12 @@ test-peft: $(INSTALLED)  ## PEFT's own tuner test suite (from the pinned PEFT's 
 	$(PY) -m pytest -q -m peft_suite
 
 validate-configs: $(INSTALLED)  ## compose every model × task × adapter and validate it, loading nothing
-	$(PY) -m scripts.validate_configs
+	$(PY) -m scripts.grids.validate_configs
 
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit (eager, compiled, 4…32 layers) → results/bench/*_cpu.json and results/README.md's speed tables
-	$(PY) -m scripts.bench --seq-len 64 --compile --out results/bench/minilm-l6_cpu.json
-	$(PY) -m scripts.bench_depth --out results/bench/depth_cpu.json
-	$(PY) -m scripts.bench_report --speed results/bench/minilm-l6_cpu.json --depth results/bench/depth_cpu.json --readme results/README.md
+	$(PY) -m scripts.bench.speed --seq-len 64 --compile --out results/bench/minilm-l6_cpu.json
+	$(PY) -m scripts.bench.depth --out results/bench/depth_cpu.json
+	$(PY) -m scripts.bench.report --speed results/bench/minilm-l6_cpu.json --depth results/bench/depth_cpu.json --readme results/README.md
 
 GPU_WHEELS := peft==0.21.2 transformers==5.24.0 regex==2026.11.19
 gpu-wheels:  ## here: fetch into .whl/ what a lent GPU machine (Python 3.12, PyTorch, no network) lacks for gpu-check
@@ -71,25 +71,25 @@ gpu-wheels:  ## here: fetch into .whl/ what a lent GPU machine (Python 3.12, PyT
 gpu-check:  ## there: install .whl/ beside its PyTorch, run the GPU tests and benchmarks → results/bench/gpu_check_<gpu>.json (+ .log); `--dry-run` on a CPU
 	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 		--upgrade --target /tmp/aslora-site .whl/*.whl; fi
-	PYTHONPATH=/tmp/aslora-site PYTHONUNBUFFERED=1 python3 -m scripts.gpu_check $(GPU_CHECK_ARGS)
+	PYTHONPATH=/tmp/aslora-site PYTHONUNBUFFERED=1 python3 -m scripts.bench.gpu_check $(GPU_CHECK_ARGS)
 
 collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ results/sharing/), rows of other runs kept
-	$(PY) -m scripts.collect_results
+	$(PY) -m scripts.reports.collect_results
 
 tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/README.md's tables, figures (from committed files)
-	$(PY) -m scripts.make_tables --readme results/README.md
+	$(PY) -m scripts.reports.make_tables --readme results/README.md
 	$(MAKE) figures
 
 site: $(INSTALLED)  ## results/reports + results/smalldata/verdict.json → results/site/ (static HTML; open results/site/index.html)
-	$(PY) -m scripts.site
+	$(PY) -m scripts.reports.site
 
 figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
-		$(PY) -m scripts.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
-	$(PY) -m scripts.plot_sweep --if-any
-	$(PY) -m scripts.protocol_report --if-any --readme results/README.md
-	$(PY) -m scripts.spread --if-any
-	$(PY) -m scripts.spread --if-any --grid smalldata
+		$(PY) -m scripts.reports.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
+	$(PY) -m scripts.reports.plot_sweep --if-any
+	$(PY) -m scripts.reports.protocol_report --if-any --readme results/README.md
+	$(PY) -m scripts.reports.spread --if-any
+	$(PY) -m scripts.reports.spread --if-any --grid smalldata
 
 reproduce-offline: $(INSTALLED)  ## MiniLM-L6 × {rt_polarity, bbc_news} × 6 adapters × 3 seeds (~80 min on 2 CPU cores), then tables
 	$(PY) -m scripts.grids offline $(LAUNCH)
@@ -108,13 +108,13 @@ reproduce-glue: $(INSTALLED)  ## RoBERTa-base GLUE grid, 5 seeds (+ LoRA MNLI-in
 	$(MAKE) collect tables
 
 rehearse: $(INSTALLED)  ## every job of make reproduce-glue and reproduce-alpaca at tiny scale (shrunk models, Hub-schema data; CPU), then collect, tables, figures in rehearsal/<grid>/
-	$(PY) -m scripts.rehearsal glue $(LAUNCH)
-	$(PY) -m scripts.rehearsal alpaca $(LAUNCH)
+	$(PY) -m scripts.grids.rehearsal glue $(LAUNCH)
+	$(PY) -m scripts.grids.rehearsal alpaca $(LAUNCH)
 
 rehearse-staged: $(INSTALLED)  ## every stage of make protocol-smalldata, protocol and protocol-instruct with fewer examples, reports in rehearsal/<grid>/ (2 CPU cores: smalldata's 51 jobs took 22 min; protocol's ~150 and protocol-instruct's ~30 not yet timed)
-	$(PY) -m scripts.rehearsal smalldata
-	$(PY) -m scripts.rehearsal protocol
-	$(PY) -m scripts.rehearsal protocol-instruct
+	$(PY) -m scripts.grids.rehearsal smalldata
+	$(PY) -m scripts.grids.rehearsal protocol
+	$(PY) -m scripts.grids.rehearsal protocol-instruct
 
 sweep-merge: $(INSTALLED)  ## ASLoRA merge settings one at a time × 2 seeds (offline stand-in), then tables and plots
 	$(PY) -m scripts.grids merge $(LAUNCH)
@@ -135,12 +135,12 @@ protocol-instruct: $(INSTALLED)  ## the same protocol on SmolLM2 + chatterbot (h
 protocol-confirm: $(INSTALLED)  ## the small-data suite's preregistered confirmatory study (results/smalldata/PREREGISTRATION.md): per-arm lr stages, 20/10 fresh seeds, depth to 5 seeds (CPU, 12-30 h; restartable), then its verdict
 	$(PY) -m scripts.grids smalldata-confirm
 	$(MAKE) collect
-	$(PY) -m scripts.smalldata_verdict
+	$(PY) -m scripts.reports.smalldata_verdict
 
 protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 epochs, lr per adapter, 8 arms × 5 seeds (CPU, ~8 h; restartable), then its table and curves
 	$(PY) -m scripts.grids smalldata
 	$(MAKE) collect
-	$(PY) -m scripts.smalldata_report
+	$(PY) -m scripts.reports.smalldata_report
 
 clean:  ## remove caches and older versions' Hydra output trees (keeps experiments/ and .venv/)
 	rm -rf outputs multirun .pytest_cache

@@ -13,7 +13,7 @@ from aslora.harness.models import ModelSpec, model_path
 from aslora.harness.settings import RunSettings
 from aslora.params import lora_parameter_count
 from hydra_glue import compose_run, options
-from scripts.validate_configs import main as validate_all
+from scripts.grids.validate_configs import main as validate_all
 from tests.conftest import tie_lowest_upward
 
 
@@ -23,7 +23,7 @@ def test_every_recipe_and_every_model_task_pair_composes_and_validates(capsys):
     import itertools
 
     from hydra_glue import CONFIG_DIR, composer
-    from scripts.validate_configs import _validate
+    from scripts.grids.validate_configs import _validate
 
     models, tasks, adapters = options("model"), options("task"), options("adapter")
     recipes = {p.stem for p in (CONFIG_DIR / "recipe").glob("*.yaml")}

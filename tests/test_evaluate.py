@@ -96,7 +96,7 @@ def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_
         assert len(report["merge_history"]) == 8
         assert report["params"]["at_best"]["num_distinct_B"] == 6 and report["params"]["after"]["num_distinct_B"] == 4
         # the sharing map is the end of training's, as its caption's counts (params.after) are
-        from scripts.plot_sharing import load, sharing_matrix
+        from scripts.reports.plot_sharing import load, sharing_matrix
 
         _, groups, _ = sharing_matrix(load(run_dir)[1])
         assert len({int(g) for g in groups.flatten()}) == report["params"]["after"]["num_distinct_B"] == 4

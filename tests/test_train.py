@@ -16,7 +16,7 @@ from tests.aslora.harness.test_data import write_glue_fixture
 from tests.conftest import run_cli
 
 # VeRA, ShareLoRA and Tied-LoRA also run end to end through train.py in CI's GLUE rehearsal
-# (tests/scripts/test_rehearsal.py): here they are in the slow suite
+# (tests/scripts/grids/test_rehearsal.py): here they are in the slow suite
 ADAPTERS = [
     "aslora",
     "lora",
@@ -72,7 +72,7 @@ def test_done_run_is_skipped_unless_overwrite(tmp_path):
     assert path.stat().st_mtime_ns != stamp
 
 
-@pytest.mark.slow  # two processes' runs are compared in tests/scripts/test_launch.py
+@pytest.mark.slow  # two processes' runs are compared in tests/scripts/grids/test_launch.py
 def test_same_seed_same_result(tmp_path):
     first, _ = _run(["adapter=aslora", "seed=7"], tmp_path / "a")
     second, container = _run(["adapter=aslora", "seed=7"], tmp_path / "b")

