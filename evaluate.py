@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from aslora.harness.evaluation import evaluate_saved, format_summary
+    from aslora.harness.measuring.evaluation import evaluate_saved, format_summary
 
     try:
         if options["adapter_dir"] is not None:  # a bare adapter: its model's and task's settings from the configs

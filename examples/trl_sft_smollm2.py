@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import set_seed
 
     set_seed(0)  # before the adapter's A is drawn
-    from aslora.harness.instruct import load_chatterbot, load_chitchat
-    from aslora.harness.models import dequantised_smollm2
+    from aslora.harness.inputs.instruct import load_chatterbot, load_chitchat
+    from aslora.harness.inputs.models import dequantised_smollm2
 
     pairs = (load_chatterbot() if args.data == "chatterbot" else load_chitchat()).sample(frac=1.0, random_state=0)
     as_chat = lambda frame: Dataset.from_dict(

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, LlamaConfig, MPNetConfig, RobertaConfig
 
 import aslora
-from aslora.harness.models import ModelSpec, model_path
-from aslora.harness.settings import RunSettings
+from aslora.harness.inputs.models import ModelSpec, model_path
+from aslora.harness.runs.settings import RunSettings
 from aslora.params import lora_parameter_count
 from hydra_glue import compose_run, options
 from scripts.grids.validate_configs import main as validate_all
@@ -47,7 +47,7 @@ def test_every_recipe_and_every_model_task_pair_composes_and_validates(capsys):
 
 @pytest.mark.slow
 def test_every_model_task_adapter_combination_composes_and_validates(capsys):
-    from aslora.harness.data import TASKS
+    from aslora.harness.inputs.data import TASKS
 
     assert validate_all() == 0, capsys.readouterr().out
     out = capsys.readouterr().out
@@ -192,7 +192,7 @@ def test_schedule_that_cannot_fit_the_run_is_rejected_before_loading():
         ]
     )
     settings = RunSettings.from_dict(container)
-    from aslora.harness.plan import steps_per_epoch
+    from aslora.harness.runs.plan import steps_per_epoch
 
     assert settings.train.epochs * steps_per_epoch(10_201, settings.train.batch_size) == 2 * 319  # ceil(10,201 / 32)
     with pytest.raises(ValueError, match="merge schedule cannot complete.*total_steps=638"):
@@ -243,8 +243,8 @@ def test_the_settings_dataclasses_defaults_are_the_hydra_configs():
 
     import yaml
 
-    from aslora.harness.checkpoint import CheckpointSettings
-    from aslora.harness.train_settings import TrainSettings
+    from aslora.harness.runs.train_settings import TrainSettings
+    from aslora.harness.state.checkpoint import CheckpointSettings
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text())
     for cls, section in ((TrainSettings, "train"), (CheckpointSettings, "checkpoint")):
@@ -265,7 +265,7 @@ def test_the_run_s_own_and_wandb_defaults_are_the_hydra_configs():
 
     import yaml
 
-    from aslora.harness.settings import _OPTIONAL_TOP_LEVEL, RunSettings, WandbSettings
+    from aslora.harness.runs.settings import _OPTIONAL_TOP_LEVEL, RunSettings, WandbSettings
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text())
     defaults = {f.name: f.default for f in dataclasses.fields(RunSettings)}

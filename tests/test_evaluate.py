@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from aslora.harness.evaluation import evaluate_saved
-from aslora.harness.report import read_report
-from aslora.harness.run import run
+from aslora.harness.measuring.evaluation import evaluate_saved
+from aslora.harness.runs.report import read_report
+from aslora.harness.runs.run import run
 from hydra_glue import ROOT, compose_run, group_config
 
 
@@ -58,7 +58,7 @@ def test_the_best_epochs_adapter_reproduces_the_reported_scores_and_the_last_is_
     that only the first epoch counts) saves that epoch's adapter as ``adapter/`` and the final
     weights as ``adapter_last/``; ``evaluate.py`` reproduces the report's best scores from the
     first and the last epoch's validation scores from the second, exactly."""
-    import aslora.harness.loop as loop
+    import aslora.harness.training.loop as loop
 
     container, choices = compose_run(
         ["debug=smoke", f"adapter={adapter}", "train.epochs=2", f"experiments_dir={tmp_path}"]

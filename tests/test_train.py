@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aslora.harness.report import read_report
-from aslora.harness.run import run
+from aslora.harness.runs.report import read_report
+from aslora.harness.runs.run import run
 from hydra_glue import compose_run
 from tests.aslora.harness.test_data import write_glue_fixture
 from tests.conftest import run_cli
@@ -215,8 +215,8 @@ def test_a_glue_task_runs_its_paper_model_unless_told_otherwise(tmp_path, caplog
 def test_every_tie_is_logged_per_group_and_wandb_lives_in_the_run_directory(tmp_path):
     import csv
 
-    from aslora.harness.settings import WandbSettings
-    from aslora.harness.tracking import Tracker
+    from aslora.harness.measuring.tracking import Tracker
+    from aslora.harness.runs.settings import WandbSettings
 
     _, container = _run(["adapter=aslora"], tmp_path)
     with open(tmp_path / container["run_name"] / "metrics.csv", newline="") as f:
@@ -242,7 +242,7 @@ def test_compiled_run_counts_and_checkpoints_the_model_not_its_compile_wrapper(t
     _, container = _run(["adapter=aslora", "train.compile=true", "checkpoint.every_steps=8"], tmp_path)
     report = read_report(tmp_path / container["run_name"] / "report.json")
     assert report["params"]["after"]["adapter"] == 15_360 and len(report["merge_history"]) == 8
-    from aslora.harness import checkpoint as ckpt
+    from aslora.harness.state import checkpoint as ckpt
 
     checkpoint = ckpt.latest_valid(tmp_path / container["run_name"] / "checkpoints")
     assert checkpoint is not None  # the format the loop writes now (it read state.pt, no longer written)
@@ -255,7 +255,7 @@ def test_compiled_run_counts_and_checkpoints_the_model_not_its_compile_wrapper(t
 
 def test_the_final_line_gives_the_size_of_the_adapter_behind_the_score():
     """The default run's best epoch (1 of 2) comes before its last two ties: the line says both sizes."""
-    from aslora.harness.run import _sizes
+    from aslora.harness.runs.run import _sizes
 
     params = {"lora_reference": 73_728, "after": {"adapter": 15_360}, "at_best": {"adapter": 27_648}}
     assert _sizes(params, 8) == "27648 params at the best epoch (37.5 % of LoRA r=8), 15360 at the end (20.8 %)"

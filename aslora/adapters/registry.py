@@ -1,7 +1,7 @@
 """The adapters, one row each: the name the configs use, the config that builds it, and whether it
 has a shared A. The run settings and the optimizer read this table (PEFT's ``register_peft_method``
 idea), so a new adapter is one row here plus its ``configs/adapter/`` file — and, to be shown in
-tables and figures, its name and colour in ``aslora/harness/display.py``.
+tables and figures, its name and colour in ``aslora/harness/measuring/display.py``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Our experiment harness — what ``train.py`` uses to run the paper's comparisons: data and
-tasks, model loading, the training loop, checkpoints, settings, reports and tracking.
+tasks, model loading, the training loop, checkpoints, settings, reports and tracking, in five rooms
+by job: ``runs`` (what a run is and records), ``state`` (what it keeps to resume), ``training``,
+``inputs`` (data and models), ``measuring`` (metrics, evaluation, tracking, what a reader sees).
 
 Kept apart from the method (``aslora.adapters``, ``aslora.params``, ``aslora.export``,
 ``aslora.integrations``), as torchtune keeps its library apart from its recipes: ``import aslora``

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 import aslora
-from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
-from aslora.harness.instruct import IGNORE_INDEX
-from aslora.harness.report import environment
+from aslora.harness.inputs.instruct import IGNORE_INDEX
+from aslora.harness.runs.report import environment
+from aslora.harness.training.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
 from hydra_glue import ROOT
 
 # the protocol's scale per task kind: classification (MiniLM-L6, protocol_lr.yaml) and instruction
@@ -45,8 +45,8 @@ MODELS = {
 def _setup(spec, max_length: int, max_examples: int, max_eval_examples: int):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    from aslora.harness.data import load_task
-    from aslora.harness.models import ModelSpec, load_causal_lm, load_classifier
+    from aslora.harness.inputs.data import load_task
+    from aslora.harness.inputs.models import ModelSpec, load_causal_lm, load_classifier
 
     name, package, architecture, targets = MODELS[spec.kind]
     model_spec = ModelSpec(name, "package", package, architecture=architecture)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    from aslora.harness.data import get_task
+    from aslora.harness.inputs.data import get_task
 
     torch.manual_seed(0)
     results = {

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from scipy import stats as sps
 
-from aslora.harness.report import environment
+from aslora.harness.runs.report import environment
 from scripts.bench.speed import (
     LIMIT,
     MIN_ROUNDS,

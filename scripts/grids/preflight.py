@@ -10,7 +10,7 @@ A problem in job 97 — a missing local split, MNLI's adapter not yet trained fo
 runs, a schedule that does not fit one task's length, two jobs that would write one run directory —
 is reported at once, every failing job listed, instead of after 96 jobs of GPU time.
 
-For every job, exactly as the job itself would (``aslora.harness.run.check_before_loading``), with
+For every job, exactly as the job itself would (``aslora.harness.runs.run.check_before_loading``), with
 nothing loaded and nothing written: the config composes and is valid; the task's data and the model's
 weights can be had here (checked once per source: local GLUE files with every split read, a package,
 or the Hub under ``hub=true``); the merge schedule fits the run under the grid's process count; an
@@ -47,7 +47,7 @@ class Job:
     model: str
     task: str
     adapter: str
-    plan: Any  # aslora.harness.plan.RunPlan
+    plan: Any  # aslora.harness.runs.plan.RunPlan
 
 
 def grid_jobs(overrides: Sequence[str], sweeper_params: dict[str, Any] | None) -> list[list[str]]:
@@ -77,9 +77,9 @@ def check_grid(jobs: list[list[str]], compose: Compose, num_processes: int | Non
 
 
 def _check_grid(jobs: list[list[str]], compose: Compose, num_processes: int | None) -> list[Job]:
-    from aslora.harness.report import is_done
-    from aslora.harness.run import check_run_inputs, check_sources
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.report import is_done
+    from aslora.harness.runs.run import check_run_inputs, check_sources
+    from aslora.harness.runs.settings import RunSettings
 
     problems: dict[str, list[int]] = defaultdict(list)
     sources: dict[tuple, tuple[str | None, int | None]] = {}  # one check per data/weights source, not per job
@@ -175,7 +175,7 @@ class GridPreflight(Callback):
             print(f"grid preflight: skipped (it knows the job list of {BASIC_SWEEPER} only)", flush=True)
             return
         if config.get("hub", False):  # one request, before composing a single job
-            from aslora.harness.hub import check_hub_reachable
+            from aslora.harness.inputs.hub import check_hub_reachable
 
             try:
                 check_hub_reachable("the grid runs with hub=true and")

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from aslora.harness.data import TRAIN_FRACTION
+from aslora.harness.inputs.data import TRAIN_FRACTION
 from hydra_glue import CONFIG_DIR, ROOT
 from scripts.grids.catalog import GRIDS, STAGED, run_staged
 from scripts.grids.catalog import run as run_grid
@@ -126,7 +126,7 @@ def glue_splits(task: str) -> dict[str, bool]:
 def write_glue_task(folder: Path, task: str, n_train: int, n_eval: int, seed: int = 0) -> None:
     """``task`` in GLUE's own columns (its text fields, ``label``, ``idx``) and splits, as JSON lines;
     unlabelled test rows carry ``label = -1``, as on the Hub."""
-    from aslora.harness.data import get_task
+    from aslora.harness.inputs.data import get_task
 
     spec, rng = get_task(task), np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def write_glue_task(folder: Path, task: str, n_train: int, n_eval: int, seed: in
 def train_size(overrides: Sequence[str]) -> int:
     """The fewest training examples with which the run ``overrides`` compose fits its recipe's merge
     schedule (after warm-up, every tie on its own step) — see :func:`_fewest_examples`."""
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import compose_run
 
     return _fewest_examples(RunSettings.from_dict(*compose_run(list(overrides))), " ".join(overrides))
@@ -194,7 +194,7 @@ def build(root: Path, grid: str) -> list[str]:
 def _shrink_offline(commands: Sequence[Sequence[str]], scale: list[str]) -> list[str]:
     """The offline grids keep their models and data (real, shipped in PyPI packages): only the
     number of examples shrinks, to the fewest with which every job of ``commands`` fits its schedule."""
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import composer
     from scripts.grids.preflight import jobs_of
 
@@ -247,7 +247,7 @@ def _sweep_values(sweep: str, key: str) -> list[str]:
 
 
 def _build_glue(root: Path) -> list[str]:
-    from aslora.harness.data import TASKS
+    from aslora.harness.inputs.data import TASKS
 
     build_roberta(root / "models" / "roberta-base")
     tasks = sorted(name for name, spec in TASKS.items() if spec.source == "glue")

@@ -24,8 +24,8 @@ def main() -> int:
 
 
 def _validate(combos: list[tuple[str, str, str]], compose_run: Callable) -> int:
-    from aslora.harness.data import TASKS
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.inputs.data import TASKS
+    from aslora.harness.runs.settings import RunSettings
 
     failures, not_applicable = [], 0
     for model, task, adapter in combos:

@@ -6,7 +6,7 @@
 of runs not found there are kept — so collecting on a machine that holds only some of the runs
 never drops the others. ``--replace`` starts the file afresh.
 
-Nothing is typed by hand: every column comes from a report (see aslora/harness/report.py). For every
+Nothing is typed by hand: every column comes from a report (see aslora/harness/runs/report.py). For every
 finished ASLoRA run it also keeps what the sharing map is drawn from — the report and the saved
 adapter's ``aslora_config.json`` (layer→B map, merge history) — under ``results/sharing/<run>/``
 (beside ``--out``), so the committed figures regenerate from committed files (``make figures``).
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
-from aslora.harness.report import is_done, load_report, variant_of
+from aslora.harness.runs.report import is_done, load_report, variant_of
 from hydra_glue import ROOT
 
 MERGE_SETTINGS = (

@@ -25,8 +25,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aslora.harness.display import DISPLAY_NAMES, ORDER
-from aslora.harness.metrics import LOWER_IS_BETTER
+from aslora.harness.measuring.display import DISPLAY_NAMES, ORDER
+from aslora.harness.measuring.metrics import LOWER_IS_BETTER
 from hydra_glue import ROOT
 from scripts.grids.protocol import FINAL_GRIDS, LR_GRIDS
 from scripts.grids.smalldata import CONFIRM_GRID as SMALLDATA_CONFIRM
@@ -34,7 +34,7 @@ from scripts.grids.smalldata import DEPTH_GRID as SMALLDATA_DEPTH
 from scripts.grids.smalldata import FINAL_GRID as SMALLDATA_FINAL
 from scripts.grids.smalldata import LR_GRID as SMALLDATA_LR
 
-ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/harness/display.py: one row per adapter
+ADAPTER_ORDER, ADAPTER_NAMES = ORDER, DISPLAY_NAMES  # aslora/harness/measuring/display.py: one row per adapter
 METRIC_NAMES = {
     "accuracy": "acc",
     "mcc": "MCC",

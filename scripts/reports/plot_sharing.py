@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from aslora.harness.figures import (  # noqa: F401  (sharing_matrix is used from here too)
+from aslora.harness.measuring.figures import (  # noqa: F401  (sharing_matrix is used from here too)
     describe_run,
     plot_sharing_map,
     plot_timeline,

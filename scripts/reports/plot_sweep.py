@@ -57,8 +57,8 @@ SETTING_NAMES = {
 def plot(setting: str, by_value: dict[str, list[dict]], out: Path) -> Path:
     """Two panels, one y-axis each: the score (median over seeds, min–max bars) and the adapter's
     size as a % of LoRA's (with the paper's 25 % line), both against the swept setting."""
-    from aslora.harness.display import MODEL_NAMES, TASK_NAMES
-    from aslora.harness.figures import save
+    from aslora.harness.measuring.display import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.measuring.figures import save
 
     values = sorted(by_value, key=_order)
     scores = [[100 * float(r["best_metric"]) for r in by_value[v]] for v in values]

@@ -28,14 +28,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aslora.harness.display import COLOURS, DISPLAY_NAMES, ORDER
-from aslora.harness.metrics import LOWER_IS_BETTER
+from aslora.harness.measuring.display import COLOURS, DISPLAY_NAMES, ORDER
+from aslora.harness.measuring.metrics import LOWER_IS_BETTER
 from hydra_glue import ROOT
 from scripts.grids.lr_search import LR_LIMITS, select
 from scripts.grids.protocol import FINAL_GRIDS, LR_GRIDS
 from scripts.reports.stats import format_median, format_paired, median_range, paired
 
-NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/harness/display.py: one row per adapter
+NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/harness/measuring/display.py: one row per adapter
 """One colour per adapter; its size variants are the smaller points of that colour."""
 
 
@@ -269,8 +269,8 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aslora.harness.display import MODEL_NAMES, TASK_NAMES
-    from aslora.harness.figures import save
+    from aslora.harness.measuring.display import MODEL_NAMES, TASK_NAMES
+    from aslora.harness.measuring.figures import save
 
     tasks = sorted(by_task)
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)

@@ -55,7 +55,7 @@ tr.style.display=tr.textContent.toLowerCase().includes(q)?'':'none';}
 
 
 def read_reports(directory: Path) -> list[dict]:
-    from aslora.harness.report import load_report
+    from aslora.harness.runs.report import load_report
 
     return sorted((load_report(p) for p in directory.glob("*.json")), key=lambda r: r["run_name"])
 

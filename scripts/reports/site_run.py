@@ -10,7 +10,7 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 import yaml
 
-from aslora.harness.figures import sharing_matrix
+from aslora.harness.measuring.figures import sharing_matrix
 from scripts.reports.site_html import arm_of, figure_html, grid_of, page, scored_size, table
 
 
@@ -119,7 +119,7 @@ def ties_section(report: dict) -> str:
 
 def final_sharing(report: dict) -> dict:
     """The end-of-training sharing map, replayed from the report's merge log: ``{"slots": [...],
-    "sharing": {slot key: B key}}`` as :func:`~aslora.harness.figures.sharing_matrix` reads it from a
+    "sharing": {slot key: B key}}`` as :func:`~aslora.harness.measuring.figures.sharing_matrix` reads it from a
     saved adapter (so the site's map and ``plot_sharing``'s PNG are one computation).
 
     Slot keys are ``<module type>_<layer>`` for each target module and layer; every B starts as its
@@ -150,7 +150,7 @@ def final_sharing(report: dict) -> dict:
 def predictions_section(report: dict) -> str:
     """The kept test predictions (``train.test_each_epoch``), tabulated: per epoch, accuracy recomputed
     from them beside the report's; at the scored epoch, the confusion matrix and every example."""
-    from aslora.harness.loop import decode_classes
+    from aslora.harness.training.loop import decode_classes
 
     kept = report["test_predictions"]
     labels = decode_classes(kept["labels"])

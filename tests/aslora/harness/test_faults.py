@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import aslora
-from aslora.harness.data import TaskData, get_task
-from aslora.harness.loop import FitOptions, NonFiniteError, fit
-from aslora.harness.run import run
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.inputs.data import TaskData, get_task
+from aslora.harness.runs.run import run
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.training.loop import FitOptions, NonFiniteError, fit
 from hydra_glue import compose_run
 from tests.conftest import tiny_bert
 
@@ -96,7 +96,7 @@ def test_settings_that_cannot_work_fail_before_loading(overrides, message, tmp_p
 
 
 def test_validate_only_loads_nothing_and_writes_nothing(tmp_path, monkeypatch):
-    import aslora.harness.run as run_module
+    import aslora.harness.runs.run as run_module
 
     loaded = []
     for name in ("load_classifier", "load_causal_lm", "load_task", "apply_adapter"):

@@ -14,7 +14,9 @@ def _loaded(code: str) -> dict[str, bool]:
 
 
 def test_the_run_path_loads_no_data_or_plotting_library():
-    loaded = _loaded("import aslora.harness.run, aslora.harness.settings, aslora.harness.evaluation")
+    loaded = _loaded(
+        "import aslora.harness.runs.run, aslora.harness.runs.settings, aslora.harness.measuring.evaluation"
+    )
     assert not any(loaded.values()), loaded
 
 

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from aslora.harness import instruct
-from aslora.harness.data import TASKS
-from aslora.harness.metrics import is_better
-from aslora.harness.scoring import evaluate_causal_lm
+from aslora.harness.inputs import instruct
+from aslora.harness.inputs.data import TASKS
+from aslora.harness.measuring.metrics import is_better
+from aslora.harness.training.scoring import evaluate_causal_lm
 from tests.conftest import VOCAB, tiny_llama_lm
 
 
@@ -20,7 +20,7 @@ from tests.conftest import VOCAB, tiny_llama_lm
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from aslora.harness.models import dequantised_smollm2
+    from aslora.harness.inputs.models import dequantised_smollm2
 
     return AutoTokenizer.from_pretrained(dequantised_smollm2())
 
@@ -120,8 +120,8 @@ def test_lower_is_better_for_loss_and_perplexity_only():
 
 
 def test_smollm2_instruction_run_end_to_end(tmp_path):
-    from aslora.harness.report import read_report
-    from aslora.harness.run import run
+    from aslora.harness.runs.report import read_report
+    from aslora.harness.runs.run import run
     from hydra_glue import compose_run
 
     container, choices = compose_run(
@@ -155,7 +155,7 @@ def test_smollm2_instruction_run_end_to_end(tmp_path):
     assert all(s["prompt"] and s["reference"] and isinstance(s["generated"], str) for s in report["samples"])
     assert any(s["generated"] for s in report["samples"])
     # evaluate.py on the saved adapter: the run's final held-out loss again, and generations from given prompts
-    from aslora.harness.evaluation import evaluate_saved
+    from aslora.harness.measuring.evaluation import evaluate_saved
 
     evaluated = evaluate_saved(run=str(tmp_path / container["run_name"]), prompts=["What is your name?"])
     final = report["epochs"][-1]

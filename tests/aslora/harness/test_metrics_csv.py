@@ -7,8 +7,8 @@ import csv
 
 import pytest
 
-from aslora.harness.settings import WandbSettings
-from aslora.harness.tracking import Tracker
+from aslora.harness.measuring.tracking import Tracker
+from aslora.harness.runs.settings import WandbSettings
 
 
 def _rows(path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import aslora
-from aslora.harness import models
-from aslora.harness.models import PACKAGE_MODELS, ModelSpec, PackagedModel, check_model_available
-from aslora.harness.run import run
+from aslora.harness.inputs import models
+from aslora.harness.inputs.models import PACKAGE_MODELS, ModelSpec, PackagedModel, check_model_available
+from aslora.harness.runs.run import run
 from hydra_glue import compose_run
 
 

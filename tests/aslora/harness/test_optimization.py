@@ -5,8 +5,8 @@ import torch
 
 import aslora
 from aslora.adapters.pool import find_pool
-from aslora.harness.optimization import param_groups
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.training.optimization import param_groups
 from tests.conftest import tiny_bert
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aslora.harness.report import DONE_FIELDS, is_done, load_report, read_report
+from aslora.harness.runs.report import DONE_FIELDS, is_done, load_report, read_report
 
 
 def _report() -> dict:

@@ -9,7 +9,7 @@ import signal
 import pytest
 from safetensors.torch import load_file
 
-from aslora.harness import checkpoint as ckpt
+from aslora.harness.state import checkpoint as ckpt
 from tests.test_train import _cli
 
 # 256 examples, batch 16 → 16 steps per epoch, 2 epochs; ASLoRA ties at steps 7, 11, 15, 19

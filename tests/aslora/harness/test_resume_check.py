@@ -13,9 +13,9 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from aslora.harness import checkpoint as ckpt
-from aslora.harness import safe_state
-from aslora.harness.run import run
+from aslora.harness.runs.run import run
+from aslora.harness.state import checkpoint as ckpt
+from aslora.harness.state import safe_state
 from hydra_glue import compose_run
 from tests.aslora.harness.test_run_dir import _snapshot
 

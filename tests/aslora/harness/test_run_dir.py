@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aslora.harness import checkpoint as ckpt
-from aslora.harness.run import run
-from aslora.harness.run_dir import check_no_links, links_in, write_text_atomic
+from aslora.harness.runs.run import run
+from aslora.harness.runs.run_dir import check_no_links, links_in, write_text_atomic
+from aslora.harness.state import checkpoint as ckpt
 from hydra_glue import compose_run
 
 
@@ -59,7 +59,7 @@ def test_a_link_in_the_run_directory_is_refused_before_anything_is_written(linke
 
 
 def test_evaluate_refuses_a_linked_eval_file_and_a_linked_out(tmp_path):
-    from aslora.harness.evaluation import evaluate_saved
+    from aslora.harness.measuring.evaluation import evaluate_saved
     from hydra_glue import group_config
 
     run_dir = tmp_path / "run"

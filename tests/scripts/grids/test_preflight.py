@@ -101,7 +101,7 @@ def test_a_local_data_job_is_planned_at_the_size_of_its_files(tmp_path):
                 "adapter.params.merge_start_fraction=null", "adapter.params.merge_interval_fraction=null"]  # fmt: skip
     job = [f"experiments_dir={tmp_path / 'exp'}", "model=minilm-l6", "task=mrpc", "adapter=aslora", *schedule]
     with composer() as compose:
-        from aslora.harness.settings import RunSettings
+        from aslora.harness.runs.settings import RunSettings
 
         published = RunSettings.from_dict(*compose(job)).plan()  # no data read: the task's published size
         assert published.total_steps == 6900 and published.merge_steps[-1] == 1280

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aslora.harness.settings import RunSettings
+from aslora.harness.runs.settings import RunSettings
 from hydra_glue import compose_run
 from scripts.grids import lr_search
 from scripts.grids.lr_search import next_lr

@@ -80,7 +80,7 @@ def test_the_alpaca_grid_rehearses_end_to_end(tmp_path):
 
 
 def test_local_alpaca_files_are_checked_before_loading(tmp_path):
-    from aslora.harness.data import check_task_available, get_task
+    from aslora.harness.inputs.data import check_task_available, get_task
     from scripts.grids.rehearsal import write_alpaca
 
     spec = get_task("alpaca")
@@ -147,7 +147,7 @@ def test_a_staged_grid_refuses_overrides_outside_a_scratch_folder_and_one_seed(t
 def test_a_staged_grids_rehearsal_scale_fits_every_job_it_can_run(grid, tmp_path):
     """Every multirun the stages can run (the final and curve stages at any chosen lr) fits its
     schedule at the rehearsal's number of examples: the planner accepts every job."""
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import composer
     from scripts.grids.preflight import jobs_of
     from scripts.grids.rehearsal import _staged_commands, build

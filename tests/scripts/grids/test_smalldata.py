@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aslora.harness.settings import RunSettings
+from aslora.harness.runs.settings import RunSettings
 from hydra_glue import compose_run
 from scripts.grids import lr_search
 from scripts.grids.smalldata import ARMS, DEPTH_SEEDS, LR_GRID, SEEDS, depth_commands, final_commands, lr_commands

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aslora.harness.run import run
+from aslora.harness.runs.run import run
 from hydra_glue import compose_run, options
 from scripts.reports import collect_results, make_tables, plot_sharing
 
@@ -112,7 +112,7 @@ def test_sharing_map_ids_are_per_B_across_module_types():
 def test_every_sweep_config_composes_and_validates(sweep):
     """Every job the sweep launches, at each of its swept values (seeds aside: a seed changes no
     setting), composes, validates and plans its schedule."""
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import composer
     from scripts.grids.preflight import jobs_of
 
@@ -239,7 +239,7 @@ def test_lora_initialised_from_another_run_is_reported_as_a_labelled_variant(tmp
 
 
 def test_init_adapter_from_is_refused_for_other_adapters_and_missing_directories(tmp_path):
-    from aslora.harness.settings import RunSettings
+    from aslora.harness.runs.settings import RunSettings
 
     container, choices = compose_run(["adapter=aslora", f"init_adapter_from={tmp_path}"])
     with pytest.raises(ValueError, match="init_adapter_from is for adapter=lora"):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import matplotlib
 
-from aslora.harness.display import MODEL_NAMES, TASK_NAMES
-from aslora.harness.report import variant_of
+from aslora.harness.measuring.display import MODEL_NAMES, TASK_NAMES
+from aslora.harness.runs.report import variant_of
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

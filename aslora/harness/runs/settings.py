@@ -15,11 +15,11 @@ from typing import Any
 
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.registry import ADAPTERS, SHARED_A, build_adapter_config
-from aslora.harness.checkpoint import CheckpointSettings
-from aslora.harness.data import TASKS
-from aslora.harness.models import ModelSpec, split_model_config
-from aslora.harness.plan import RunPlan, make_plan, world_size
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.inputs.data import TASKS
+from aslora.harness.inputs.models import ModelSpec, split_model_config
+from aslora.harness.runs.plan import RunPlan, make_plan, world_size
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.state.checkpoint import CheckpointSettings
 
 MAX_RUN_NAME_BYTES = 250
 """A run name's limit: a file name holds 255 bytes, and results/reports/<run>.json adds 5."""
@@ -171,7 +171,7 @@ class RunSettings:
         return self.adapter.config
 
     def plan(self, num_train_examples: int | None = None, num_processes: int | None = None) -> RunPlan:
-        """The run's one plan (``aslora/harness/plan.py``): steps per process, warm-up, merge steps and the
+        """The run's one plan (``aslora/harness/runs/plan.py``): steps per process, warm-up, merge steps and the
         adapter config. ``num_train_examples`` defaults to the task's published train size, capped by
         ``task.max_train_examples`` (so it can be checked before any data loads); ``num_processes`` to
         this launch's ``WORLD_SIZE``. Raises ``ValueError`` for a merge schedule that cannot work."""

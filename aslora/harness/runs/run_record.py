@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from aslora.harness.run_dir import check_no_links, write_text_atomic
+from aslora.harness.runs.run_dir import check_no_links, write_text_atomic
 
 CONFIG_FILE, OVERRIDES_FILE, LOG_FILE = "config.yaml", "overrides.yaml", "train.log"
 # Hydra's own job-log format, so train.log reads as the console did

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aslora.harness.data import TaskData
-from aslora.harness.instruct import IGNORE_INDEX
-from aslora.harness.metrics import compute_metrics
+from aslora.harness.inputs.data import TaskData
+from aslora.harness.inputs.instruct import IGNORE_INDEX
+from aslora.harness.measuring.metrics import compute_metrics
 
 
 @torch.no_grad()

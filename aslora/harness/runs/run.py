@@ -22,17 +22,17 @@ from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
 from aslora.adapters.pool import find_pool
 from aslora.export import check_lora_adapter_dir, init_lora_from, save_adapter
-from aslora.harness.data import check_task_available, get_task, load_task
-from aslora.harness.instruct import IGNORE_INDEX
-from aslora.harness.loop import FitOptions, fit
-from aslora.harness.models import check_model_available, load_causal_lm, load_classifier
-from aslora.harness.plan import RunPlan
-from aslora.harness.report import REPORT_VERSION, environment, is_done, read_report, write_report
-from aslora.harness.resume_check import read_resume_point
-from aslora.harness.run_dir import check_no_links
-from aslora.harness.run_record import RunRecord
-from aslora.harness.settings import RunSettings
-from aslora.harness.tracking import Tracker
+from aslora.harness.inputs.data import check_task_available, get_task, load_task
+from aslora.harness.inputs.instruct import IGNORE_INDEX
+from aslora.harness.inputs.models import check_model_available, load_causal_lm, load_classifier
+from aslora.harness.measuring.tracking import Tracker
+from aslora.harness.runs.plan import RunPlan
+from aslora.harness.runs.report import REPORT_VERSION, environment, is_done, read_report, write_report
+from aslora.harness.runs.run_dir import check_no_links
+from aslora.harness.runs.run_record import RunRecord
+from aslora.harness.runs.settings import RunSettings
+from aslora.harness.state.resume_check import read_resume_point
+from aslora.harness.training.loop import FitOptions, fit
 from aslora.params import lora_parameter_count
 
 log = logging.getLogger("aslora")
@@ -53,7 +53,7 @@ def run(
     ``swept``: the config keys that distinguish this run within its grid (``train.py`` passes the
     overrides that name it); the report records each with its resolved value as ``variant``.
     ``overrides``: the command line's overrides, kept with the config and the log in the run's
-    directory once the run has passed validation (:mod:`aslora.harness.run_record`)."""
+    directory once the run has passed validation (:mod:`aslora.harness.runs.run_record`)."""
     with RunRecord() as record:
         return _run(container, choices, swept, overrides, record)
 
@@ -165,7 +165,7 @@ def _run(
         wall_seconds = time.perf_counter() - started  # before sampling, as the report has always counted it
         instruction = {}
         if causal_lm:
-            from aslora.harness import instruct
+            from aslora.harness.inputs import instruct
 
             instruction = {
                 "prompt_format": instruct.prompt_format(tokenizer),
@@ -198,7 +198,7 @@ def _run(
         write_report(settings.report_path, report)
         if tracker.run is not None and report["merge_history"] and adapter_dir is not None:
             from aslora.export import read_adapter_meta
-            from aslora.harness.figures import plot_sharing_map, plot_timeline
+            from aslora.harness.measuring.figures import plot_sharing_map, plot_timeline
 
             tracker.merge_table(report["merge_history"])
             adapter_meta = read_adapter_meta(adapters["last"]["dir"])  # the sharing at the end, as captioned
@@ -248,7 +248,7 @@ def check_run_inputs(settings: RunSettings, num_processes: int | None = None, tr
     if settings.init_adapter_from is not None:
         check_lora_adapter_dir(settings.init_adapter_from)
     if settings.resume and settings.checkpoint.every_steps:
-        from aslora.harness.checkpoint import check_resumable
+        from aslora.harness.state.checkpoint import check_resumable
 
         check_resumable(settings.checkpoint_dir, settings.fingerprint(), settings.checkpoint.allow_pickle)
     return plan
@@ -407,7 +407,7 @@ def _report(
         },
         "merge_history": result.merge_history,
         # train.test_each_epoch: every epoch's test predictions, one character per example in the
-        # dataset's order (aslora.harness.loop.decode_classes), and the labels they are scored against
+        # dataset's order (aslora.harness.training.loop.decode_classes), and the labels they are scored against
         "test_predictions": (
             {"labels": result.test_labels, "epochs": result.test_predictions} if result.test_predictions else None
         ),

@@ -32,18 +32,24 @@ from torch import nn
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController
 from aslora.adapters.pool import find_pool
-from aslora.harness import checkpoint as ckpt
-from aslora.harness import distributed
-from aslora.harness.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, evaluation_loader, lengths_of
-from aslora.harness.console import describe_epoch, describe_tie
-from aslora.harness.data import TaskData
-from aslora.harness.metrics import is_better
-from aslora.harness.optimization import build_optimization, enable_gradient_checkpointing
-from aslora.harness.plan import RunPlan
-from aslora.harness.resume_check import ResumePoint, read_resume_point
-from aslora.harness.scoring import evaluate
-from aslora.harness.train_settings import TrainSettings
-from aslora.harness.trained_state import restore_model, trainable_state, trainable_state_keys
+from aslora.harness.inputs.data import TaskData
+from aslora.harness.measuring.metrics import is_better
+from aslora.harness.runs.console import describe_epoch, describe_tie
+from aslora.harness.runs.plan import RunPlan
+from aslora.harness.runs.train_settings import TrainSettings
+from aslora.harness.state import checkpoint as ckpt
+from aslora.harness.state.resume_check import ResumePoint, read_resume_point
+from aslora.harness.state.trained_state import restore_model, trainable_state, trainable_state_keys
+from aslora.harness.training import distributed
+from aslora.harness.training.batching import (
+    EpochShuffle,
+    LengthGroupedShuffle,
+    LengthOrder,
+    evaluation_loader,
+    lengths_of,
+)
+from aslora.harness.training.optimization import build_optimization, enable_gradient_checkpointing
+from aslora.harness.training.scoring import evaluate
 from aslora.params import count_parameters
 
 log = logging.getLogger("aslora")

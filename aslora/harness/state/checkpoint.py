@@ -10,7 +10,7 @@ Layout: ``<run_dir>/checkpoints/step-000120/`` holding
   states of process ``k``;
 * ``manifest.json`` — written **last**, with the SHA-256 of every other file.
 
-Every file is JSON or safetensors (``aslora/harness/safe_state.py``): resuming parses data and
+Every file is JSON or safetensors (``aslora/harness/state/safe_state.py``): resuming parses data and
 runs nothing, so a checkpoint folder someone else could write to cannot run code as the user who
 resumes from it. Checkpoints of the older pickled format (``state.pt``) are refused unless
 ``checkpoint.allow_pickle=true`` says they are one's own.
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aslora.harness import safe_state
+from aslora.harness.state import safe_state
 from aslora.json_file import read_json
 
 log = logging.getLogger("aslora")

@@ -19,12 +19,12 @@ import torch
 from accelerate import Accelerator
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-from aslora.harness.report import load_report
-from aslora.harness.run_dir import check_no_links, write_text_atomic
+from aslora.harness.runs.report import load_report
+from aslora.harness.runs.run_dir import check_no_links, write_text_atomic
 
 log = logging.getLogger("aslora")
 EVAL_FILE = "eval.json"
-ADAPTER_DIRS = {"best": "adapter", "last": "adapter_last"}  # what a run saves (harness/run.py)
+ADAPTER_DIRS = {"best": "adapter", "last": "adapter_last"}  # what a run saves (aslora/harness/runs/run.py)
 
 
 def load_trained(base: Any, adapter_dir: str | Path) -> Any:
@@ -94,9 +94,9 @@ def evaluate_saved(
         ValueError: neither or both ways given, a run that saved no adapter (full fine-tuning), an
             unknown task or model, or data/weights that cannot be had here.
     """
-    from aslora.harness.data import check_task_available, get_task
-    from aslora.harness.models import ModelSpec, check_model_available, split_model_config
-    from aslora.harness.settings import RunSettings, TaskSettings
+    from aslora.harness.inputs.data import check_task_available, get_task
+    from aslora.harness.inputs.models import ModelSpec, check_model_available, split_model_config
+    from aslora.harness.runs.settings import RunSettings, TaskSettings
 
     if (run is None) == (adapter_dir is None):
         raise ValueError("give run=experiments/<run_name>, or adapter_dir=<dir> with task=<name> and model=<name>")
@@ -159,7 +159,7 @@ def evaluate_saved(
     if texts:
         result["predictions"] = predict_classes(trained, tokenizer, spec, list(texts), task_settings.max_length)
     if prompts:
-        from aslora.harness.instruct import generate_samples
+        from aslora.harness.inputs.instruct import generate_samples
 
         result["generations"] = generate_samples(trained, tokenizer, [(p, "") for p in prompts])
     write_text_atomic(Path(out), json.dumps(result, indent=2))
@@ -211,7 +211,7 @@ def predict_classes(model: Any, tokenizer: Any, spec: Any, texts: list[str], max
 
 
 def _load(model_spec: Any, spec: Any, adapter_dir: str) -> tuple[Any, Any]:
-    from aslora.harness.models import load_causal_lm, load_classifier
+    from aslora.harness.inputs.models import load_causal_lm, load_classifier
 
     tokenizer, base = (
         load_causal_lm(model_spec) if spec.kind == "causal_lm" else load_classifier(model_spec, spec.num_labels)
@@ -221,10 +221,10 @@ def _load(model_spec: Any, spec: Any, adapter_dir: str) -> tuple[Any, Any]:
 
 def _scores(model: Any, tokenizer: Any, spec: Any, task: Any) -> dict[str, Any]:
 
-    from aslora.harness.batching import evaluation_loader
-    from aslora.harness.data import load_task
-    from aslora.harness.instruct import IGNORE_INDEX
-    from aslora.harness.scoring import evaluate
+    from aslora.harness.inputs.data import load_task
+    from aslora.harness.inputs.instruct import IGNORE_INDEX
+    from aslora.harness.training.batching import evaluation_loader
+    from aslora.harness.training.scoring import evaluate
 
     data = load_task(
         spec,

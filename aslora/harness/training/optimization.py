@@ -12,7 +12,7 @@ from transformers import get_linear_schedule_with_warmup
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
 from aslora.adapters.pool import find_pool
 from aslora.adapters.registry import SHARED_A
-from aslora.harness.train_settings import TrainSettings
+from aslora.harness.runs.train_settings import TrainSettings
 
 
 def param_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, Any]]:
