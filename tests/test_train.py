@@ -12,7 +12,7 @@ import yaml
 from aslora.harness.runs.report import read_report
 from aslora.harness.runs.run import run
 from hydra_glue import compose_run
-from tests.aslora.harness.test_data import write_glue_fixture
+from tests.aslora.harness.inputs.test_data import write_glue_fixture
 from tests.conftest import run_cli
 
 # VeRA, ShareLoRA and Tied-LoRA also run end to end through train.py in CI's GLUE rehearsal

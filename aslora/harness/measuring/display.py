@@ -1,7 +1,7 @@
 """What a reader sees: the names and colours of adapters, models and tasks in tables and figures —
 one table, on the reporting side. The library's registry (``aslora/adapters/registry.py``) knows
 an adapter by its config name only; a new adapter is a row there and a row here
-(tests/aslora/harness/test_display.py holds the two tables to the same adapters).
+(tests/aslora/harness/measuring/test_display.py holds the two tables to the same adapters).
 """
 
 from __future__ import annotations

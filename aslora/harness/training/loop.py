@@ -9,7 +9,7 @@ one CPU, one GPU or several processes (DDP, or FSDP2 through ``accelerate launch
 Exact continuation: each epoch's order is a permutation drawn from ``(seed, epoch)`` alone, so a
 resumed run skips the batches already done and sees the rest in the same order; checkpoints carry
 every RNG state, so dropout draws the same masks. Resumed and uninterrupted runs end bit-identical
-on CPU (``tests/aslora/harness/test_resume.py``).
+on CPU (``tests/aslora/harness/state/test_resume.py``).
 """
 
 from __future__ import annotations

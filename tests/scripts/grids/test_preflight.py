@@ -7,7 +7,7 @@ import yaml
 
 from hydra_glue import CONFIG_DIR, composer
 from scripts.grids.preflight import GridProblem, check_grid, describe, grid_jobs, main
-from tests.aslora.harness.test_data import write_glue_fixture
+from tests.aslora.harness.inputs.test_data import write_glue_fixture
 from tests.test_train import _cli
 
 

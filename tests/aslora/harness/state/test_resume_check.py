@@ -17,7 +17,7 @@ from aslora.harness.runs.run import run
 from aslora.harness.state import checkpoint as ckpt
 from aslora.harness.state import safe_state
 from hydra_glue import compose_run
-from tests.aslora.harness.test_run_dir import _snapshot
+from tests.aslora.harness.runs.test_run_dir import _snapshot
 
 # 128 examples at batch 8 = 16 steps an epoch, 2 epochs: checkpoints at steps 28 and 32 (kept: 2);
 # the newest (step 32, epoch 2, its 16 batches done) is the one a resume reads

@@ -16,7 +16,7 @@ import torch
 from aslora.harness.state import checkpoint as ckpt
 from aslora.harness.state import safe_state
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 class _Payload:
