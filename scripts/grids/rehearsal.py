@@ -308,12 +308,13 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
 def _suite_report(grid: str, results: Path) -> None:
     """A staged grid's own report, as its ``make`` target makes it: the protocol's table and figure,
     or the small-data suite's table and learning curves."""
-    if STAGED[grid][0] == "smalldata":  # the exploratory and the confirmatory grids alike
+    suite = STAGED[grid][0] if grid in STAGED else None  # a plain grid has no report of its own
+    if suite == "smalldata":  # the exploratory and the confirmatory grids alike
         from scripts.reports.smalldata_report import main as report
 
         argv = ["--reports", str(results / "reports"), "--out", str(results / "smalldata")]
         argv += ["--figure", str(results / "figures" / "smalldata_curves.png")]
-    elif grid.startswith("protocol"):
+    elif suite in ("protocol", "protocol-instruct"):
         from scripts.reports.protocol_report import main as report
 
         argv = ["--runs", str(results / "runs.csv"), "--tables", str(results / "tables")]
