@@ -3,8 +3,9 @@ the rehearsal (``scripts/grids/rehearsal.py``) runs the same lists at tiny scale
 
 Two kinds. A plain grid (:data:`GRIDS`) is a list of ``train.py`` multiruns, run in order. A staged
 grid (:data:`STAGED`: the comparison protocol, its instruction suite, the small-data suite) is a list
-of a suite's stages (:mod:`scripts.grids.staged`) with ``collect`` between them, because a later stage's jobs depend on the earlier stages' scores (the lr ``select`` chose, the tie distances
-the size curves' thresholds come from).
+of a suite's stages (:mod:`scripts.grids.staged`) with ``collect`` between them, because a later
+stage's jobs depend on the earlier stages' scores (the lr ``select`` chose, the tie distances the
+size curves' thresholds come from).
 
     python -m scripts.grids glue                                   # make reproduce-glue's three grids
     python -m scripts.grids glue hydra/launcher=parallel hydra.launcher.n_jobs=8   # extra overrides: every grid
@@ -46,14 +47,18 @@ STAGED: dict[str, tuple[str, tuple[str, ...]]] = {
 <stage>`` (:mod:`scripts.grids.staged`); ``collect`` is ``make collect``."""
 
 
+def _allow_dirty(extra: Sequence[str]) -> tuple[bool, list[str]]:
+    """``allow_dirty=true`` is the grid's switch, not a ``train.py`` override: taken out of ``extra``."""
+    return "allow_dirty=true" in extra, [e for e in extra if e != "allow_dirty=true"]
+
+
 def run_staged(name: str, root: Path | None = None, extra: Sequence[str] = ()) -> None:
     """Run staged grid ``name``'s stages in order — in the repository's folders, or (``root``) in a
     scratch workspace whose every ``train.py`` call also gets ``extra``; stop at the first that fails."""
     from scripts.grids import staged
     from scripts.grids.workspace import Workspace
 
-    allow_dirty = "allow_dirty=true" in extra
-    extra = [e for e in extra if e != "allow_dirty=true"]
+    allow_dirty, extra = _allow_dirty(extra)
     if extra and not root:
         raise SystemExit(f"extra overrides {list(extra)} for staged grid {name!r} need a scratch root")
     space = Workspace.scratch(root, extra) if root else Workspace(allow_dirty=allow_dirty)
@@ -82,8 +87,7 @@ def run(name: str, extra: Sequence[str] = (), cwd=ROOT) -> None:
         raise SystemExit(f"unknown grid {name!r}; known: {', '.join([*GRIDS, *STAGED])}")
     from scripts.grids.workspace import Workspace
 
-    allow_dirty = "allow_dirty=true" in extra
-    extra = [e for e in extra if e != "allow_dirty=true"]
+    allow_dirty, extra = _allow_dirty(extra)
     Workspace(allow_dirty=allow_dirty).require_committed_code()  # before any job writes anything
     for overrides in GRIDS[name]:
         command = [*overrides, *extra]

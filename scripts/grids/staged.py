@@ -54,9 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="extra overrides for every train.py call (with --root)")
     args = parser.parse_intermixed_args(argv)
-    suite = SUITES[args.suite]
-    if args.stage != "plan":
-        suite.stage(args.stage)  # an unknown stage is refused, naming the suite's stages
     if args.overrides and args.root is None:
         raise SystemExit(f"extra overrides {args.overrides} need --root: they would mix with committed results")
     try:
@@ -64,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         raise SystemExit(f"--seeds {args.seeds!r}: give integers separated by commas, e.g. 1,2,3") from None
     space = Workspace.scratch(args.root, args.overrides) if args.root else Workspace(allow_dirty=args.allow_dirty)
-    return run_stage(suite, args.stage, space, args.dry_run, args.runs, seeds)
+    return run_stage(SUITES[args.suite], args.stage, space, args.dry_run, args.runs, seeds)
 
 
 if __name__ == "__main__":
