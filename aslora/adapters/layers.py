@@ -121,13 +121,54 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
         if self.merged:
-            return result
-        for name in self.active_adapters:
-            if name in self.slot:
-                result = self._add_update(result, x, name)
+            return self.base_layer(x, *args, **kwargs)
+        names = [name for name in self.active_adapters if name in self.slot]
+        if not args and not kwargs and self._adds_in_place(x):
+            return self._forward_in_place(x, names)
+        result = self.base_layer(x, *args, **kwargs)
+        for name in names:
+            result = self._add_update(result, x, name)
         return result
+
+    def _adds_in_place(self, x: torch.Tensor) -> bool:
+        """Whether the updates may be accumulated into the base layer's own output: only where that
+        output is a fresh tensor nobody else sees — a plain ``nn.Linear`` (no subclass such as a
+        quantised linear, no patched ``forward``), no forward hook on it or global one (a hook may
+        keep the output, and would see the tokens flattened), outside autocast (in-place ops are not
+        autocast, so a bf16 output could meet an fp32 B)."""
+        base = self.base_layer
+        return (
+            type(base) is nn.Linear
+            and x.dim() >= 2
+            and not (base._forward_hooks or base._forward_pre_hooks or "forward" in base.__dict__)
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            and not torch.is_autocast_enabled(x.device.type)
+        )
+
+    def _forward_in_place(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """``W x + Σ (α/r)·B·(A x)`` with each update accumulated into ``W x`` by one in-place GEMM.
+
+        ``nn.Linear`` acts on each token alone, so it runs on the tokens as rows of a matrix (the
+        same numbers), whose output is then the 2-D ``C`` of ``C ← C + (α/r)·(A x)·Bᵀ``
+        (``addmm_``, the scaling its ``alpha``). Nothing a linear's backward saves is its output, so
+        writing into it is safe; against a new output per update (``torch.addmm``) this saves a
+        ``tokens × out_features`` allocation and pass per call — on MiniLM-L6 about 1 % of a training
+        step (``make bench``), the difference that brings the adapter to within its two small GEMMs
+        of the frozen base."""
+        flat = x.reshape(-1, x.shape[-1])
+        result = self.base_layer(flat)
+        for name in names:
+            pool, slot = self.pool(name), self.slot[name]
+            a = pool.lora_A[slot.a_key]
+            # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
+            hidden = F.linear(self.lora_dropout[name](flat).to(a.dtype), a)
+            b = pool.effective_B(slot, scaled=False)
+            if result.dtype == hidden.dtype == b.dtype:
+                result.addmm_(hidden, b.t(), alpha=pool.config.scaling)  # the one scaling delta_weight uses
+            else:
+                result = result + F.linear(hidden, pool.effective_B(slot)).to(result.dtype)
+        return result.view(*x.shape[:-1], result.shape[-1])
 
     def _add_update(self, result: torch.Tensor, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
         pool, slot = self.pool(adapter_name), self.slot[adapter_name]
