@@ -59,7 +59,7 @@ validate-configs: $(INSTALLED)  ## compose every model × task × adapter and va
 	$(PY) -m scripts.grids.validate_configs
 
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit (eager, compiled, 4…32 layers) → results/bench/*_cpu.json and results/README.md's speed tables
-	$(PY) -m scripts.bench.speed --seq-len 64 --compile --out results/bench/minilm-l6_cpu.json
+	$(PY) -m scripts.bench.speed --seq-len 64 --compile --repeats 40 --out results/bench/minilm-l6_cpu.json
 	$(PY) -m scripts.bench.depth --out results/bench/depth_cpu.json
 	$(PY) -m scripts.bench.report --speed results/bench/minilm-l6_cpu.json --depth results/bench/depth_cpu.json --readme results/README.md
 
