@@ -159,33 +159,29 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
         flat = x.reshape(-1, x.shape[-1])
         result = self.base_layer(flat)
         for name in names:
-            pool, slot = self.pool(name), self.slot[name]
-            a = pool.lora_A[slot.a_key]
-            # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
-            hidden = F.linear(self.lora_dropout[name](flat).to(a.dtype), a)
-            b = pool.effective_B(slot, scaled=False)
-            if result.dtype == hidden.dtype == b.dtype:
-                result.addmm_(hidden, b.t(), alpha=pool.config.scaling)  # the one scaling delta_weight uses
-            else:
-                result = result + F.linear(hidden, pool.effective_B(slot)).to(result.dtype)
+            result = self._add_update(result, flat, name, in_place=True)
         return result.view(*x.shape[:-1], result.shape[-1])
 
-    def _add_update(self, result: torch.Tensor, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
+    def _add_update(
+        self, result: torch.Tensor, x: torch.Tensor, adapter_name: str, in_place: bool = False
+    ) -> torch.Tensor:
+        """``result + (α/r)·B·(A x)``; ``in_place``: written into ``result`` (see ``_forward_in_place``)."""
         pool, slot = self.pool(adapter_name), self.slot[adapter_name]
         a = pool.lora_A[slot.a_key]
         # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
         hidden = F.linear(self.lora_dropout[adapter_name](x).to(a.dtype), a)
-        if result.dtype == hidden.dtype and result.dim() >= 2:
+        b = pool.effective_B(slot, scaled=False)
+        if result.dtype == hidden.dtype == b.dtype and result.dim() >= 2:
             # W x + (α/r)·B·(A x) as one GEMM: the addition and the scaling fused into addmm (its
-            # alpha), so no tokens × out_features temporary and no op on B: per layer call the
-            # adapter costs its two small GEMMs and nothing else (the gap to the frozen base's step)
-            b = pool.effective_B(slot, scaled=False)
-            fused = torch.addmm(
+            # alpha), so no op on B: per layer call the adapter costs its two small GEMMs (the gap
+            # to the frozen base's step)
+            c, h, scaling = (
                 result.reshape(-1, result.shape[-1]),
                 hidden.reshape(-1, hidden.shape[-1]),
-                b.t(),
-                alpha=pool.config.scaling,  # the one scaling delta_weight and merge use too
+                pool.config.scaling,
             )
+            # ``scaling``: the one scaling delta_weight and merge use too
+            fused = c.addmm_(h, b.t(), alpha=scaling) if in_place else torch.addmm(c, h, b.t(), alpha=scaling)
             return fused.view(result.shape)
         return result + F.linear(hidden, pool.effective_B(slot)).to(result.dtype)
 
