@@ -12,6 +12,13 @@ adapted layer**, ``(t_method − t_limit) / (2 L)`` from the two adjacent steps 
 rounds with their 95 % intervals — and the Theil–Sen slope of that overhead against L with its 95 %
 interval: flat in L (the interval holds 0) means the cost of choosing a layer's B does not depend on
 how many B's its group holds. Writes ``results/bench/depth_<device>.json``.
+
+The batch decides what the overhead measures. A small one (``--batch-size 1 --seq-len 32``) keeps
+every depth's activations in the CPU's caches: the overhead is the adapter's kernels and their
+launches, where a cost of choosing among L B's would show. A larger one (the default 8 × 64) lets a
+deep model's saved activations fall out of cache, and A's gradient must re-read each layer's input,
+so every adapter's per-layer overhead can grow with L; the slope of ASLoRA's overhead minus PEFT
+LoRA's, round by round, is what the map itself adds. ``make bench`` runs both.
 """
 
 from __future__ import annotations

@@ -142,15 +142,29 @@ def test_bench_report_fills_both_blocks_from_the_json_and_says_flat_only_when_th
     }
     (tmp_path / "s.json").write_text(json.dumps(speed))
     (tmp_path / "d.json").write_text(json.dumps(depth))
+    (tmp_path / "cached.json").write_text(json.dumps({**depth, "batch_size": 1, "seq_len": 32}))
     readme = tmp_path / "README.md"
     readme.write_text(
         "x\n<!-- table:bench_speed -->\nSTALE\n<!-- /table:bench_speed -->\n<!-- table:bench_depth -->\n<!-- /table:bench_depth -->\n"
     )
     assert (
-        report_main(["--speed", str(tmp_path / "s.json"), "--depth", str(tmp_path / "d.json"), "--readme", str(readme)])
+        report_main(
+            [
+                "--speed",
+                str(tmp_path / "s.json"),
+                "--depth",
+                str(tmp_path / "cached.json"),
+                str(tmp_path / "d.json"),
+                "--readme",
+                str(readme),
+            ]
+        )
         == 0
     )
     text = readme.read_text()
+    # one table per depth report, in the order given
+    assert 0 < text.index("**Batch 1 × 32.**") < text.index("**Batch 8 × 64.**")
+    assert text.count("| L | method | step × limit [95 %] |") == 2
     assert "STALE" not in text and "commit `0123456`, clean tree" in text
     assert (
         "| **ASLoRA** (after its ties) | 1.000 | 1.006 [0.998, 1.013] | 0.950 [0.940, 0.970] | 1.00 | 0.208 |" in text
@@ -180,6 +194,7 @@ def test_results_readme_speed_blocks_are_what_the_committed_bench_json_gives(tmp
                 "--speed",
                 str(bench / "minilm-l6_cpu.json"),
                 "--depth",
+                str(bench / "depth_cached_cpu.json"),
                 str(bench / "depth_cpu.json"),
                 "--readme",
                 str(readme),
