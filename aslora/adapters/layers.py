@@ -165,7 +165,8 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
     def _add_update(
         self, result: torch.Tensor, x: torch.Tensor, adapter_name: str, in_place: bool = False
     ) -> torch.Tensor:
-        """``result + (α/r)·B·(A x)``; ``in_place``: written into ``result`` (see ``_forward_in_place``)."""
+        """``result + (α/r)·B·(A x)``; ``in_place``: written into ``result``, which must then be the
+        2-D ``tokens × out_features`` output of the base layer itself (see ``_forward_in_place``)."""
         pool, slot = self.pool(adapter_name), self.slot[adapter_name]
         a = pool.lora_A[slot.a_key]
         # The adapter computes in its own (fp32) dtype, as PEFT's LoRA does.
@@ -175,14 +176,15 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
             # W x + (α/r)·B·(A x) as one GEMM: the addition and the scaling fused into addmm (its
             # alpha), so no op on B: per layer call the adapter costs its two small GEMMs (the gap
             # to the frozen base's step)
-            c, h, scaling = (
-                result.reshape(-1, result.shape[-1]),
-                hidden.reshape(-1, hidden.shape[-1]),
-                pool.config.scaling,
-            )
             # ``scaling``: the one scaling delta_weight and merge use too
-            fused = c.addmm_(h, b.t(), alpha=scaling) if in_place else torch.addmm(c, h, b.t(), alpha=scaling)
-            return fused.view(result.shape)
+            scaling = pool.config.scaling
+            if in_place:
+                # ``result`` itself, never a view of it: an in-place op on a view makes autograd
+                # rebuild the base's gradient through CopySlices (a zero-filled tokens × out buffer
+                # and a copy per call, ~25 % of the adapter's cost on MiniLM-L6)
+                return result.addmm_(hidden, b.t(), alpha=scaling)
+            c, h = result.reshape(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1])
+            return torch.addmm(c, h, b.t(), alpha=scaling).view(result.shape)
         return result + F.linear(hidden, pool.effective_B(slot)).to(result.dtype)
 
     def extra_repr(self) -> str:

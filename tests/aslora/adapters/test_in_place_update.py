@@ -110,3 +110,27 @@ def test_a_base_layer_that_is_not_a_plain_linear_keeps_the_general_path():
     layer.base_layer = logged
     assert not layer._adds_in_place(x)
     torch.testing.assert_close(layer(x), expected)
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, todo, names = set(), [tensor.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_the_update_is_written_into_the_base_output_itself_not_a_view_of_it():
+    """``addmm_`` on a view of ``W x`` would make autograd route the base layer's gradient through
+    CopySlices (a zero-filled tokens × out buffer and a copy per call): it must act on the tensor."""
+    for name in sorted(CONFIGS):
+        make, ties = CONFIGS[name]
+        layer = _layers(_adapted(make(), ties))[0]
+        x = torch.randn(2, 5, 32, requires_grad=True)
+        nodes = _graph_nodes(layer(x))
+        assert "AddmmBackward0" in nodes, (name, nodes)  # the in-place addmm_ on W x
+        assert "CopySlices" not in nodes and "AsStridedBackward0" not in nodes, (name, nodes)
