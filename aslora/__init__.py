@@ -22,7 +22,7 @@ from aslora.adapters.config import (
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.fold import merge_into_base, remove_adapter
 from aslora.adapters.merging import MergeController, MergeEvent
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.export import export_peft_lora, init_lora_from, load_adapter, save_adapter
 from aslora.integrations.peft import register as _register_with_peft
 from aslora.params import ParameterCounts, count_parameters

@@ -35,7 +35,8 @@ from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, ShareLoRAConf
 from aslora.adapters.dispatch import HEAD_NAMES_ATTRIBUTE, apply_adapter, head_module_names
 from aslora.adapters.fold import remove_adapter
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import SharedLoRAPool, find_pool, find_pools
+from aslora.adapters.pool import SharedLoRAPool
+from aslora.adapters.pools import find_pool, find_pools
 
 FORMAT = "aslora-adapter"
 FORMAT_VERSION = 3

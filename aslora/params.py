@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
-from aslora.adapters.pool import find_pools
+from aslora.adapters.pools import find_pools
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import POOL_ATTRIBUTE, find_pools
+from aslora.adapters.pools import POOL_ATTRIBUTE, find_pools
 
 
 @torch.no_grad()

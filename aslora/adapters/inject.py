@@ -15,15 +15,9 @@ from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, SharedLoRAConfig, TiedLoRAConfig
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import (
-    DEFAULT_ADAPTER,
-    POOL_ATTRIBUTE,
-    SharedLoRAPool,
-    SharedLoRAPools,
-    Slot,
-    find_pools,
-    layer_index,
-)
+from aslora.adapters.pool import SharedLoRAPool
+from aslora.adapters.pools import DEFAULT_ADAPTER, POOL_ATTRIBUTE, SharedLoRAPools, find_pools
+from aslora.adapters.slot import Slot, layer_index
 
 DEFAULT_HEAD_MODULES = ("classifier", "score")
 """Task heads that train alongside every adapter (PEFT's ``modules_to_save`` for SEQ_CLS)."""

@@ -27,7 +27,9 @@ from peft.tuners.tuners_utils import check_adapters_to_merge
 from torch import nn
 from torch.nn import functional as F
 
-from aslora.adapters.pool import DEFAULT_ADAPTER, SharedLoRAPool, SharedLoRAPools, SharedLoRATunerLayer, Slot
+from aslora.adapters.pool import SharedLoRAPool
+from aslora.adapters.pools import DEFAULT_ADAPTER, SharedLoRAPools, SharedLoRATunerLayer
+from aslora.adapters.slot import Slot
 
 
 class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):

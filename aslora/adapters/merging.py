@@ -32,7 +32,9 @@ from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig, MergeSchedule
 from aslora.adapters.layers import SharedLoRALinear
-from aslora.adapters.pool import SharedLoRAPool, Slot, find_pool, find_pools
+from aslora.adapters.pool import SharedLoRAPool
+from aslora.adapters.pools import find_pool, find_pools
+from aslora.adapters.slot import Slot
 
 
 @dataclass(frozen=True)

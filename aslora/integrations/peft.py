@@ -11,7 +11,7 @@
 
 The tuner is PEFT's own ``BaseTuner``: PEFT matches the targets, injects, wires ``modules_to_save``,
 sets what trains, and saves and loads through the hooks below. Our layers and the pools' container
-are ``BaseTunerLayer``s (``aslora/adapters/layers.py``, ``pool.py``), so everything in PEFT that
+are ``BaseTunerLayer``s (``aslora/adapters/layers.py``, ``pools.py``), so everything in PEFT that
 walks tuner layers works on them. What is ours: the pool of an adapter is built before PEFT injects
 it (its slots need every target at once: depths, the A per input width); the saved state holds the
 live B's only; and loading gives the retired B's (which no layer reads) zeros.
@@ -40,7 +40,7 @@ from torch import nn
 
 from aslora.adapters.config import PEFT_TYPE_NAMES, ASLoRAConfig, SharedLoRAConfig, ShareLoRAConfig, TiedLoRAConfig
 from aslora.adapters.inject import adapt_layer, base_linear, create_pool, require_linear, resolve_targets
-from aslora.adapters.pool import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
+from aslora.adapters.pools import POOL_ATTRIBUTE, POOL_DICT, SharedLoRATunerLayer, find_pools
 
 SUPPORTED_PEFT = ("0.21",)
 """PEFT minor versions this module is tested against (``pyproject.toml`` pins the same)."""

@@ -32,7 +32,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController, MergeEvent
-from aslora.adapters.pool import find_pools
+from aslora.adapters.pools import find_pools
 
 log = logging.getLogger("aslora")
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import aslora
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.harness.measuring.evaluation import load_trained
 from tests.aslora.test_export import _merged_aslora
 from tests.conftest import tiny_bert

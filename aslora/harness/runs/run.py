@@ -20,7 +20,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 from aslora.adapters.config import SharedLoRAConfig
 from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.inject import find_targets
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.export import check_lora_adapter_dir, init_lora_from, save_adapter
 from aslora.harness.inputs.data import check_task_available, get_task, load_task
 from aslora.harness.inputs.instruct import IGNORE_INDEX

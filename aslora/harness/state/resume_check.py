@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.harness.runs.plan import RunPlan
 from aslora.harness.runs.train_settings import TrainSettings
 from aslora.harness.state import checkpoint as ckpt

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 
 
 def trainable_state_keys(model: nn.Module) -> set[str]:

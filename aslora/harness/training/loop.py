@@ -31,7 +31,7 @@ from torch import nn
 
 from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.merging import MergeController
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.harness.inputs.data import TaskData
 from aslora.harness.measuring.metrics import is_better
 from aslora.harness.runs.console import describe_epoch, describe_tie

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from aslora.adapters.dispatch import head_module_names, is_head_parameter
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.adapters.registry import SHARED_A
 from aslora.harness.runs.train_settings import TrainSettings
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import aslora
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from tests.conftest import tiny_bert
 
 CASTS = {

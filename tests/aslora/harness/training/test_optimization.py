@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import aslora
-from aslora.adapters.pool import find_pool
+from aslora.adapters.pools import find_pool
 from aslora.harness.runs.train_settings import TrainSettings
 from aslora.harness.training.optimization import param_groups
 from tests.conftest import tiny_bert
