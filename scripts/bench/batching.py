@@ -32,6 +32,7 @@ from aslora.harness.inputs.instruct import IGNORE_INDEX
 from aslora.harness.runs.report import environment
 from aslora.harness.training.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
 from hydra_glue import ROOT
+from scripts.bench.speed import BENCH_OUTPUTS
 
 # the protocol's scale per task kind: classification (MiniLM-L6, protocol_lr.yaml) and instruction
 # tuning (SmolLM2-135M, protocol_instruct_lr.yaml)
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     results = {
         "command": "python -m scripts.bench.batching " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "environment": environment(),
+        "environment": environment(outputs=BENCH_OUTPUTS),
         "tasks": {},
     }
     specs = {task: get_task(task) for task in args.tasks}  # an unknown task fails here, before any model loads

@@ -35,6 +35,7 @@ from scipy import stats as sps
 
 from aslora.harness.runs.report import environment
 from scripts.bench.speed import (
+    BENCH_OUTPUTS,
     LIMIT,
     MIN_ROUNDS,
     ROOT,
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "rows": rows,
         "slope_ms_per_block": slopes,
-        "environment": environment(),
+        "environment": environment(outputs=BENCH_OUTPUTS),
     }
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"depth_{_device_slug(report)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

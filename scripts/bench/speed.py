@@ -109,6 +109,11 @@ def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callabl
     }
 
 
+BENCH_OUTPUTS = ("results",)
+"""Where the benchmarks write (their JSON, results/README.md's tables): ``make bench`` rewrites tracked
+files there one benchmark after another, which leaves the code each one runs the commit's."""
+
+
 class Trainee:
     """One adapted model, its optimizer and (for ASLoRA) its merge controller."""
 
@@ -354,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "methods": rows,
         "aslora": extras,
-        "environment": environment(),
+        "environment": environment(outputs=BENCH_OUTPUTS),
     }
     print_table(report)
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"{_device_slug(report)}.json"

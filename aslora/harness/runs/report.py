@@ -131,8 +131,13 @@ def is_done(path: str | os.PathLike) -> bool:
     return report is not None and report.get("status") == "done"
 
 
-def environment() -> dict[str, Any]:
-    """Git revision, package versions and hardware, for the report's provenance block."""
+def environment(outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Git revision, package versions and hardware, for the report's provenance block.
+
+    ``outputs``: paths (relative to the repository root) where the calling script writes what it
+    produces; changes there do not make the tree dirty. ``make bench`` regenerates tracked files
+    under ``results/`` one benchmark after another, and the code each one ran is still the commit's.
+    """
 
     versions = {}
     for name in PACKAGES:
@@ -141,13 +146,15 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    # pathspecs from the repository root (git runs in this file's directory)
+    pathspec = ["--", ":(top)", *(f":(top,exclude){path}" for path in outputs)] if outputs else []
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", *pathspec))
     return {
         "git_sha": _git("rev-parse", "HEAD"),
         "git_dirty": dirty,
         # what a dirty tree changed, so a run made from it can still be read (and redone); capped: a
         # report is a record, not an archive
-        "git_diff": _cap(_git("diff", "HEAD"), MAX_DIFF_CHARS) if dirty else None,
+        "git_diff": _cap(_git("diff", "HEAD", *pathspec), MAX_DIFF_CHARS) if dirty else None,
         # the process's own command line: how the run was launched (train.py and its overrides, a
         # grid driver, a test), not reconstructed from the config
         "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else list(sys.argv),

@@ -66,3 +66,36 @@ def test_the_collector_refuses_a_malformed_finished_report_and_writes_nothing(tm
     code = collect_results.main(["--experiments", str(tmp_path / "exp"), "--out", str(out)])
     assert code == 1 and out.read_text() == "kept\n" and sorted(p.name for p in out.parent.iterdir()) == ["runs.csv"]
     assert "bad/report.json" in capsys.readouterr().err
+
+
+def test_a_scripts_own_outputs_do_not_make_the_tree_dirty_but_code_does(tmp_path, monkeypatch):
+    """``environment(outputs=...)``: what ``make bench`` rewrites under results/ leaves the tree
+    clean; a changed code file still makes it dirty, and only the code is in the diff. git runs in a
+    subdirectory, as it does from the package, so the pathspecs must be taken from the top."""
+    import subprocess
+
+    from aslora.harness.runs import report as report_module
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "results").mkdir()
+    (repo / "pkg" / "code.py").write_text("a = 1\n")
+    (repo / "results" / "out.json").write_text("{}\n")
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=repo / "pkg", capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(report_module, "_git", git)
+
+    (repo / "results" / "out.json").write_text('{"new": 1}\n')
+    assert report_module.environment()["git_dirty"] is True
+    assert report_module.environment(outputs=("results",))["git_dirty"] is False
+
+    (repo / "pkg" / "code.py").write_text("a = 2\n")
+    env = report_module.environment(outputs=("results",))
+    assert env["git_dirty"] is True
+    assert "pkg/code.py" in env["git_diff"] and "out.json" not in env["git_diff"]
