@@ -60,10 +60,12 @@ validate-configs: $(INSTALLED)  ## compose every model × task × adapter and va
 
 bench: $(INSTALLED)  ## time every adapter against PEFT LoRA and the no-adapter limit (eager, compiled, 4…32 layers) → results/bench/*_cpu.json and results/README.md's speed tables
 	$(PY) -m scripts.bench.speed --seq-len 64 --compile --repeats 40 --out results/bench/minilm-l6_cpu.json
+	$(PY) -m scripts.bench.kernels --out results/bench/kernels_cpu.json
 	$(PY) -m scripts.bench.depth --batch-size 1 --seq-len 32 --out results/bench/depth_cached_cpu.json
 	$(PY) -m scripts.bench.depth --out results/bench/depth_cpu.json
 	$(PY) -m scripts.bench.report --speed results/bench/minilm-l6_cpu.json \
-		--depth results/bench/depth_cached_cpu.json results/bench/depth_cpu.json --readme results/README.md
+		--depth results/bench/depth_cached_cpu.json results/bench/depth_cpu.json \
+		--kernels results/bench/kernels_cpu.json --readme results/README.md
 
 GPU_WHEELS := peft==0.21.2 transformers==5.24.0 regex==2026.11.19
 gpu-wheels:  ## here: fetch into .whl/ what a lent GPU machine (Python 3.12, PyTorch, no network) lacks for gpu-check

@@ -1,7 +1,8 @@
 """The speed tables of ``results/README.md``, generated from the benchmarks' JSON (never typed).
 
     python -m scripts.bench.report --speed results/bench/minilm-l6_cpu.json \\
-        --depth results/bench/depth_cached_cpu.json results/bench/depth_cpu.json --readme results/README.md
+        --depth results/bench/depth_cached_cpu.json results/bench/depth_cpu.json \\
+        --kernels results/bench/kernels_cpu.json --readme results/README.md
 
 ``make bench`` runs the benchmarks and then this. It fills two blocks:
 
@@ -92,7 +93,7 @@ def _growth(slope: dict[str, float], depths: list[int]) -> str:
     )
 
 
-def speed_block(report: dict[str, Any]) -> str:
+def speed_block(report: dict[str, Any], kernels: dict[str, Any] | None = None) -> str:
     methods = report["methods"]
     rounds = methods[LIMIT]["step_ratio_to_limit"]["n"]
     lines = [
@@ -129,7 +130,28 @@ def speed_block(report: dict[str, Any]) -> str:
                 f"{100 * extras['merge_event_fraction_of_step']:.2f} %, and after `merge_into_base` inference runs "
                 f"at {extras['folded_inference_ratio_to_base']:.2f}× the base model's time."
             )
+    if kernels is not None:
+        lines += ["", kernels_line(kernels)]
     return "\n".join(lines) + "\n"
+
+
+def kernels_line(report: dict[str, Any]) -> str:
+    """What the adapted layers cost timed alone (``scripts.bench.kernels``), as the step they would
+    make; and whether the bar lies below the adapter's own arithmetic written plainly (the whole
+    interval above it) — then no implementation of the layer alone can meet it on that machine."""
+    ours, plain = report["our-layer"]["ratio_to_limit"], report["plain-gemms"]["ratio_to_limit"]
+    verdict = (
+        f"the two GEMMs alone already exceed the ≤ {TARGET_TO_LIMIT}× bar on this machine"
+        if plain["low"] is not None and plain["low"] > TARGET_TO_LIMIT
+        else f"the two GEMMs alone do not rule out the ≤ {TARGET_TO_LIMIT}× bar"
+    )
+    return (
+        f"**The layers alone** ({report['adapted_layers']} adapted projections of {report['model']} at "
+        f"{report['batch_size']} × {report['seq_len']} tokens, each timed alone, forward and backward, against the "
+        f"frozen projection; {report['repeats']} rounds. {_provenance(report)}): ASLoRA's layers add what would make "
+        f"a step {format_ratio(ours)}× the limit; the same two GEMMs written plainly "
+        f"(`addmm_(h, Bᵀ, alpha=α/r)`) {format_ratio(plain)}× — {verdict}."
+    )
 
 
 def depth_block(reports: list[dict[str, Any]]) -> str:
@@ -183,14 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="scripts.bench.depth's JSON files, one table each, in order",
     )
+    parser.add_argument("--kernels", type=Path, default=None, help="scripts.bench.kernels's JSON (optional)")
     parser.add_argument("--readme", type=Path, default=ROOT / "results" / "README.md")
     args = parser.parse_args(argv)
-    for path in (args.speed, *args.depth, args.readme):
+    for path in (args.speed, *args.depth, *([args.kernels] if args.kernels else []), args.readme):
         if not path.is_file():
             raise SystemExit(f"{path} does not exist: run `make bench` (it writes every JSON file this reads)")
     speed = read_json(args.speed, "a benchmark report", dict)
     depths = [read_json(path, "a benchmark report", dict) for path in args.depth]
-    blocks = {"bench_speed": speed_block(speed), "bench_depth": depth_block(depths)}
+    kernels = read_json(args.kernels, "a benchmark report", dict) if args.kernels else None
+    blocks = {"bench_speed": speed_block(speed, kernels), "bench_depth": depth_block(depths)}
     filled = fill_readme(args.readme, blocks, owns=lambda name: name in blocks)
     print(f"filled {', '.join(filled) or 'no'} table(s) in {args.readme}")
     return 0

@@ -58,6 +58,26 @@ def test_bench_writes_ratios_against_peft_lora(tmp_path, capsys):
     assert "step × limit [95 %]" in capsys.readouterr().out
 
 
+def test_kernels_bench_times_each_adapted_layer_alone_and_takes_the_ratio_per_round(tmp_path, capsys):
+    import statistics
+
+    from scripts.bench.kernels import main as kernels_main
+
+    out = tmp_path / "kernels.json"
+    assert kernels_main(["--batch-size", "2", "--seq-len", "8", "--repeats", "6", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["adapted_layers"] == 12  # MiniLM-L6: query and value in each of 6 blocks
+    limit = report["limit_seconds_all"]
+    for name in ("plain-gemms", "our-layer"):
+        extra = report[name]["extra_seconds_all"]
+        assert len(extra) == len(limit) == 6
+        # the step the layers would make: 1 + (Σ layers' extra time) / (the limit step of the same round)
+        ratios = [1 + e / s for e, s in zip(extra, limit, strict=True)]
+        assert report[name]["ratio_to_limit"]["median"] == pytest.approx(statistics.median(ratios))
+        assert report[name]["ratio_to_limit"]["low"] == pytest.approx(min(ratios))
+    assert "our layer" in capsys.readouterr().out
+
+
 def test_bench_rejects_an_unknown_method(tmp_path):
     with pytest.raises(SystemExit, match="unknown --methods \\['aslora-plain'\\]"):
         main(["--methods", "aslora-plain", "--out", str(tmp_path / "b.json")])
@@ -143,6 +163,18 @@ def test_bench_report_fills_both_blocks_from_the_json_and_says_flat_only_when_th
     (tmp_path / "s.json").write_text(json.dumps(speed))
     (tmp_path / "d.json").write_text(json.dumps(depth))
     (tmp_path / "cached.json").write_text(json.dumps({**depth, "batch_size": 1, "seq_len": 32}))
+    kernels = {
+        "command": "python -m scripts.bench.kernels",
+        "model": "minilm-l6",
+        "batch_size": 32,
+        "seq_len": 64,
+        "adapted_layers": 12,
+        "repeats": 40,
+        "environment": env,
+        "plain-gemms": {"ratio_to_limit": _ratio(1.038, 1.025, 1.041)},
+        "our-layer": {"ratio_to_limit": _ratio(1.036, 1.031, 1.040)},
+    }
+    (tmp_path / "k.json").write_text(json.dumps(kernels))
     readme = tmp_path / "README.md"
     readme.write_text(
         "x\n<!-- table:bench_speed -->\nSTALE\n<!-- /table:bench_speed -->\n<!-- table:bench_depth -->\n<!-- /table:bench_depth -->\n"
@@ -155,6 +187,8 @@ def test_bench_report_fills_both_blocks_from_the_json_and_says_flat_only_when_th
                 "--depth",
                 str(tmp_path / "cached.json"),
                 str(tmp_path / "d.json"),
+                "--kernels",
+                str(tmp_path / "k.json"),
                 "--readme",
                 str(readme),
             ]
@@ -165,6 +199,13 @@ def test_bench_report_fills_both_blocks_from_the_json_and_says_flat_only_when_th
     # one table per depth report, in the order given
     assert 0 < text.index("**Batch 1 × 32.**") < text.index("**Batch 8 × 64.**")
     assert text.count("| L | method | step × limit [95 %] |") == 2
+    # the layers alone: the bar is said to lie below the plain GEMMs only when their whole interval is above it
+    assert "a step 1.036 [1.031, 1.040]× the limit; the same two GEMMs written plainly" in text
+    assert "1.038 [1.025, 1.041]× — the two GEMMs alone already exceed the ≤ 1.02× bar on this machine." in text
+    from scripts.bench.report import kernels_line
+
+    straddles = {**kernels, "plain-gemms": {"ratio_to_limit": _ratio(1.03, 1.015, 1.04)}}
+    assert kernels_line(straddles).endswith("the two GEMMs alone do not rule out the ≤ 1.02× bar.")
     assert "STALE" not in text and "commit `0123456`, clean tree" in text
     assert (
         "| **ASLoRA** (after its ties) | 1.000 | 1.006 [0.998, 1.013] | 0.950 [0.940, 0.970] | 1.00 | 0.208 |" in text
@@ -196,6 +237,8 @@ def test_results_readme_speed_blocks_are_what_the_committed_bench_json_gives(tmp
                 "--depth",
                 str(bench / "depth_cached_cpu.json"),
                 str(bench / "depth_cpu.json"),
+                "--kernels",
+                str(bench / "kernels_cpu.json"),
                 "--readme",
                 str(readme),
             ]
