@@ -182,7 +182,10 @@ class SharedLoRALinear(nn.Module, SharedLoRATunerLayer):
             # hᵀ·g rather than gᵀ·h: the orientation MKL runs ~4× faster at MiniLM-L6's shapes
             # (2,048 tokens × 384 × r 8), which makes the layer cheaper than the same two GEMMs written
             # plainly (``scripts.bench.kernels``)
-            bt = b.t().contiguous()
+            # Compiled, the plain transpose: inductor lays out its own operands, and with this copy
+            # inside the graph its generated CPU code corrupts the heap (torch 2.13; caught by
+            # tests/aslora/adapters/test_compile_and_checkpointing.py, run under inductor)
+            bt = b.t() if torch.compiler.is_compiling() else b.t().contiguous()
             if in_place:
                 # ``result`` itself, never a view of it: an in-place op on a view makes autograd
                 # rebuild the base's gradient through CopySlices (a zero-filled tokens × out buffer
