@@ -24,10 +24,8 @@ LoRA's, round by round, is what the map itself adds. ``make bench`` runs both.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,14 +36,14 @@ from scripts.bench.speed import (
     BENCH_OUTPUTS,
     LIMIT,
     MIN_ROUNDS,
-    ROOT,
     Trainee,
-    _device_slug,
     format_ratio,
     method_configs,
     paired_times,
+    random_batch,
     round_ratio,
     round_summary,
+    write_report,
 )
 
 METHODS = (LIMIT, "peft-lora", "aslora")
@@ -114,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",")]
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "input_ids": torch.randint(5, 1000, (args.batch_size, args.seq_len), generator=generator),
-        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
-        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
-    }
-    batch = {k: v.to(args.device) for k, v in batch.items()}
+    batch = random_batch(args.batch_size, args.seq_len, 1000, args.device)
     trainees = {}
     for layers in depths:
         torch.manual_seed(0)
@@ -183,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "slope_ms_per_block": slopes,
         "environment": environment(outputs=BENCH_OUTPUTS),
     }
-    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"depth_{_device_slug(report)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_report(report, args.out, "depth_")
     return 0
 
 

@@ -22,10 +22,8 @@ layer is left to remove. Writes ``results/bench/kernels_<device>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -38,15 +36,15 @@ from scripts.bench.speed import (
     BENCH_OUTPUTS,
     LIMIT,
     MIN_ROUNDS,
-    ROOT,
     Trainee,
-    _device_slug,
     build_base,
     format_ratio,
     merges_for,
     method_configs,
+    random_batch,
     round_summary,
     timed,
+    write_report,
 )
 
 
@@ -99,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     base, targets, vocab = build_base(args.model)
     base.requires_grad_(False)
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
-        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
-        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
-    }
-    batch = {k: v.to(args.device) for k, v in batch.items()}
+    batch = random_batch(args.batch_size, args.seq_len, vocab, args.device)
     limit = Trainee(LIMIT, base, None, args.device)
     merges = merges_for(base.config.num_hidden_layers)
     adapted = Trainee("aslora", base, method_configs(targets, args.rank, merges)["aslora"](), args.device)
@@ -164,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:<28} +{format_ratio(row['ms_per_step'])} ms per step → "
             f"{format_ratio(row['ratio_to_limit'])} × the limit"
         )
-    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"kernels_{_device_slug(report)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_report(report, args.out, "kernels_")
     return 0
 
 

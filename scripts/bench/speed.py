@@ -207,6 +207,26 @@ def round_summary(values: list[float]) -> dict[str, Any]:
     return asdict(median_interval(values))
 
 
+def random_batch(batch_size: int, seq_len: int, vocab: int, device: str) -> dict[str, torch.Tensor]:
+    """A classification batch of random token ids (ids ≥ 5: past the special tokens) and labels,
+    drawn from a generator seeded 0, so every benchmark times the same inputs."""
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(5, vocab, (batch_size, seq_len), generator=generator),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
+        "labels": torch.randint(0, 2, (batch_size,), generator=generator),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def write_report(report: dict[str, Any], out: str | None, prefix: str) -> None:
+    """``report`` as JSON at ``out``, or at ``results/bench/<prefix><model>_<device>.json``."""
+    path = Path(out) if out else ROOT / "results" / "bench" / f"{prefix}{_device_slug(report)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
 def timed(fn: Callable[[], Any], device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -301,13 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             names.insert(0, required)
     if args.compile:
         names += [name + COMPILED for name in (LIMIT, "peft-lora", "aslora") if name in names]
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "input_ids": torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=generator),
-        "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
-        "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
-    }
-    batch = {k: v.to(args.device) for k, v in batch.items()}
+    batch = random_batch(args.batch_size, args.seq_len, vocab, args.device)
 
     trainees = {
         name: Trainee(name, base, configs[name.removesuffix(COMPILED)](), args.device, compile=name.endswith(COMPILED))
@@ -366,10 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(outputs=BENCH_OUTPUTS),
     }
     print_table(report)
-    out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"{_device_slug(report)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_report(report, args.out, "")
     return 0
 
 
