@@ -150,7 +150,7 @@ def final_sharing(report: dict) -> dict:
 def predictions_section(report: dict) -> str:
     """The kept test predictions (``train.test_each_epoch``), tabulated: per epoch, accuracy recomputed
     from them beside the report's; at the scored epoch, the confusion matrix and every example."""
-    from aslora.harness.training.loop import decode_classes
+    from aslora.harness.training.kept_predictions import decode_classes
 
     kept = report["test_predictions"]
     labels = decode_classes(kept["labels"])

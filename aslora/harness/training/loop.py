@@ -19,8 +19,6 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -38,7 +36,7 @@ from aslora.harness.runs.console import describe_epoch, describe_tie
 from aslora.harness.runs.plan import RunPlan
 from aslora.harness.runs.train_settings import TrainSettings
 from aslora.harness.state import checkpoint as ckpt
-from aslora.harness.state.resume_check import ResumePoint, read_resume_point
+from aslora.harness.state.resume_check import read_resume_point
 from aslora.harness.state.trained_state import restore_model, trainable_state, trainable_state_keys
 from aslora.harness.training import distributed
 from aslora.harness.training.batching import (
@@ -48,64 +46,13 @@ from aslora.harness.training.batching import (
     evaluation_loader,
     lengths_of,
 )
+from aslora.harness.training.fit_record import RESUMABLE_FIELDS, FitOptions, FitResult, NonFiniteError
+from aslora.harness.training.kept_predictions import encode_classes
 from aslora.harness.training.optimization import build_optimization, enable_gradient_checkpointing
 from aslora.harness.training.scoring import evaluate
 from aslora.params import count_parameters
 
 log = logging.getLogger("aslora")
-
-
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient under ``nonfinite="error"`` (or too many under ``skip``)."""
-
-
-@dataclass
-class FitResult:
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_metric: float | None = None
-    best_validation: dict[str, float] = field(default_factory=dict)
-    test_at_best: dict[str, float] | None = None
-    total_steps: int = 0
-    params_before: dict[str, Any] = field(default_factory=dict)
-    params_after: dict[str, Any] = field(default_factory=dict)
-    merge_history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    skipped_steps: int = 0
-    resumed_from_step: int | None = None
-    num_processes: int = 1
-    is_main_process: bool = True
-    final_state: dict[str, Any] | None = None
-    """Under FSDP: the trained tensors gathered in full (trainable parameters and the pool)."""
-    best_state: dict[str, Any] | None = None
-    """The trained tensors (trainable parameters and the pool, on CPU) as they were at the end of
-    ``best_epoch``: the adapter behind the reported scores. ``None`` for full fine-tuning."""
-    params_at_best: dict[str, Any] | None = None
-    """``count_parameters`` at the end of ``best_epoch`` (an ASLoRA run may tie again after it)."""
-    test_labels: str | None = None
-    """Under ``train.test_each_epoch``: the test labels, encoded as ``test_predictions`` are."""
-    test_predictions: dict[str, str] = field(default_factory=dict)
-    """Under ``train.test_each_epoch``: epoch (as text) → the predicted class of every test example,
-    in the dataset's order, one character each (``"0110…"``; classes above 9 as letters)."""
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """Where and how often to checkpoint, whether to resume, and fault injection for tests."""
-
-    checkpoint_dir: Path | None = None
-    checkpoint_every_steps: int | None = None
-    keep_last_checkpoints: int = 2
-    resume: bool = False
-    kill_after_step: int | None = None
-    """Fault injection: SIGKILL this process right after this optimizer step (resume tests)."""
-    allow_pickle: bool = False
-    """Resume from a checkpoint of the older pickled format (one's own files only)."""
-    fingerprint: str | None = None
-    """The run configuration's fingerprint: written into each checkpoint, checked on resume."""
-    resume_point: ResumePoint | None = None
-    """Under ``resume``: the checkpoint the caller already read and checked (``run`` does, before it
-    writes anything); ``None``: ``fit`` reads and checks it."""
 
 
 Logger = Callable[[dict[str, float], int], None]
@@ -117,7 +64,7 @@ def fit(
     collate: Callable,
     settings: TrainSettings,
     log_metrics: Logger | None = None,
-    options: FitOptions = FitOptions(),
+    options: FitOptions | None = None,
     plan: RunPlan | None = None,
 ) -> FitResult:
     """Train ``model`` (already adapted) on ``data.train``; evaluate each epoch on validation
@@ -128,7 +75,7 @@ def fit(
     (``RunSettings.plan``), whose step count the loader must match and whose warm-up the schedule
     uses; without one (a library caller), both follow from the loader.
     """
-    return _Fit(model, data, collate, settings, log_metrics, options, plan).run()
+    return _Fit(model, data, collate, settings, log_metrics, options or FitOptions(), plan).run()
 
 
 class _Fit:
@@ -207,7 +154,7 @@ class _Fit:
             and data.spec.kind != "causal_lm"
             and not data.spec.is_regression
         ):
-            self.test_labels = _encode_classes(list(data.test["labels"]), list(range(len(self.test_order))))
+            self.test_labels = encode_classes(list(data.test["labels"]), list(range(len(self.test_order))))
         self.eval_loaders = {
             k: accelerator.prepare_data_loader(evaluation_loader(v, settings.eval_batch_size, self.collate))
             for k, v in eval_sets.items()
@@ -406,7 +353,7 @@ class _Fit:
             if self.settings.test_each_epoch and data.spec.kind != "causal_lm" and not data.spec.is_regression:
                 kept: list[int] = []
                 record["test"] = self._score("test", kept)
-                self.result.test_predictions[str(epoch)] = _encode_classes(kept, self.test_order)
+                self.result.test_predictions[str(epoch)] = encode_classes(kept, self.test_order)
             else:
                 record["test"] = self._score("test")
         if self.controller is not None:
@@ -459,7 +406,7 @@ class _Fit:
                 "model": trainable_state(accelerator.unwrap_model(self.model, keep_torch_compile=False)),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "result": {k: getattr(self.result, k) for k in _RESUMABLE_FIELDS},
+                "result": {k: getattr(self.result, k) for k in RESUMABLE_FIELDS},
             }
             ckpt.commit(tmp, options.checkpoint_dir, step, state, options.keep_last_checkpoints)
         accelerator.wait_for_everyone()
@@ -480,37 +427,3 @@ class _Fit:
         result.merge_history = list(self.pool.merge_history) if self.pool is not None else []
         result.test_labels = self.test_labels if result.test_predictions else None
         return result
-
-
-_CLASS_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def _encode_classes(predictions: list[int], order: list[int]) -> str:
-    """Class ids in evaluation order → one character per example in dataset order."""
-    if len(predictions) != len(order):
-        raise RuntimeError(f"{len(predictions)} test predictions for {len(order)} test examples")
-    if predictions and max(predictions) >= len(_CLASS_CHARS):
-        raise ValueError(f"class id {max(predictions)}: kept predictions encode at most {len(_CLASS_CHARS)} classes")
-    out = [""] * len(order)
-    for index, cls in zip(order, predictions, strict=True):
-        out[index] = _CLASS_CHARS[cls]
-    return "".join(out)
-
-
-def decode_classes(text: str) -> list[int]:
-    """The inverse of the encoding kept in ``FitResult.test_predictions``."""
-    return [_CLASS_CHARS.index(c) for c in text]
-
-
-_RESUMABLE_FIELDS = (
-    "epochs",
-    "best_epoch",
-    "best_metric",
-    "best_validation",
-    "test_at_best",
-    "skipped_steps",
-    "train_seconds",
-    "best_state",
-    "params_at_best",
-    "test_predictions",
-)

@@ -164,7 +164,7 @@ def test_a_merge_log_that_ties_a_retired_B_is_refused():
 
 
 def test_kept_predictions_are_tabulated_and_give_the_reports_test_accuracy():
-    from aslora.harness.training.loop import decode_classes
+    from aslora.harness.training.kept_predictions import decode_classes
     from scripts.reports.site_run import predictions_section
 
     name = next(
