@@ -1,5 +1,6 @@
-"""scripts/reports/smalldata_verdict.py: the epoch each rule scores and the size there, the plan's words from
-constructed p-values, and a verdict read from the plan (a fixture whose word flips with the margin)."""
+"""scripts/reports/smalldata_verdict.py (and its arithmetic, smalldata_outcomes.py): the epoch each rule
+scores and the size there, the plan's words from constructed p-values, and a verdict read from the plan
+(a fixture whose word flips with the margin)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import pytest
 
 from scripts.grids.smalldata import ARMS
-from scripts.reports.smalldata_verdict import adapter_size, decide, main, read_plan, scored_epoch
+from scripts.reports.smalldata_outcomes import adapter_size, decide, read_plan, scored_epoch
+from scripts.reports.smalldata_verdict import main
 from tests.scripts.grids.test_smalldata import _fixture_report
 
 PAPER, LORA8, LORA2 = ARMS[2], ARMS[0], ARMS[1]
