@@ -32,7 +32,7 @@ from aslora.harness.inputs.instruct import IGNORE_INDEX
 from aslora.harness.runs.report import environment
 from aslora.harness.training.batching import EpochShuffle, LengthGroupedShuffle, LengthOrder, lengths_of
 from hydra_glue import ROOT
-from scripts.bench.speed import BENCH_OUTPUTS
+from scripts.bench.timing import BENCH_OUTPUTS
 
 # the protocol's scale per task kind: classification (MiniLM-L6, protocol_lr.yaml) and instruction
 # tuning (SmolLM2-135M, protocol_instruct_lr.yaml)

@@ -7,7 +7,7 @@ For each depth L, a RoBERTa-shaped encoder (random weights from its config, no H
 ``--width`` is trained a few steps as the limit (frozen base, input gradients through every layer),
 as PEFT LoRA and as ASLoRA (r = 8 on query and value; every tie done during warm-up, so the groups
 hold L B's of which few are live). Each round times one step of every (depth, method), in an order
-shuffled each round, each beside one step of the same depth's limit (``scripts.bench.speed.paired_times``). It prints, per L, each method's step over the limit's and its **overhead per
+shuffled each round, each beside one step of the same depth's limit (``scripts.bench.timing.paired_times``). It prints, per L, each method's step over the limit's and its **overhead per
 adapted layer**, ``(t_method − t_limit) / (2 L)`` from the two adjacent steps — medians over
 rounds with their 95 % intervals — and the Theil–Sen slope of that overhead against L with its 95 %
 interval: flat in L (the interval holds 0) means the cost of choosing a layer's B does not depend on
@@ -32,19 +32,16 @@ import torch
 from scipy import stats as sps
 
 from aslora.harness.runs.report import environment
-from scripts.bench.speed import (
+from scripts.bench.timing import (
     BENCH_OUTPUTS,
-    LIMIT,
     MIN_ROUNDS,
-    Trainee,
     format_ratio,
-    method_configs,
     paired_times,
-    random_batch,
     round_ratio,
     round_summary,
     write_report,
 )
+from scripts.bench.trainees import LIMIT, Trainee, method_configs, random_batch
 
 METHODS = (LIMIT, "peft-lora", "aslora")
 

@@ -14,7 +14,7 @@ our adapted layer (``SharedLoRALinear``, ASLoRA after its ties), and reports for
 
 — the step an adapter would take if its kernels were all it added. Each round times one limit step
 and, for every adapted layer in shuffled order, the three calls in shuffled order; each value is the
-median over rounds with its distribution-free 95 % interval (``scripts.bench.speed.round_summary``).
+median over rounds with its distribution-free 95 % interval (``scripts.bench.timing.round_summary``).
 Where the step's ratio (``scripts.bench.speed``) is what its layers alone cost, nothing outside the
 layer is left to remove. Writes ``results/bench/kernels_<device>.json``.
 """
@@ -32,20 +32,8 @@ from torch.nn import functional as F
 from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pools import DEFAULT_ADAPTER
 from aslora.harness.runs.report import environment
-from scripts.bench.speed import (
-    BENCH_OUTPUTS,
-    LIMIT,
-    MIN_ROUNDS,
-    Trainee,
-    build_base,
-    format_ratio,
-    merges_for,
-    method_configs,
-    random_batch,
-    round_summary,
-    timed,
-    write_report,
-)
+from scripts.bench.timing import BENCH_OUTPUTS, MIN_ROUNDS, format_ratio, round_summary, timed, write_report
+from scripts.bench.trainees import LIMIT, Trainee, build_base, merges_for, method_configs, random_batch
 
 
 def _call(fn: Callable[[], torch.Tensor], grad: torch.Tensor, leaves: list[torch.Tensor]) -> Callable[[], None]:

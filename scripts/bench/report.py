@@ -31,7 +31,8 @@ from typing import Any
 from aslora.harness.measuring.display import DISPLAY_NAMES
 from aslora.json_file import read_json
 from hydra_glue import ROOT
-from scripts.bench.speed import COMPILED, LIMIT, format_ratio
+from scripts.bench.timing import format_ratio
+from scripts.bench.trainees import COMPILED, LIMIT
 from scripts.reports.make_tables import fill_readme
 
 TARGET_TO_LIMIT = 1.02

