@@ -12,6 +12,8 @@ the families of comparisons) and the committed reports, and writes
   lr, the seeds present, the adapter size at the scored epoch and the test score; the positive
   controls; the same statistics, without words, on the exploratory seeds 1–5;
 * ``verdict.json`` — the same outcomes as data (the README's verdict block and the results site read it);
+* ``smalldata_verdict.png`` (``--figure``; default ``<out>/../figures/``) — every comparison's interval
+  over the margin, with its word and the exploratory seeds beneath (:mod:`scripts.reports.plot_verdict`);
 * with ``--readme``, README's ``<!-- verdict:smalldata -->`` block, generated from the same outcomes.
 
 The arithmetic lives in :mod:`scripts.reports.smalldata_outcomes`, the page in
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from hydra_glue import ROOT
 from scripts.grids.smalldata import read_arm_lr
+from scripts.reports import plot_verdict
 from scripts.reports.smalldata_outcomes import arm_runs, exploratory, read_plan, run_counts, verdict
 from scripts.reports.smalldata_verdict_text import exploratory_block, readme_block, replace_block, verdict_markdown
 
@@ -58,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=ROOT / "results" / "reports")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "smalldata")
     parser.add_argument("--readme", type=Path, default=None, help="fill README's <!-- verdict:smalldata --> block")
+    parser.add_argument("--figure", type=Path, default=None, help="default: <out>/../figures/smalldata_verdict.png")
     args = parser.parse_args(argv)
+    figure = args.figure or args.out.parent / "figures" / "smalldata_verdict.png"
     plan = read_plan(args.plan)
     runs = arm_runs(args.reports, plan["grid"])
     outcomes = verdict(plan, runs)
@@ -89,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         "exploratory": [asdict(o) for o in explored],
     }
     (args.out / "verdict.json").write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {args.out / 'verdict.md'} and verdict.json ({present} of {planned} planned runs)")
+    status = "complete" if present >= planned else f"PARTIAL: {present} of {planned} runs, words provisional"
+    plot_verdict.plot(plan, plot_verdict.forest_rows(plan, outcomes, explored), status, figure)
+    print(f"wrote {args.out / 'verdict.md'}, verdict.json and {figure} ({present} of {planned} planned runs)")
     if args.readme:
         text = args.readme.read_text()
         text = replace_block(text, "verdict:smalldata", readme_block(plan, outcomes, present, planned, commit))

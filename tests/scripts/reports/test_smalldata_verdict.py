@@ -1,6 +1,6 @@
 """scripts/reports/smalldata_verdict.py (and its arithmetic, smalldata_outcomes.py): the epoch each rule
 scores and the size there, the plan's words from constructed p-values, and a verdict read from the plan
-(a fixture whose word flips with the margin)."""
+(a fixture whose word flips with the margin), and the figure's rows (plot_verdict.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 import pytest
 
 from scripts.grids.smalldata import ARMS
-from scripts.reports.smalldata_outcomes import adapter_size, decide, read_plan, scored_epoch
+from scripts.reports.plot_verdict import forest_rows
+from scripts.reports.smalldata_outcomes import Outcome, adapter_size, decide, read_plan, scored_epoch
 from scripts.reports.smalldata_verdict import main
 from tests.scripts.grids.test_smalldata import _fixture_report
 
@@ -137,6 +138,46 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert verdict["runs_present"] == verdict["runs_planned"] == 24
     text = readme.read_text()
     assert "STALE" not in text and f"**{word}**" in text and text.startswith("x\n") and text.endswith("y\n")
+    figure = (
+        tmp_path / "figures" / "smalldata_verdict.png"
+    )  # beside --out, as results/figures is beside results/smalldata
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_has_a_row_per_planned_comparison_in_the_plans_order():
+    plan = {
+        "primary_rule": "final_size",
+        "families": [
+            {
+                "name": "primary",
+                "comparisons": [{"a": PAPER.label, "b": LORA2.label}, {"a": PAPER.label, "b": LORA8.label}],
+            },
+            {"name": "control", "comparisons": [{"a": LORA8.label, "b": LORA2.label}]},
+        ],
+    }
+
+    def outcome(rule, a, b, mean, n=12):
+        return Outcome("f", rule, a, b, "c", n, mean, mean - 1, mean + 1, 1.0, 0.5, 0.5, 0.5, 0.5, 1.0, "inconclusive")
+
+    confirmatory = [
+        outcome("best", PAPER.label, LORA2.label, -9.0),  # another rule: not the primary's
+        outcome("final_size", PAPER.label, LORA2.label, -1.0),
+        outcome("final_size", LORA8.label, LORA2.label, +0.2),
+        Outcome("primary", "final_size", PAPER.label, LORA8.label, "c", 0, *[None] * 10),  # none run yet
+    ]
+    exploratory = [
+        outcome("best", PAPER.label, LORA8.label, -2.0, n=5),
+        outcome("final_size", PAPER.label, LORA8.label, 7.0),
+    ]
+    rows = forest_rows(plan, confirmatory, exploratory)
+    assert [r.label for r in rows] == [
+        f"{PAPER.label} − {LORA2.label}",
+        f"{PAPER.label} − {LORA8.label}",
+        f"{LORA8.label} − {LORA2.label}",
+    ]
+    assert [r.family for r in rows] == ["primary", "primary", "control"]
+    assert [None if r.confirmatory is None else r.confirmatory.mean for r in rows] == [-1.0, None, 0.2]
+    assert [None if r.exploratory is None else r.exploratory.mean for r in rows] == [None, -2.0, None]
 
 
 def test_a_plan_naming_an_unknown_arm_or_rule_is_refused(tmp_path):
