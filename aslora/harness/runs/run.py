@@ -32,7 +32,8 @@ from aslora.harness.runs.run_dir import check_no_links
 from aslora.harness.runs.run_record import RunRecord
 from aslora.harness.runs.settings import RunSettings
 from aslora.harness.state.resume_check import read_resume_point
-from aslora.harness.training.loop import FitOptions, fit
+from aslora.harness.training.fit_record import FitOptions
+from aslora.harness.training.loop import fit
 from aslora.params import lora_parameter_count
 
 log = logging.getLogger("aslora")

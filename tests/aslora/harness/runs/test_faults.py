@@ -11,7 +11,8 @@ import aslora
 from aslora.harness.inputs.data import TaskData, get_task
 from aslora.harness.runs.run import run
 from aslora.harness.runs.train_settings import TrainSettings
-from aslora.harness.training.loop import FitOptions, NonFiniteError, fit
+from aslora.harness.training.fit_record import FitOptions, NonFiniteError
+from aslora.harness.training.loop import fit
 from hydra_glue import compose_run
 from tests.conftest import tiny_bert
 
