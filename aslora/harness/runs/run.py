@@ -408,7 +408,8 @@ def _report(
         },
         "merge_history": result.merge_history,
         # train.test_each_epoch: every epoch's test predictions, one character per example in the
-        # dataset's order (aslora.harness.training.kept_predictions.decode_classes), and the labels they are scored against
+        # dataset's order (aslora.harness.training.kept_predictions.decode_classes), and the labels
+        # they are scored against
         "test_predictions": (
             {"labels": result.test_labels, "epochs": result.test_predictions} if result.test_predictions else None
         ),
