@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.reports.smalldata_outcomes import RULES, Outcome
+from scripts.reports.smalldata_outcomes import RULES, Outcome, untested
 from scripts.reports.stats import MIN_INTERVAL_N
 
 WORD_COLOURS = {
@@ -35,16 +35,18 @@ class Row:
     """``A − B``."""
     family: str
     confirmatory: Outcome | None
-    """At the plan's primary rule; ``None`` where no seed of both arms has run."""
+    """At the plan's primary rule; ``None`` where fewer than two seeds pair (nothing tested)."""
     exploratory: Outcome | None
     """Seeds 1–5 at :data:`EXPLORATORY_RULE`; ``None`` where those runs do not pair."""
+    paired: int
+    """Seeds run in both arms (at the primary rule)."""
 
 
 def forest_rows(plan: dict, outcomes: list[Outcome], exploratory: list[Outcome]) -> list[Row]:
     """One row per comparison of the plan's families, in the plan's order."""
 
-    def find(pool: list[Outcome], rule: str, a: str, b: str) -> Outcome | None:
-        match = [o for o in pool if o.rule == rule and o.a == a and o.b == b and o.mean is not None]
+    def find(pool: list[Outcome], rule: str, a: str, b: str, tested: bool = True) -> Outcome | None:
+        match = [o for o in pool if o.rule == rule and o.a == a and o.b == b and (o.mean is not None or not tested)]
         return match[0] if match else None
 
     rows = []
@@ -56,6 +58,7 @@ def forest_rows(plan: dict, outcomes: list[Outcome], exploratory: list[Outcome])
                     family["name"],
                     find(outcomes, plan["primary_rule"], c["a"], c["b"]),
                     find(exploratory, EXPLORATORY_RULE, c["a"], c["b"]),
+                    getattr(find(outcomes, plan["primary_rule"], c["a"], c["b"], tested=False), "n", 0),
                 )
             )
     return rows
@@ -77,7 +80,7 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
         y = -i
         o = row.confirmatory
         if o is None:
-            ax.text(0, y, "not yet run", ha="center", va="center", fontsize=8, color="#7f8c8d", style="italic")
+            ax.text(0, y, untested(row.paired), ha="center", va="center", fontsize=8, color="#7f8c8d", style="italic")
         else:
             colour = WORD_COLOURS.get(o.word or "", "#7f8c8d")
             if o.n >= MIN_INTERVAL_N:

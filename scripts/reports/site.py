@@ -47,6 +47,7 @@ from scripts.reports.site_html import (  # noqa: F401  (grid_of, arm_of and scor
     test_score,
 )
 from scripts.reports.site_run import run_page
+from scripts.reports.smalldata_outcomes import untested
 
 FILTER_JS = """<script>
 function filterRuns(q){q=q.toLowerCase();for(const tr of document.querySelectorAll('#runs tbody tr'))
@@ -143,7 +144,7 @@ def _outcomes(outcomes: list[dict]) -> str:
             html.escape(o["rule"]),
             html.escape(f"{o['a']} − {o['b']}"),
             html.escape(o.get("claim", "")),
-            "not yet run" if o["mean"] is None else f"{o['mean']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}]",
+            untested(o["n"]) if o["mean"] is None else f"{o['mean']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}]",
             str(o["n"]),
             "–" if o.get("p_diff_holm") is None else f"{o['p_diff_holm']:.3g}",
             "–" if o.get("mde") is None else f"{o['mde']:.2f}",

@@ -144,6 +144,11 @@ class Outcome:
     """``None`` below two seeds (nothing to decide on)."""
 
 
+def untested(n: int) -> str:
+    """What a comparison without a test says: no paired seed yet, or too few (one) to test."""
+    return "not yet run" if n == 0 else f"{n} paired seed: too few to test" if n == 1 else f"n = {n}"
+
+
 def family_outcomes(family: dict, rule: str, scores: dict[str, dict[int, float]], plan: dict) -> list[Outcome]:
     """Every comparison of one family under one rule, Holm-adjusted within the family."""
     rows = []

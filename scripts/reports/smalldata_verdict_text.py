@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts.grids.smalldata import ARMS
-from scripts.reports.smalldata_outcomes import RULES, Outcome, score
+from scripts.reports.smalldata_outcomes import RULES, Outcome, score, untested
 from scripts.reports.stats import MIN_INTERVAL_N
 
 
@@ -84,7 +84,7 @@ def controls(plan: dict, outcomes: list[Outcome], protocol_lrs: Path) -> list[st
     for o in outcomes:
         if o.family == "control" and o.rule == plan["primary_rule"]:
             seen = (
-                "not yet run"
+                untested(o.n)
                 if o.word is None
                 else f"{o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}], n = {o.n}: **{o.word}**"
             )
@@ -135,7 +135,7 @@ def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int
     ]
     for o in primary:
         if o.word is None:
-            lines.append(f"- *{o.a} − {o.b}* ({o.family}): not yet run (n = {o.n}).")
+            lines.append(f"- *{o.a} − {o.b}* ({o.family}): {untested(o.n)}.")
             continue
         lines.append(
             f"- *{o.a} − {o.b}* ({o.family}): {o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}], n = {o.n}, "

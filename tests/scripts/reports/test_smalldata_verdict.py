@@ -10,7 +10,7 @@ import pytest
 
 from scripts.grids.smalldata import ARMS
 from scripts.reports.plot_verdict import forest_rows
-from scripts.reports.smalldata_outcomes import Outcome, adapter_size, decide, read_plan, scored_epoch
+from scripts.reports.smalldata_outcomes import Outcome, adapter_size, decide, read_plan, scored_epoch, untested
 from scripts.reports.smalldata_verdict import main
 from tests.scripts.grids.test_smalldata import _fixture_report
 
@@ -170,6 +170,8 @@ def test_the_figure_has_a_row_per_planned_comparison_in_the_plans_order():
         outcome("final_size", PAPER.label, LORA8.label, 7.0),
     ]
     rows = forest_rows(plan, confirmatory, exploratory)
+    assert [r.paired for r in rows] == [12, 0, 12]
+    assert [untested(n) for n in (0, 1, 12)] == ["not yet run", "1 paired seed: too few to test", "n = 12"]
     assert [r.label for r in rows] == [
         f"{PAPER.label} − {LORA2.label}",
         f"{PAPER.label} − {LORA8.label}",
