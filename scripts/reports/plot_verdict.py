@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.reports.smalldata_outcomes import RULES, Outcome, untested
+from scripts.reports.smalldata_outcomes import RULES, Outcome, planned_pairs, untested
 from scripts.reports.stats import MIN_INTERVAL_N
 
 WORD_COLOURS = {
@@ -40,6 +40,8 @@ class Row:
     """Seeds 1–5 at :data:`EXPLORATORY_RULE`; ``None`` where those runs do not pair."""
     paired: int
     """Seeds run in both arms (at the primary rule)."""
+    arms: tuple[str, str]
+    """(A, B) as the plan names them."""
 
 
 def forest_rows(plan: dict, outcomes: list[Outcome], exploratory: list[Outcome]) -> list[Row]:
@@ -59,6 +61,7 @@ def forest_rows(plan: dict, outcomes: list[Outcome], exploratory: list[Outcome])
                     find(outcomes, plan["primary_rule"], c["a"], c["b"]),
                     find(exploratory, EXPLORATORY_RULE, c["a"], c["b"]),
                     getattr(find(outcomes, plan["primary_rule"], c["a"], c["b"], tested=False), "n", 0),
+                    (c["a"], c["b"]),
                 )
             )
     return rows
@@ -99,7 +102,8 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
     ax.set_xlim(-span, span)
     for i, row in enumerate(rows):
         o = row.confirmatory
-        word = "—" if o is None else f"n = {o.n} · {o.word}" if o.word else f"n = {o.n}"
+        of = planned_pairs(plan, *row.arms)
+        word = f"n = {row.paired} of {of}" + (f" · {o.word}" if o is not None and o.word else "")
         ax.text(span * 1.02, -i, word, va="center", fontsize=8.5, weight="bold" if o is not None else "normal")
     ax.set_yticks([-i for i in range(len(rows))])
     ax.set_yticklabels([f"{row.label.replace(' − ', chr(10) + '− ')}  [{row.family}]" for row in rows], fontsize=8)
@@ -126,7 +130,7 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=7.5, frameon=False)
     ax.set_title(
         f"Preregistered plan {plan['plan']} ({status})\nwords at α = {plan['alpha']}, Holm within each family; "
-        "right: seeds paired and the plan's word",
+        "right: seeds paired (of those planned) and the plan's word",
         fontsize=9.5,
     )
     fig.tight_layout()

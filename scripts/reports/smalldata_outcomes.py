@@ -144,6 +144,12 @@ class Outcome:
     """``None`` below two seeds (nothing to decide on)."""
 
 
+def planned_pairs(plan: dict, a: str, b: str) -> int:
+    """The seeds the plan runs in both arms ``a`` and ``b``: a comparison's n once its runs are all in."""
+    (a_first, a_last), (b_first, b_last) = plan["seeds"][a], plan["seeds"][b]
+    return max(0, min(a_last, b_last) - max(a_first, b_first) + 1)
+
+
 def untested(n: int) -> str:
     """What a comparison without a test says: no paired seed yet, or too few (one) to test."""
     return "not yet run" if n == 0 else f"{n} paired seed: too few to test" if n == 1 else f"n = {n}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts.grids.smalldata import ARMS
-from scripts.reports.smalldata_outcomes import RULES, Outcome, score, untested
+from scripts.reports.smalldata_outcomes import RULES, Outcome, planned_pairs, score, untested
 from scripts.reports.stats import MIN_INTERVAL_N
 
 
@@ -138,7 +138,8 @@ def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int
             lines.append(f"- *{o.a} − {o.b}* ({o.family}): {untested(o.n)}.")
             continue
         lines.append(
-            f"- *{o.a} − {o.b}* ({o.family}): {o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}], n = {o.n}, "
+            f"- *{o.a} − {o.b}* ({o.family}): {o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}], "
+            f"n = {o.n} of {planned_pairs(plan, o.a, o.b)} planned, "
             f"sign-flip p = {_p(o.p_diff_holm)} (Holm), could detect ≥ {o.mde:.2f} → **{o.word}**."
         )
     return "\n".join(lines)

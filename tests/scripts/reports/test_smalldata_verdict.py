@@ -10,7 +10,15 @@ import pytest
 
 from scripts.grids.smalldata import ARMS
 from scripts.reports.plot_verdict import forest_rows
-from scripts.reports.smalldata_outcomes import Outcome, adapter_size, decide, read_plan, scored_epoch, untested
+from scripts.reports.smalldata_outcomes import (
+    Outcome,
+    adapter_size,
+    decide,
+    planned_pairs,
+    read_plan,
+    scored_epoch,
+    untested,
+)
 from scripts.reports.smalldata_verdict import main
 from tests.scripts.grids.test_smalldata import _fixture_report
 
@@ -138,6 +146,7 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert verdict["runs_present"] == verdict["runs_planned"] == 24
     text = readme.read_text()
     assert "STALE" not in text and f"**{word}**" in text and text.startswith("x\n") and text.endswith("y\n")
+    assert "n = 12 of 12 planned" in text  # seeds 6-17 in both arms, all present
     figure = (
         tmp_path / "figures" / "smalldata_verdict.png"
     )  # beside --out, as results/figures is beside results/smalldata
@@ -171,6 +180,7 @@ def test_the_figure_has_a_row_per_planned_comparison_in_the_plans_order():
     ]
     rows = forest_rows(plan, confirmatory, exploratory)
     assert [r.paired for r in rows] == [12, 0, 12]
+    assert rows[1].arms == (PAPER.label, LORA8.label)
     assert [untested(n) for n in (0, 1, 12)] == ["not yet run", "1 paired seed: too few to test", "n = 12"]
     assert [r.label for r in rows] == [
         f"{PAPER.label} − {LORA2.label}",
@@ -193,3 +203,11 @@ def test_a_plan_naming_an_unknown_arm_or_rule_is_refused(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(SystemExit, match=r"unknown score rule\(s\) \['median'\]"):
         read_plan(tmp_path / "plan.json")
+
+
+def test_a_comparisons_planned_n_is_the_seeds_both_arms_run():
+    plan = {"seeds": {PAPER.label: [6, 25], LORA8.label: [6, 15], LORA2.label: [30, 31]}}
+    assert planned_pairs(plan, PAPER.label, LORA8.label) == 10  # 6-15 in both
+    assert planned_pairs(plan, LORA8.label, PAPER.label) == 10
+    assert planned_pairs(plan, PAPER.label, PAPER.label) == 20
+    assert planned_pairs(plan, LORA8.label, LORA2.label) == 0  # no seed in common
