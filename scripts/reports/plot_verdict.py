@@ -31,37 +31,46 @@ EXPLORATORY_RULE = "best"
 
 @dataclass(frozen=True)
 class Row:
-    label: str
-    """``A − B``."""
     family: str
-    confirmatory: Outcome | None
-    """At the plan's primary rule; ``None`` where fewer than two seeds pair (nothing tested)."""
-    exploratory: Outcome | None
-    """Seeds 1–5 at :data:`EXPLORATORY_RULE`; ``None`` where those runs do not pair."""
-    paired: int
-    """Seeds run in both arms (at the primary rule)."""
     arms: tuple[str, str]
     """(A, B) as the plan names them."""
+    confirmatory: Outcome | None
+    """At the plan's primary rule (tested or not); ``None`` where the outcomes hold no such comparison."""
+    exploratory: Outcome | None
+    """Seeds 1–5 at :data:`EXPLORATORY_RULE`, where those runs pair; else ``None``."""
+
+    @property
+    def label(self) -> str:
+        return " − ".join(self.arms)
+
+    @property
+    def paired(self) -> int:
+        """Seeds run in both arms (at the primary rule)."""
+        return self.confirmatory.n if self.confirmatory is not None else 0
+
+    @property
+    def tested(self) -> bool:
+        """Enough seeds pair for a mean and a word (two or more)."""
+        return self.confirmatory is not None and self.confirmatory.mean is not None
 
 
 def forest_rows(plan: dict, outcomes: list[Outcome], exploratory: list[Outcome]) -> list[Row]:
     """One row per comparison of the plan's families, in the plan's order."""
 
-    def find(pool: list[Outcome], rule: str, a: str, b: str, tested: bool = True) -> Outcome | None:
-        match = [o for o in pool if o.rule == rule and o.a == a and o.b == b and (o.mean is not None or not tested)]
-        return match[0] if match else None
+    def find(pool: list[Outcome], rule: str, arms: tuple[str, str]) -> Outcome | None:
+        return next((o for o in pool if o.rule == rule and (o.a, o.b) == arms), None)
 
     rows = []
     for family in plan["families"]:
         for c in family["comparisons"]:
+            arms = (c["a"], c["b"])
+            explored = find(exploratory, EXPLORATORY_RULE, arms)
             rows.append(
                 Row(
-                    f"{c['a']} − {c['b']}",
                     family["name"],
-                    find(outcomes, plan["primary_rule"], c["a"], c["b"]),
-                    find(exploratory, EXPLORATORY_RULE, c["a"], c["b"]),
-                    getattr(find(outcomes, plan["primary_rule"], c["a"], c["b"], tested=False), "n", 0),
-                    (c["a"], c["b"]),
+                    arms,
+                    find(outcomes, plan["primary_rule"], arms),
+                    explored if explored is not None and explored.mean is not None else None,
                 )
             )
     return rows
@@ -76,13 +85,13 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
 
     margin = plan["margin"]
     fig, ax = plt.subplots(figsize=(11, 0.7 * len(rows) + 2.2))
-    ax.axvspan(-margin, margin, color="#2e86c1", alpha=0.10, lw=0, label=f"equivalence margin ±{margin:g}")
+    band = ax.axvspan(-margin, margin, color="#2e86c1", alpha=0.10, lw=0, label=f"equivalence margin ±{margin:g}")
     ax.axvline(0, color="black", lw=0.8)
     ends = [margin, -margin]
     for i, row in enumerate(rows):
         y = -i
         o = row.confirmatory
-        if o is None:
+        if not row.tested:
             ax.text(0, y, untested(row.paired), ha="center", va="center", fontsize=8, color="#7f8c8d", style="italic")
         else:
             colour = WORD_COLOURS.get(o.word or "", "#7f8c8d")
@@ -101,10 +110,10 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
     span = max(abs(v) for v in ends) * 1.08
     ax.set_xlim(-span, span)
     for i, row in enumerate(rows):
-        o = row.confirmatory
-        of = planned_pairs(plan, *row.arms)
-        word = f"n = {row.paired} of {of}" + (f" · {o.word}" if o is not None and o.word else "")
-        ax.text(span * 1.02, -i, word, va="center", fontsize=8.5, weight="bold" if o is not None else "normal")
+        word = f"n = {row.paired} of {planned_pairs(plan, *row.arms)}"
+        if row.tested:
+            word += f" · {row.confirmatory.word}"
+        ax.text(span * 1.02, -i, word, va="center", fontsize=8.5, weight="bold" if row.tested else "normal")
     ax.set_yticks([-i for i in range(len(rows))])
     ax.set_yticklabels([f"{row.label.replace(' − ', chr(10) + '− ')}  [{row.family}]" for row in rows], fontsize=8)
     ax.set_ylim(-len(rows) + 0.4, 0.6)
@@ -125,7 +134,7 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
             lw=1.2,
             label="seeds 1–5 (exploratory), best validation epoch",
         ),
-        plt.Rectangle((0, 0), 1, 1, color="#2e86c1", alpha=0.10, label=f"equivalence margin ±{margin:g}"),
+        band,
     ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=7.5, frameon=False)
     ax.set_title(

@@ -34,7 +34,13 @@ from hydra_glue import ROOT
 from scripts.grids.smalldata import read_arm_lr
 from scripts.reports import plot_verdict
 from scripts.reports.smalldata_outcomes import arm_runs, exploratory, read_plan, run_counts, verdict
-from scripts.reports.smalldata_verdict_text import exploratory_block, readme_block, replace_block, verdict_markdown
+from scripts.reports.smalldata_verdict_text import (
+    exploratory_block,
+    readme_block,
+    replace_block,
+    status_phrase,
+    verdict_markdown,
+)
 
 PLAN = ROOT / "results" / "smalldata" / "plan.json"
 
@@ -94,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "exploratory": [asdict(o) for o in explored],
     }
     (args.out / "verdict.json").write_text(json.dumps(data, indent=1) + "\n")
-    status = "complete" if present >= planned else f"PARTIAL: {present} of {planned} runs, words provisional"
-    plot_verdict.plot(plan, plot_verdict.forest_rows(plan, outcomes, explored), status, figure)
+    rows = plot_verdict.forest_rows(plan, outcomes, explored)
+    plot_verdict.plot(plan, rows, status_phrase(present, planned), figure)
     print(f"wrote {args.out / 'verdict.md'}, verdict.json and {figure} ({present} of {planned} planned runs)")
     if args.readme:
         text = args.readme.read_text()

@@ -119,12 +119,15 @@ def provenance(reports_dir: Path) -> list[str]:
     return lines
 
 
+def status_phrase(present: int, planned: int) -> str:
+    """The study's state as README's block and the figure give it."""
+    return "complete" if present >= planned else f"PARTIAL: {present} of {planned} confirmatory runs; words provisional"
+
+
 def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int, commit: str | None) -> str:
     """README's verdict lines: one per primary-rule comparison, with its interval, n and word."""
     primary = [o for o in outcomes if o.rule == plan["primary_rule"]]
-    status = (
-        "complete" if present >= planned else f"PARTIAL: {present} of {planned} confirmatory runs; words provisional"
-    )
+    status = status_phrase(present, planned)
     lines = [
         f"Preregistered confirmatory study [`{plan['plan']}`](results/smalldata/PREREGISTRATION.md)"
         + (f" (plan committed in `{commit}`)" if commit else "")
