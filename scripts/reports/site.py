@@ -1,12 +1,14 @@
 """The results as a static site a reader opens offline: ``make site`` → ``results/site/``.
 
-    python -m scripts.reports.site [--reports results/reports] [--verdict results/smalldata/verdict.json] [--out results/site]
+    python -m scripts.reports.site [--reports results/reports] [--verdict results/smalldata/verdict.json]
+                                   [--figure results/figures/smalldata_verdict.png] [--out results/site]
 
 Built only from committed inputs — the runs' reports (``results/reports/<run>.json``) and the
 small-data plan's outcomes (``results/smalldata/verdict.json``) — so it regenerates byte for byte
 (no timestamps, sorted everywhere, fixed plot ids). Pages:
 
-* ``index.html`` — the plan's claims with interval, n and word, each linked to the grid behind it;
+* ``index.html`` — the plan's verdict: its figure, then one table per score rule (the primary rule's
+  first) of each claim's interval, n of planned, p and word, linked to the grid behind it;
   the grids; a filterable table of every run (grid, model, task, adapter, arm, seed, lr, score, size, time);
 * ``grids/<grid>.html`` — the arms table; validation curves, one trace per run (click a legend
   entry to hide or show that seed); test score against adapter size at the scored epoch;
@@ -24,15 +26,16 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import os
 import shutil
 import statistics
+from dataclasses import fields
 from pathlib import Path
 from urllib.parse import quote
 
 import plotly.graph_objects as go
 
+from aslora.json_file import read_json
 from hydra_glue import ROOT
 from scripts.reports.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size are read from here too)
     arm_of,
@@ -47,7 +50,11 @@ from scripts.reports.site_html import (  # noqa: F401  (grid_of, arm_of and scor
     test_score,
 )
 from scripts.reports.site_run import run_page
-from scripts.reports.smalldata_outcomes import untested
+from scripts.reports.smalldata_outcomes import Outcome
+from scripts.reports.smalldata_verdict_text import interval_text, p_text
+
+FIGURE = ROOT / "results" / "figures" / "smalldata_verdict.png"
+"""The verdict's figure (``python -m scripts.reports.smalldata_verdict`` writes it beside verdict.json's numbers)."""
 
 FILTER_JS = """<script>
 function filterRuns(q){q=q.toLowerCase();for(const tr of document.querySelectorAll('#runs tbody tr'))
@@ -61,29 +68,10 @@ def read_reports(directory: Path) -> list[dict]:
     return sorted((load_report(p) for p in directory.glob("*.json")), key=lambda r: r["run_name"])
 
 
-def index_page(reports: list[dict], verdict: dict | None) -> str:
-    parts = []
-    if verdict:
-        status = (
-            "complete"
-            if verdict["runs_present"] >= verdict["runs_planned"]
-            else f"PARTIAL: {verdict['runs_present']} of {verdict['runs_planned']} planned runs present"
-        )
-        parts.append(
-            f"<h2>The verdict: plan <code>{html.escape(verdict['plan'])}</code> ({status})</h2>"
-            f"<p>Differences in test accuracy ×100, paired by seed: mean with its t-interval, n, Holm-adjusted "
-            f"sign-flip p, the smallest difference the design could detect (80 % power) and the word the plan "
-            f"assigns, under each scoring rule (best validation epoch; best at the adapter's final size; last "
-            f"epoch). Plan committed in <code>{html.escape(str(verdict.get('plan_commit')))}</code>; the runs are "
-            f'those of the <a href="grids/smalldata-confirm.html">smalldata-confirm</a> grid.</p>'
-            + _outcomes(verdict["outcomes"])
-        )
-        if verdict.get("exploratory"):
-            parts.append(
-                "<h3>The same comparisons on the exploratory runs (seeds 1–5, before the plan)</h3>"
-                '<p>From the <a href="grids/smalldata.html">smalldata</a> grid; exploratory, not the verdict.</p>'
-                + _outcomes(verdict["exploratory"])
-            )
+def index_page(reports: list[dict], verdict: dict | None, figure: str | None = None) -> str:
+    """The landing page: the plan's verdict (``figure``: its image, relative to the page), the grids,
+    every run."""
+    parts = [verdict_section(verdict, figure)] if verdict else []
     grids: dict[str, list[dict]] = {}
     for r in reports:
         grids.setdefault(grid_of(r), []).append(r)
@@ -137,23 +125,69 @@ def index_page(reports: list[dict], verdict: dict | None) -> str:
     return page("ASLoRA reproduction: results", "\n".join(parts), 0)
 
 
-def _outcomes(outcomes: list[dict]) -> str:
+VERDICT_KEYS = ("plan", "plan_commit", "status", "alpha", "margin", "primary_rule", "rules", "outcomes")
+
+
+def check_verdict(verdict: dict, path: Path) -> None:
+    """Refuse (naming what is missing) a ``verdict.json`` written by older code, before any page is written."""
+    missing = [key for key in VERDICT_KEYS if key not in verdict]
+    missing += sorted({"planned"} - set().union(*(o.keys() for o in verdict.get("outcomes") or [{}])))
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)}: regenerate it with `python -m scripts.reports.smalldata_verdict`"
+        )
+
+
+def verdict_section(verdict: dict, figure: str | None) -> str:
+    """The plan's outcomes, one table per score rule, the plan's primary rule (whose words are the
+    verdict) first, with the verdict figure above them; then the exploratory seeds, without words."""
+    rules: dict[str, str] = verdict["rules"]
+    primary = verdict["primary_rule"]
+    parts = [
+        f"<h2>The verdict: plan <code>{html.escape(verdict['plan'])}</code> ({html.escape(verdict['status'])})</h2>"
+        f"<p>Differences in test accuracy ×100, paired by seed: the mean with its 95 % t-interval, n of the "
+        f"planned n, the sign-flip p (Holm within each family), the smallest difference the design could "
+        f"detect (80 % power) and the word the plan assigns at α = {verdict['alpha']} and margin "
+        f"±{verdict['margin']}. Plan committed in <code>{html.escape(str(verdict['plan_commit']))}</code>; the "
+        f'runs are those of the <a href="grids/smalldata-confirm.html">smalldata-confirm</a> grid.</p>'
+    ]
+    if figure:
+        parts.append(
+            f'<p><img src="{html.escape(figure)}" style="max-width:100%" alt="each preregistered comparison: '
+            f'its 95 % t-interval over the margin, its n and word; the exploratory seeds beneath"></p>'
+        )
+    for rule in sorted(rules, key=lambda r: r != primary):
+        role = "the plan's primary rule: its words are the verdict" if rule == primary else "reported beside"
+        parts.append(
+            f"<h3>Scored at the {html.escape(rules[rule])} ({html.escape(role)})</h3>"
+            + _outcomes([o for o in verdict["outcomes"] if o["rule"] == rule], planned=True)
+        )
+    if verdict.get("exploratory"):
+        parts.append(
+            "<h3>The same comparisons on the exploratory runs (seeds 1–5, before the plan)</h3>"
+            '<p>From the <a href="grids/smalldata.html">smalldata</a> grid, at the best validation epoch; '
+            "exploratory: what suggested the plan, without words.</p>"
+            + _outcomes([o for o in verdict["exploratory"] if o["rule"] == "best"], planned=False)
+        )
+    return "\n".join(parts)
+
+
+def _outcomes(outcomes: list[dict], planned: bool) -> str:
     rows = [
         [
             html.escape(o["family"]),
-            html.escape(o["rule"]),
             html.escape(f"{o['a']} − {o['b']}"),
             html.escape(o.get("claim", "")),
-            untested(o["n"]) if o["mean"] is None else f"{o['mean']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}]",
-            str(o["n"]),
-            "–" if o.get("p_diff_holm") is None else f"{o['p_diff_holm']:.3g}",
-            "–" if o.get("mde") is None else f"{o['mde']:.2f}",
-            f"<b>{html.escape(o['word'] or '–')}</b>",
+            interval_text(Outcome(**{f.name: o[f.name] for f in fields(Outcome)})),
+            f"{o['n']} of {o['planned']}" if planned else str(o["n"]),
+            p_text(o.get("p_diff_holm")),
+            "—" if o.get("mde") is None else f"{o['mde']:.2f}",
         ]
-        for o in sorted(outcomes, key=lambda o: (o["rule"] != "final_size", o["rule"]))
+        + ([f"<b>{html.escape(o['word'] or '—')}</b>"] if planned else [])
+        for o in outcomes
     ]
-    header = ["family", "rule", "comparison", "claim", "mean [95 % CI]", "n", "p (Holm)", "detectable", "word"]
-    return table(header, rows)
+    header = ["family", "comparison", "claim", "mean [95 % CI]", "n", "p (Holm)", "could detect ≥"]
+    return table(header + (["word"] if planned else []), rows)
 
 
 def grid_page(grid: str, reports: list[dict]) -> str:
@@ -222,11 +256,22 @@ def grid_page(grid: str, reports: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- build
-def build(reports_dir: Path, verdict_path: Path | None, out: Path, reports_href: str | None = None) -> int:
+def build(
+    reports_dir: Path,
+    verdict_path: Path | None,
+    out: Path,
+    reports_href: str | None = None,
+    figure: Path | None = FIGURE,
+) -> int:
     """Write the site to ``out`` (replaced whole); return the number of pages. ``reports_href``: the
-    reports' folder as the run pages link to it (default: its path relative to ``out/runs``)."""
+    reports' folder as the run pages link to it (default: its path relative to ``out/runs``);
+    ``figure``: the verdict's figure, copied beside the pages and shown above the verdict (if it exists)."""
     reports = read_reports(reports_dir)  # every report validated before anything is written
-    verdict = json.loads(verdict_path.read_text()) if verdict_path and verdict_path.is_file() else None
+    verdict = None
+    if verdict_path and verdict_path.is_file():
+        verdict = read_json(verdict_path, "a verdict (verdict.json)", expect=dict)
+        check_verdict(verdict, verdict_path)
+    figure = figure if verdict and figure and figure.is_file() else None
     if out.is_symlink():
         raise ValueError(
             f"--out {str(out)!r} is a symbolic link: the site is written in place of one, never through it"
@@ -238,7 +283,9 @@ def build(reports_dir: Path, verdict_path: Path | None, out: Path, reports_href:
     import plotly
 
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "assets" / "plotly.min.js")
-    pages = {out / "index.html": index_page(reports, verdict)}
+    if figure:
+        shutil.copyfile(figure, out / "assets" / figure.name)
+    pages = {out / "index.html": index_page(reports, verdict, f"assets/{quote(figure.name)}" if figure else None)}
     # links to the reports themselves, relative: the site opens from a file, or from a host serving results/
     if reports_href is None:
         reports_href = quote(os.path.relpath(reports_dir.resolve(), (out / "runs").resolve()))
@@ -262,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=ROOT / "results" / "reports")
     parser.add_argument("--verdict", type=Path, default=ROOT / "results" / "smalldata" / "verdict.json")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "site")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="the verdict's figure (shown if it exists)")
     args = parser.parse_args(argv)
     try:
-        count = build(args.reports, args.verdict, args.out)
+        count = build(args.reports, args.verdict, args.out, figure=args.figure)
     except ValueError as error:
         print(f"site: {error}; nothing written")
         return 1

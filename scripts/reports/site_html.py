@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3}code,pre{background:#f6f6f6;font-size:12px}pre{padding:8px;overflow:auto;max-height:420px}
-.dirty{color:#b00}nav a{margin-right:1em}h1{overflow-wrap:anywhere;font-size:1.6em}"""
+.dirty{color:#b00}.wide{overflow-x:auto;margin:0.5em 0}nav a{margin-right:1em}h1{overflow-wrap:anywhere;font-size:1.6em}"""
 
 
 def grid_of(report: dict) -> str:
@@ -61,7 +61,8 @@ def table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+    # in a box that scrolls sideways: a wide table (long run names) never widens the page past the text
+    return f'<div class="wide"><table{ident}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>'
 
 
 def run_link(report: dict, depth: int) -> str:

@@ -11,7 +11,8 @@ the families of comparisons) and the committed reports, and writes
   detectable effect, and the **word** the plan assigns (``smalldata_outcomes.decide``); per arm, the
   lr, the seeds present, the adapter size at the scored epoch and the test score; the positive
   controls; the same statistics, without words, on the exploratory seeds 1–5;
-* ``verdict.json`` — the same outcomes as data (the README's verdict block and the results site read it);
+* ``verdict.json`` — the same outcomes as data, each confirmatory one with its planned n, beside the
+  plan's status, alpha, margin and score rules (the results site reads it);
 * ``smalldata_verdict.png`` (``--figure``; default ``<out>/../figures/``) — every comparison's interval
   over the margin, with its word and the exploratory seeds beneath (:mod:`scripts.reports.plot_verdict`);
 * with ``--readme``, README's ``<!-- verdict:smalldata -->`` block, generated from the same outcomes.
@@ -33,7 +34,15 @@ from pathlib import Path
 from hydra_glue import ROOT
 from scripts.grids.smalldata import read_arm_lr
 from scripts.reports import plot_verdict
-from scripts.reports.smalldata_outcomes import arm_runs, exploratory, read_plan, run_counts, verdict
+from scripts.reports.smalldata_outcomes import (
+    RULES,
+    arm_runs,
+    exploratory,
+    planned_pairs,
+    read_plan,
+    run_counts,
+    verdict,
+)
 from scripts.reports.smalldata_verdict_text import (
     exploratory_block,
     readme_block,
@@ -91,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verdict.md").write_text(page)
-    data = {
+    data = {  # what a reader of the outcomes needs beside them, so the site reads this file alone
         "plan": plan["plan"],
         "plan_commit": commit,
         "runs_present": present,
         "runs_planned": planned,
-        "outcomes": [asdict(o) for o in outcomes],
+        "status": status_phrase(present, planned),
+        "alpha": plan["alpha"],
+        "margin": plan["margin"],
+        "primary_rule": plan["primary_rule"],
+        "rules": {rule: RULES[rule] for rule in plan["rules"]},
+        "outcomes": [{**asdict(o), "planned": planned_pairs(plan, o.a, o.b)} for o in outcomes],
         "exploratory": [asdict(o) for o in explored],
     }
     (args.out / "verdict.json").write_text(json.dumps(data, indent=1) + "\n")

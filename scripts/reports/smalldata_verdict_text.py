@@ -25,24 +25,32 @@ def _num(x: float | None, digits: int = 2, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _p(x: float | None) -> str:
+def p_text(x: float | None) -> str:
+    """A p-value as every page shows it: three decimals, "<0.001" below that, "—" where untested."""
     return "—" if x is None else (f"{x:.3f}" if x >= 0.001 else "<0.001")
+
+
+def interval_text(o: Outcome) -> str:
+    """A comparison's mean and 95 % t-interval as every page shows it; below ``MIN_INTERVAL_N`` paired
+    seeds the mean alone (an interval from so few seeds is shown nowhere), and the reason where untested."""
+    if o.mean is None:
+        return untested(o.n)
+    if o.n < MIN_INTERVAL_N:
+        return f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval)"
+    return f"{o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}]"
 
 
 def outcome_table(outcomes: list[Outcome], words: bool = True) -> list[str]:
     head = "| family | A − B | n | mean [95 % t-interval] | sign-flip p (Holm) | TOST p (Holm) | MDE (80 %) |"
     lines = [head + (" word |" if words else ""), "|---" * (7 + words) + "|"]
     for o in outcomes:
-        interval = "—" if o.mean is None else f"{o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}]"
-        if o.mean is not None and o.n < MIN_INTERVAL_N:
-            interval = f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval)"
         cells = [
             o.family,
             f"{o.a} − {o.b}",
             str(o.n),
-            interval,
-            f"{_p(o.p_diff)} ({_p(o.p_diff_holm)})",
-            f"{_p(o.p_eq)} ({_p(o.p_eq_holm)})",
+            "—" if o.mean is None else interval_text(o),
+            f"{p_text(o.p_diff)} ({p_text(o.p_diff_holm)})",
+            f"{p_text(o.p_eq)} ({p_text(o.p_eq_holm)})",
             _num(o.mde),
         ]
         if words:
@@ -120,7 +128,7 @@ def provenance(reports_dir: Path) -> list[str]:
 
 
 def status_phrase(present: int, planned: int) -> str:
-    """The study's state as README's block and the figure give it."""
+    """The study's state as README's block, the figure and the site give it."""
     return "complete" if present >= planned else f"PARTIAL: {present} of {planned} confirmatory runs; words provisional"
 
 
@@ -141,9 +149,9 @@ def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int
             lines.append(f"- *{o.a} − {o.b}* ({o.family}): {untested(o.n)}.")
             continue
         lines.append(
-            f"- *{o.a} − {o.b}* ({o.family}): {o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}], "
+            f"- *{o.a} − {o.b}* ({o.family}): {interval_text(o)}, "
             f"n = {o.n} of {planned_pairs(plan, o.a, o.b)} planned, "
-            f"sign-flip p = {_p(o.p_diff_holm)} (Holm), could detect ≥ {o.mde:.2f} → **{o.word}**."
+            f"sign-flip p = {p_text(o.p_diff_holm)} (Holm), could detect ≥ {o.mde:.2f} → **{o.word}**."
         )
     return "\n".join(lines)
 
@@ -155,9 +163,8 @@ def exploratory_block(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         if o.rule != "best" or o.mean is None:
             continue
-        interval = f"[{o.low:+.2f}, {o.high:+.2f}]" if o.n >= MIN_INTERVAL_N else f"(n < {MIN_INTERVAL_N}: no interval)"
         lines.append(
-            f"- *{o.a} − {o.b}*: {o.mean:+.2f} {interval}, n = {o.n}, sign-flip p = {_p(o.p_diff)}, "
+            f"- *{o.a} − {o.b}*: {interval_text(o)}, n = {o.n}, sign-flip p = {p_text(o.p_diff)}, "
             f"could detect ≥ {o.mde:.2f}."
         )
     return "\n".join(lines) if lines else "- (no exploratory runs)"

@@ -4,6 +4,7 @@ drawn, and the numbers shown equal to the reports'."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -63,6 +64,35 @@ def test_the_committed_site_regenerates_byte_identically_from_the_committed_repo
     assert built_files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
     for path in built_files:
         assert (out / path).read_bytes() == (committed / path).read_bytes(), f"{path}: run make site"
+
+
+def test_the_verdict_shows_its_figure_then_a_table_per_rule_the_primary_first(built):
+    out, _, _ = built
+    verdict = json.loads((ROOT / "results" / "smalldata" / "verdict.json").read_text())
+    text = (out / "index.html").read_text()
+    assert '<img src="assets/smalldata_verdict.png"' in text
+    assert (out / "assets" / "smalldata_verdict.png").read_bytes() == site.FIGURE.read_bytes()
+    headings = [text.index(f"Scored at the {html.escape(verdict['rules'][rule])} (") for rule in verdict["rules"]]
+    primary = list(verdict["rules"]).index(verdict["primary_rule"])
+    assert headings[primary] == min(headings) > text.index("<img")
+    for o in verdict["outcomes"]:  # every outcome once, with n of its planned n
+        assert f"<td>{o['n']} of {o['planned']}</td>" in text
+
+
+def test_a_verdict_from_older_code_is_refused_naming_what_it_lacks(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    shutil.copyfile(REPORTS / f"{SAMPLE[0]}.json", reports / f"{SAMPLE[0]}.json")
+    verdict = json.loads((ROOT / "results" / "smalldata" / "verdict.json").read_text())
+    del verdict["primary_rule"]
+    for o in verdict["outcomes"]:
+        del o["planned"]
+    (tmp_path / "verdict.json").write_text(json.dumps(verdict))
+    with pytest.raises(ValueError, match=r"lacks primary_rule, planned: regenerate it"):
+        site.build(reports, tmp_path / "verdict.json", tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+    argv = ["--reports", str(reports), "--verdict", str(tmp_path / "verdict.json"), "--out", str(tmp_path / "site")]
+    assert site.main(argv) == 1 and not (tmp_path / "site").exists()
 
 
 def test_numbers_on_a_run_page_are_the_reports(built):

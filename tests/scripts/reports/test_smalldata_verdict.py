@@ -144,6 +144,10 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert outcome["n"] == 12 and outcome["mean"] == pytest.approx(-0.6)
     assert outcome["word"] == word
     assert verdict["runs_present"] == verdict["runs_planned"] == 24
+    # what the site needs beside the outcomes, read off the plan
+    assert outcome["planned"] == 12 and verdict["status"] == "complete"
+    assert (verdict["primary_rule"], verdict["margin"]) == ("best", margin)
+    assert verdict["rules"] == {"best": "best validation epoch"}
     text = readme.read_text()
     assert "STALE" not in text and f"**{word}**" in text and text.startswith("x\n") and text.endswith("y\n")
     assert "n = 12 of 12 planned" in text  # seeds 6-17 in both arms, all present
@@ -211,3 +215,26 @@ def test_a_comparisons_planned_n_is_the_seeds_both_arms_run():
     assert planned_pairs(plan, LORA8.label, PAPER.label) == 10
     assert planned_pairs(plan, PAPER.label, PAPER.label) == 20
     assert planned_pairs(plan, LORA8.label, LORA2.label) == 0  # no seed in common
+
+
+def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path):
+    _plan(tmp_path, 1.0)
+    _write_reports(tmp_path)
+    for path in (tmp_path / "reports").glob("*.json"):
+        if int(path.stem.rsplit("_", 1)[1]) > 8:  # keep seeds 6-8: three paired seeds
+            path.unlink()
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- verdict:smalldata -->\n<!-- /verdict:smalldata -->\n<!-- exploratory:smalldata -->\n"
+        "<!-- /exploratory:smalldata -->\n"
+    )
+    out = tmp_path / "out"
+    argv = ["--plan", str(tmp_path / "plan.json"), "--reports", str(tmp_path / "reports"), "--out", str(out)]
+    assert main([*argv, "--readme", str(readme)]) == 0
+    (outcome,) = json.loads((out / "verdict.json").read_text())["outcomes"]
+    assert outcome["n"] == 3 and outcome["low"] is not None  # computed, but shown nowhere
+    line = next(line for line in readme.read_text().splitlines() if line.startswith("- *"))
+    assert f"{outcome['mean']:+.2f} (n < 5: no interval), n = 3 of 12 planned" in line
+    assert f"{outcome['low']:+.2f}" not in line
+    row = next(line for line in (out / "verdict.md").read_text().splitlines() if line.startswith("| primary |"))
+    assert "(n < 5: no interval)" in row and f"{outcome['low']:+.2f}," not in row
