@@ -10,8 +10,9 @@ small-data plan's outcomes (``results/smalldata/verdict.json``) — so it regene
 * ``index.html`` — the plan's verdict: its figure, then one table per score rule (the primary rule's
   first) of each claim's interval, n of planned, p and word, linked to the grid behind it;
   the grids; a filterable table of every run (grid, model, task, adapter, arm, seed, lr, score, size, time);
-* ``grids/<grid>.html`` — the arms table; validation curves, one trace per run (click a legend
-  entry to hide or show that seed); test score against adapter size at the scored epoch;
+* ``grids/<grid>.html`` (:mod:`scripts.reports.site_grid`) — the arms table (the small-data plan's arm
+  names where it names them); each arm's mean validation curve in its band over seeds, every seed a
+  legend click away; test score against adapter size at the scored epoch;
 * ``runs/<run>.html`` (:mod:`scripts.reports.site_run`) — command line, commit (and whether the tree was
   dirty), hardware, config, curves, ASLoRA's ties (the sharing map at the end as a heat map, replayed
   from the merge log; the ties' timeline and table), the kept test predictions tabulated (accuracy
@@ -28,27 +29,14 @@ import argparse
 import html
 import os
 import shutil
-import statistics
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import quote
 
-import plotly.graph_objects as go
-
 from aslora.json_file import read_json
 from hydra_glue import ROOT
-from scripts.reports.site_html import (  # noqa: F401  (grid_of, arm_of and scored_size are read from here too)
-    arm_of,
-    colour,
-    figure_html,
-    fmt,
-    grid_of,
-    page,
-    run_link,
-    scored_size,
-    table,
-    test_score,
-)
+from scripts.reports.site_grid import arm_name, grid_page, plan_names
+from scripts.reports.site_html import fmt, grid_of, page, run_link, scored_size, table, test_score
 from scripts.reports.site_run import run_page
 from scripts.reports.smalldata_outcomes import Outcome
 from scripts.reports.smalldata_verdict_text import interval_text, p_text
@@ -68,9 +56,11 @@ def read_reports(directory: Path) -> list[dict]:
     return sorted((load_report(p) for p in directory.glob("*.json")), key=lambda r: r["run_name"])
 
 
-def index_page(reports: list[dict], verdict: dict | None, figure: str | None = None) -> str:
+def index_page(
+    reports: list[dict], verdict: dict | None, figure: str | None = None, names: dict[str, str] | None = None
+) -> str:
     """The landing page: the plan's verdict (``figure``: its image, relative to the page), the grids,
-    every run."""
+    every run (``names``: :func:`scripts.reports.site_grid.plan_names`)."""
     parts = [verdict_section(verdict, figure)] if verdict else []
     grids: dict[str, list[dict]] = {}
     for r in reports:
@@ -88,7 +78,7 @@ def index_page(reports: list[dict], verdict: dict | None, figure: str | None = N
             html.escape(r["model"]),
             html.escape(r["task"]),
             html.escape(r["adapter"]),
-            html.escape(arm_of(r)),
+            html.escape(arm_name(r, names or {})),
             str(r["seed"]),
             f"{r['config']['train']['lr']:g}",
             f"{100 * r['best']['metric']:.1f}",
@@ -190,71 +180,6 @@ def _outcomes(outcomes: list[dict], planned: bool) -> str:
     return table(header + (["word"] if planned else []), rows)
 
 
-def grid_page(grid: str, reports: list[dict]) -> str:
-    arms: dict[str, list[dict]] = {}
-    for r in reports:
-        arms.setdefault(arm_of(r), []).append(r)
-    rows = []
-    for arm, rs in arms.items():
-        tests = [t for t in (test_score(r) for r in rs) if t is not None]
-        rows.append(
-            [
-                html.escape(arm),
-                str(len(rs)),
-                f"{statistics.median(scored_size(r) for r in rs):,.0f}",
-                f"{statistics.median(100 * r['best']['metric'] for r in rs):.1f}",
-                "–"
-                if not tests
-                else f"{statistics.median(tests):.1f} ({min(tests):.1f}–{max(tests):.1f}, n={len(tests)})",
-                " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in rs),
-            ]
-        )
-    curves = go.Figure()
-    for arm_index, (arm, rs) in enumerate(arms.items()):
-        for r in rs:
-            curves.add_trace(
-                go.Scatter(
-                    x=[e["epoch"] for e in r["epochs"]],
-                    y=[100 * e["val"][r["main_metric"]] for e in r["epochs"]],
-                    mode="lines",
-                    name=f"seed {r['seed']}",
-                    legendgroup=arm,
-                    legendgrouptitle_text=arm,
-                    line=dict(color=colour(arm_index)),
-                )
-            )
-    curves.update_layout(
-        title="validation score per epoch (click a seed to hide or show it; double-click to isolate)",
-        height=max(420, 60 + 22 * (len(reports) + len(arms))),
-    )
-    curves.update_xaxes(title="epoch")
-    curves.update_yaxes(title=f"validation {reports[0]['main_metric']} ×100")
-    pareto = go.Figure()
-    for arm_index, (arm, rs) in enumerate(arms.items()):
-        scored = [r for r in rs if test_score(r) is not None]
-        pareto.add_trace(
-            go.Scatter(
-                x=[scored_size(r) for r in scored],
-                y=[test_score(r) for r in scored],
-                mode="markers",
-                name=arm,
-                text=[f"seed {r['seed']}" for r in scored],
-                marker=dict(color=colour(arm_index), size=9),
-            )
-        )
-    pareto.update_layout(title="test score at the best validation epoch against adapter size at that epoch")
-    pareto.update_xaxes(title="adapter parameters at the scored epoch", type="log")
-    pareto.update_yaxes(title=f"test {reports[0]['main_metric']} ×100")
-    body = (
-        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ×100 at each run's best validation epoch; "
-        f"size is the adapter's at that epoch.</p>"
-        + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)
-        + figure_html(curves, "curves")
-        + figure_html(pareto, "pareto")
-    )
-    return page(f"Grid {grid}", body, 1, plots=True)
-
-
 # ---------------------------------------------------------------------------------------------- build
 def build(
     reports_dir: Path,
@@ -285,16 +210,19 @@ def build(
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "assets" / "plotly.min.js")
     if figure:
         shutil.copyfile(figure, out / "assets" / figure.name)
-    pages = {out / "index.html": index_page(reports, verdict, f"assets/{quote(figure.name)}" if figure else None)}
+    names = plan_names(reports)
+    pages = {
+        out / "index.html": index_page(reports, verdict, f"assets/{quote(figure.name)}" if figure else None, names)
+    }
     # links to the reports themselves, relative: the site opens from a file, or from a host serving results/
     if reports_href is None:
         reports_href = quote(os.path.relpath(reports_dir.resolve(), (out / "runs").resolve()))
     grids: dict[str, list[dict]] = {}
     for r in reports:
         grids.setdefault(grid_of(r), []).append(r)
-        pages[out / "runs" / f"{r['run_name']}.html"] = run_page(r, reports_href)
+        pages[out / "runs" / f"{r['run_name']}.html"] = run_page(r, reports_href, arm_name(r, names))
     for grid, rs in grids.items():
-        pages[out / "grids" / f"{grid}.html"] = grid_page(grid, rs)
+        pages[out / "grids" / f"{grid}.html"] = grid_page(grid, rs, names)
     if verdict and "smalldata-confirm" not in grids:
         pages[out / "grids" / "smalldata-confirm.html"] = page(
             "Grid smalldata-confirm", "<p>No run of the confirmatory grid is committed yet.</p>", 1

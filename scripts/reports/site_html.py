@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3}code,pre{background:#f6f6f6;font-size:12px}pre{padding:8px;overflow:auto;max-height:420px}
-.dirty{color:#b00}.wide{overflow-x:auto;margin:0.5em 0}nav a{margin-right:1em}h1{overflow-wrap:anywhere;font-size:1.6em}"""
+.dirty{color:#b00}.muted{color:#777}.wide{overflow-x:auto;margin:0.5em 0}nav a{margin-right:1em}h1{overflow-wrap:anywhere;font-size:1.6em}"""
 
 
 def grid_of(report: dict) -> str:

@@ -18,8 +18,9 @@ def _scores(scores: dict) -> str:
     return html.escape(" · ".join(f"{k} {v:.4f}" for k, v in scores.items()) or "–")
 
 
-def run_page(report: dict, reports_href: str) -> str:
-    """A run's page; ``reports_href``: the reports' folder relative to ``runs/``."""
+def run_page(report: dict, reports_href: str, arm: str | None = None) -> str:
+    """A run's page; ``reports_href``: the reports' folder relative to ``runs/``; ``arm``: its arm's
+    name (default: its adapter and swept settings)."""
     env = report["environment"]
     metric = report["main_metric"]
     dirty = ' <span class="dirty">(dirty tree: the report carries the diff)</span>' if env.get("git_dirty") else ""
@@ -27,7 +28,7 @@ def run_page(report: dict, reports_href: str) -> str:
         ["command", f"<code>{html.escape(' '.join(env.get('command') or ['(not recorded)']))}</code>"],
         ["commit", f"<code>{html.escape(str(env.get('git_sha')))}</code>{dirty}"],
         ["hardware", html.escape(f"{env.get('device')} · torch threads {env.get('torch_threads')}")],
-        ["grid · arm · seed", html.escape(f"{grid_of(report)} · {arm_of(report)} · {report['seed']}")],
+        ["grid · arm · seed", html.escape(f"{grid_of(report)} · {arm or arm_of(report)} · {report['seed']}")],
         ["best epoch", f"{report['best']['epoch']} of {len(report['epochs'])}"],
         [
             "validation at best",

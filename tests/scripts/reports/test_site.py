@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from scripts.reports import site
+from scripts.reports import site, site_grid
 
 ROOT = Path(__file__).resolve().parents[3]
 REPORTS = ROOT / "results" / "reports"
@@ -77,6 +77,30 @@ def test_the_verdict_shows_its_figure_then_a_table_per_rule_the_primary_first(bu
     assert headings[primary] == min(headings) > text.index("<img")
     for o in verdict["outcomes"]:  # every outcome once, with n of its planned n
         assert f"<td>{o['n']} of {o['planned']}</td>" in text
+
+
+def test_small_data_runs_carry_the_plans_arm_names(built):
+    out, _, _ = built
+    name = "ASLoRA, paper schedule · lr=0.001"  # SAMPLE[2]: the paper-schedule arm, by what its command composes
+    assert f"<td>{html.escape(name)}<br>" in (out / "grids" / "smalldata-confirm.html").read_text()
+    assert html.escape(f"smalldata-confirm · {name} · 10") in (out / "runs" / f"{SAMPLE[2]}.html").read_text()
+    assert "lora · lr=0.001" in (out / "grids" / "smalldata.html").read_text()  # its settings, under the name
+    protocol = (out / "grids" / "protocol.html").read_text()
+    assert "ASLoRA, paper schedule" not in protocol and "<br><small" not in protocol  # not the plan's: unnamed
+
+
+def test_an_arms_curve_is_its_seeds_mean_in_their_band_each_seed_hidden_until_clicked():
+    def run(seed, values):
+        epochs = [{"epoch": e + 1, "val": {"accuracy": v}} for e, v in enumerate(values)]
+        return {"run_name": f"r{seed}", "seed": seed, "main_metric": "accuracy", "epochs": epochs}
+
+    figure = site_grid._curves({"arm": [run(1, [0.70, 0.80]), run(2, [0.74, 0.76])], "one": [run(3, [0.5])]}, "acc")
+    band, mean, seed_1, seed_2, lone = figure.data
+    assert list(band.x) == [1, 2, 2, 1] and list(band.y) == pytest.approx([70, 76, 80, 74])
+    assert list(mean.y) == pytest.approx([72, 78]) and mean.name == "mean of 2 seeds"
+    assert (seed_1.visible, seed_2.visible) == ("legendonly", "legendonly")
+    assert list(seed_2.y) == pytest.approx([74, 76])
+    assert lone.name == "seed 3" and lone.visible is None  # an arm of one run: the run itself, shown
 
 
 def test_a_verdict_from_older_code_is_refused_naming_what_it_lacks(tmp_path):

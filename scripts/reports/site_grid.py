@@ -1,0 +1,174 @@
+"""A grid's page of the results site: its arms (named as the small-data plan names them, where it
+does), each arm's validation curve over seeds, and test score against adapter size.
+
+An arm's curve is the mean over its seeds, epoch by epoch, inside a band from the lowest to the
+highest seed; each seed is one click away in the legend (hidden at first: sixty overlaid seeds read
+as one tangle, which is what the first version of this page drew). An arm of one run draws that run.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from urllib.parse import quote
+
+import plotly.graph_objects as go
+
+from scripts.reports.site_html import arm_of, colour, figure_html, grid_of, page, scored_size, table, test_score
+
+SMALLDATA_GRIDS = ("smalldata-lr", "smalldata", "smalldata-confirm", "smalldata-depth")
+"""The grids whose runs are the small-data suite's arms (scripts/grids/smalldata.py: ARMS)."""
+
+
+def plan_names(reports: list[dict]) -> dict[str, str]:
+    """run name → the small-data arm it is an instance of (``ASLoRA, paper schedule``), for the runs
+    of the small-data grids; an arm is known by what its command composes, as the verdict knows it
+    (:func:`scripts.reports.smalldata_report.by_arm`), on either of the suite's models."""
+    runs = [r for r in reports if grid_of(r) in SMALLDATA_GRIDS]
+    if not runs:
+        return {}
+    from scripts.grids.smalldata import ARMS, DEPTH_MODEL
+    from scripts.reports.smalldata_report import arm_identities, by_arm
+
+    identities = {**arm_identities(), **arm_identities(ARMS[:3], (f"model={DEPTH_MODEL}",))}
+    return {r["run_name"]: label for label, rs in by_arm(runs, identities).items() for r in rs}
+
+
+def arm_name(report: dict, names: dict[str, str]) -> str:
+    """The arm a run's row and curve belong to: the plan's name and the run's lr where the plan names
+    it, else its adapter and swept settings (:func:`scripts.reports.site_html.arm_of`)."""
+    label = names.get(report["run_name"])
+    return f"{label} · lr={report['config']['train']['lr']:g}" if label else arm_of(report)
+
+
+def _plan_order(report: dict, names: dict[str, str]) -> tuple:
+    """Arms in the plan's order (LoRA r=8 first), then the others by name; within an arm by lr, then seed."""
+    from scripts.grids.smalldata import ARMS
+
+    order = {arm.label: i for i, arm in enumerate(ARMS)}
+    label = names.get(report["run_name"])
+    return (
+        order.get(label, len(order)),
+        arm_of(report) if label is None else "",
+        report["config"]["train"]["lr"],
+        report["seed"],
+    )
+
+
+def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
+    figure = go.Figure()
+    for index, (arm, runs) in enumerate(arms.items()):
+        line = colour(index)
+        by_epoch: dict[int, list[float]] = {}
+        for r in runs:
+            for e in r["epochs"]:
+                by_epoch.setdefault(e["epoch"], []).append(100 * e["val"][r["main_metric"]])
+        epochs = sorted(by_epoch)
+        if len(runs) > 1:
+            low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
+            figure.add_trace(  # the band: lowest seed forward, highest seed back, filled
+                go.Scatter(
+                    x=[*epochs, *epochs[::-1]],
+                    y=[*low, *high[::-1]],
+                    fill="toself",
+                    fillcolor=line,
+                    opacity=0.15,
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    name="lowest–highest seed",
+                    legendgroup=arm,
+                    legendgrouptitle_text=arm,
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[statistics.fmean(by_epoch[e]) for e in epochs],
+                mode="lines",
+                name=f"mean of {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['seed']}",
+                legendgroup=arm,
+                legendgrouptitle_text=arm,
+                line=dict(color=line, width=3 if len(runs) > 1 else 2),
+            )
+        )
+        if len(runs) > 1:
+            for r in runs:
+                figure.add_trace(
+                    go.Scatter(
+                        x=[e["epoch"] for e in r["epochs"]],
+                        y=[100 * e["val"][r["main_metric"]] for e in r["epochs"]],
+                        mode="lines",
+                        name=f"seed {r['seed']}",
+                        legendgroup=arm,
+                        visible="legendonly",
+                        line=dict(color=line, width=1),
+                    )
+                )
+    # a fixed height: plotly scrolls a legend taller than the plot (an arm of 20 seeds lists 22 entries)
+    figure.update_layout(title="validation score per epoch: mean over seeds, band from lowest to highest", height=640)
+    figure.update_xaxes(title="epoch")
+    figure.update_yaxes(title=f"validation {metric} ×100")
+    return figure
+
+
+def _pareto(arms: dict[str, list[dict]], metric: str) -> go.Figure:
+    figure = go.Figure()
+    for index, (arm, runs) in enumerate(arms.items()):
+        scored = [r for r in runs if test_score(r) is not None]
+        figure.add_trace(
+            go.Scatter(
+                x=[scored_size(r) for r in scored],
+                y=[test_score(r) for r in scored],
+                mode="markers",
+                name=arm,
+                text=[f"seed {r['seed']}" for r in scored],
+                marker=dict(color=colour(index), size=9),
+            )
+        )
+    figure.update_layout(
+        title="test score at the best validation epoch against adapter size at that epoch",
+        legend=dict(orientation="h", yanchor="top", y=-0.25),
+        height=420 + 22 * len(arms),
+    )
+    figure.update_xaxes(title="adapter parameters at the scored epoch", type="log")
+    figure.update_yaxes(title=f"test {metric} ×100")
+    return figure
+
+
+def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
+    """``names``: :func:`plan_names` of the runs (an empty mapping names every arm by its settings)."""
+    arms: dict[str, list[dict]] = {}
+    for r in sorted(reports, key=lambda r: _plan_order(r, names)):
+        arms.setdefault(arm_name(r, names), []).append(r)
+    rows = []
+    for arm, runs in arms.items():
+        tests = [t for t in (test_score(r) for r in runs) if t is not None]
+        settings = arm_of(runs[0])
+        rows.append(
+            [
+                html.escape(arm)
+                + ("" if settings == arm else f'<br><small class="muted">{html.escape(settings)}</small>'),
+                str(len(runs)),
+                f"{statistics.median(scored_size(r) for r in runs):,.0f}",
+                f"{statistics.median(100 * r['best']['metric'] for r in runs):.1f}",
+                "–"
+                if not tests
+                else f"{statistics.median(tests):.1f} ({min(tests):.1f}–{max(tests):.1f}, n={len(tests)})",
+                " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in runs),
+            ]
+        )
+    metric = reports[0]["main_metric"]
+    verdict = (
+        ' The plan\'s scoring rules and their verdict: <a href="../index.html">the results page</a>.'
+        if grid == "smalldata-confirm"
+        else ""
+    )
+    body = (
+        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ×100 at each run's best validation epoch; "
+        f"size is the adapter's at that epoch.{verdict} In the curves, click a seed in the legend to show "
+        f"it, double-click an entry to show it alone.</p>"
+        + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)
+        + figure_html(_curves(arms, metric), "curves")
+        + figure_html(_pareto(arms, metric), "pareto")
+    )
+    return page(f"Grid {grid}", body, 1, plots=True)
