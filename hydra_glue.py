@@ -46,6 +46,21 @@ def short_overrides(dirname: str) -> str:
     return re.sub(r"(^|,)(?:adapter\.params\.|train\.)", r"\1", dirname)
 
 
+def current_run_name(report: dict) -> str:
+    """The name today's code gives the run a report records: its ``run_name`` with the swept part
+    shortened as :func:`short_overrides` does. Runs named before that rule kept the full keys
+    (``…_lora_train.lr=0.001_s6``, now ``…_lora_lr=0.001_s6``); a committed grid restored under its
+    old names would not be found by the jobs that compose the new ones, and would all run again. The
+    swept part is what lies between ``<run_prefix><model>_<task>_<adapter>_`` and ``_s<seed>``; a name
+    not of that form (a run named by hand) is kept as it is."""
+    name = report["run_name"]
+    head = f"{report['config'].get('run_prefix') or ''}{report['model']}_{report['task']}_{report['adapter']}_"
+    tail = f"_s{report['seed']}"
+    if not (name.startswith(head) and name.endswith(tail)) or len(name) <= len(head) + len(tail):
+        return name
+    return head + short_overrides(name[len(head) : -len(tail)]) + tail
+
+
 def _library_default(name: str) -> float:
     from aslora.adapters import config
 

@@ -59,10 +59,14 @@ class Workspace:
         return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
     def train(self, overrides: Sequence[str], dry_run: bool) -> None:
-        """One ``train.py -m`` multirun (print it; run it unless ``dry_run``); stop the stage if it fails."""
+        """One ``train.py -m`` multirun (print it; run it unless ``dry_run``, or unless every job of it
+        has finished); stop the stage if it fails."""
         command = [*overrides, *self.overrides]
         if not dry_run:
             self.require_committed_code()
+        if not dry_run and every_job_done(command):
+            print("done, skipped: python train.py -m " + " ".join(command), flush=True)
+            return
         print("$ python train.py -m " + " ".join(command), flush=True)
         if not dry_run:
             subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *command], cwd=ROOT, check=True)
@@ -88,7 +92,10 @@ class Workspace:
         self.require_committed_code()
         from scripts.reports.collect_results import restore_reports
 
-        restored = restore_reports(self.results / "reports", self.experiments)
+        try:
+            restored = restore_reports(self.results / "reports", self.experiments)
+        except ValueError as error:
+            raise SystemExit(f"restoring the committed runs: {error}; nothing written") from None
         if restored:
             print(f"{len(restored)} finished runs restored from results/reports (they will be skipped)", flush=True)
 
@@ -103,6 +110,29 @@ class Workspace:
     def sharing_reports(self, pattern: str) -> list[dict]:
         """The reports ``collect`` kept beside the sharing inputs, ``results/sharing/<pattern>/report.json``."""
         return [json.loads(p.read_text()) for p in sorted((self.results / "sharing").glob(f"{pattern}/report.json"))]
+
+
+def every_job_done(command: Sequence[str]) -> bool:
+    """Whether every job of ``train.py -m <command>`` already has a finished report (and none asks for
+    ``overwrite``): composed here, as the job would compose it, so a restarted grid passes its finished
+    runs in a fraction of a second each instead of starting a ``train.py`` (and, under SLURM, queueing a
+    job) for each one only to have it skip. A job that does not compose is left to ``train.py``, whose
+    preflight names the problem."""
+    from aslora.harness.runs.report import is_done
+    from hydra_glue import composer
+    from scripts.grids.preflight import jobs_of
+
+    try:
+        with composer() as compose:
+            for job in jobs_of(command):
+                config, _ = compose(job)
+                # train.py runs in ROOT: a relative experiments_dir is ROOT's
+                report = ROOT / config["experiments_dir"] / config["run_name"] / "report.json"
+                if config.get("overwrite") or not is_done(report):
+                    return False
+    except Exception:  # a problem of the command: train.py's preflight reports it, with its context
+        return False
+    return True
 
 
 def read_runs(path: Path) -> list[dict]:

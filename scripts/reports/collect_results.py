@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
 from aslora.harness.runs.report import is_done, load_report, variant_of
-from hydra_glue import ROOT
+from hydra_glue import ROOT, current_run_name
 
 MERGE_SETTINGS = (
     "a_sharing",
@@ -170,14 +170,24 @@ def keep_reports(rows: list[dict], experiments: Path, out_dir: Path) -> int:
 
 def restore_reports(reports_dir: Path, experiments: Path) -> list[str]:
     """Put each kept report back as ``experiments/<run>/report.json`` where that run has no report
-    yet; return the runs restored. Only finished reports are kept, so a restored run is skipped."""
+    yet; return the runs restored. Only finished reports are kept, so a restored run is skipped.
+
+    ``<run>`` is the name today's code gives the run (:func:`hydra_glue.current_run_name`), which is
+    where its job looks. Every report is read and checked first, and nothing is written if one is
+    not a finished run's report; a run directory that is a symbolic link is refused, never written
+    through."""
+    paths = sorted(reports_dir.glob("*.json"))
+    # every report checked before anything is written
+    targets = {path: experiments / current_run_name(load_report(path)) / "report.json" for path in paths}
+    links = [str(t.parent) for t in targets.values() if t.parent.is_symlink() or t.is_symlink()]
+    if links:
+        raise ValueError(f"run directories that are symbolic links, not written through: {', '.join(links)}")
     restored = []
-    for path in sorted(reports_dir.glob("*.json")):
-        target = experiments / path.stem / "report.json"
-        if not target.exists():
+    for path, target in targets.items():
+        if not target.exists():  # a report there (an unfinished run's: it resumes) is the run's own
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-            restored.append(path.stem)
+            restored.append(target.parent.name)
     return restored
 
 
@@ -201,13 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--restore",
         action="store_true",
-        help="copy results/reports/<run>.json back to <experiments>/<run>/report.json where missing, "
-        "so grids skip committed runs; collect nothing",
+        help="copy results/reports/<run>.json back to <experiments>/<run>/report.json where missing (<run>: "
+        "the name today's code gives the run), so grids skip committed runs; collect nothing",
     )
     args = parser.parse_args(argv)
     reports_dir = args.out.parent / "reports"
     if args.restore:
-        restored = restore_reports(reports_dir, args.experiments)
+        try:
+            restored = restore_reports(reports_dir, args.experiments)
+        except ValueError as error:
+            print(f"collect_results --restore: {error}; nothing written", file=sys.stderr)
+            return 1
         print(f"{len(restored)} finished runs restored from {reports_dir} → {args.experiments}")
         return 0
     try:

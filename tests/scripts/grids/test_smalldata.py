@@ -259,7 +259,8 @@ def test_a_grid_refuses_a_dirty_tree_naming_the_files_and_writes_nothing(tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing restored, nothing trained
     calls = []
     monkeypatch.setattr(workspace.subprocess, "run", lambda *a, **k: calls.append(a))
-    workspace.Workspace(root=tmp_path, allow_dirty=True).train(["sweep=smalldata_lr"], dry_run=False)
+    here = (f"experiments_dir={tmp_path / 'experiments'}",)  # no finished run there: train.py is started
+    workspace.Workspace(root=tmp_path, overrides=here, allow_dirty=True).train(["sweep=smalldata_lr"], dry_run=False)
     assert len(calls) == 1  # allow_dirty: it runs (each report then carries the diff)
     monkeypatch.undo()
     assert modified_files_of_a_clean_checkout(tmp_path) == []

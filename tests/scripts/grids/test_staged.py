@@ -3,10 +3,14 @@ refused before anything trains or is written."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scripts.grids import staged
 from scripts.grids.catalog import COLLECT, STAGED
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_every_stage_a_grid_runs_is_a_stage_of_its_suite():
@@ -52,3 +56,36 @@ def test_confirm_waits_for_the_arms_lrs(tmp_path):
     (tmp_path / "results" / "smalldata" / "chosen_lr.csv").write_text("task,adapter,variant,lr\n")
     with pytest.raises(SystemExit, match=r"arm_lr.csv not found: stage 'confirm' comes after 'arm-lr'"):
         staged.main(["smalldata", "confirm", "--root", str(tmp_path)])
+
+
+def test_a_command_whose_every_job_has_finished_is_not_launched(tmp_path, monkeypatch, capsys):
+    """A restarted grid passes its finished runs in the driver: no train.py started (under SLURM, no
+    job queued) for a command whose every job has a finished report; one unfinished job launches it."""
+    import shutil
+
+    import scripts.grids.workspace as workspace
+    from hydra_glue import compose_run
+
+    reports = ROOT / "results" / "reports"
+    command = ["sweep=smalldata_confirm", "task=rt_polarity", "adapter=lora", "train.lr=0.001", "seed=6,7"]
+    space = workspace.Workspace.scratch(tmp_path)
+    names = [compose_run([*command[:-1], f"seed={s}", *space.overrides])[0]["run_name"] for s in (6, 7)]
+    assert names == [f"smalldata-confirm_minilm-l6_rt_polarity_lora_lr=0.001_s{s}" for s in (6, 7)]
+    calls = []
+    monkeypatch.setattr(workspace.subprocess, "run", lambda *a, **k: calls.append(a))
+
+    def finish(name):  # the committed report of that run (named before the keys were shortened), where the job looks
+        (tmp_path / "experiments" / name).mkdir(parents=True)
+        committed = reports / f"{name.replace('_lora_lr=', '_lora_train.lr=')}.json"
+        shutil.copyfile(committed, tmp_path / "experiments" / name / "report.json")
+
+    finish(names[0])
+    space.train(command, dry_run=False)
+    assert len(calls) == 1  # seed 7 has not run: train.py runs the multirun (and skips seed 6 itself)
+    finish(names[1])
+    space.train(command, dry_run=False)
+    assert len(calls) == 1 and "done, skipped: python train.py -m sweep=smalldata_confirm" in capsys.readouterr().out
+    space.train([*command, "overwrite=true"], dry_run=False)
+    assert len(calls) == 2  # overwrite asks for a rerun
+    space.train(["sweep=smalldata_confirm", "adapter=nope"], dry_run=False)
+    assert len(calls) == 3  # a command that does not compose is train.py's to refuse, with its preflight

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aslora.harness.runs.run import run
-from hydra_glue import compose_run, options
+from hydra_glue import compose_run, current_run_name, options
 from scripts.reports import collect_results, make_tables, plot_sharing
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_tables_from_fixture_runs_match_golden(tmp_path):
@@ -308,3 +310,58 @@ def test_a_runs_shared_a_lr_is_a_column_of_its_row():
     slow_a = collect_results.row(_minimal_report(shared_a_lr=1e-4), Path("r.json"))
     assert plain["shared_a_lr"] == "" and slow_a["shared_a_lr"] == 1e-4 and plain["lr"] == slow_a["lr"] == 1e-3
     assert set(slow_a) == set(collect_results.COLUMNS)
+
+
+def test_committed_runs_are_restored_where_todays_jobs_look_so_a_fresh_clone_skips_them(tmp_path):
+    """Reports committed before run names dropped the swept keys' ``train.``/``adapter.params.``
+    prefixes are restored under today's names: every primary job of the confirmatory stage — composed
+    as the stage composes it — then finds its finished run, and nothing runs again."""
+    from scripts.grids.smalldata import CONFIRM_SWEEP, PRIMARY_ARMS, confirm_commands, read_arm_lr
+    from scripts.grids.workspace import Workspace, every_job_done
+
+    reports = ROOT / "results" / "reports"
+    old = "smalldata-confirm_minilm-l6_rt_polarity_lora_adapter.params.r=2,train.lr=0.001_s6"
+    assert (reports / f"{old}.json").is_file()  # named under the old rule
+    space = Workspace.scratch(tmp_path)
+    restored = collect_results.restore_reports(reports, space.experiments)
+    assert len(restored) == len(list(reports.glob("*.json")))
+    assert "smalldata-confirm_minilm-l6_rt_polarity_lora_r=2,lr=0.001_s6" in restored and old not in restored
+    primary = confirm_commands(read_arm_lr(ROOT / "results" / "smalldata" / "arm_lr.csv"))[: 20 * len(PRIMARY_ARMS)]
+    arms = {tuple(arm.commands(0, 0, CONFIRM_SWEEP)[:-2]) for arm in PRIMARY_ARMS}
+    assert {tuple(c[:-2]) for c in primary} == arms and {c[-1] for c in primary} == {f"seed={s}" for s in range(6, 26)}
+    for command in primary:  # LoRA r=8, LoRA r=2 and ASLoRA (paper schedule), seeds 6-25: all committed
+        assert every_job_done([*command, *space.overrides]), command
+
+
+def test_current_run_name_shortens_only_the_swept_part():
+    report = {
+        "run_name": "",
+        "config": {"run_prefix": "p_"},
+        "model": "m",
+        "task": "t_train.x",
+        "adapter": "lora",
+        "seed": 3,
+    }
+    named = lambda name: current_run_name({**report, "run_name": name})  # noqa: E731
+    assert named("p_m_t_train.x_lora_adapter.params.r=2,train.lr=0.001_s3") == "p_m_t_train.x_lora_r=2,lr=0.001_s3"
+    assert named("p_m_t_train.x_lora_r=2,lr=0.001_s3") == "p_m_t_train.x_lora_r=2,lr=0.001_s3"  # today's: kept
+    assert named("p_m_t_train.x_lora_s3") == "p_m_t_train.x_lora_s3"  # nothing swept
+    assert named("by-hand_train.lr=1") == "by-hand_train.lr=1"  # not of the form: kept as it is
+
+
+def test_restore_checks_every_report_first_and_never_writes_through_a_link(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    name = "smalldata-confirm_minilm-l6_rt_polarity_lora_train.lr=0.001_s6"
+    shutil.copyfile(ROOT / "results" / "reports" / f"{name}.json", reports / f"{name}.json")
+    (reports / "zz_broken.json").write_text('{"status": "done"}')
+    args = ["--experiments", str(tmp_path / "experiments"), "--out", str(tmp_path / "runs.csv"), "--restore"]
+    assert collect_results.main(args) == 1
+    assert not (tmp_path / "experiments").exists()  # the good report was not restored either
+    (reports / "zz_broken.json").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "smalldata-confirm_minilm-l6_rt_polarity_lora_lr=0.001_s6").symlink_to(elsewhere)
+    assert collect_results.main(args) == 1
+    assert list(elsewhere.iterdir()) == []
