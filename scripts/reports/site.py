@@ -36,7 +36,7 @@ from urllib.parse import quote
 from aslora.json_file import read_json
 from hydra_glue import ROOT
 from scripts.reports.site_grid import arm_name, grid_page, plan_names
-from scripts.reports.site_html import fmt, grid_of, page, run_link, scored_size, table, test_score
+from scripts.reports.site_html import grid_of, page, run_link, score_text, scored_size, table, test_score, val_score
 from scripts.reports.site_run import run_page
 from scripts.reports.smalldata_outcomes import Outcome
 from scripts.reports.smalldata_verdict_text import interval_text, p_text
@@ -81,8 +81,8 @@ def index_page(
             html.escape(arm_name(r, names or {})),
             str(r["seed"]),
             f"{r['config']['train']['lr']:g}",
-            f"{100 * r['best']['metric']:.1f}",
-            fmt(test_score(r)),
+            score_text(r["main_metric"], val_score(r)),
+            score_text(r["main_metric"], test_score(r)),
             f"{scored_size(r):,}",
             f"{r['train_seconds'] / 60:.1f}",
             run_link(r, 0),
@@ -91,6 +91,8 @@ def index_page(
     ]
     parts.append(
         f"<h2>Every run ({len(reports)})</h2>"
+        "<p>Scores at each run's best validation epoch: accuracy-like metrics ×100, a loss as it is (lower is "
+        "better); size is the adapter's at that epoch; minutes of training.</p>"
         '<p><input id="q" placeholder="filter: any text in a row" oninput="filterRuns(this.value)" size="40"></p>'
         + table(
             [
@@ -101,8 +103,8 @@ def index_page(
                 "arm",
                 "seed",
                 "lr",
-                "val ×100",
-                "test ×100",
+                "val",
+                "test",
                 "size at score",
                 "min",
                 "run",

@@ -14,7 +14,20 @@ from urllib.parse import quote
 
 import plotly.graph_objects as go
 
-from scripts.reports.site_html import arm_of, colour, figure_html, grid_of, page, scored_size, table, test_score
+from scripts.reports.site_html import (
+    arm_of,
+    colour,
+    figure_html,
+    grid_of,
+    metric_label,
+    page,
+    scale,
+    score_text,
+    scored_size,
+    table,
+    test_score,
+    val_score,
+)
 
 SMALLDATA_GRIDS = ("smalldata-lr", "smalldata", "smalldata-confirm", "smalldata-depth")
 """The grids whose runs are the small-data suite's arms (scripts/grids/smalldata.py: ARMS)."""
@@ -62,7 +75,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
         by_epoch: dict[int, list[float]] = {}
         for r in runs:
             for e in r["epochs"]:
-                by_epoch.setdefault(e["epoch"], []).append(100 * e["val"][r["main_metric"]])
+                by_epoch.setdefault(e["epoch"], []).append(scale(metric) * e["val"][metric])
         epochs = sorted(by_epoch)
         if len(runs) > 1:
             low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
@@ -84,7 +97,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
             go.Scatter(
                 x=epochs,
                 y=[statistics.fmean(by_epoch[e]) for e in epochs],
-                mode="lines",
+                mode="lines" if len(epochs) > 5 else "lines+markers",  # a run of one or two epochs: a point
                 name=f"mean of {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['seed']}",
                 legendgroup=arm,
                 legendgrouptitle_text=arm,
@@ -96,8 +109,8 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
                 figure.add_trace(
                     go.Scatter(
                         x=[e["epoch"] for e in r["epochs"]],
-                        y=[100 * e["val"][r["main_metric"]] for e in r["epochs"]],
-                        mode="lines",
+                        y=[scale(metric) * e["val"][metric] for e in r["epochs"]],
+                        mode="lines" if len(epochs) > 5 else "lines+markers",
                         name=f"seed {r['seed']}",
                         legendgroup=arm,
                         visible="legendonly",
@@ -107,7 +120,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
     # a fixed height: plotly scrolls a legend taller than the plot (an arm of 20 seeds lists 22 entries)
     figure.update_layout(title="validation score per epoch: mean over seeds, band from lowest to highest", height=640)
     figure.update_xaxes(title="epoch")
-    figure.update_yaxes(title=f"validation {metric} ×100")
+    figure.update_yaxes(title=f"validation {metric_label(metric)}")
     return figure
 
 
@@ -131,15 +144,19 @@ def _pareto(arms: dict[str, list[dict]], metric: str) -> go.Figure:
         height=420 + 22 * len(arms),
     )
     figure.update_xaxes(title="adapter parameters at the scored epoch", type="log")
-    figure.update_yaxes(title=f"test {metric} ×100")
+    figure.update_yaxes(title=f"test {metric_label(metric)}")
     return figure
 
 
 def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
     """``names``: :func:`plan_names` of the runs (an empty mapping names every arm by its settings)."""
+    metric = reports[0]["main_metric"]  # a grid's tasks share one metric (classification, or a loss)
+    # a grid over several models or tasks (the protocol's): an arm is one adapter on one of them
+    several = len({(r["model"], r["task"]) for r in reports}) > 1
     arms: dict[str, list[dict]] = {}
-    for r in sorted(reports, key=lambda r: _plan_order(r, names)):
-        arms.setdefault(arm_name(r, names), []).append(r)
+    for r in sorted(reports, key=lambda r: ((r["model"], r["task"]) if several else (), _plan_order(r, names))):
+        where = f"{r['model']} · {r['task']} · " if several else ""
+        arms.setdefault(where + arm_name(r, names), []).append(r)
     rows = []
     for arm, runs in arms.items():
         tests = [t for t in (test_score(r) for r in runs) if t is not None]
@@ -147,24 +164,25 @@ def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
         rows.append(
             [
                 html.escape(arm)
-                + ("" if settings == arm else f'<br><small class="muted">{html.escape(settings)}</small>'),
+                + ("" if arm.endswith(settings) else f'<br><small class="muted">{html.escape(settings)}</small>'),
                 str(len(runs)),
                 f"{statistics.median(scored_size(r) for r in runs):,.0f}",
-                f"{statistics.median(100 * r['best']['metric'] for r in runs):.1f}",
+                score_text(metric, statistics.median(val_score(r) for r in runs)),
                 "–"
                 if not tests
-                else f"{statistics.median(tests):.1f} ({min(tests):.1f}–{max(tests):.1f}, n={len(tests)})",
+                else f"{score_text(metric, statistics.median(tests))} ({score_text(metric, min(tests))}–"
+                f"{score_text(metric, max(tests))}, n={len(tests)})",
                 " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in runs),
             ]
         )
-    metric = reports[0]["main_metric"]
     verdict = (
         ' The plan\'s scoring rules and their verdict: <a href="../index.html">the results page</a>.'
         if grid == "smalldata-confirm"
         else ""
     )
     body = (
-        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ×100 at each run's best validation epoch; "
+        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ({html.escape(metric_label(metric))}) at each run's "
+        f"best validation epoch; "
         f"size is the adapter's at that epoch.{verdict} In the curves, click a seed in the legend to show "
         f"it, double-click an entry to show it alone.</p>"
         + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)

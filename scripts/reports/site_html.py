@@ -8,6 +8,9 @@ from urllib.parse import quote
 
 import plotly.graph_objects as go
 
+from aslora.harness.measuring.metrics import LOWER_IS_BETTER
+from aslora.harness.runs.report import variant_of
+
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f3f3f3}code,pre{background:#f6f6f6;font-size:12px}pre{padding:8px;overflow:auto;max-height:420px}
@@ -20,8 +23,13 @@ def grid_of(report: dict) -> str:
 
 
 def arm_of(report: dict) -> str:
-    """A run's arm as data: its adapter and every swept setting but the seed (``aslora · train.lr=0.003``)."""
-    variant = {k: v for k, v in (report.get("variant") or {}).items() if k != "seed"}
+    """A run's arm as data: its adapter and every swept setting but the seed (``aslora · lr=0.003``).
+    A report from before runs recorded their ``variant`` kept its swept settings in its name only: the
+    adapter's are read back from it (:func:`aslora.harness.runs.report.variant_of`), and a swept lr
+    from the config (without it, every lr of an lr grid would be one arm)."""
+    variant = {k: v for k, v in variant_of(report).items() if k != "seed"}
+    if "variant" not in report and "train.lr=" in report["run_name"]:
+        variant["train.lr"] = report["config"]["train"]["lr"]
     short = {k.removeprefix("adapter.params.").removeprefix("train."): v for k, v in variant.items()}
     return " · ".join([report["adapter"], *(f"{k}={v}" for k, v in sorted(short.items()))])
 
@@ -32,10 +40,28 @@ def scored_size(report: dict) -> int:
     return (params.get("at_best") or params["after"])["adapter"]
 
 
+def scale(metric: str) -> int:
+    """Accuracy-like metrics are shown ×100; a loss or perplexity (lower is better) as it is."""
+    return 1 if metric in LOWER_IS_BETTER else 100
+
+
+def metric_label(metric: str) -> str:
+    return f"{metric}, lower is better" if metric in LOWER_IS_BETTER else f"{metric} ×100"
+
+
+def score_text(metric: str, value: float | None) -> str:
+    """An already-scaled score: one decimal ×100, three for a loss."""
+    return fmt(value, 1 if scale(metric) == 100 else 3)
+
+
+def val_score(report: dict) -> float:
+    return scale(report["main_metric"]) * report["best"]["metric"]
+
+
 def test_score(report: dict) -> float | None:
     test = report["best"].get("test") or {}
     value = test.get(report["main_metric"])
-    return None if value is None else 100 * value
+    return None if value is None else scale(report["main_metric"]) * value
 
 
 # ---------------------------------------------------------------------------------------------- pages

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import yaml
 
 from aslora.harness.measuring.figures import sharing_matrix
-from scripts.reports.site_html import arm_of, figure_html, grid_of, page, scored_size, table
+from scripts.reports.site_html import arm_of, figure_html, grid_of, metric_label, page, scale, scored_size, table
 
 
 def _scores(scores: dict) -> str:
@@ -49,15 +49,16 @@ def run_page(report: dict, reports_href: str, arm: str | None = None) -> str:
     curves = go.Figure()
     x = [e["epoch"] for e in epochs]
     curves.add_trace(go.Scatter(x=x, y=[e["train_loss"] for e in epochs], name="train loss", yaxis="y2"))
-    curves.add_trace(go.Scatter(x=x, y=[100 * e["val"][metric] for e in epochs], name=f"validation {metric}"))
+    k = scale(metric)
+    curves.add_trace(go.Scatter(x=x, y=[k * e["val"][metric] for e in epochs], name=f"validation {metric}"))
     if any(e.get("test") for e in epochs):
         curves.add_trace(
             go.Scatter(
-                x=x, y=[100 * (e.get("test") or {}).get(metric, float("nan")) for e in epochs], name=f"test {metric}"
+                x=x, y=[k * (e.get("test") or {}).get(metric, float("nan")) for e in epochs], name=f"test {metric}"
             )
         )
     curves.update_layout(
-        title="per epoch", xaxis_title="epoch", yaxis_title=f"{metric} ×100",
+        title="per epoch", xaxis_title="epoch", yaxis_title=metric_label(metric),
         yaxis2=dict(title="train loss", overlaying="y", side="right"),
     )  # fmt: skip
     body = [table(["", ""], facts), figure_html(curves, "curves")]

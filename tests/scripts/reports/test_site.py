@@ -94,13 +94,45 @@ def test_an_arms_curve_is_its_seeds_mean_in_their_band_each_seed_hidden_until_cl
         epochs = [{"epoch": e + 1, "val": {"accuracy": v}} for e, v in enumerate(values)]
         return {"run_name": f"r{seed}", "seed": seed, "main_metric": "accuracy", "epochs": epochs}
 
-    figure = site_grid._curves({"arm": [run(1, [0.70, 0.80]), run(2, [0.74, 0.76])], "one": [run(3, [0.5])]}, "acc")
+    figure = site_grid._curves(
+        {"arm": [run(1, [0.70, 0.80]), run(2, [0.74, 0.76])], "one": [run(3, [0.5])]}, "accuracy"
+    )
     band, mean, seed_1, seed_2, lone = figure.data
     assert list(band.x) == [1, 2, 2, 1] and list(band.y) == pytest.approx([70, 76, 80, 74])
     assert list(mean.y) == pytest.approx([72, 78]) and mean.name == "mean of 2 seeds"
     assert (seed_1.visible, seed_2.visible) == ("legendonly", "legendonly")
     assert list(seed_2.y) == pytest.approx([74, 76])
     assert lone.name == "seed 3" and lone.visible is None  # an arm of one run: the run itself, shown
+
+
+def test_a_loss_is_shown_as_it_is_and_accuracy_x100(built):
+    out, _, reports_dir = built
+    reports = site.read_reports(reports_dir)
+    loss = next(r for r in reports if r["main_metric"] == "loss")  # an instruction-tuning run
+    page = (out / "grids" / f"{site.grid_of(loss)}.html").read_text()
+    assert "loss ×100" not in page and "validation loss, lower is better" in page
+    index = (out / "index.html").read_text()
+    assert f"<td>{loss['best']['metric']:.3f}</td>" in index
+    accuracy = next(r for r in reports if r["main_metric"] == "accuracy")
+    assert f"<td>{100 * accuracy['best']['metric']:.1f}</td>" in index
+
+
+def test_an_arm_is_one_lr_of_an_older_lr_grid_and_one_task_of_a_grid_over_two():
+    """Reports from before runs recorded their variant: the lr they swept, kept in the name only, is
+    still part of the arm; and a grid over two tasks never pools their scores into one arm."""
+    from aslora.harness.runs.report import load_report
+
+    def grid(names):
+        return site_grid.grid_page("g", [load_report(REPORTS / f"{n}.json") for n in names], {})
+
+    lrs = [f"protocol-lr_minilm-l6_bbc_news_lora_train.lr={lr}_s1" for lr in ("0.0003", "0.001", "0.003")]
+    page = grid(lrs)
+    assert "3 runs in 3 arms" in page and "<td>lora · lr=0.0003</td>" in page
+    tasks = [f"protocol_minilm-l6_{task}_lora_train.lr=0.003_s1" for task in ("bbc_news", "rt_polarity")]
+    page = grid(tasks)
+    assert "2 runs in 2 arms" in page
+    assert "<td>minilm-l6 · bbc_news · lora · lr=0.003</td>" in page
+    assert "<td>minilm-l6 · rt_polarity · lora · lr=0.003</td>" in page
 
 
 def test_a_verdict_from_older_code_is_refused_naming_what_it_lacks(tmp_path):
