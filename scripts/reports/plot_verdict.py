@@ -136,7 +136,25 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
         ),
         band,
     ]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=7.5, frameon=False)
+    if any(
+        o is not None and o.mean is not None and o.n < MIN_INTERVAL_N
+        for r in rows
+        for o in (r.confirmatory, r.exploratory)
+    ):
+        handles.insert(  # what a bare mean is, where one is drawn
+            1,
+            plt.Line2D(
+                [], [], color="#7f8c8d", marker="o", lw=0, label=f"mean only: fewer than {MIN_INTERVAL_N} paired seeds"
+            ),
+        )
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1),
+        ncol=min(3, len(handles)),
+        fontsize=7.5,
+        frameon=False,
+    )
     ax.set_title(
         f"Preregistered plan {plan['plan']} ({status})\nwords at α = {plan['alpha']}, Holm within each family; "
         "right: seeds paired (of those planned) and the plan's word",

@@ -238,3 +238,33 @@ def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path)
     assert f"{outcome['low']:+.2f}" not in line
     row = next(line for line in (out / "verdict.md").read_text().splitlines() if line.startswith("| primary |"))
     assert "(n < 5: no interval)" in row and f"{outcome['low']:+.2f}," not in row
+
+
+@pytest.mark.parametrize("n, explained", [(3, True), (12, False)])
+def test_the_figure_s_legend_says_what_a_bare_mean_is_where_one_is_drawn(tmp_path, monkeypatch, n, explained):
+    import matplotlib.axes
+
+    from scripts.reports import plot_verdict
+
+    plan = {
+        "plan": "p",
+        "unit": "points",
+        "alpha": 0.05,
+        "margin": 1.0,
+        "primary_rule": "final_size",
+        "seeds": {PAPER.label: [6, 17], LORA2.label: [6, 17]},
+        "families": [{"name": "primary", "comparisons": [{"a": PAPER.label, "b": LORA2.label}]}],
+    }
+    outcome = Outcome(
+        "primary", "final_size", PAPER.label, LORA2.label, "c", n, -1.0, -2.0, 0.0, 1.0, *[0.5] * 4, 1.0, "inconclusive"
+    )
+    labels = []
+    legend = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "legend",
+        lambda ax, **k: labels.extend(h.get_label() for h in k["handles"]) or legend(ax, **k),
+    )
+    plot_verdict.plot(plan, forest_rows(plan, [outcome], []), "complete", tmp_path / "f.png")
+    assert any(label.startswith("mean only: fewer than 5 paired seeds") for label in labels) == explained
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
