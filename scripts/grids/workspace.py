@@ -119,16 +119,16 @@ def every_job_done(command: Sequence[str]) -> bool:
     job) for each one only to have it skip. A job that does not compose is left to ``train.py``, whose
     preflight names the problem."""
     from aslora.harness.runs.report import is_done
+    from aslora.harness.runs.settings import RunSettings
     from hydra_glue import composer
     from scripts.grids.preflight import jobs_of
 
     try:
         with composer() as compose:
             for job in jobs_of(command):
-                config, _ = compose(job)
+                settings = RunSettings.from_dict(*compose(job))  # where the job itself looks (run.py's skip)
                 # train.py runs in ROOT: a relative experiments_dir is ROOT's
-                report = ROOT / config["experiments_dir"] / config["run_name"] / "report.json"
-                if config.get("overwrite") or not is_done(report):
+                if settings.overwrite or not is_done(ROOT / settings.report_path):
                     return False
     except Exception:  # a problem of the command: train.py's preflight reports it, with its context
         return False

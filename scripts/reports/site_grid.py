@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import plotly.graph_objects as go
 
+from scripts.grids.smalldata import ARMS, DEPTH_MODEL
 from scripts.reports.site_html import (
     arm_of,
     colour,
@@ -29,6 +30,8 @@ from scripts.reports.site_html import (
     val_score,
 )
 
+PLAN_ORDER = {arm.label: i for i, arm in enumerate(ARMS)}
+"""The small-data arms in the plan's order (LoRA r=8 first)."""
 SMALLDATA_GRIDS = ("smalldata-lr", "smalldata", "smalldata-confirm", "smalldata-depth")
 """The grids whose runs are the small-data suite's arms (scripts/grids/smalldata.py: ARMS)."""
 
@@ -40,7 +43,6 @@ def plan_names(reports: list[dict]) -> dict[str, str]:
     runs = [r for r in reports if grid_of(r) in SMALLDATA_GRIDS]
     if not runs:
         return {}
-    from scripts.grids.smalldata import ARMS, DEPTH_MODEL
     from scripts.reports.smalldata_report import arm_identities, by_arm
 
     identities = {**arm_identities(), **arm_identities(ARMS[:3], (f"model={DEPTH_MODEL}",))}
@@ -56,12 +58,9 @@ def arm_name(report: dict, names: dict[str, str]) -> str:
 
 def _plan_order(report: dict, names: dict[str, str]) -> tuple:
     """Arms in the plan's order (LoRA r=8 first), then the others by name; within an arm by lr, then seed."""
-    from scripts.grids.smalldata import ARMS
-
-    order = {arm.label: i for i, arm in enumerate(ARMS)}
     label = names.get(report["run_name"])
     return (
-        order.get(label, len(order)),
+        PLAN_ORDER.get(label, len(PLAN_ORDER)),
         arm_of(report) if label is None else "",
         report["config"]["train"]["lr"],
         report["seed"],
@@ -77,6 +76,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
             for e in r["epochs"]:
                 by_epoch.setdefault(e["epoch"], []).append(scale(metric) * e["val"][metric])
         epochs = sorted(by_epoch)
+        mode = "lines" if len(epochs) > 5 else "lines+markers"  # a run of one or two epochs: its points
         if len(runs) > 1:
             low, high = [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
             figure.add_trace(  # the band: lowest seed forward, highest seed back, filled
@@ -97,7 +97,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
             go.Scatter(
                 x=epochs,
                 y=[statistics.fmean(by_epoch[e]) for e in epochs],
-                mode="lines" if len(epochs) > 5 else "lines+markers",  # a run of one or two epochs: a point
+                mode=mode,
                 name=f"mean of {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['seed']}",
                 legendgroup=arm,
                 legendgrouptitle_text=arm,
@@ -110,7 +110,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
                     go.Scatter(
                         x=[e["epoch"] for e in r["epochs"]],
                         y=[scale(metric) * e["val"][metric] for e in r["epochs"]],
-                        mode="lines" if len(epochs) > 5 else "lines+markers",
+                        mode=mode,
                         name=f"seed {r['seed']}",
                         legendgroup=arm,
                         visible="legendonly",
