@@ -15,11 +15,15 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from aslora.json_file import read_json
+
+if TYPE_CHECKING:  # annotations only: the results collector reads reports without the harness's imports
+    from aslora.harness.runs.plan import RunPlan
+    from aslora.harness.runs.settings import RunSettings
 
 REPORT_VERSION = 1
 PACKAGES = (
@@ -49,6 +53,81 @@ def variant_of(report: dict[str, Any]) -> dict[str, Any]:
     if "variant" in report:
         return dict(report["variant"])
     return {f"adapter.params.{k}": v for k, v in _LEGACY_SWEPT.findall(report["run_name"])}
+
+
+def compose_report(
+    settings: RunSettings,
+    spec: Any,
+    container: dict[str, Any],
+    result: Any,
+    lora_reference: int,
+    wall_seconds: float,
+    num_train: int,
+    provenance: dict[str, Any],
+    *,
+    adapters: dict[str, Any] | None,
+    variant: dict[str, Any],
+    plan: RunPlan,
+    instruction: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's ``report.json``, assembled here alone (the fields' types: :data:`DONE_FIELDS`).
+
+    ``spec``: the run's task (``aslora.harness.inputs.data.get_task``); ``result``: what
+    ``aslora.harness.training.loop.fit`` returned; ``instruction``: an instruction-tuning run's prompt
+    format and samples, ``{}`` otherwise.
+    """
+    adapter_dir = adapters["best"]["dir"] if adapters else None
+    return {
+        "report_version": REPORT_VERSION,
+        "status": "done",
+        "run_name": settings.run_name,
+        "choices": settings.choices,
+        "model": settings.model.name,
+        "task": spec.name,
+        "task_standin_for": spec.standin_for,
+        "adapter": settings.adapter.name,
+        "seed": settings.seed,
+        "init_adapter_from": settings.init_adapter_from,
+        "main_metric": spec.metrics[0],
+        "best": {
+            "metric": result.best_metric,
+            "epoch": result.best_epoch,
+            "validation": result.best_validation,
+            "test": result.test_at_best,
+        },
+        "epochs": result.epochs,
+        "params": {
+            "before": result.params_before,
+            "after": result.params_after,
+            "lora_reference": lora_reference,
+            "lora_reference_rank": settings.reference_lora_rank,
+            "fraction_of_lora_before": result.params_before["adapter"] / lora_reference,
+            "fraction_of_lora_after": result.params_after["adapter"] / lora_reference,
+            # the adapter behind the reported scores: an ASLoRA run may tie again after its best epoch
+            "at_best": result.params_at_best,
+        },
+        "merge_history": result.merge_history,
+        # train.test_each_epoch: every epoch's test predictions, one character per example in the
+        # dataset's order (aslora.harness.training.kept_predictions.decode_classes), and the labels
+        # they are scored against
+        "test_predictions": (
+            {"labels": result.test_labels, "epochs": result.test_predictions} if result.test_predictions else None
+        ),
+        "steps": result.total_steps,
+        "skipped_steps": result.skipped_steps,
+        "resumed_from_step": result.resumed_from_step,
+        "num_processes": result.num_processes,
+        "train_examples": num_train,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": wall_seconds,
+        "config": container,
+        "environment": provenance,
+        "adapters": adapters,
+        "variant": variant,
+        "plan": plan.as_dict(),
+        **instruction,
+        "adapter_dir": str(adapter_dir) if adapter_dir else None,
+    }
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:

@@ -27,7 +27,7 @@ from aslora.harness.inputs.instruct import IGNORE_INDEX
 from aslora.harness.inputs.models import check_model_available, load_causal_lm, load_classifier
 from aslora.harness.measuring.tracking import Tracker
 from aslora.harness.runs.plan import RunPlan
-from aslora.harness.runs.report import REPORT_VERSION, environment, is_done, read_report, write_report
+from aslora.harness.runs.report import compose_report, environment, is_done, read_report, write_report
 from aslora.harness.runs.run_dir import check_no_links
 from aslora.harness.runs.run_record import RunRecord
 from aslora.harness.runs.settings import RunSettings
@@ -173,8 +173,9 @@ def _run(
                 # from the weights now in the model: the best epoch's adapter, the one the scores describe
                 "samples": instruct.generate_samples(model, tokenizer, data.samples or []),
             }
-        report = _report(
+        report = compose_report(
             settings,
+            spec,
             container,
             result,
             lora_reference,
@@ -357,74 +358,3 @@ def _save_trained_adapter(model: Any, directory: Any) -> Any:
 def _target_shapes(model: Any, target_modules: Any) -> list[tuple[int, int]]:
     probe = SharedLoRAConfig(target_modules=target_modules)
     return [(m.in_features, m.out_features) for _, m in find_targets(model, probe)]
-
-
-def _report(
-    settings: RunSettings,
-    container: dict[str, Any],
-    result: Any,
-    lora_reference: int,
-    wall_seconds: float,
-    num_train: int,
-    provenance: dict[str, Any],
-    *,
-    adapters: dict[str, Any] | None,
-    variant: dict[str, Any],
-    plan: RunPlan,
-    instruction: dict[str, Any],
-) -> dict[str, Any]:
-    """The run's ``report.json``, assembled here alone (the fields' types: ``report.DONE_FIELDS``);
-    ``instruction``: an instruction-tuning run's prompt format and samples, ``{}`` otherwise."""
-    spec = get_task(settings.task.name)
-    adapter_dir = adapters["best"]["dir"] if adapters else None
-    return {
-        "report_version": REPORT_VERSION,
-        "status": "done",
-        "run_name": settings.run_name,
-        "choices": settings.choices,
-        "model": settings.model.name,
-        "task": spec.name,
-        "task_standin_for": spec.standin_for,
-        "adapter": settings.adapter.name,
-        "seed": settings.seed,
-        "init_adapter_from": settings.init_adapter_from,
-        "main_metric": spec.metrics[0],
-        "best": {
-            "metric": result.best_metric,
-            "epoch": result.best_epoch,
-            "validation": result.best_validation,
-            "test": result.test_at_best,
-        },
-        "epochs": result.epochs,
-        "params": {
-            "before": result.params_before,
-            "after": result.params_after,
-            "lora_reference": lora_reference,
-            "lora_reference_rank": settings.reference_lora_rank,
-            "fraction_of_lora_before": result.params_before["adapter"] / lora_reference,
-            "fraction_of_lora_after": result.params_after["adapter"] / lora_reference,
-            # the adapter behind the reported scores: an ASLoRA run may tie again after its best epoch
-            "at_best": result.params_at_best,
-        },
-        "merge_history": result.merge_history,
-        # train.test_each_epoch: every epoch's test predictions, one character per example in the
-        # dataset's order (aslora.harness.training.kept_predictions.decode_classes), and the labels
-        # they are scored against
-        "test_predictions": (
-            {"labels": result.test_labels, "epochs": result.test_predictions} if result.test_predictions else None
-        ),
-        "steps": result.total_steps,
-        "skipped_steps": result.skipped_steps,
-        "resumed_from_step": result.resumed_from_step,
-        "num_processes": result.num_processes,
-        "train_examples": num_train,
-        "train_seconds": result.train_seconds,
-        "wall_seconds": wall_seconds,
-        "config": container,
-        "environment": provenance,
-        "adapters": adapters,
-        "variant": variant,
-        "plan": plan.as_dict(),
-        **instruction,
-        "adapter_dir": str(adapter_dir) if adapter_dir else None,
-    }
