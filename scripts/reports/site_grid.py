@@ -4,6 +4,7 @@ does), each arm's validation curve over seeds, and test score against adapter si
 An arm's curve is the mean over its seeds, epoch by epoch, inside a band from the lowest to the
 highest seed; each seed is one click away in the legend (hidden at first: sixty overlaid seeds read
 as one tangle, which is what the first version of this page drew). An arm of one run draws that run.
+A grid over two tasks draws each task's arms in figures of their own.
 """
 
 from __future__ import annotations
@@ -149,44 +150,55 @@ def _pareto(arms: dict[str, list[dict]], metric: str) -> go.Figure:
 
 
 def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
-    """``names``: :func:`plan_names` of the runs (an empty mapping names every arm by its settings)."""
+    """``names``: :func:`plan_names` of the runs (an empty mapping names every arm by its settings).
+
+    A grid over several models or tasks (the protocol's) gets one pair of figures per model and task:
+    scores on two datasets share no axis, and 32 arms in one legend read as a tangle.
+    """
     metric = reports[0]["main_metric"]  # a grid's tasks share one metric (classification, or a loss)
-    # a grid over several models or tasks (the protocol's): an arm is one adapter on one of them
     several = len({(r["model"], r["task"]) for r in reports}) > 1
-    arms: dict[str, list[dict]] = {}
+    places: dict[str, dict[str, list[dict]]] = {}  # "model · task" (or "") → arm → its runs
     for r in sorted(reports, key=lambda r: ((r["model"], r["task"]) if several else (), _plan_order(r, names))):
-        where = f"{r['model']} · {r['task']} · " if several else ""
-        arms.setdefault(where + arm_name(r, names), []).append(r)
+        place = f"{r['model']} · {r['task']}" if several else ""
+        places.setdefault(place, {}).setdefault(arm_name(r, names), []).append(r)
     rows = []
-    for arm, runs in arms.items():
-        tests = [t for t in (test_score(r) for r in runs) if t is not None]
-        settings = arm_of(runs[0])
-        rows.append(
-            [
-                html.escape(arm)
-                + ("" if arm.endswith(settings) else f'<br><small class="muted">{html.escape(settings)}</small>'),
-                str(len(runs)),
-                f"{statistics.median(scored_size(r) for r in runs):,.0f}",
-                score_text(metric, statistics.median(val_score(r) for r in runs)),
-                "–"
-                if not tests
-                else f"{score_text(metric, statistics.median(tests))} ({score_text(metric, min(tests))}–"
-                f"{score_text(metric, max(tests))}, n={len(tests)})",
-                " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in runs),
-            ]
-        )
+    for place, arms in places.items():
+        for arm, runs in arms.items():
+            tests = [t for t in (test_score(r) for r in runs) if t is not None]
+            settings = arm_of(runs[0])
+            rows.append(
+                [
+                    html.escape(f"{place} · {arm}" if place else arm)
+                    + ("" if arm.endswith(settings) else f'<br><small class="muted">{html.escape(settings)}</small>'),
+                    str(len(runs)),
+                    f"{statistics.median(scored_size(r) for r in runs):,.0f}",
+                    score_text(metric, statistics.median(val_score(r) for r in runs)),
+                    "–"
+                    if not tests
+                    else f"{score_text(metric, statistics.median(tests))} ({score_text(metric, min(tests))}–"
+                    f"{score_text(metric, max(tests))}, n={len(tests)})",
+                    " ".join(f'<a href="../runs/{quote(r["run_name"])}.html">s{r["seed"]}</a>' for r in runs),
+                ]
+            )
     verdict = (
         ' The plan\'s scoring rules and their verdict: <a href="../index.html">the results page</a>.'
         if grid == "smalldata-confirm"
         else ""
     )
+    figures = ""
+    for index, (place, arms) in enumerate(places.items()):
+        suffix = f"-{index + 1}" if several else ""
+        figures += (f"<h2>{html.escape(place)}</h2>" if several else "") + (
+            figure_html(_curves(arms, metric), f"curves{suffix}")
+            + figure_html(_pareto(arms, metric), f"pareto{suffix}")
+        )
     body = (
-        f"<p>{len(reports)} runs in {len(arms)} arms. Scores ({html.escape(metric_label(metric))}) at each run's "
-        f"best validation epoch; "
+        f"<p>{len(reports)} runs in {len(rows)} arms"
+        + (f" on {len(places)} model–task pairs, each with its own figures below" if several else "")
+        + f". Scores ({html.escape(metric_label(metric))}) at each run's best validation epoch; "
         f"size is the adapter's at that epoch.{verdict} In the curves, click a seed in the legend to show "
         f"it, double-click an entry to show it alone.</p>"
         + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)
-        + figure_html(_curves(arms, metric), "curves")
-        + figure_html(_pareto(arms, metric), "pareto")
+        + figures
     )
     return page(f"Grid {grid}", body, 1, plots=True)

@@ -117,7 +117,7 @@ def test_a_loss_is_shown_as_it_is_and_accuracy_x100(built):
     assert f"<td>{100 * accuracy['best']['metric']:.1f}</td>" in index
 
 
-def test_an_arm_is_one_lr_of_an_older_lr_grid_and_one_task_of_a_grid_over_two():
+def test_an_arm_is_one_lr_of_an_older_lr_grid_and_one_task_of_a_grid_over_two_drawn_apart():
     """Reports from before runs recorded their variant: the lr they swept, kept in the name only, is
     still part of the arm; and a grid over two tasks never pools their scores into one arm."""
     from aslora.harness.runs.report import load_report
@@ -130,7 +130,10 @@ def test_an_arm_is_one_lr_of_an_older_lr_grid_and_one_task_of_a_grid_over_two():
     assert "3 runs in 3 arms" in page and "<td>lora · lr=0.0003</td>" in page
     tasks = [f"protocol_minilm-l6_{task}_lora_train.lr=0.003_s1" for task in ("bbc_news", "rt_polarity")]
     page = grid(tasks)
-    assert "2 runs in 2 arms" in page
+    assert "2 runs in 2 arms on 2 model–task pairs" in page
+    # each task its own figures: scores on two datasets share no axis
+    assert [page.count(f'id="{kind}-{i}"') for kind in ("curves", "pareto") for i in (1, 2)] == [1, 1, 1, 1]
+    assert "<h2>minilm-l6 · bbc_news</h2>" in page and 'id="curves"' not in page
     assert "<td>minilm-l6 · bbc_news · lora · lr=0.003</td>" in page
     assert "<td>minilm-l6 · rt_polarity · lora · lr=0.003</td>" in page
 
