@@ -5,7 +5,7 @@
     controller = aslora.MergeController(model, total_steps)   # call controller.step(t) after each optimizer step
     counts = aslora.count_parameters(model)
 
-The method: ``adapters`` (configs, the shared pool, layers, merging), ``params`` (counting),
+The method: ``adapters`` (configs, the merge schedule, the shared pool, layers, merging), ``params`` (counting),
 ``export`` (save / load / PEFT LoRA export), ``integrations`` (PEFT, HF Trainer, FSDP2). Our
 experiment harness (data, loop, runs, reports) lives apart, in ``aslora.harness``.
 """
@@ -14,7 +14,6 @@ from aslora import integrations
 from aslora.adapters.config import (
     ASLoRAConfig,
     FullFinetuneConfig,
-    MergeSchedule,
     SharedLoRAConfig,
     ShareLoRAConfig,
     TiedLoRAConfig,
@@ -23,6 +22,7 @@ from aslora.adapters.dispatch import apply_adapter
 from aslora.adapters.fold import merge_into_base, remove_adapter
 from aslora.adapters.merging import MergeController, MergeEvent
 from aslora.adapters.pools import find_pool
+from aslora.adapters.schedule import MergeSchedule
 from aslora.export import export_peft_lora, init_lora_from, load_adapter, save_adapter
 from aslora.integrations.peft import register as _register_with_peft
 from aslora.params import ParameterCounts, count_parameters

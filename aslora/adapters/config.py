@@ -20,6 +20,8 @@ from typing import Literal, Optional, Sequence
 
 from peft import PeftConfig
 
+from aslora.adapters.schedule import MergeSchedule
+
 DEFAULT_MERGE_START_FRACTION = 0.1
 """T_s as a fraction of the run when neither ``merge_start_step`` nor a fraction is given."""
 DEFAULT_MERGE_SPAN_FRACTION = 0.6
@@ -304,7 +306,7 @@ class ASLoRAConfig(SharedLoRAConfig):
             raise ValueError(f"max_merges={self.max_merges!r} has no entry for merge group {group!r}")
         return self.max_merges[group]
 
-    def resolve_schedule(self, total_steps: int | None) -> "MergeSchedule":
+    def resolve_schedule(self, total_steps: int | None) -> MergeSchedule:
         """The schedule in optimizer steps for a run of ``total_steps`` optimizer steps.
 
         Raises ``ValueError`` when the run is too short for the ``max_merges``-th event to fire —
@@ -341,35 +343,6 @@ class ASLoRAConfig(SharedLoRAConfig):
                 )
             )
         return schedule
-
-
-@dataclass(frozen=True)
-class MergeSchedule:
-    """Merge events at ``t = start_step + k · interval_steps`` for ``k = 1 … max_events``."""
-
-    start_step: int
-    interval_steps: int
-    max_events: int
-
-    @property
-    def first_event_step(self) -> int:
-        return self.start_step + self.interval_steps
-
-    @property
-    def last_event_step(self) -> int:
-        return self.start_step + self.max_events * self.interval_steps
-
-    @property
-    def event_steps(self) -> list[int]:
-        """Every merge event's step: ``start_step + k · interval_steps``, ``k = 1 … max_events``."""
-        return [self.start_step + k * self.interval_steps for k in range(1, self.max_events + 1)]
-
-    def is_event(self, step: int) -> bool:
-        """Algorithm 1: ``t > T_s`` and ``(t − T_s) mod m = 0``, at most ``max_events`` times."""
-        if step <= self.start_step:
-            return False
-        offset = step - self.start_step
-        return offset % self.interval_steps == 0 and offset // self.interval_steps <= self.max_events
 
 
 @dataclass

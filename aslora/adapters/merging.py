@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aslora.adapters.config import ASLoRAConfig, MergeSchedule
+from aslora.adapters.config import ASLoRAConfig
 from aslora.adapters.layers import SharedLoRALinear
 from aslora.adapters.pool import SharedLoRAPool
 from aslora.adapters.pools import find_pool, find_pools
+from aslora.adapters.schedule import MergeSchedule
 from aslora.adapters.slot import Slot
 
 

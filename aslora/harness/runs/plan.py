@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from aslora.adapters.config import ASLoRAConfig, MergeSchedule
+from aslora.adapters.config import ASLoRAConfig
+from aslora.adapters.schedule import MergeSchedule
 
 
 @dataclass(frozen=True)
