@@ -88,6 +88,7 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
     band = ax.axvspan(-margin, margin, color="#2e86c1", alpha=0.10, lw=0, label=f"equivalence margin ±{margin:g}")
     ax.axvline(0, color="black", lw=0.8)
     ends = [margin, -margin]
+    bare_mean = False  # some mean drawn without its interval (n < MIN_INTERVAL_N): the legend says what that is
     for i, row in enumerate(rows):
         y = -i
         o = row.confirmatory
@@ -98,6 +99,8 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
             if o.n >= MIN_INTERVAL_N:
                 ax.plot([o.low, o.high], [y, y], color=colour, lw=2.4, solid_capstyle="butt")
                 ends += [o.low, o.high]
+            else:
+                bare_mean = True
             ax.plot(o.mean, y, "o", color=colour, ms=7)
             ends.append(o.mean)
         e = row.exploratory
@@ -106,6 +109,8 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
             if e.n >= MIN_INTERVAL_N:
                 ax.plot([e.low, e.high], [ye, ye], color="#95a5a6", lw=1.2)
                 ends += [e.low, e.high]
+            else:
+                bare_mean = True
             ax.plot(e.mean, ye, "o", mfc="white", mec="#95a5a6", ms=5)
     span = max(abs(v) for v in ends) * 1.08
     ax.set_xlim(-span, span)
@@ -136,11 +141,7 @@ def plot(plan: dict, rows: list[Row], status: str, path: Path) -> None:
         ),
         band,
     ]
-    if any(
-        o is not None and o.mean is not None and o.n < MIN_INTERVAL_N
-        for r in rows
-        for o in (r.confirmatory, r.exploratory)
-    ):
+    if bare_mean:
         handles.insert(  # what a bare mean is, where one is drawn
             1,
             plt.Line2D(

@@ -156,11 +156,10 @@ def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
     scores on two datasets share no axis, and 32 arms in one legend read as a tangle.
     """
     metric = reports[0]["main_metric"]  # a grid's tasks share one metric (classification, or a loss)
-    several = len({(r["model"], r["task"]) for r in reports}) > 1
-    places: dict[str, dict[str, list[dict]]] = {}  # "model · task" (or "") → arm → its runs
-    for r in sorted(reports, key=lambda r: ((r["model"], r["task"]) if several else (), _plan_order(r, names))):
-        place = f"{r['model']} · {r['task']}" if several else ""
-        places.setdefault(place, {}).setdefault(arm_name(r, names), []).append(r)
+    places: dict[str, dict[str, list[dict]]] = {}  # "model · task" → arm → its runs
+    for r in sorted(reports, key=lambda r: (r["model"], r["task"], _plan_order(r, names))):
+        places.setdefault(f"{r['model']} · {r['task']}", {}).setdefault(arm_name(r, names), []).append(r)
+    several = len(places) > 1  # then an arm is named with its model and task, and each pair gets its figures
     rows = []
     for place, arms in places.items():
         for arm, runs in arms.items():
@@ -168,7 +167,7 @@ def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
             settings = arm_of(runs[0])
             rows.append(
                 [
-                    html.escape(f"{place} · {arm}" if place else arm)
+                    html.escape(f"{place} · {arm}" if several else arm)
                     + ("" if arm.endswith(settings) else f'<br><small class="muted">{html.escape(settings)}</small>'),
                     str(len(runs)),
                     f"{statistics.median(scored_size(r) for r in runs):,.0f}",
