@@ -4,7 +4,9 @@ does), each arm's validation curve over seeds, and test score against adapter si
 An arm's curve is the mean over its seeds, epoch by epoch, inside a band from the lowest to the
 highest seed; each seed is one click away in the legend (hidden at first: sixty overlaid seeds read
 as one tangle, which is what the first version of this page drew). An arm of one run draws that run.
-A grid over two tasks draws each task's arms in figures of their own.
+A grid over two tasks draws each task's arms in figures of their own. A figure of more than
+:data:`SHOWN_ARMS` arms (the protocol's: six adapters at their chosen lr, ten ablation points) starts with
+only the arms run at its full seed count drawn; the others are one click away in the legend.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from scripts.reports.site_html import (
 
 PLAN_ORDER = {arm.label: i for i, arm in enumerate(ARMS)}
 """The small-data arms in the plan's order (LoRA r=8 first)."""
+SHOWN_ARMS = 8
+"""Above this many arms in one figure, the curves of arms with fewer seeds than the most start hidden:
+sixteen overlapping bands hide every one of them (the protocol page's first version)."""
 SMALLDATA_GRIDS = ("smalldata-lr", "smalldata", "smalldata-confirm", "smalldata-depth")
 """The grids whose runs are the small-data suite's arms (scripts/grids/smalldata.py: ARMS)."""
 
@@ -68,9 +73,18 @@ def _plan_order(report: dict, names: dict[str, str]) -> tuple:
     )
 
 
+def _hidden(arms: dict[str, list[dict]]) -> set[str]:
+    """The arms a figure lists but does not draw at first: in a figure of more than :data:`SHOWN_ARMS`
+    arms, those run at fewer seeds than the most (an ablation's points beside the adapters' finals)."""
+    most = max(len(runs) for runs in arms.values())
+    return set() if len(arms) <= SHOWN_ARMS else {arm for arm, runs in arms.items() if len(runs) < most}
+
+
 def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
+    hidden = _hidden(arms)
     figure = go.Figure()
     for index, (arm, runs) in enumerate(arms.items()):
+        shown = "legendonly" if arm in hidden else None
         line = colour(index)
         by_epoch: dict[int, list[float]] = {}
         for r in runs:
@@ -90,6 +104,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
                     line=dict(width=0),
                     hoverinfo="skip",
                     name="lowest–highest seed",
+                    visible=shown,
                     legendgroup=arm,
                     legendgrouptitle_text=arm,
                 )
@@ -100,6 +115,7 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
                 y=[statistics.fmean(by_epoch[e]) for e in epochs],
                 mode=mode,
                 name=f"mean of {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['seed']}",
+                visible=shown,
                 legendgroup=arm,
                 legendgrouptitle_text=arm,
                 line=dict(color=line, width=3 if len(runs) > 1 else 2),
@@ -120,7 +136,8 @@ def _curves(arms: dict[str, list[dict]], metric: str) -> go.Figure:
                 )
     # a fixed height: plotly scrolls a legend taller than the plot (an arm of 20 seeds lists 22 entries)
     figure.update_layout(title="validation score per epoch: mean over seeds, band from lowest to highest", height=640)
-    figure.update_xaxes(title="epoch")
+    last = max(e["epoch"] for runs in arms.values() for r in runs for e in r["epochs"])
+    figure.update_xaxes(title="epoch", dtick=1 if last <= 10 else None)  # no epoch 1.2 on a two-epoch run
     figure.update_yaxes(title=f"validation {metric_label(metric)}")
     return figure
 
@@ -160,6 +177,7 @@ def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
     for r in sorted(reports, key=lambda r: (r["model"], r["task"], _plan_order(r, names))):
         places.setdefault(f"{r['model']} · {r['task']}", {}).setdefault(arm_name(r, names), []).append(r)
     several = len(places) > 1  # then an arm is named with its model and task, and each pair gets its figures
+    crowded = any(_hidden(arms) for arms in places.values())
     rows = []
     for place, arms in places.items():
         for arm, runs in arms.items():
@@ -196,7 +214,14 @@ def grid_page(grid: str, reports: list[dict], names: dict[str, str]) -> str:
         + (f" on {len(places)} model–task pairs, each with its own figures below" if several else "")
         + f". Scores ({html.escape(metric_label(metric))}) at each run's best validation epoch; "
         f"size is the adapter's at that epoch.{verdict} In the curves, click a seed in the legend to show "
-        f"it, double-click an entry to show it alone.</p>"
+        f"it, double-click an entry to show it alone"
+        + (
+            f"; where a figure has more than {SHOWN_ARMS} arms, those run at fewer seeds than the most "
+            "(ablations) start hidden, one click away"
+            if crowded
+            else ""
+        )
+        + ".</p>"
         + table(["arm", "runs", "size at score (median)", "val (median)", "test (median, range, n)", "runs"], rows)
         + figures
     )

@@ -105,6 +105,29 @@ def test_an_arms_curve_is_its_seeds_mean_in_their_band_each_seed_hidden_until_cl
     assert lone.name == "seed 3" and lone.visible is None  # an arm of one run: the run itself, shown
 
 
+def test_a_crowded_figure_draws_its_full_seed_arms_and_lists_the_ablations_a_click_away():
+    def run(seed):
+        return {
+            "run_name": f"r{seed}",
+            "seed": seed,
+            "main_metric": "accuracy",
+            "epochs": [{"epoch": 1, "val": {"accuracy": 0.5}}],
+        }
+
+    def drawn(arms):  # arm → whether its mean is drawn at first
+        figure = site_grid._curves(arms, "accuracy")
+        return {t.legendgroup: t.visible is None for t in figure.data if t.name.startswith("mean")}
+
+    full = {f"main {i}": [run(s) for s in range(1, 6)] for i in range(3)}
+    ablations = {f"ablation {i}": [run(s) for s in range(1, 4)] for i in range(site_grid.SHOWN_ARMS - 2)}
+    shown = drawn({**full, **ablations})  # SHOWN_ARMS + 1 arms: crowded
+    assert shown == {**{a: True for a in full}, **{a: False for a in ablations}}
+    bands = [t for t in site_grid._curves({**full, **ablations}, "accuracy").data if t.name == "lowest–highest seed"]
+    assert [t.visible for t in bands] == [None] * 3 + ["legendonly"] * len(ablations)  # a hidden arm's band too
+    ablations.popitem()  # SHOWN_ARMS arms: every one drawn
+    assert all(drawn({**full, **ablations}).values())
+
+
 def test_a_loss_is_shown_as_it_is_and_accuracy_x100(built):
     out, _, reports_dir = built
     reports = site.read_reports(reports_dir)
