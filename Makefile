@@ -140,6 +140,7 @@ protocol-confirm: $(INSTALLED)  ## the small-data suite's preregistered confirma
 	$(PY) -m scripts.grids smalldata-confirm
 	$(MAKE) collect
 	$(PY) -m scripts.reports.smalldata_verdict
+	$(PY) -m scripts.reports.smalldata_examples
 
 protocol-smalldata: $(INSTALLED)  ## the small-data suite: 1,000 examples × 30 epochs, lr per adapter, 8 arms × 5 seeds (CPU, ~8 h; restartable), then its table and curves
 	$(PY) -m scripts.grids smalldata

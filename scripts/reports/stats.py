@@ -19,6 +19,18 @@ initialisation and the data order, so ``d_s = a_s − b_s`` removes the variatio
   power, ``(t_{0.975, n−1} + t_{0.8, n−1}) · sd / √n`` (the usual approximation, slightly optimistic
   at small n): what a design *could* have found.
 
+* ``crossed(d)`` — the same mean when each seed's difference is itself a mean over the *same* ``N``
+  test examples (``d[s, j]``: example ``j`` right in arm a minus right in arm b, seed ``s``). The
+  t-interval above holds these ``N`` examples fixed: it says what another seed would do *on this test
+  set*. To speak of the task's examples, the examples' own variation joins the seeds' (a crossed
+  random-effects design, ``d_sj = μ + a_s + b_j + e_sj``): with the two-way mean squares ``MS_seeds``,
+  ``MS_examples`` and ``MS_resid``, ``Var(d̄) = (MS_seeds + MS_examples − MS_resid) / (nN)`` estimates
+  ``σ_a²/n + σ_b²/N + σ_e²/(nN)`` without bias, the interval is ``d̄ ± t_df · √Var`` with
+  Satterthwaite's ``df``. The examples' term is dropped where its estimate ``MS_examples − MS_resid`` is
+  negative, which leaves exactly the seeds' t-interval. (Simulated to 95 % in the tests, where the
+  seeds' interval falls short once examples vary.) This is the sound form of the bootstrap "over seeds
+  and test examples together": the pigeonhole bootstrap estimates the same variance, biased upwards.
+
 Below ``MIN_INTERVAL_N`` seeds a table shows the values themselves, not an interval. A median over
 seeds is shown with its min–max and n, never with a "95 % interval" (at n = 5 the order-statistic
 interval of a median *is* [min, max], with 94 % coverage, so it adds nothing to the range).
@@ -147,6 +159,65 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return [float(x) for x in adjusted]
+
+
+@dataclass(frozen=True)
+class Crossed:
+    """A mean difference over seeds × test examples with its interval over both (:func:`crossed`)."""
+
+    n: int
+    """Seeds (rows)."""
+    examples: int
+    """Test examples (columns), the same in every seed."""
+    mean: float
+    low: float
+    high: float
+    df: float
+    examples_share: float
+    """The share of the mean's variance that comes from which examples were drawn (0: none detected)."""
+
+
+def crossed_moments(
+    d: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised over leading axes: ``d[..., seed, example]`` → ``(mean, half-width, df, examples' share)``.
+
+    Two-way ANOVA without replication: ``MS_seeds = N·Σ(r_s − d̄)²/(n−1)``, ``MS_examples =
+    n·Σ(c_j − d̄)²/(N−1)``, ``MS_resid = Σ(d_sj − r_s − c_j + d̄)²/((n−1)(N−1))`` with row means ``r``
+    and column means ``c``. ``E[MS_seeds + MS_examples − MS_resid] = N·σ_a² + n·σ_b² + σ_e² = nN·Var(d̄)``.
+    """
+    d = np.asarray(d, dtype=float)
+    n, big_n = d.shape[-2], d.shape[-1]
+    grand = d.mean(axis=(-2, -1))
+    rows, cols = d.mean(axis=-1), d.mean(axis=-2)
+    ms_seeds = big_n * ((rows - grand[..., None]) ** 2).sum(-1) / (n - 1)
+    ms_examples = n * ((cols - grand[..., None]) ** 2).sum(-1) / (big_n - 1)
+    resid = d - rows[..., :, None] - cols[..., None, :] + grand[..., None, None]
+    ms_resid = (resid**2).sum(axis=(-2, -1)) / ((n - 1) * (big_n - 1))
+    example_term = np.maximum(ms_examples - ms_resid, 0.0)
+    total = ms_seeds + example_term
+    with np.errstate(divide="ignore", invalid="ignore"):  # every difference 0: a zero-width interval
+        satterthwaite = total**2 / (
+            ms_seeds**2 / (n - 1) + ms_examples**2 / (big_n - 1) + ms_resid**2 / ((n - 1) * (big_n - 1))
+        )
+        df = np.where(example_term > 0, satterthwaite, n - 1)
+        df = np.where(np.isfinite(df), df, n - 1)
+        share = np.where(total > 0, example_term / total, 0.0)
+    half = sps.t.ppf((1 + confidence) / 2, df) * np.sqrt(total / (n * big_n))
+    return grand, half, df, share
+
+
+def crossed(d: np.ndarray, confidence: float = CONFIDENCE) -> Crossed:
+    """The mean of ``d[seed, example]`` with its interval over seeds *and* test examples (module docstring).
+
+    Raises:
+        ValueError: not a 2-D array of at least two seeds and two examples.
+    """
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"crossed() takes a seeds × examples array with 2 or more of each, not shape {d.shape}")
+    mean, half, df, share = (float(x) for x in crossed_moments(d, confidence))
+    return Crossed(d.shape[0], d.shape[1], mean, mean - half, mean + half, df, share)
 
 
 def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:

@@ -268,3 +268,26 @@ def test_the_figure_s_legend_says_what_a_bare_mean_is_where_one_is_drawn(tmp_pat
     plot_verdict.plot(plan, forest_rows(plan, [outcome], []), "complete", tmp_path / "f.png")
     assert any(label.startswith("mean only: fewer than 5 paired seeds") for label in labels) == explained
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_committed_verdict_and_readme_blocks_regenerate_from_the_committed_reports(tmp_path):
+    """README's verdict and example blocks, verdict.md/.json and per_example.md are what the committed
+    reports and plan give today: no number in them was typed or left stale."""
+    import shutil
+
+    from hydra_glue import ROOT
+    from scripts.reports import smalldata_examples
+
+    out = tmp_path / "results" / "smalldata"
+    out.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "smalldata" / "arm_lr.csv", out)
+    (tmp_path / "results" / "protocol").mkdir()
+    shutil.copy(ROOT / "results" / "protocol" / "chosen_lr.csv", tmp_path / "results" / "protocol")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    reports = ["--reports", str(ROOT / "results" / "reports"), "--out", str(out), "--readme", str(readme)]
+    assert main([*reports, "--figure", str(tmp_path / "verdict.png")]) == 0
+    assert smalldata_examples.main(reports) == 0
+    assert readme.read_text() == (ROOT / "README.md").read_text(), "README's generated blocks are stale"
+    for name in ("verdict.md", "verdict.json", "per_example.md"):
+        assert (out / name).read_text() == (ROOT / "results" / "smalldata" / name).read_text(), f"{name} is stale"

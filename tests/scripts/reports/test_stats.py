@@ -10,6 +10,8 @@ import pytest
 from scipy import stats as sps
 
 from scripts.reports.stats import (
+    crossed,
+    crossed_moments,
     format_median,
     format_paired,
     holm,
@@ -165,3 +167,60 @@ def test_the_median_interval_is_the_order_statistics_the_binomial_picks():
     assert m.coverage == pytest.approx(1 - 2 * sps.binom.cdf(1, 10, 0.5))
     with pytest.raises(ValueError, match="5 values hold no 95% interval"):
         median_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+# --- seeds × test examples ------------------------------------------------------------------------
+def _crossed_draws(n: int, sd_seed: float, sd_example: float, rng: np.random.Generator, examples: int = 50):
+    """DRAWS // 2 samples of d_sj = μ + a_s + b_j + e_sj (μ = 0.3, SD of e_sj 1): new seeds *and* new
+    test examples in every sample, as another study of the task would draw them."""
+    draws = DRAWS // 2
+    return (
+        0.3
+        + rng.normal(0, sd_seed, (draws, n, 1))
+        + rng.normal(0, sd_example, (draws, 1, examples))
+        + rng.normal(0, 1.0, (draws, n, examples))
+    )
+
+
+@pytest.mark.parametrize("n", [5, 20])
+@pytest.mark.parametrize("sd_seed,sd_example", [(1.0, 0.0), (0.2, 1.0), (0.5, 0.5)])
+def test_the_crossed_interval_covers_95_percent_over_seeds_and_examples(n, sd_seed, sd_example):
+    d = _crossed_draws(n, sd_seed, sd_example, np.random.default_rng(n))
+    mean, half, _, _ = crossed_moments(d)
+    coverage = float(np.mean(np.abs(mean - 0.3) <= half))
+    assert 0.935 <= coverage <= 0.965, coverage
+
+
+def test_the_seeds_interval_falls_short_once_the_examples_vary():
+    # what the crossed interval is for: the t-interval over per-seed means holds the test set fixed
+    n = 20
+    d = _crossed_draws(n, 0.2, 1.0, np.random.default_rng(1))
+    rows = d.mean(axis=-1)
+    half = sps.t.ppf(0.975, n - 1) * rows.std(axis=1, ddof=1) / np.sqrt(n)
+    assert float(np.mean(np.abs(rows.mean(axis=1) - 0.3) <= half)) < 0.8
+
+
+def test_the_crossed_variance_is_the_mean_squares_by_hand():
+    d = np.array([[1.0, 0.0, 0.0, -1.0], [1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]])  # 3 seeds × 4 examples
+    grand, rows, cols = d.mean(), d.mean(axis=1), d.mean(axis=0)  # 1/3; (0, 1/2, 1/2); (2/3, 2/3, 1/3, -1/3)
+    ms_seeds = 4 * np.sum((rows - grand) ** 2) / 2  # 1/3
+    ms_examples = 3 * np.sum((cols - grand) ** 2) / 3  # 2/3
+    ms_resid = np.sum((d - rows[:, None] - cols[None, :] + grand) ** 2) / 6  # (6/9 + 1/3 + 1) / 6 = 1/3
+    assert (ms_seeds, ms_examples, ms_resid) == pytest.approx((1 / 3, 2 / 3, 1 / 3))
+    total = ms_seeds + ms_examples - ms_resid  # 2/3
+    df = total**2 / (ms_seeds**2 / 2 + ms_examples**2 / 3 + ms_resid**2 / 6)
+    result = crossed(d)
+    assert result.mean == pytest.approx(1 / 3) and result.df == pytest.approx(df)
+    assert result.high - result.mean == pytest.approx(sps.t.ppf(0.975, df) * np.sqrt(total / 12))
+    assert result.examples_share == pytest.approx((ms_examples - ms_resid) / total)
+    assert (result.n, result.examples) == (3, 4)
+
+
+def test_without_an_example_effect_the_crossed_interval_is_the_seeds_t_interval():
+    # every example moves with its seed alone: MS_examples = 0 < MS_resid is dropped, df = n − 1
+    d = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    result = crossed(d)
+    assert (result.low, result.high) == pytest.approx(t_interval(d.mean(axis=1)))
+    assert (result.df, result.examples_share) == (3, 0.0)
+    with pytest.raises(ValueError, match=r"not shape \(5,\)"):
+        crossed(np.zeros(5))
