@@ -1,6 +1,7 @@
 """The results as a static site a reader opens offline: ``make site`` → ``results/site/``.
 
     python -m scripts.reports.site [--reports results/reports] [--verdict results/smalldata/verdict.json]
+                                   [--examples results/smalldata/per_example.json]
                                    [--figure results/figures/smalldata_verdict.png] [--out results/site]
 
 Built only from committed inputs — the runs' reports (``results/reports/<run>.json``) and the
@@ -8,7 +9,9 @@ small-data plan's outcomes (``results/smalldata/verdict.json``) — so it regene
 (no timestamps, sorted everywhere, fixed plot ids). Pages:
 
 * ``index.html`` — the plan's verdict: its figure, then one table per score rule (the primary rule's
-  first) of each claim's interval, n of planned, p and word, linked to the grid behind it;
+  first) of each claim's interval, n of planned, p and word, linked to the grid behind it; beside the
+  primary rule, the same comparisons over seeds *and* test examples (``results/smalldata/per_example.json``,
+  :mod:`scripts.reports.smalldata_examples`; exploratory, no word);
   the grids; a filterable table of every run (grid, model, task, adapter, arm, seed, lr, score, size, time);
 * ``grids/<grid>.html`` (:mod:`scripts.reports.site_grid`) — the arms table (the small-data plan's arm
   names where it names them); each arm's mean validation curve in its band over seeds, every seed a
@@ -57,11 +60,16 @@ def read_reports(directory: Path) -> list[dict]:
 
 
 def index_page(
-    reports: list[dict], verdict: dict | None, figure: str | None = None, names: dict[str, str] | None = None
+    reports: list[dict],
+    verdict: dict | None,
+    figure: str | None = None,
+    names: dict[str, str] | None = None,
+    examples: dict | None = None,
 ) -> str:
-    """The landing page: the plan's verdict (``figure``: its image, relative to the page), the grids,
-    every run (``names``: :func:`scripts.reports.site_grid.plan_names`)."""
-    parts = [verdict_section(verdict, figure)] if verdict else []
+    """The landing page: the plan's verdict (``figure``: its image, relative to the page; ``examples``:
+    its comparisons over seeds and test examples), the grids, every run (``names``:
+    :func:`scripts.reports.site_grid.plan_names`)."""
+    parts = [verdict_section(verdict, figure, examples)] if verdict else []
     grids: dict[str, list[dict]] = {}
     for r in reports:
         grids.setdefault(grid_of(r), []).append(r)
@@ -134,7 +142,71 @@ def check_verdict(verdict: dict, path: Path) -> None:
         )
 
 
-def verdict_section(verdict: dict, figure: str | None) -> str:
+EXAMPLE_KEYS = ("a", "b", "rule", "seeds", "seed_interval", "both", "a_more", "b_more")
+"""What each row of ``per_example.json`` must hold (:class:`scripts.reports.smalldata_examples.ExampleComparison`)."""
+
+
+def check_examples(examples: dict, path: Path) -> None:
+    """Refuse (naming what is missing) a ``per_example.json`` the site cannot show, before any page is written."""
+    rows = examples.get("comparisons")
+    if not isinstance(rows, list):
+        raise ValueError(
+            f"{path} has no list of comparisons: regenerate it with `python -m scripts.reports.smalldata_examples`"
+        )
+    for i, row in enumerate(rows):
+        missing = [k for k in EXAMPLE_KEYS if k not in row] + [
+            f"both.{k}"
+            for k in ("mean", "low", "high", "df", "examples", "examples_share")
+            if k not in row.get("both", {})
+        ]
+        if missing:
+            raise ValueError(
+                f"{path}: comparison {i} lacks {', '.join(missing)}: regenerate it with "
+                "`python -m scripts.reports.smalldata_examples`"
+            )
+
+
+def examples_section(examples: dict, rule: str) -> str:
+    """The primary rule's comparisons over seeds and over seeds *and* test examples, side by side."""
+    rows = [
+        [
+            html.escape(f"{c['a']} − {c['b']}"),
+            str(c["seeds"]),
+            f"{c['both']['mean']:+.2f}",
+            f"[{c['seed_interval'][0]:+.2f}, {c['seed_interval'][1]:+.2f}]",
+            f"[{c['both']['low']:+.2f}, {c['both']['high']:+.2f}] (df {c['both']['df']:.0f})",
+            f"{c['both']['examples_share']:.0%}",
+            f"{c['a_more']} / {c['b_more']}",
+        ]
+        for c in examples["comparisons"]
+        if c["rule"] == rule
+    ]
+    if not rows:
+        return ""
+    n_examples = examples["comparisons"][0]["both"]["examples"]
+    return (
+        "<h3>The same comparisons over seeds and test examples (exploratory, no word)</h3>"
+        f"<p>The intervals above hold the {n_examples} test examples fixed: what another seed would do on this "
+        "test set. Every confirmatory run kept its prediction for each test example, so each comparison is also "
+        "a seeds × examples matrix; its interval over both (a crossed random-effects design) says what another "
+        "seed would do on the task's examples, and the examples' share is the part of that interval's variance "
+        "a larger test set would shrink.</p>"
+        + table(
+            [
+                "comparison",
+                "seeds",
+                "mean",
+                "over seeds (95 %)",
+                "over seeds and examples (95 %)",
+                "examples' share",
+                "examples A / B gets right more often",
+            ],
+            rows,
+        )
+    )
+
+
+def verdict_section(verdict: dict, figure: str | None, examples: dict | None = None) -> str:
     """The plan's outcomes, one table per score rule, the plan's primary rule (whose words are the
     verdict) first, with the verdict figure above them; then the exploratory seeds, without words."""
     rules: dict[str, str] = verdict["rules"]
@@ -158,6 +230,8 @@ def verdict_section(verdict: dict, figure: str | None) -> str:
             f"<h3>Scored at the {html.escape(rules[rule])} ({html.escape(role)})</h3>"
             + _outcomes([o for o in verdict["outcomes"] if o["rule"] == rule], planned=True)
         )
+        if rule == primary and examples:
+            parts.append(examples_section(examples, rule))
     if verdict.get("exploratory"):
         parts.append(
             "<h3>The same comparisons on the exploratory runs (seeds 1–5, before the plan)</h3>"
@@ -193,15 +267,22 @@ def build(
     out: Path,
     reports_href: str | None = None,
     figure: Path | None = FIGURE,
+    examples_path: Path | None = None,
 ) -> int:
     """Write the site to ``out`` (replaced whole); return the number of pages. ``reports_href``: the
     reports' folder as the run pages link to it (default: its path relative to ``out/runs``);
-    ``figure``: the verdict's figure, copied beside the pages and shown above the verdict (if it exists)."""
+    ``figure``: the verdict's figure, copied beside the pages and shown above the verdict (if it exists);
+    ``examples_path``: ``per_example.json`` (default: beside the verdict), shown under its primary rule."""
     reports = read_reports(reports_dir)  # every report validated before anything is written
     verdict = None
     if verdict_path and verdict_path.is_file():
         verdict = read_json(verdict_path, "a verdict (verdict.json)", expect=dict)
         check_verdict(verdict, verdict_path)
+    examples = None
+    examples_path = examples_path or (verdict_path.parent / "per_example.json" if verdict_path else None)
+    if verdict and examples_path and examples_path.is_file():
+        examples = read_json(examples_path, "per-example comparisons (per_example.json)", expect=dict)
+        check_examples(examples, examples_path)
     figure = figure if verdict and figure and figure.is_file() else None
     if out.is_symlink():
         raise ValueError(
@@ -218,7 +299,9 @@ def build(
         shutil.copyfile(figure, out / "assets" / figure.name)
     names = plan_names(reports)
     pages = {
-        out / "index.html": index_page(reports, verdict, f"assets/{quote(figure.name)}" if figure else None, names)
+        out / "index.html": index_page(
+            reports, verdict, f"assets/{quote(figure.name)}" if figure else None, names, examples
+        )
     }
     # links to the reports themselves, relative: the site opens from a file, or from a host serving results/
     if reports_href is None:
@@ -244,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verdict", type=Path, default=ROOT / "results" / "smalldata" / "verdict.json")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "site")
     parser.add_argument("--figure", type=Path, default=FIGURE, help="the verdict's figure (shown if it exists)")
+    parser.add_argument("--examples", type=Path, default=None, help="per_example.json (default: beside --verdict)")
     args = parser.parse_args(argv)
     try:
-        count = build(args.reports, args.verdict, args.out, figure=args.figure)
+        count = build(args.reports, args.verdict, args.out, figure=args.figure, examples_path=args.examples)
     except ValueError as error:
         print(f"site: {error}; nothing written")
         return 1

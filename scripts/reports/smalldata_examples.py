@@ -13,7 +13,7 @@ per-seed differences the verdict tests; the verdict's t-interval holds the 500 e
 page adds the interval over seeds *and* examples (:func:`scripts.reports.stats.crossed`): what the
 difference would be on the task's examples, not on this test set, and how much of its uncertainty the
 test set's size accounts for. It attaches no word: the plan decides on the seeds' intervals alone.
-Writes ``per_example.md``; with ``--readme``, README's ``<!-- examples:smalldata -->`` block (the primary
+Writes ``per_example.md`` and ``per_example.json`` (the same rows as data, for the results site); with ``--readme``, README's ``<!-- examples:smalldata -->`` block (the primary
 family under the primary rule).
 
 Read before anything is written: a run's kept predictions must have the test set's labels and must
@@ -23,8 +23,9 @@ recount the test accuracy its report states, or the page is refused naming the r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         readme = replace_block(args.readme.read_text(), "examples:smalldata", readme_block(plan, found))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "per_example.md").write_text(page(plan, found, present, planned))
+    data = {"plan": plan["plan"], "status": status_phrase(present, planned), "comparisons": [asdict(c) for c in found]}
+    (args.out / "per_example.json").write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.out / 'per_example.md'} ({len(found)} comparisons; {present} of {planned} planned runs)")
     if readme is not None:
         args.readme.write_text(readme)

@@ -178,6 +178,35 @@ def test_a_verdict_from_older_code_is_refused_naming_what_it_lacks(tmp_path):
     assert site.main(argv) == 1 and not (tmp_path / "site").exists()
 
 
+def test_the_primary_rule_is_shown_over_seeds_and_test_examples_beside_its_verdict(built):
+    out, _, _ = built
+    index = (out / "index.html").read_text()
+    examples = json.loads((ROOT / "results" / "smalldata" / "per_example.json").read_text())
+    verdict = json.loads((ROOT / "results" / "smalldata" / "verdict.json").read_text())
+    section = index.split("over seeds and test examples (exploratory, no word)")[1].split("<h3>")[0]
+    primary = [c for c in examples["comparisons"] if c["rule"] == verdict["primary_rule"]]
+    assert primary and section.count("<tr>") == len(primary) + 1  # a header and one row per comparison
+    for c in primary:
+        both = c["both"]
+        assert f"<td>[{both['low']:+.2f}, {both['high']:+.2f}] (df {both['df']:.0f})</td>" in section
+        # the seeds' interval beside it is the verdict's, for the same comparison
+        (o,) = [o for o in verdict["outcomes"] if (o["rule"], o["a"], o["b"]) == (c["rule"], c["a"], c["b"])]
+        assert c["seed_interval"] == pytest.approx([o["low"], o["high"]]) and c["seeds"] == o["n"]
+
+
+def test_per_example_rows_the_site_cannot_show_are_refused_naming_what_they_lack(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    shutil.copyfile(REPORTS / f"{SAMPLE[0]}.json", reports / f"{SAMPLE[0]}.json")
+    shutil.copyfile(ROOT / "results" / "smalldata" / "verdict.json", tmp_path / "verdict.json")
+    examples = json.loads((ROOT / "results" / "smalldata" / "per_example.json").read_text())
+    del examples["comparisons"][1]["both"]["df"]
+    (tmp_path / "per_example.json").write_text(json.dumps(examples))  # beside the verdict: read by default
+    with pytest.raises(ValueError, match=r"comparison 1 lacks both.df: regenerate it"):
+        site.build(reports, tmp_path / "verdict.json", tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
 def test_numbers_on_a_run_page_are_the_reports(built):
     out, _, _ = built
     for name in SAMPLE:

@@ -271,7 +271,7 @@ def test_the_figure_s_legend_says_what_a_bare_mean_is_where_one_is_drawn(tmp_pat
 
 
 def test_the_committed_verdict_and_readme_blocks_regenerate_from_the_committed_reports(tmp_path):
-    """README's verdict and example blocks, verdict.md/.json and per_example.md are what the committed
+    """README's verdict and example blocks, verdict.md/.json and per_example.md/.json are what the committed
     reports and plan give today: no number in them was typed or left stale."""
     import shutil
 
@@ -289,5 +289,5 @@ def test_the_committed_verdict_and_readme_blocks_regenerate_from_the_committed_r
     assert main([*reports, "--figure", str(tmp_path / "verdict.png")]) == 0
     assert smalldata_examples.main(reports) == 0
     assert readme.read_text() == (ROOT / "README.md").read_text(), "README's generated blocks are stale"
-    for name in ("verdict.md", "verdict.json", "per_example.md"):
+    for name in ("verdict.md", "verdict.json", "per_example.md", "per_example.json"):
         assert (out / name).read_text() == (ROOT / "results" / "smalldata" / name).read_text(), f"{name} is stale"
