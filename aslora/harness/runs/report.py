@@ -22,8 +22,10 @@ import torch
 from aslora.json_file import read_json
 
 if TYPE_CHECKING:  # annotations only: the results collector reads reports without the harness's imports
+    from aslora.harness.inputs.data import TaskSpec
     from aslora.harness.runs.plan import RunPlan
     from aslora.harness.runs.settings import RunSettings
+    from aslora.harness.training.fit_record import FitResult
 
 REPORT_VERSION = 1
 PACKAGES = (
@@ -57,9 +59,9 @@ def variant_of(report: dict[str, Any]) -> dict[str, Any]:
 
 def compose_report(
     settings: RunSettings,
-    spec: Any,
+    spec: TaskSpec,
     container: dict[str, Any],
-    result: Any,
+    result: FitResult,
     lora_reference: int,
     wall_seconds: float,
     num_train: int,
@@ -73,7 +75,7 @@ def compose_report(
     """The run's ``report.json``, assembled here alone (the fields' types: :data:`DONE_FIELDS`).
 
     ``spec``: the run's task (``aslora.harness.inputs.data.get_task``); ``result``: what
-    ``aslora.harness.training.loop.fit`` returned; ``instruction``: an instruction-tuning run's prompt
+    :func:`aslora.harness.training.loop.fit` returned; ``instruction``: an instruction-tuning run's prompt
     format and samples, ``{}`` otherwise.
     """
     adapter_dir = adapters["best"]["dir"] if adapters else None
