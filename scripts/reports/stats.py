@@ -27,8 +27,9 @@ initialisation and the data order, so ``d_s = a_s − b_s`` removes the variatio
   ``MS_examples`` and ``MS_resid``, ``Var(d̄) = (MS_seeds + MS_examples − MS_resid) / (nN)`` estimates
   ``σ_a²/n + σ_b²/N + σ_e²/(nN)`` without bias, the interval is ``d̄ ± t_df · √Var`` with
   Satterthwaite's ``df``. The examples' term is dropped where its estimate ``MS_examples − MS_resid`` is
-  negative, which leaves exactly the seeds' t-interval. (Simulated to 95 % in the tests, where the
-  seeds' interval falls short once examples vary.) This is the sound form of the bootstrap "over seeds
+  negative, which leaves exactly the seeds' t-interval. (Simulated to 95 % in the tests — normal effects,
+  and right-minus-right outcomes from a probit model — where the seeds' interval falls short once
+  examples vary.) This is the sound form of the bootstrap "over seeds
   and test examples together": the pigeonhole bootstrap estimates the same variance, biased upwards.
 
 Below ``MIN_INTERVAL_N`` seeds a table shows the values themselves, not an interval. A median over

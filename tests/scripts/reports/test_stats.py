@@ -224,3 +224,24 @@ def test_without_an_example_effect_the_crossed_interval_is_the_seeds_t_interval(
     assert (result.df, result.examples_share) == (3, 0.0)
     with pytest.raises(ValueError, match=r"not shape \(5,\)"):
         crossed(np.zeros(5))
+
+
+def test_the_crossed_interval_covers_right_minus_right_outcomes_as_the_runs_give_them():
+    """Each cell 100·(right_a − right_b) ∈ {−100, 0, 100}, as in the runs: example easiness z_j, an
+    example × arm effect g_j (most of the variance, as in the suite), a seed effect per arm;
+    P(right) = Φ(·). The true difference is closed-form: E Φ(X) = Φ(m / √(1 + v)) for X ~ N(m, v)."""
+    from scipy.stats import norm
+
+    rng, n, examples, g = np.random.default_rng(7), 20, 200, 1.0
+    v = 1.2**2 + 0.15**2 + g**2 / 4
+    true = 100 * (norm.cdf(0.95 / np.sqrt(1 + v)) - norm.cdf(1.0 / np.sqrt(1 + v)))
+    covered = 0
+    for _ in range(5):  # 10,000 draws in five blocks (memory)
+        draws = DRAWS // 10
+        z, e = rng.normal(1.0, 1.2, (draws, 1, examples)), rng.normal(0, g, (draws, 1, examples))
+        seed_a, seed_b = rng.normal(0, 0.15, (draws, n, 1)), rng.normal(0, 0.15, (draws, n, 1))
+        right_a = rng.random((draws, n, examples)) < norm.cdf(z + seed_a - 0.05 + e / 2)
+        right_b = rng.random((draws, n, examples)) < norm.cdf(z + seed_b - e / 2)
+        mean, half, _, _ = crossed_moments(100 * (right_a.astype(float) - right_b))
+        covered += int(np.sum(np.abs(mean - true) <= half))
+    assert 0.935 <= covered / (DRAWS // 2) <= 0.965, covered
