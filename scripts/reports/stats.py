@@ -29,8 +29,8 @@ initialisation and the data order, so ``d_s = a_s − b_s`` removes the variatio
   Satterthwaite's ``df``. The examples' term is dropped where its estimate ``MS_examples − MS_resid`` is
   negative, which leaves exactly the seeds' t-interval. (Simulated to 95 % in the tests — normal effects,
   and right-minus-right outcomes from a probit model — where the seeds' interval falls short once
-  examples vary.) This is the sound form of the bootstrap "over seeds
-  and test examples together": the pigeonhole bootstrap estimates the same variance, biased upwards.
+  examples vary.) This is the sound form of the bootstrap "over seeds and test examples together":
+  the pigeonhole bootstrap (Owen 2007, Ann. Appl. Stat.) estimates the same variance, biased upwards.
 
 Below ``MIN_INTERVAL_N`` seeds a table shows the values themselves, not an interval. A median over
 seeds is shown with its min–max and n, never with a "95 % interval" (at n = 5 the order-statistic
