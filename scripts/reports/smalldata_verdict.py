@@ -15,7 +15,8 @@ the families of comparisons) and the committed reports, and writes
   plan's status, alpha, margin and score rules (the results site reads it);
 * ``smalldata_verdict.png`` (``--figure``; default ``<out>/../figures/``) — every comparison's interval
   over the margin, with its word and the exploratory seeds beneath (:mod:`scripts.reports.plot_verdict`);
-* with ``--readme``, README's ``<!-- verdict:smalldata -->`` block, generated from the same outcomes.
+* with ``--readme``, README's ``<!-- verdict:smalldata -->``, ``<!-- exploratory:smalldata -->`` and
+  ``<!-- headline:smalldata -->`` blocks, generated from the same outcomes.
 
 The arithmetic lives in :mod:`scripts.reports.smalldata_outcomes`, the page in
 :mod:`scripts.reports.smalldata_verdict_text`. Nothing here is typed by hand: change the plan or the
@@ -45,6 +46,7 @@ from scripts.reports.smalldata_outcomes import (
 )
 from scripts.reports.smalldata_verdict_text import (
     exploratory_block,
+    headline,
     readme_block,
     replace_block,
     status_phrase,
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         text = args.readme.read_text()
         text = replace_block(text, "verdict:smalldata", readme_block(plan, outcomes, present, planned, commit))
+        text = replace_block(text, "headline:smalldata", headline(plan, outcomes, present, planned))
         args.readme.write_text(replace_block(text, "exploratory:smalldata", exploratory_block(explored)))
         print(f"filled {args.readme}'s verdict block")
     return 0

@@ -156,6 +156,21 @@ def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int
     return "\n".join(lines)
 
 
+def headline(plan: dict, outcomes: list[Outcome], present: int, planned: int) -> str:
+    """README's opening answer for the paper's regime: the plan's words for its primary family under its
+    primary rule, with how many runs they rest on (the words change with the reports, never by hand)."""
+    primary_family = plan["families"][0]["name"]
+    rows = [o for o in outcomes if o.rule == plan["primary_rule"] and o.family == primary_family]
+    state = "all its runs in" if present >= planned else f"{present} of {planned} runs in, words provisional"
+    if not rows or any(o.word is None for o in rows):
+        return f"In the paper's own small-data regime, the preregistered test is under way ({state})."
+    words = "; ".join(f"*{o.a}* − *{o.b}*: **{o.word}**" for o in rows)
+    return (
+        f"In the paper's own small-data regime, the preregistered test ({state}) gives, in the words its plan "
+        f"fixed before the runs: {words}."
+    )
+
+
 def exploratory_block(outcomes: list[Outcome]) -> str:
     """README's exploratory lines: the plan's comparisons on seeds 1–5 at the best validation epoch
     (the only epoch whose test those runs scored), with the same statistics and no word."""

@@ -134,7 +134,8 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     readme = tmp_path / "README.md"
     readme.write_text(
         "x\n<!-- verdict:smalldata -->\nSTALE\n<!-- /verdict:smalldata -->\n"
-        "<!-- exploratory:smalldata -->\n<!-- /exploratory:smalldata -->\ny\n"
+        "<!-- exploratory:smalldata -->\n<!-- /exploratory:smalldata -->\n"
+        "<!-- headline:smalldata -->\n<!-- /headline:smalldata -->\ny\n"
     )
     out = tmp_path / "out"
     argv = ["--plan", str(tmp_path / "plan.json"), "--reports", str(tmp_path / "reports"), "--out", str(out)]
@@ -151,6 +152,11 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     text = readme.read_text()
     assert "STALE" not in text and f"**{word}**" in text and text.startswith("x\n") and text.endswith("y\n")
     assert "n = 12 of 12 planned" in text  # seeds 6-17 in both arms, all present
+    # the opening answer: the plan's word for its primary comparison, with the runs it rests on
+    assert (
+        f"(all its runs in) gives, in the words its plan fixed before the runs: *{PAPER.label}* − *{LORA2.label}*: **{word}**."
+        in text
+    )
     figure = (
         tmp_path / "figures" / "smalldata_verdict.png"
     )  # beside --out, as results/figures is beside results/smalldata
@@ -226,7 +232,7 @@ def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(
         "<!-- verdict:smalldata -->\n<!-- /verdict:smalldata -->\n<!-- exploratory:smalldata -->\n"
-        "<!-- /exploratory:smalldata -->\n"
+        "<!-- /exploratory:smalldata -->\n<!-- headline:smalldata -->\n<!-- /headline:smalldata -->\n"
     )
     out = tmp_path / "out"
     argv = ["--plan", str(tmp_path / "plan.json"), "--reports", str(tmp_path / "reports"), "--out", str(out)]
@@ -235,6 +241,7 @@ def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path)
     assert outcome["n"] == 3 and outcome["low"] is not None  # computed, but shown nowhere
     line = next(line for line in readme.read_text().splitlines() if line.startswith("- *"))
     assert f"{outcome['mean']:+.2f} (n < 5: no interval), n = 3 of 12 planned" in line
+    assert "the preregistered test (6 of 24 runs in, words provisional) gives" in readme.read_text()
     assert f"{outcome['low']:+.2f}" not in line
     row = next(line for line in (out / "verdict.md").read_text().splitlines() if line.startswith("| primary |"))
     assert "(n < 5: no interval)" in row and f"{outcome['low']:+.2f}," not in row
