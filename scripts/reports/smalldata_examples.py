@@ -183,7 +183,8 @@ def readme_block(plan: dict, found: list[ExampleComparison]) -> str:
     for c in rows:
         lines.append(
             f"- *{c.a} − {c.b}*: {c.both.mean:+.2f} [{c.both.low:+.2f}, {c.both.high:+.2f}], n = {c.seeds} seeds × "
-            f"{c.both.examples} examples; the examples' share of its variance {c.both.examples_share:.0%}."
+            f"{c.both.examples} examples ({'excludes' if c.both.low > 0 or c.both.high < 0 else 'includes'} 0); "
+            f"the examples' share of its variance {c.both.examples_share:.0%}."
         )
     return "\n".join(lines)
 

@@ -82,6 +82,7 @@ def test_the_seeds_interval_is_the_verdicts_and_the_crossed_one_is_the_matrix_s(
     )
     text = readme.read_text()
     assert "STALE" not in text and f"{both.mean:+.2f} [{both.low:+.2f}, {both.high:+.2f}], n = 8 seeds × 40" in text
+    assert f"40 examples ({'excludes' if both.high < 0 else 'includes'} 0)" in text
 
 
 @pytest.mark.parametrize(
