@@ -41,8 +41,10 @@ from hydra_glue import ROOT
 from scripts.reports.site_grid import arm_name, grid_page, plan_names
 from scripts.reports.site_html import grid_of, page, run_link, score_text, scored_size, table, test_score, val_score
 from scripts.reports.site_run import run_page
+from scripts.reports.smalldata_examples import ExampleComparison
 from scripts.reports.smalldata_outcomes import Outcome
 from scripts.reports.smalldata_verdict_text import interval_text, p_text
+from scripts.reports.stats import Crossed
 
 FIGURE = ROOT / "results" / "figures" / "smalldata_verdict.png"
 """The verdict's figure (``python -m scripts.reports.smalldata_verdict`` writes it beside verdict.json's numbers)."""
@@ -142,8 +144,8 @@ def check_verdict(verdict: dict, path: Path) -> None:
         )
 
 
-EXAMPLE_KEYS = ("a", "b", "rule", "seeds", "seed_interval", "both", "a_more", "b_more")
-"""What each row of ``per_example.json`` must hold (:class:`scripts.reports.smalldata_examples.ExampleComparison`)."""
+EXAMPLE_KEYS = tuple(f.name for f in fields(ExampleComparison))
+"""What each row of ``per_example.json`` must hold, ``both`` as a :class:`scripts.reports.stats.Crossed`."""
 
 
 def check_examples(examples: dict, path: Path) -> None:
@@ -155,9 +157,7 @@ def check_examples(examples: dict, path: Path) -> None:
         )
     for i, row in enumerate(rows):
         missing = [k for k in EXAMPLE_KEYS if k not in row] + [
-            f"both.{k}"
-            for k in ("mean", "low", "high", "df", "examples", "examples_share")
-            if k not in row.get("both", {})
+            f"both.{f.name}" for f in fields(Crossed) if f.name not in row.get("both", {})
         ]
         if missing:
             raise ValueError(

@@ -32,9 +32,17 @@ import numpy as np
 
 from aslora.harness.training.kept_predictions import decode_classes
 from hydra_glue import ROOT
-from scripts.reports.smalldata_outcomes import RULES, arm_runs, read_plan, run_counts, scored_epoch
+from scripts.reports.smalldata_outcomes import (
+    RULES,
+    arm_runs,
+    primary_family,
+    read_plan,
+    rule_order,
+    run_counts,
+    scored_epoch,
+)
 from scripts.reports.smalldata_verdict_text import replace_block, status_phrase
-from scripts.reports.stats import Crossed, crossed, paired
+from scripts.reports.stats import Crossed, crossed, t_interval
 
 PLAN = ROOT / "results" / "smalldata" / "plan.json"
 
@@ -90,7 +98,7 @@ def comparisons(plan: dict, runs: dict[str, list[dict]]) -> list[ExampleComparis
         SystemExit: runs whose kept labels differ (a different test set), or a bad recount (:func:`correct`).
     """
     out = []
-    for rule in [plan["primary_rule"], *[r for r in plan["rules"] if r != plan["primary_rule"]]]:
+    for rule in rule_order(plan):
         right: dict[str, dict[int, np.ndarray]] = {}
         test_set: dict[str, str] = {}  # labels → the first run that had them
         for label, reports in runs.items():
@@ -110,15 +118,14 @@ def comparisons(plan: dict, runs: dict[str, list[dict]]) -> list[ExampleComparis
                 if len(seeds) < 2:
                     continue
                 d = plan["scale"] * np.stack([a[s] - b[s] for s in seeds])
-                by_seed = paired({s: d[i].mean() for i, s in enumerate(seeds)}, dict.fromkeys(seeds, 0.0))
-                wins = np.stack([a[s] for s in seeds]).sum(0) - np.stack([b[s] for s in seeds]).sum(0)
+                wins = d.sum(axis=0)  # per example: seeds a got it right and b not, minus the reverse (× scale)
                 out.append(
                     ExampleComparison(
                         c["a"],
                         c["b"],
                         rule,
                         len(seeds),
-                        (by_seed.low, by_seed.high),
+                        t_interval(d.mean(axis=1)),  # the verdict's, over the per-seed differences
                         crossed(d),
                         int((wins > 0).sum()),
                         int((wins < 0).sum()),
@@ -136,7 +143,7 @@ def page(plan: dict, found: list[ExampleComparison], present: int, planned: int)
         f"Exploratory, as [the plan](PREREGISTRATION.md) names it: no word is attached; the words are "
         f"[the verdict's](verdict.md). Status: **{status_phrase(present, planned)}**. Each row pairs the "
         f"confirmatory seeds (6 on) that kept their test predictions in both arms: seeds × the same "
-        f"{found[0].both.examples if found else 500} test examples, scored at the epoch the rule picks in each run "
+        f"{f'{found[0].both.examples} ' if found else ''}test examples, scored at the epoch the rule picks in each run "
         "(`python -m scripts.reports.smalldata_examples`).",
         "",
         "- **over seeds**: the verdict's 95 % t-interval — what another seed would do on *this* test set.",
@@ -171,7 +178,7 @@ def page(plan: dict, found: list[ExampleComparison], present: int, planned: int)
 
 def readme_block(plan: dict, found: list[ExampleComparison]) -> str:
     """The primary family's comparisons under the primary rule, over seeds and examples."""
-    primary = {(c["a"], c["b"]) for c in plan["families"][0]["comparisons"]}
+    primary = {(c["a"], c["b"]) for c in primary_family(plan)["comparisons"]}
     rows = [c for c in found if c.rule == plan["primary_rule"] and (c.a, c.b) in primary]
     if not rows:
         return "No primary comparison has two paired seeds with kept predictions yet."

@@ -62,6 +62,16 @@ def read_plan(path: Path) -> dict:
     return plan
 
 
+def rule_order(plan: dict) -> list[str]:
+    """The plan's score rules, its primary rule first: the order every page and table lists them in."""
+    return [plan["primary_rule"], *[r for r in plan["rules"] if r != plan["primary_rule"]]]
+
+
+def primary_family(plan: dict) -> dict:
+    """The plan's primary family: its first (PREREGISTRATION.md lists the primary comparisons first)."""
+    return plan["families"][0]
+
+
 # --- which epoch a run is scored at ---------------------------------------------------------------
 def adapter_size(report: dict, record: dict) -> int:
     """The adapter's parameters at the end of epoch ``record``: recorded per epoch by newer runs; for
@@ -220,7 +230,7 @@ def arm_scores(runs: dict[str, list[dict]], rule: str, scale: float, seeds: dict
 
 def verdict(plan: dict, runs: dict[str, list[dict]]) -> list[Outcome]:
     outcomes = []
-    for rule in [plan["primary_rule"], *[r for r in plan["rules"] if r != plan["primary_rule"]]]:
+    for rule in rule_order(plan):
         scores = arm_scores(runs, rule, plan["scale"], plan["seeds"])
         for family in plan["families"]:
             outcomes += family_outcomes(family, rule, scores, plan)

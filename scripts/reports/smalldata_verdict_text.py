@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from scripts.grids.smalldata import ARMS
-from scripts.reports.smalldata_outcomes import RULES, Outcome, planned_pairs, score, untested
+from scripts.reports.smalldata_outcomes import (
+    RULES,
+    Outcome,
+    planned_pairs,
+    primary_family,
+    rule_order,
+    score,
+    untested,
+)
 from scripts.reports.stats import MIN_INTERVAL_N
 
 
@@ -159,8 +167,8 @@ def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int
 def headline(plan: dict, outcomes: list[Outcome], present: int, planned: int) -> str:
     """README's opening answer for the paper's regime: the plan's words for its primary family under its
     primary rule, with how many runs they rest on (the words change with the reports, never by hand)."""
-    primary_family = plan["families"][0]["name"]
-    rows = [o for o in outcomes if o.rule == plan["primary_rule"] and o.family == primary_family]
+    family = primary_family(plan)["name"]
+    rows = [o for o in outcomes if o.rule == plan["primary_rule"] and o.family == family]
     state = "all its runs in" if present >= planned else f"{present} of {planned} runs in, words provisional"
     if not rows or any(o.word is None for o in rows):
         return f"In the paper's own small-data regime, the preregistered test is under way ({state})."
@@ -221,7 +229,7 @@ def verdict_markdown(
         *arm_table(plan, runs, lrs),
         "",
     ]
-    for rule in [plan["primary_rule"], *[r for r in plan["rules"] if r != plan["primary_rule"]]]:
+    for rule in rule_order(plan):
         tag = " (primary)" if rule == plan["primary_rule"] else ""
         lines += [
             f"## Score at the {RULES[rule]}{tag}",
