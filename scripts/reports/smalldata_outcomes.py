@@ -152,6 +152,9 @@ class Outcome:
     mde: float | None
     word: str | None
     """``None`` below two seeds (nothing to decide on)."""
+    differences: tuple[float, ...] = ()
+    """The per-seed differences ``a − b`` in seed order: what a page shows instead of an interval
+    below ``MIN_INTERVAL_N`` seeds, where a t-interval from so few would say little."""
 
 
 def planned_pairs(plan: dict, a: str, b: str) -> int:
@@ -205,6 +208,7 @@ def family_outcomes(family: dict, rule: str, scores: dict[str, dict[int, float]]
                 pe_h,
                 mde(result.sd, result.n, plan["alpha"], plan.get("power", 0.8)),
                 decide(pd_h, pe_h, result.mean, plan["alpha"]),
+                result.differences,
             )
         )
     return outcomes

@@ -40,11 +40,13 @@ def p_text(x: float | None) -> str:
 
 def interval_text(o: Outcome) -> str:
     """A comparison's mean and 95 % t-interval as every page shows it; below ``MIN_INTERVAL_N`` paired
-    seeds the mean alone (an interval from so few seeds is shown nowhere), and the reason where untested."""
+    seeds the mean and the seeds' own differences instead (an interval from so few seeds is shown
+    nowhere), and the reason where untested."""
     if o.mean is None:
         return untested(o.n)
     if o.n < MIN_INTERVAL_N:
-        return f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval)"
+        values = ", ".join(f"{d:+.1f}" for d in o.differences)
+        return f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval; per seed {values})"
     return f"{o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}]"
 
 

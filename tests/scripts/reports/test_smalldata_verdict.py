@@ -223,7 +223,7 @@ def test_a_comparisons_planned_n_is_the_seeds_both_arms_run():
     assert planned_pairs(plan, LORA8.label, LORA2.label) == 0  # no seed in common
 
 
-def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path):
+def test_below_five_paired_seeds_the_mean_and_each_seed_are_shown_without_an_interval(tmp_path):
     _plan(tmp_path, 1.0)
     _write_reports(tmp_path)
     for path in (tmp_path / "reports").glob("*.json"):
@@ -240,11 +240,14 @@ def test_below_five_paired_seeds_the_mean_is_shown_without_an_interval(tmp_path)
     (outcome,) = json.loads((out / "verdict.json").read_text())["outcomes"]
     assert outcome["n"] == 3 and outcome["low"] is not None  # computed, but shown nowhere
     line = next(line for line in readme.read_text().splitlines() if line.startswith("- *"))
-    assert f"{outcome['mean']:+.2f} (n < 5: no interval), n = 3 of 12 planned" in line
+    values = ", ".join(f"{d:+.1f}" for d in outcome["differences"])
+    assert len(outcome["differences"]) == 3
+    assert abs(sum(outcome["differences"]) / 3 - outcome["mean"]) < 1e-9
+    assert f"{outcome['mean']:+.2f} (n < 5: no interval; per seed {values}), n = 3 of 12 planned" in line
     assert "the preregistered test (6 of 24 runs in, words provisional) gives" in readme.read_text()
     assert f"{outcome['low']:+.2f}" not in line
     row = next(line for line in (out / "verdict.md").read_text().splitlines() if line.startswith("| primary |"))
-    assert "(n < 5: no interval)" in row and f"{outcome['low']:+.2f}," not in row
+    assert f"(n < 5: no interval; per seed {values})" in row and f"{outcome['low']:+.2f}," not in row
 
 
 @pytest.mark.parametrize("n, explained", [(3, True), (12, False)])
