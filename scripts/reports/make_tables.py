@@ -167,7 +167,9 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-OTHER_OWNERS = ("protocol_", "protocol-lr_", "bench_")
+PROTOCOL_BLOCKS = ("protocol_", "protocol-lr_")
+"""README blocks ``scripts/reports/protocol_report.py`` fills: ``protocol_<model>``, ``protocol-lr_<model>``."""
+OTHER_OWNERS = (*PROTOCOL_BLOCKS, "bench_")
 """README blocks another script fills (``scripts/reports/protocol_report.py``: ``protocol_<model>``,
 ``protocol-lr_<model>``; ``scripts/bench/report.py``: ``bench_speed``, ``bench_depth``)."""
 
