@@ -87,8 +87,11 @@ tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/
 site: $(INSTALLED)  ## results/reports + results/smalldata/verdict.json → results/site/ (static HTML; open results/site/index.html)
 	$(PY) -m scripts.reports.site
 
-figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png (committed inputs)
+figures: $(INSTALLED)  ## results/sharing/<run>/ → results/figures/<run>/{sharing_map,merge_timeline}.png for the runs whose figures are committed (ALL_SHARING=1: every run's), then the protocol's and the sweeps' figures
+	@# only the committed per-run maps by default: results/sharing holds ~200 runs, and drawing them all
+	@# (~10 min, hundreds of untracked PNGs) is what ALL_SHARING=1 is for
 	@for run in results/sharing/*/; do [ -d "$$run" ] || continue; \
+		[ -n "$(ALL_SHARING)" ] || [ -d "results/figures/$$(basename $$run)" ] || continue; \
 		$(PY) -m scripts.reports.plot_sharing "$$run" --out "results/figures/$$(basename $$run)" || exit 1; done
 	$(PY) -m scripts.reports.plot_sweep --if-any
 	$(PY) -m scripts.reports.protocol_report --if-any --readme results/README.md
