@@ -139,7 +139,9 @@ def provenance(reports_dir: Path) -> list[str]:
 
 def status_phrase(present: int, planned: int) -> str:
     """The study's state as README's block, verdict.md, the figure and the site give it."""
-    return "complete" if present >= planned else f"PARTIAL: {present} of {planned} confirmatory runs; words provisional"
+    if present >= planned:
+        return f"complete: all {planned} confirmatory runs in; words final"
+    return f"PARTIAL: {present} of {planned} confirmatory runs; words provisional"
 
 
 def readme_block(plan: dict, outcomes: list[Outcome], present: int, planned: int, commit: str | None) -> str:
@@ -171,7 +173,9 @@ def headline(plan: dict, outcomes: list[Outcome], present: int, planned: int) ->
     primary rule, with how many runs they rest on (the words change with the reports, never by hand)."""
     family = primary_family(plan)["name"]
     rows = [o for o in outcomes if o.rule == plan["primary_rule"] and o.family == family]
-    state = "all its runs in" if present >= planned else f"{present} of {planned} runs in, words provisional"
+    state = (
+        f"all {planned} of its runs in" if present >= planned else f"{present} of {planned} runs in, words provisional"
+    )
     if not rows or any(o.word is None for o in rows):
         return f"In the paper's own small-data regime, the preregistered test is under way ({state})."
     words = "; ".join(f"*{o.a}* − *{o.b}*: **{o.word}**" for o in rows)

@@ -146,7 +146,7 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert outcome["word"] == word
     assert verdict["runs_present"] == verdict["runs_planned"] == 24
     # what the site needs beside the outcomes, read off the plan
-    assert outcome["planned"] == 12 and verdict["status"] == "complete"
+    assert outcome["planned"] == 12 and verdict["status"] == "complete: all 24 confirmatory runs in; words final"
     assert (verdict["primary_rule"], verdict["margin"]) == ("best", margin)
     assert verdict["rules"] == {"best": "best validation epoch"}
     text = readme.read_text()
@@ -154,7 +154,7 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert "n = 12 of 12 planned" in text  # seeds 6-17 in both arms, all present
     # the opening answer: the plan's word for its primary comparison, with the runs it rests on
     assert (
-        f"(all its runs in) gives, in the words its plan fixed before the runs: *{PAPER.label}* − *{LORA2.label}*: **{word}**."
+        f"(all 24 of its runs in) gives, in the words its plan fixed before the runs: *{PAPER.label}* − *{LORA2.label}*: **{word}**."
         in text
     )
     figure = (
