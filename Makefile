@@ -41,7 +41,8 @@ format: $(INSTALLED)  ## ruff: reformat in place
 	$(VENV)/bin/ruff format .
 
 test: $(INSTALLED)  ## the fast test suite (CI runs it after make lint, then make test-peft and make test-rehearsal)
-	$(PY) -m pytest -q
+	@# the slowest tests listed at the end: the suite must stay under 10 min on 2 cores, and this shows where it goes
+	$(PY) -m pytest -q --durations=15 --durations-min=5
 
 test-slow: $(INSTALLED)  ## the slow tests (CI runs them after the rehearsal), but the `long` one
 	$(PY) -m pytest -q -m "slow and not long"
