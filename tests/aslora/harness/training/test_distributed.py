@@ -62,7 +62,11 @@ def single_process_run(tmp_path_factory):
     return _result(tmp_path / "one")
 
 
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+@pytest.mark.parametrize(
+    # FSDP2 (~24 s) runs with the slow tests: the fast suite keeps DDP and stays under its 10 minutes
+    "sharding",
+    ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)],
+)
 def test_two_processes_match_one_with_the_same_global_batch(sharding, single_process_run, tmp_path):
     extra = ["train.fsdp=true"] if sharding == "fsdp" else []
     multi = _torchrun([*COMMON, "train.batch_size=4", *extra, f"experiments_dir={tmp_path / 'two'}"], tmp_path)
