@@ -13,7 +13,7 @@ from __future__ import annotations
 from aslora.harness.measuring.display import ORDER
 from scripts.grids.lr_search import LR_LIMITS, select
 from scripts.grids.protocol import LR_GRIDS
-from scripts.reports.protocol_report import row_name, scale, score_digits, unit_label
+from scripts.reports.protocol_report import lower_is_better, row_name, scale, score_digits, unit_label
 
 
 def lr_markdown(model: str, rows: list[dict]) -> str:
@@ -86,7 +86,7 @@ def gap_line(sample: dict, aslora: dict[float, float], lora: dict[float, float],
     a_lr, l_lr = chosen[task, "aslora", ""], chosen[task, "lora", ""]
     both = sorted(set(aslora) & set(lora))
     by_lr = ", ".join(f"{lr:g}: {aslora[lr] - lora[lr]:+.{digits}f}" for lr in both)
-    direction = "negative favours ASLoRA" if scale(sample) == 1 else "negative favours LoRA"
+    direction = "negative favours ASLoRA" if lower_is_better(sample) else "negative favours LoRA"
     return (
         f"ASLoRA − LoRA, validation {sample['main_metric']}{unit_label(sample)}, one seed ({direction}): "
         f"{aslora[a_lr] - lora[l_lr]:+.{digits}f} at each one's chosen lr ({a_lr:g} against {l_lr:g}); "

@@ -42,13 +42,13 @@ def row_name(adapter: str, variant: str) -> str:
     return NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
 
 
-def _lower_is_better(row: dict) -> bool:
+def lower_is_better(row: dict) -> bool:
     return row["main_metric"] in LOWER_IS_BETTER
 
 
 def scale(row: dict) -> float:
     """A score as tabled: accuracy-like metrics ×100, a loss (``LOWER_IS_BETTER``) as it is."""
-    return 1.0 if _lower_is_better(row) else 100.0
+    return 1.0 if lower_is_better(row) else 100.0
 
 
 def unit_label(row: dict) -> str:
@@ -59,7 +59,7 @@ def unit_label(row: dict) -> str:
 def score_digits(row: dict) -> int:
     """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three, since adapters
     differ by hundredths."""
-    return 3 if _lower_is_better(row) else 1
+    return 3 if lower_is_better(row) else 1
 
 
 def groups(rows: list[dict]) -> dict:
@@ -86,7 +86,7 @@ def markdown(model: str, by_task: dict) -> str:
         sample = next(iter(by_adapter.values()))[0]
         standin = f" (stand-in for {sample['task_standin_for']})" if sample["task_standin_for"] else ""
         digits = score_digits(sample)
-        better = " (lower is better)" if _lower_is_better(sample) else ""
+        better = " (lower is better)" if lower_is_better(sample) else ""
         lines += [
             f"**{task}{standin}**, {sample['main_metric']}{better}",
             "",
@@ -107,7 +107,7 @@ def markdown(model: str, by_task: dict) -> str:
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:
             diff = _paired_test(by_adapter["aslora", ""], by_adapter["lora", ""])
-            favours = "; negative favours ASLoRA" if _lower_is_better(sample) else ""
+            favours = "; negative favours ASLoRA" if lower_is_better(sample) else ""
             lines += [
                 f"ASLoRA − LoRA, paired by seed (test{favours}; mean [95 % t-interval], exact sign-flip p): "
                 f"{format_paired(diff, digits)}",
@@ -129,7 +129,7 @@ def summary(table: dict) -> str:
         for task, by_adapter in sorted(by_task.items()):
             sample = next(iter(by_adapter.values()))[0]
             digits = score_digits(sample)
-            metric = sample["main_metric"] + (" (lower is better)" if _lower_is_better(sample) else " ×100")
+            metric = sample["main_metric"] + (" (lower is better)" if lower_is_better(sample) else " ×100")
             cells = []
             for reference in (("lora", ""), ("lora", "r=2")):
                 if ("aslora", "") in by_adapter and reference in by_adapter:

@@ -24,7 +24,7 @@ from scripts.reports.smalldata_outcomes import (
     score,
     untested,
 )
-from scripts.reports.stats import MIN_INTERVAL_N
+from scripts.reports.stats import MIN_INTERVAL_N, format_differences
 
 
 def _num(x: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -45,8 +45,7 @@ def interval_text(o: Outcome) -> str:
     if o.mean is None:
         return untested(o.n)
     if o.n < MIN_INTERVAL_N:
-        values = ", ".join(f"{d:+.1f}" for d in o.differences)
-        return f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval; per seed {values})"
+        return f"{o.mean:+.2f} (n < {MIN_INTERVAL_N}: no interval; per seed {format_differences(o.differences)})"
     return f"{o.mean:+.2f} [{o.low:+.2f}, {o.high:+.2f}]"
 
 

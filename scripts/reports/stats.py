@@ -286,10 +286,14 @@ def format_median(values: Sequence[float], digits: int = 1) -> str:
     return f"{median:.{digits}f} ({low:.{digits}f}–{high:.{digits}f}, n={n})"
 
 
+def format_differences(differences: Sequence[float], digits: int = 1) -> str:
+    """Per-seed differences as every page lists them below ``MIN_INTERVAL_N`` seeds: ``−1.6, −0.6``."""
+    return ", ".join(f"{d:+.{digits}f}" for d in differences)
+
+
 def format_paired(result: Paired, digits: int = 1) -> str:
     """``−2.1 [−4.4, 0.2] (n=5, p=0.06)``; below ``MIN_INTERVAL_N`` seeds, the differences themselves:
     ``−1.1 (n=2: −1.6, −0.6)``."""
     if result.n < MIN_INTERVAL_N:
-        values = ", ".join(f"{d:+.{digits}f}" for d in result.differences)
-        return f"{result.mean:+.{digits}f} (n={result.n}: {values})"
+        return f"{result.mean:+.{digits}f} (n={result.n}: {format_differences(result.differences, digits)})"
     return f"{result.mean:+.{digits}f} [{result.low:+.{digits}f}, {result.high:+.{digits}f}] (n={result.n}, p={result.p:.2g})"
