@@ -13,7 +13,7 @@ from __future__ import annotations
 from aslora.harness.measuring.display import ORDER
 from scripts.grids.lr_search import LR_LIMITS, select
 from scripts.grids.protocol import LR_GRIDS
-from scripts.reports.protocol_report import lower_is_better, row_name, scale, score_digits, unit_label
+from scripts.reports.scores import lower_is_better, row_name, scale, score_digits, unit_label
 
 
 def lr_markdown(model: str, rows: list[dict]) -> str:

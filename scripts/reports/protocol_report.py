@@ -27,39 +27,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from aslora.harness.measuring.display import COLOURS, DISPLAY_NAMES, ORDER
-from aslora.harness.measuring.metrics import LOWER_IS_BETTER
+from aslora.harness.measuring.display import COLOURS, ORDER
 from hydra_glue import ROOT
 from scripts.grids.protocol import FINAL_GRIDS, LR_GRIDS
+from scripts.reports.protocol_lr import lr_markdown
+from scripts.reports.scores import lower_is_better, row_name, scale, score_digits, unit_label
 from scripts.reports.stats import format_median, format_paired, median_range, paired
-
-NAMES, ORDER, COLOURS = DISPLAY_NAMES, ORDER, COLOURS  # aslora/harness/measuring/display.py: one row per adapter
-"""One colour per adapter; its size variants are the smaller points of that colour."""
-
-
-def row_name(adapter: str, variant: str) -> str:
-    """A row's name: the adapter's display name and its size variant (``spread`` names arms by it too)."""
-    return NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
-
-
-def lower_is_better(row: dict) -> bool:
-    return row["main_metric"] in LOWER_IS_BETTER
-
-
-def scale(row: dict) -> float:
-    """A score as tabled: accuracy-like metrics ×100, a loss (``LOWER_IS_BETTER``) as it is."""
-    return 1.0 if lower_is_better(row) else 100.0
-
-
-def unit_label(row: dict) -> str:
-    """What a score column needs said beside its metric: accuracy is shown ×100, a loss falls."""
-    return " ×100" if scale(row) == 100 else " (lower is better)"
-
-
-def score_digits(row: dict) -> int:
-    """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three, since adapters
-    differ by hundredths."""
-    return 3 if lower_is_better(row) else 1
 
 
 def groups(rows: list[dict]) -> dict:
@@ -316,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.runs, newline="") as f:
         rows = list(csv.DictReader(f))
-    from scripts.reports.protocol_lr import lr_markdown  # it builds on this module's row names and scales
 
     table = groups(rows)
     tables = {

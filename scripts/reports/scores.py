@@ -1,0 +1,35 @@
+"""How a score from ``results/runs.csv`` is shown on every page: its scale, digits, unit and row name.
+
+One place for it, so the protocol tables, the lr stage, the seed-spread page and the earlier runs'
+prose cannot show the same number two ways. Accuracy-like metrics are tabled ×100 with one decimal;
+a held-out loss (``LOWER_IS_BETTER``) as it is, with three, since adapters differ by hundredths.
+"""
+
+from __future__ import annotations
+
+from aslora.harness.measuring.display import DISPLAY_NAMES
+from aslora.harness.measuring.metrics import LOWER_IS_BETTER
+
+
+def row_name(adapter: str, variant: str) -> str:
+    """A row's name: the adapter's display name and its size variant (``spread`` names arms by it too)."""
+    return DISPLAY_NAMES.get(adapter, adapter) + (f" [{variant}]" if variant else "")
+
+
+def lower_is_better(row: dict) -> bool:
+    return row["main_metric"] in LOWER_IS_BETTER
+
+
+def scale(row: dict) -> float:
+    """A score as tabled: accuracy-like metrics ×100, a loss (``LOWER_IS_BETTER``) as it is."""
+    return 1.0 if lower_is_better(row) else 100.0
+
+
+def unit_label(row: dict) -> str:
+    """What a score column needs said beside its metric: accuracy is shown ×100, a loss falls."""
+    return " ×100" if scale(row) == 100 else " (lower is better)"
+
+
+def score_digits(row: dict) -> int:
+    """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three."""
+    return 3 if lower_is_better(row) else 1
