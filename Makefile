@@ -84,6 +84,7 @@ collect: $(INSTALLED)  ## experiments/**/report.json → results/runs.csv (+ res
 tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/README.md's tables, figures (from committed files)
 	$(PY) -m scripts.reports.make_tables --readme results/README.md
 	$(PY) -m scripts.reports.earlier_runs --readme results/README.md
+	$(PY) -m scripts.reports.demo_run --readme results/README.md
 	$(MAKE) figures
 
 site: $(INSTALLED)  ## results/reports + results/smalldata/verdict.json → results/site/ (static HTML; open results/site/index.html)

@@ -78,3 +78,14 @@ def test_main_keeps_the_report_and_fills_only_its_block(tmp_path):
     assert (
         "0.7969 at epoch 1" in readme.read_text() and "old" not in readme.read_text() and "\nx\n" in readme.read_text()
     )
+
+
+def test_the_committed_block_regenerates_from_the_kept_report(tmp_path):
+    from hydra_glue import ROOT
+
+    kept = json.loads(demo_run.KEPT.read_text())
+    assert kept["environment"]["git_dirty"] is False and kept["status"] == "done"
+    copy, committed = tmp_path / "README.md", (ROOT / "results" / "README.md").read_text()
+    copy.write_text(committed)
+    assert demo_run.main(["--readme", str(copy)]) == 0
+    assert copy.read_text() == committed
