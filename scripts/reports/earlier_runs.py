@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 from collections import Counter, defaultdict
 from itertools import pairwise
@@ -31,7 +30,7 @@ from hydra_glue import ROOT
 from scripts.reports.make_tables import fill_readme
 from scripts.reports.plot_sharing import load
 from scripts.reports.scores import scale, score_digits
-from scripts.reports.stats import format_differences
+from scripts.reports.stats import format_paired, paired
 
 BLOCKS = "earlier_"
 """README blocks this script fills: ``earlier_instruct``, ``earlier_sharing``, ``earlier_merge``."""
@@ -74,6 +73,10 @@ def pattern(type_groups: list[tuple[int, list[int]]]) -> str:
     return ", ".join(parts)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _runs(rows: list[dict], grid: str, adapter: str | None = None) -> list[dict]:
     return sorted(
         (r for r in rows if r["grid"] == grid and (adapter is None or r["adapter"] == adapter)),
@@ -100,32 +103,26 @@ def instruct_text(rows: list[dict], sharing: Path) -> str:
     report, adapter = _loaded(sharing, ours)
     type_groups = groups(adapter)
     ties = Counter(m["group"] for m in report["merge_history"])
-    depth = max(len(sum((ls for _, ls in g), [])) for g in type_groups.values())
+    depth = max(sum(len(layers) for _, layers in g) for g in type_groups.values())
     left = {kind: len(g) for kind, g in type_groups.items()}
     per_type = (
-        f"{next(iter(ties.values()))} ties per module type: {next(iter(left.values()))} of {depth} B's left per type"
+        f"{_count(next(iter(ties.values())), 'tie')} per module type: {next(iter(left.values()))} of {depth} B's left per type"
         if len(set(ties.values())) == 1 and len(set(left.values())) == 1
-        else "; ".join(f"{kind}: {ties[kind]} ties, {left[kind]} of {depth} B's left" for kind in type_groups)
+        else "; ".join(f"{kind}: {_count(ties[kind], 'tie')}, {left[kind]} of {depth} B's left" for kind in type_groups)
     )
-    seeds = sorted(set(by["aslora"]) & set(by["lora"]) & set(by["vera"]))
-
-    def gap(other: str) -> str:
-        differences = [by["aslora"][s] - by[other][s] for s in seeds]
-        return f"{statistics.fmean(differences):+.2f}" + (
-            f" (per seed {format_differences(differences, 2)})" if len(seeds) > 1 else ""
-        )
-
+    gaps = {other: paired(by["aslora"], by[other]) for other in ("lora", "vera")}
+    shown = {other: f"{g.mean:+.2f}" if g.n == 1 else format_paired(g, 2) for other, g in gaps.items()}
     spread = (
-        "One seed each: no spread, so read the order, not the gaps."
-        if len(seeds) == 1
-        else f"{len(seeds)} seeds each, paired by seed; below five seeds no interval."
+        " One seed each: no spread, so read the order, not the gaps."
+        if max(g.n for g in gaps.values()) == 1
+        else " Paired by seed (mean; a t-interval and sign-flip p from five seeds, the values below)."
     )
     return (
         f"All three adapters start from the same instruction-tuned model and one epoch of "
         f"{report['train_examples']:,} pairs ({ours['steps']} optimizer steps); ASLoRA "
         f"({int(ours['adapter_params_after']):,} parameters, {100 * float(ours['fraction_of_lora_after']):.1f} % of "
-        f"LoRA, {per_type}) ends {gap('lora')} against LoRA's held-out loss and {gap('vera')} against "
-        f"VeRA's (lower is better). {spread} Each report also holds greedy answers to three held-out "
+        f"LoRA, {per_type}) ends {shown['lora']} against LoRA's held-out loss and "
+        f"{shown['vera']} against VeRA's (lower is better).{spread} Each report also holds greedy answers to three held-out "
         f"prompts (`samples`).\n"
     )
 
@@ -203,15 +200,14 @@ def merge_text(rows: list[dict], sharing: Path) -> str:
         return scale(r) * float(r["best_metric"])
 
     def against(variant: str, base: str) -> str:
-        seeds = sorted(set(by_variant[variant]) & set(by_variant[base]))
-        differences = [score(by_variant[variant][s]) - score(by_variant[base][s]) for s in seeds]
-        return f"{statistics.fmean(differences):+.{digits}f} (per seed {format_differences(differences, digits)})"
+        scores = {name: {s: score(r) for s, r in by_variant[name].items()} for name in (variant, base)}
+        return format_paired(paired(scores[variant], scores[base]), digits)
 
     ties = sorted((int(v.split("=")[1]), v) for v in by_variant if v.startswith("max_merges="))
     base = f"max_merges={ties[0][0]}"
     lines = [
         f"Each setting against no ties ({base}), {sample['main_metric']} ×100 at the best validation epoch, "
-        f"paired by seed (mean; {len(by_variant[base])} seeds, so the values, not an interval):",
+        f"paired by seed (mean; a t-interval and sign-flip p from five seeds, the values below):",
         "",
     ]
     below = None
@@ -220,7 +216,7 @@ def merge_text(rows: list[dict], sharing: Path) -> str:
         if below is None and fraction < 25:
             below = k
         lines.append(
-            f"- {k} tie{'s' if k > 1 else ''} per module type ({fraction:.1f} % of LoRA's parameters): {against(variant, base)}"
+            f"- {_count(k, 'tie')} per module type ({fraction:.1f} % of LoRA's parameters): {against(variant, base)}"
         )
     if below is not None:
         lines += ["", f"The fewest ties that take the adapter below 25 % of LoRA's parameters: {below}."]

@@ -91,10 +91,10 @@ def test_merge_prose_pairs_by_seed_and_checks_the_renamed_runs_reproduce(tmp_pat
         if row["variant"] == "merge_candidates=all":
             _sharing_run(tmp_path, row["run_name"], {"query": [1, 1, 2]}, {"query": [0.1]})
     text = earlier_runs.merge_text(rows, tmp_path)
-    assert "- 1 tie per module type (46.0 % of LoRA's parameters): -1.0 (per seed -1.0, -1.0)" in text
-    assert "- 4 ties per module type (21.0 % of LoRA's parameters): -5.0 (per seed -2.0, -8.0)" in text
+    assert "- 1 tie per module type (46.0 % of LoRA's parameters): -1.0 (n=2: -1.0, -1.0)" in text
+    assert "- 4 ties per module type (21.0 % of LoRA's parameters): -5.0 (n=2: -2.0, -8.0)" in text
     assert "below 25 % of LoRA's parameters: 4." in text
-    assert "`adjacent`): +1.5 (per seed +1.0, +2.0)" in text
+    assert "`adjacent`): +1.5 (n=2: +1.0, +2.0)" in text
     assert "query: layers 0–1 read layer 1's B, layer 2 keeps its own (seeds 1, 2)" in text
     assert "reproduce them exactly (0.7400 and 0.7000" in text
     rows[-3]["best_metric"] = "0.701"  # adjacent seed 2 no longer equals max_merges=4 seed 2
@@ -109,9 +109,15 @@ def test_instruct_prose_reads_size_ties_and_gaps(tmp_path):
     _sharing_run(tmp_path, rows[0]["run_name"], {"q": [1, 1, 2, 3], "v": [0, 2, 2, 3]}, {"q": [0.1], "v": [0.2]})
     text = earlier_runs.instruct_text(rows, tmp_path)
     assert "one epoch of 1,234 pairs (123 optimizer steps)" in text
-    assert "109,056 parameters, 23.7 % of LoRA, 1 ties per module type: 3 of 4 B's left per type" in text
+    assert "109,056 parameters, 23.7 % of LoRA, 1 tie per module type: 3 of 4 B's left per type" in text
     assert "ends +0.05 against LoRA's held-out loss and -0.10 against VeRA's" in text
     assert "One seed each" in text
+    rows += [_row("instruct", a, 2, score, **extra) for a, score in (("aslora", 2.30), ("lora", 2.29), ("vera", 2.30))]
+    text = earlier_runs.instruct_text(rows, tmp_path)
+    assert (
+        "ends +0.03 (n=2: +0.05, +0.01) against LoRA's" in text and "-0.05 (n=2: -0.10, +0.00) against VeRA's" in text
+    )
+    assert "One seed each" not in text
 
 
 def test_readme_blocks_are_filled_and_a_missing_run_is_named(tmp_path):
