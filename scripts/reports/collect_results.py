@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
-from aslora.harness.runs.report import is_done, load_report, variant_of
+from aslora.harness.runs.report import adapter_size_at_best, is_done, load_report, variant_of
 from hydra_glue import ROOT, current_run_name
 
 MERGE_SETTINGS = (
@@ -57,6 +57,7 @@ COLUMNS = [
     "test_metric_at_best",
     "adapter_params_before",
     "adapter_params_after",
+    "adapter_params_at_best",
     "lora_reference",
     "fraction_of_lora_after",
     "num_distinct_B_after",
@@ -108,6 +109,8 @@ def row(report: dict, path: Path) -> dict:
         "test_metric_at_best": "" if test is None else test,
         "adapter_params_before": report["params"]["before"]["adapter"],
         "adapter_params_after": report["params"]["after"]["adapter"],
+        # the size behind the row's scores: the best epoch can precede ASLoRA's last tie
+        "adapter_params_at_best": adapter_size_at_best(report),
         "lora_reference": report["params"]["lora_reference"],
         "fraction_of_lora_after": report["params"]["fraction_of_lora_after"],
         "num_distinct_B_after": report["params"]["after"].get("num_distinct_B") or "",

@@ -52,7 +52,8 @@ def markdown(model: str, by_task: dict) -> str:
     lines = [
         f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
         f"(min–max over seeds, n); validation beside it. Sizes are live adapter "
-        f"parameters, head excluded.",
+        f"parameters, head excluded: at the end of the run, and when the scores were made (the best "
+        f"validation epoch can come before ASLoRA's last tie; beside it, in how many seeds it did).",
         "",
     ]
     for task, by_adapter in sorted(by_task.items()):
@@ -63,8 +64,8 @@ def markdown(model: str, by_task: dict) -> str:
         lines += [
             f"**{task}{standin}**, {sample['main_metric']}{better}",
             "",
-            "| adapter | params | % of LoRA | test | validation | seeds |",
-            "|---|---|---|---|---|---|",
+            "| adapter | params | % of LoRA | params when scored (seeds before the final size) | test | validation | seeds |",
+            "|---|---|---|---|---|---|---|",
         ]
         keys = sorted(
             by_adapter, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, _size(by_adapter[k]), k[1])
@@ -74,7 +75,7 @@ def markdown(model: str, by_task: dict) -> str:
             test = list(_by_seed(runs, "test_metric_at_best").values())
             val = list(_by_seed(runs, "best_metric").values())
             lines.append(
-                f"| {row_name(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | "
+                f"| {row_name(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | {_when_scored(runs)} | "
                 f"{format_median(test, digits)} | {format_median(val, digits)} | {len(test)} |"
             )
         lines.append("")
@@ -159,6 +160,16 @@ def _size(runs: list[dict]) -> int:
     """The median final size over seeds: a distance threshold can let a different number of ties
     through in each seed, so the size of one run does not speak for the others."""
     return int(sorted(int(r["adapter_params_after"]) for r in runs)[len(runs) // 2])
+
+
+def _when_scored(runs: list[dict]) -> str:
+    """``27,648 (3 of 5)``: the median size of the adapters behind the scores, and in how many seeds
+    the scored epoch came before the final size; ``—`` where a row predates the column."""
+    if any(r.get("adapter_params_at_best", "") == "" for r in runs):
+        return "—"
+    at_best = sorted(int(r["adapter_params_at_best"]) for r in runs)
+    early = sum(int(r["adapter_params_at_best"]) > int(r["adapter_params_after"]) for r in runs)
+    return f"{at_best[len(runs) // 2]:,} ({early} of {len(runs)})"
 
 
 def _percent_of_lora(runs: list[dict]) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aslora.harness.runs.report import adapter_size
 from scripts.grids.smalldata import ARMS, FINAL_GRID
 from scripts.reports.smalldata_report import arm_identities, by_arm, read_reports
 from scripts.reports.stats import holm, mde, paired, tost
@@ -73,19 +74,6 @@ def primary_family(plan: dict) -> dict:
 
 
 # --- which epoch a run is scored at ---------------------------------------------------------------
-def adapter_size(report: dict, record: dict) -> int:
-    """The adapter's parameters at the end of epoch ``record``: recorded per epoch by newer runs; for
-    older ones, from the count of live B's (every B of a run has one shape, so each tie removes the
-    same number: ``(before − after) / (B's before − B's after)``)."""
-    if "adapter_params" in record:
-        return int(record["adapter_params"])
-    before, after = report["params"]["before"], report["params"]["after"]
-    if "num_distinct_B" not in record or before.get("num_distinct_B") in (None, after.get("num_distinct_B")):
-        return int(after["adapter"])
-    per_b = (before["adapter"] - after["adapter"]) / (before["num_distinct_B"] - after["num_distinct_B"])
-    return int(round(after["adapter"] + per_b * (record["num_distinct_B"] - after["num_distinct_B"])))
-
-
 def scored_epoch(report: dict, rule: str) -> dict | None:
     """The epoch record rule ``rule`` picks, on validation only (ties: the earlier epoch); ``None``
     where no epoch qualifies. ``final_size``: among the epochs at which the adapter already has its

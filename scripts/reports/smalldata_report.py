@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aslora.harness.runs.report import adapter_size_at_best
 from hydra_glue import ROOT
 from scripts.grids.smalldata import ARMS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
 from scripts.reports.stats import format_median, format_paired, paired
@@ -74,10 +75,6 @@ def _test(report: dict) -> float:
     return 100 * report["best"]["test"][report["main_metric"]]
 
 
-def _size_at_best(report: dict) -> int:
-    return (report["params"].get("at_best") or report["params"]["after"])["adapter"]
-
-
 def final_table(arms: dict[str, list[dict]]) -> list[str]:
     """One row per arm: the adapter's size at the scored (best validation) epoch, how many seeds were
     scored before the adapter reached its final size, and test at the best epoch with the paired
@@ -95,9 +92,9 @@ def final_table(arms: dict[str, list[dict]]) -> list[str]:
         if not runs:
             continue
         tests = [_test(r) for r in runs]
-        size = int(np.median([_size_at_best(r) for r in runs]))
+        size = int(np.median([adapter_size_at_best(r) for r in runs]))
         fraction = 100 * size / runs[0]["params"]["lora_reference"]
-        early = sum(_size_at_best(r) > r["params"]["after"]["adapter"] for r in runs)
+        early = sum(adapter_size_at_best(r) > r["params"]["after"]["adapter"] for r in runs)
         differences = []
         for label in REFERENCES:
             if label == arm.label or not set(reference[label]) & {r["seed"] for r in runs}:

@@ -57,6 +57,28 @@ def variant_of(report: dict[str, Any]) -> dict[str, Any]:
     return {f"adapter.params.{k}": v for k, v in _LEGACY_SWEPT.findall(report["run_name"])}
 
 
+def adapter_size(report: dict[str, Any], record: dict[str, Any]) -> int:
+    """The adapter's parameters at the end of epoch ``record``: recorded per epoch by newer runs; for
+    older ones, from the count of live B's (every B of a run has one shape, so each tie removes the
+    same number: ``(before − after) / (B's before − B's after)``)."""
+    if "adapter_params" in record:
+        return int(record["adapter_params"])
+    before, after = report["params"]["before"], report["params"]["after"]
+    if "num_distinct_B" not in record or before.get("num_distinct_B") in (None, after.get("num_distinct_B")):
+        return int(after["adapter"])
+    per_b = (before["adapter"] - after["adapter"]) / (before["num_distinct_B"] - after["num_distinct_B"])
+    return int(round(after["adapter"] + per_b * (record["num_distinct_B"] - after["num_distinct_B"])))
+
+
+def adapter_size_at_best(report: dict[str, Any]) -> int:
+    """The adapter's parameters at the best validation epoch — the adapter behind ``best``'s scores,
+    which can precede ASLoRA's last tie (``params.at_best`` where the run recorded it)."""
+    if "at_best" in report["params"]:
+        return int(report["params"]["at_best"]["adapter"])
+    record = next((e for e in report.get("epochs", []) if e["epoch"] == report["best"]["epoch"]), {})
+    return adapter_size(report, record)
+
+
 def compose_report(
     settings: RunSettings,
     spec: TaskSpec,

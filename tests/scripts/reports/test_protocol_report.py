@@ -10,6 +10,7 @@ from scripts.reports import protocol_lr, protocol_report
 from scripts.reports.collect_results import COLUMNS
 
 SEED_EFFECT = {1: -0.02, 2: 0.0, 3: 0.02, 4: 0.01, 5: -0.01}
+EARLY = {("aslora", "", 1), ("aslora", "", 2), ("aslora", "max_merges=2", 3)}
 
 
 def _rows():
@@ -38,6 +39,8 @@ def _rows():
                 best_metric=base + effect + 0.01,
                 test_metric_at_best=base + effect,
                 adapter_params_after=size,
+                # ASLoRA's seeds 1 and 2 were best before their last two ties (two B's of 6,144 more)
+                adapter_params_at_best=size + (12_288 if (adapter, variant, seed) in EARLY else 0),
                 lora_reference=73_728,
                 fraction_of_lora_after=size / 73_728,
                 run_name=f"protocol_minilm-l6_rt_polarity_{adapter}_{variant}_s{seed}",
@@ -55,14 +58,24 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
     table = (tmp_path / "protocol_minilm-l6.md").read_text()
     # LoRA's test scores are 78–82 (median 80.0); every adapter shares the seed effects
-    assert "| LoRA | 73,728 | 100.0 | 80.0 (78.0–82.0, n=5) | 81.0 (79.0–83.0, n=5) | 5 |" in table
-    assert "| ASLoRA | 15,360 | 20.8 | 79.0 (" in table and "| LoRA [r=2] | 18,432 | 25.0 | 78.0 (" in table
+    assert "| LoRA | 73,728 | 100.0 | 73,728 (0 of 5) | 80.0 (78.0–82.0, n=5) | 81.0 (79.0–83.0, n=5) | 5 |" in table
+    # the size behind the scores: the median over seeds, and how many seeds were scored before the last tie
+    assert "| ASLoRA | 15,360 | 20.8 | 15,360 (2 of 5) | 79.0 (" in table
+    assert (
+        "| ASLoRA [max_merges=2] | 27,648 | 37.5 | 27,648 (1 of 5) |" in table
+        and "| LoRA [r=2] | 18,432 | 25.0 | 18,432 (0 of 5) | 78.0 (" in table
+    )
     # the paired differences are exact: ASLoRA is 1.0 below LoRA and 1.0 above LoRA r=2 on every seed
     # (a constant difference: a zero-width t-interval; the sign-flip p is its floor at n = 5, 2/32)
     assert "exact sign-flip p): -1.0 [-1.0, -1.0] (n=5, p=0.062)" in table
     # equal budgets: every ASLoRA point against the LoRA rank nearest its size (here all nearest r=2)
     assert "| ASLoRA | 15,360 | LoRA [r=2] | 18,432 | +1.0 [+1.0, +1.0] (n=5, p=0.062) | 5 |" in table
     assert "| ASLoRA [max_merges=2] | 27,648 | LoRA [r=2] | 18,432 | +1.5 [+1.5, +1.5] (n=5, p=0.062) | 5 |" in table
+    rows = _rows()[15:18]  # ASLoRA seeds 1-3: two scored early, the median the larger size
+    assert protocol_report._when_scored(rows) == "27,648 (2 of 3)"
+    assert (
+        protocol_report._when_scored([*rows, {**rows[0], "adapter_params_at_best": ""}]) == "—"
+    )  # predates the column
     lines = table.splitlines()
     order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| adapter")]
     assert order[:3] == ["LoRA [r=1]", "LoRA [r=2]", "LoRA"]  # by size within an adapter
@@ -192,6 +205,7 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
                 best_metric=base + effect + 0.2,
                 test_metric_at_best=base + effect,
                 adapter_params_after=size,
+                adapter_params_at_best=size,
                 lora_reference=460_800,
                 lr="0.001",
                 run_name=f"protocol-instruct_smollm2-135m_instruct_{adapter}_{variant}_s{seed}",
@@ -207,7 +221,10 @@ def test_a_loss_suite_is_reported_to_three_decimals_with_its_direction(tmp_path)
     assert protocol_report.main(["--runs", str(runs), "--tables", str(tmp_path), "--figures", str(tmp_path)]) == 0
     table = (tmp_path / "protocol_smollm2-135m.md").read_text()
     assert "**instruct**, loss (lower is better)" in table
-    assert "| LoRA | 460,800 | 100.0 | 2.150 (" in table and "| ASLoRA | 109,056 | 23.7 | 2.163 (" in table
+    assert (
+        "| LoRA | 460,800 | 100.0 | 460,800 (0 of 5) | 2.150 (" in table
+        and "| ASLoRA | 109,056 | 23.7 | 109,056 (0 of 5) | 2.163 (" in table
+    )
     assert (
         "(test; negative favours ASLoRA; mean [95 % t-interval], exact sign-flip p): +0.013 [+0.013, +0.013]" in table
     )

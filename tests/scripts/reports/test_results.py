@@ -60,6 +60,8 @@ def test_a_run_goes_through_collect_tables_and_sharing_map(tmp_path):
         "8",
     )
     assert float(row["fraction_of_lora_after"]) < 0.25
+    report = json.loads((experiments / container["run_name"] / "report.json").read_text())
+    assert row["adapter_params_at_best"] == str(report["params"]["at_best"]["adapter"])  # the size behind the scores
     make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "tables")])
     table = (tmp_path / "tables" / "smoke_minilm-l6.md").read_text()
     assert "| ASLoRA | 15,360 | 20.8 |" in table and "stand-in for sst2" in table

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from aslora.harness.runs.report import adapter_size_at_best
 from scripts.grids.smalldata import ARMS
 from scripts.reports.plot_verdict import forest_rows
 from scripts.reports.smalldata_outcomes import (
@@ -72,6 +73,24 @@ def test_older_reports_get_the_size_from_their_count_of_live_b_s():
         }
     }
     assert adapter_size(lora, {}) == 73_728
+
+
+def test_the_size_at_the_best_epoch_is_recorded_or_derived_from_its_epoch():
+    """runs.csv's adapter_params_at_best: ``params.at_best`` where a run recorded it; for older runs,
+    the best epoch's count of live B's."""
+    older = {
+        "params": {
+            "before": {"adapter": 39_936, "num_distinct_B": 12},
+            "after": {"adapter": 15_360, "num_distinct_B": 4},
+        },
+        "best": {"epoch": 1},
+        "epochs": [{"epoch": 1, "num_distinct_B": 8}, {"epoch": 2, "num_distinct_B": 4}],
+    }
+    assert adapter_size_at_best(older) == 27_648
+    older["best"]["epoch"] = 2
+    assert adapter_size_at_best(older) == 15_360
+    newer = {**older, "params": {**older["params"], "at_best": {"adapter": 21_504}}}
+    assert adapter_size_at_best(newer) == 21_504
 
 
 @pytest.mark.parametrize(
