@@ -172,9 +172,7 @@ def headline(plan: dict, outcomes: list[Outcome], present: int, planned: int) ->
     primary rule, with how many runs they rest on (the words change with the reports, never by hand)."""
     family = primary_family(plan)["name"]
     rows = [o for o in outcomes if o.rule == plan["primary_rule"] and o.family == family]
-    state = (
-        f"all {planned} of its runs in" if present >= planned else f"{present} of {planned} runs in, words provisional"
-    )
+    state = status_phrase(present, planned)
     if not rows or any(o.word is None for o in rows):
         return f"In the paper's own small-data regime, the preregistered test is under way ({state})."
     words = "; ".join(f"*{o.a}* − *{o.b}*: **{o.word}**" for o in rows)

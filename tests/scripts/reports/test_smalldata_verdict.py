@@ -173,7 +173,7 @@ def test_the_verdict_reads_its_words_from_the_plan_and_the_margin_flips_one(tmp_
     assert "n = 12 of 12 planned" in text  # seeds 6-17 in both arms, all present
     # the opening answer: the plan's word for its primary comparison, with the runs it rests on
     assert (
-        f"(all 24 of its runs in) gives, in the words its plan fixed before the runs: *{PAPER.label}* − *{LORA2.label}*: **{word}**."
+        f"(complete: all 24 confirmatory runs in; words final) gives, in the words its plan fixed before the runs: *{PAPER.label}* − *{LORA2.label}*: **{word}**."
         in text
     )
     figure = (
@@ -263,7 +263,7 @@ def test_below_five_paired_seeds_the_mean_and_each_seed_are_shown_without_an_int
     assert len(outcome["differences"]) == 3
     assert abs(sum(outcome["differences"]) / 3 - outcome["mean"]) < 1e-9
     assert f"{outcome['mean']:+.2f} (n < 5: no interval; per seed {values}), n = 3 of 12 planned" in line
-    assert "the preregistered test (6 of 24 runs in, words provisional) gives" in readme.read_text()
+    assert "the preregistered test (PARTIAL: 6 of 24 confirmatory runs; words provisional) gives" in readme.read_text()
     assert f"{outcome['low']:+.2f}" not in line
     row = next(line for line in (out / "verdict.md").read_text().splitlines() if line.startswith("| primary |"))
     assert f"(n < 5: no interval; per seed {values})" in row and f"{outcome['low']:+.2f}," not in row
