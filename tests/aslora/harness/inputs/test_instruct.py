@@ -119,6 +119,7 @@ def test_lower_is_better_for_loss_and_perplexity_only():
     assert is_better("loss", 5.0, None)
 
 
+@pytest.mark.slow  # ~32 s on 2 cores: the fast suite ran 9:30 of its 10 minutes; CI runs it with the slow tests
 def test_smollm2_instruction_run_end_to_end(tmp_path):
     from aslora.harness.runs.report import read_report
     from aslora.harness.runs.run import run
