@@ -285,9 +285,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{label} " + ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in runs) + " min"
             for label, runs in depth.items()
         )
+        seeds_by_commit: dict[str, set[int]] = defaultdict(set)
+        for r in sum(depth.values(), []):
+            seeds_by_commit[(r["environment"].get("git_sha") or "unrecorded")[:7]].add(r["seed"])
+        commits = "; ".join(
+            f"`{sha}`: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+            for sha, seeds in sorted(seeds_by_commit.items(), key=lambda kv: min(kv[1]))
+        )
         lines += [
-            f"Depth: the first three arms on {DEPTH_MODEL} (12 layers, RoBERTa-base's shapes) at MiniLM-L6's lrs "
-            f"(`python -m scripts.grids.staged smalldata depth`); wall time per run: {minutes}:",
+            f"Depth (descriptive: the plan attaches no word to it): the first three arms on {DEPTH_MODEL} "
+            f"(12 layers, RoBERTa-base's shapes) at MiniLM-L6's lrs (`python -m scripts.grids.staged smalldata "
+            f"depth`, then the confirmatory grid's `confirm-depth` stage); runs by commit: {commits}; wall time "
+            f"per run: {minutes}:",
             "",
             *final_table(depth),
             "",

@@ -232,6 +232,9 @@ def test_the_report_tables_the_depth_runs_apart_from_minilms_arms(tmp_path):
         _fixture_report(ARMS[0], 1, 0.84, [0.72, 0.82, 0.80], depth),
         _fixture_report(ARMS[2], 1, 0.83, [0.71, 0.81, 0.79], depth),
     ]
+    reports.append(_fixture_report(ARMS[0], 3, 0.85, [0.73, 0.83, 0.81], depth))
+    for r, sha in zip(reports, ("1" * 40, "2" * 40, "2" * 40, "3" * 40), strict=True):
+        r["environment"]["git_sha"] = sha
     directory = tmp_path / "reports"
     directory.mkdir()
     for i, r in enumerate(reports):
@@ -239,12 +242,13 @@ def test_the_report_tables_the_depth_runs_apart_from_minilms_arms(tmp_path):
     out = tmp_path / "out"
     assert main(["--reports", str(directory), "--out", str(out), "--figure", str(tmp_path / "c.png")]) == 0
     written = (out / "tables.md").read_text()
-    minilm, depth_part = written.split("Depth:")
+    minilm, depth_part = written.split("Depth (")
+    assert "runs by commit: `2222222`: seed 1; `3333333`: seed 3;" in depth_part  # which code made which seed
     assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 1 | 2 | 80.0 (80.0–80.0, n=1)" in minilm  # the MiniLM run only
     assert f"{ARMS[2].label}" not in minilm.split("Final arms")[1].split("PARTIAL")[0]
-    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 1 | 2 | 84.0 (84.0–84.0, n=1)" in depth_part
+    assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 2 | 2 | 84.5 (84.0–85.0, n=2)" in depth_part
     assert f"| {ARMS[2].label} | 15,360 | 20.8 | 0 of 1 | 2 | 83.0 (83.0–83.0, n=1) | -1.0 (n=1: -1.0)" in depth_part
-    assert f"{ARMS[0].label} 10 min" in depth_part
+    assert f"{ARMS[0].label} 10, 10 min" in depth_part
 
 
 def test_a_grid_refuses_a_dirty_tree_naming_the_files_and_writes_nothing(tmp_path, monkeypatch):
