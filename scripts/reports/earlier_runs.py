@@ -6,9 +6,9 @@ Three blocks, each generated, none typed:
 
 - ``earlier_instruct``: the untuned instruction runs (grid ``instruct``): ASLoRA's size, its ties and
   B's left per module type, and its held-out loss against LoRA's and VeRA's, seed by seed.
-- ``earlier_sharing``: which layers end up reading one B (ASLoRA's map, §3.2 of the paper) in the
-  offline grid's runs, counted over (run, module type); whether each tie joins a more distant pair
-  than the one before; and the groups of the instruction run.
+- ``earlier_sharing``: which layers end up reading one B (the map the ties of §3.2 leave; the paper
+  draws its own in Figure 3) in the offline grid's runs, counted over (run, module type); whether each
+  tie joins a more distant pair than the one before; and the groups of the instruction run.
 - ``earlier_merge``: the ``max_merges`` and ``merge_candidates`` sweeps (grid ``merge``): each setting
   against no ties, paired by seed. Two seeds per point, so the per-seed differences are shown, not
   an interval (``scripts/reports/stats.py``: no interval below five seeds).
