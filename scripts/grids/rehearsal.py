@@ -286,10 +286,10 @@ def rehearse(grid: str, root: Path, seeds: str | None, extra: Sequence[str]) -> 
     from scripts.reports.make_tables import main as tables
     from scripts.reports.plot_sharing import main as plot_sharing
 
+    if grid in STAGED and seeds:  # refused before build() writes the tiny models and data
+        raise SystemExit(f"--seeds is for the plain grids; staged grid {grid!r} runs its stages' own seeds")
     overrides = build(root, grid) + ([f"seed={seeds}"] if seeds else []) + list(extra)
     if grid in STAGED:
-        if seeds:
-            raise SystemExit(f"--seeds is for the plain grids; staged grid {grid!r} runs its stages' own seeds")
         run_staged(grid, root, overrides)  # the stages of the real grid's make target, in its order
     else:
         run_grid(grid, overrides)  # the same multiruns, in the same order, as the real grid's make target
