@@ -18,8 +18,10 @@ import json
 import math
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
+from aslora.harness.runs.report import adapter_size_at_best
 from hydra_glue import ROOT
 from scripts.reports.make_tables import fill_readme
 
@@ -51,12 +53,12 @@ def demo_text(report: dict) -> str:
     env, plan, params = report["environment"], report["plan"], report["params"]
     adapter = report["config"]["adapter"]["params"]
     total = plan["total_steps"]
+    # recomputed here, not asked of ASLoRAConfig.resolve_schedule (which made the plan): the paragraph
+    # prints this formula, and the check below is then one the plan could fail
     start = math.floor(adapter["merge_start_fraction"] * total)
     interval = max(1, math.floor(adapter["merge_interval_fraction"] * total))
     ties = sorted({m["step"] for m in report["merge_history"]})
-    per_type: dict[str, int] = {}
-    for m in report["merge_history"]:
-        per_type[m["group"]] = per_type.get(m["group"], 0) + 1
+    per_type = Counter(m["group"] for m in report["merge_history"])
     algorithm = [start + k * interval for k in range(1, len(ties) + 1)]
     where = (
         "the steps Algorithm 1 gives"
@@ -65,7 +67,7 @@ def demo_text(report: dict) -> str:
     )
     best, metric = report["best"], report["main_metric"]
     lora = params["lora_reference"]
-    at_best = params.get("at_best", params["after"])["adapter"]
+    at_best = adapter_size_at_best(report)
     after = params["after"]["adapter"]
     counts = ", ".join(f"{n} for {group}" for group, n in per_type.items())
     return (

@@ -103,7 +103,7 @@ def summary(table: dict) -> str:
         for task, by_adapter in sorted(by_task.items()):
             sample = next(iter(by_adapter.values()))[0]
             digits = score_digits(sample)
-            metric = sample["main_metric"] + (" (lower is better)" if lower_is_better(sample) else " ×100")
+            metric = sample["main_metric"] + unit_label(sample)
             cells = []
             for reference in (("lora", ""), ("lora", "r=2")):
                 if ("aslora", "") in by_adapter and reference in by_adapter:
@@ -159,7 +159,7 @@ def _equal_budget_markdown(by_adapter: dict, digits: int = 1) -> list[str]:
 def _size(runs: list[dict]) -> int:
     """The median final size over seeds: a distance threshold can let a different number of ties
     through in each seed, so the size of one run does not speak for the others."""
-    return int(sorted(int(r["adapter_params_after"]) for r in runs)[len(runs) // 2])
+    return _median_of(runs, "adapter_params_after")
 
 
 def _when_scored(runs: list[dict]) -> str:
@@ -167,9 +167,13 @@ def _when_scored(runs: list[dict]) -> str:
     the scored epoch came before the final size; ``—`` where a row predates the column."""
     if any(r.get("adapter_params_at_best", "") == "" for r in runs):
         return "—"
-    at_best = sorted(int(r["adapter_params_at_best"]) for r in runs)
     early = sum(int(r["adapter_params_at_best"]) > int(r["adapter_params_after"]) for r in runs)
-    return f"{at_best[len(runs) // 2]:,} ({early} of {len(runs)})"
+    return f"{_median_of(runs, 'adapter_params_at_best'):,} ({early} of {len(runs)})"
+
+
+def _median_of(runs: list[dict], column: str) -> int:
+    """A size column's median over seeds (the upper one for an even count: a size some seed had)."""
+    return sorted(int(r[column]) for r in runs)[len(runs) // 2]
 
 
 def _percent_of_lora(runs: list[dict]) -> float:
