@@ -208,9 +208,11 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         by_adapter = by_task[task]
-        point = {}
+        point, scored = {}, {}
         for key, runs in by_adapter.items():
             point[key] = (_size(runs), median_range(list(_by_seed(runs, "test_metric_at_best").values())))
+            if all(r.get("adapter_params_at_best", "") != "" for r in runs):
+                scored[key] = _median_of(runs, "adapter_params_at_best")
         curves = {  # (label, style, keys in order of size)
             "ASLoRA, max_merges": [
                 k for k in point if k[0] == "aslora" and (k[1] == "" or _variant_value(k[1], "max_merges"))
@@ -249,6 +251,22 @@ def figure(model: str, by_task: dict, path: Path) -> Path:
                 markersize=7 if key[1] == "" else 4,
                 color=COLOURS.get(key[0], "black"),
             )
+            if scored.get(key, size) > size:
+                # the score was made before the last tie: the table's "params when scored" column,
+                # drawn — an open marker at that size, joined to the final size the point sits at
+                ax.plot([size, scored[key]], [median, median], color=COLOURS.get(key[0], "black"), linewidth=0.8)
+                ax.plot(
+                    [scored[key]],
+                    [median],
+                    "s",
+                    markerfacecolor="white",
+                    color=COLOURS.get(key[0], "black"),
+                    markersize=6,
+                    zorder=4,  # above a point that sits at the same size and score
+                    label="size when scored (median), if larger"
+                    if not any(line.get_label().startswith("size when scored") for line in ax.get_lines())
+                    else None,
+                )
             if key[1] == "" or key == ("lora", "r=2"):
                 ax.annotate(row_name(*key), (size, median), textcoords="offset points", xytext=(6, 4), fontsize=8)
             else:

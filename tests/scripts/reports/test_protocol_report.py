@@ -173,6 +173,30 @@ def test_curve_points_are_labelled_by_their_setting():
     assert protocol_report._short("r=4") == "r=4"
 
 
+@pytest.mark.parametrize("early_seeds", [(1, 2), (1, 2, 3)])
+def test_the_figure_draws_the_size_when_scored_where_most_seeds_scored_before_the_last_tie(
+    tmp_path, monkeypatch, early_seeds
+):
+    import aslora.harness.measuring.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    rows = _rows()
+    for row in rows:  # ASLoRA (no variant) scored before its last two ties in these seeds
+        early = row["adapter"] == "aslora" and row["variant"] == "" and row["seed"] in early_seeds
+        row["adapter_params_at_best"] = row["adapter_params_after"] + (12_288 if early else 0)
+    protocol_report.figure("minilm-l6", protocol_report.groups(rows)["minilm-l6"], tmp_path / "f.png")
+    open_markers = [
+        (list(line.get_xdata()), list(line.get_ydata()))
+        for line in drawn[0].axes[0].get_lines()
+        if line.get_marker() == "s" and line.get_markerfacecolor() == "white"
+    ]
+    if len(early_seeds) < 3:  # the median seed was scored at the final size: nothing to draw
+        assert open_markers == []
+    else:  # median size when scored 27,648, at ASLoRA's median test score 79.0
+        assert open_markers == [([27_648], [pytest.approx(79.0)])]
+
+
 def test_size_and_percent_of_lora_are_the_median_over_seeds():
     # a distance threshold lets 5 ties through in one seed and 4 in the others: size is the median
     runs = [
