@@ -31,7 +31,7 @@ from aslora.harness.measuring.display import COLOURS, ORDER
 from hydra_glue import ROOT
 from scripts.grids.protocol import FINAL_GRIDS, LR_GRIDS
 from scripts.reports.protocol_lr import lr_markdown
-from scripts.reports.scores import lower_is_better, row_name, scale, score_digits, unit_label
+from scripts.reports.scores import DIRTY_NOTE, dirty_suffix, lower_is_better, row_name, scale, score_digits, unit_label
 from scripts.reports.stats import format_median, format_paired, median_range, paired
 
 
@@ -53,7 +53,7 @@ def markdown(model: str, by_task: dict) -> str:
         f"Comparison protocol, {model}: test score at the best validation epoch, median over seeds "
         f"(min–max over seeds, n); validation beside it. Sizes are live adapter "
         f"parameters, head excluded: at the end of the run, and when the scores were made (the best "
-        f"validation epoch can come before ASLoRA's last tie; beside it, in how many seeds it did).",
+        f"validation epoch can come before ASLoRA's last tie; beside it, in how many seeds it did). {DIRTY_NOTE}",
         "",
     ]
     for task, by_adapter in sorted(by_task.items()):
@@ -76,7 +76,8 @@ def markdown(model: str, by_task: dict) -> str:
             val = list(_by_seed(runs, "best_metric").values())
             lines.append(
                 f"| {row_name(*key)} | {_size(runs):,} | {_percent_of_lora(runs):.1f} | {_when_scored(runs)} | "
-                f"{format_median(test, digits)} | {format_median(val, digits)} | {len(test)} |"
+                f"{format_median(test, digits)} | {format_median(val, digits)} | "
+                f"{len(test)}{dirty_suffix([r.get('git_dirty') for r in runs])} |"
             )
         lines.append("")
         if ("aslora", "") in by_adapter and ("lora", "") in by_adapter:

@@ -33,3 +33,19 @@ def unit_label(row: dict) -> str:
 def score_digits(row: dict) -> int:
     """Accuracy ×100 to one decimal; a held-out loss (~2.2 nats a token) to three."""
     return 3 if lower_is_better(row) else 1
+
+
+DIRTY_NOTE = (
+    "“k dirty”: k of the row's runs came from a tree with uncommitted changes (the report's `git_dirty`): "
+    "their code differs from their commit by a diff those reports did not keep (results/README reports dirty "
+    "rows rerun at clean commits)."
+)
+"""What a table that marks dirty runs says about them, once, under or above the table."""
+
+
+def dirty_suffix(flags: list[bool]) -> str:
+    """`` (3 dirty)`` after a row's seed count when 3 of its runs came from a dirty tree; else nothing.
+
+    ``flags``: each run's ``git_dirty`` — a bool from a report, or runs.csv's ``"True"``/``"False"``."""
+    count = sum(flag is True or str(flag) == "True" for flag in flags)
+    return f" ({count} dirty)" if count else ""

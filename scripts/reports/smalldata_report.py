@@ -33,6 +33,7 @@ import numpy as np
 from aslora.harness.runs.report import adapter_size_at_best
 from hydra_glue import ROOT
 from scripts.grids.smalldata import ARMS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
+from scripts.reports.scores import DIRTY_NOTE, dirty_suffix
 from scripts.reports.stats import format_median, format_paired, paired
 
 REFERENCES = ("LoRA r=8", "LoRA r=2 (ASLoRA's size)")
@@ -102,7 +103,8 @@ def final_table(arms: dict[str, list[dict]]) -> list[str]:
             else:
                 differences.append(format_paired(paired({r["seed"]: _test(r) for r in runs}, reference[label])))
         lines.append(
-            f"| {arm.label} | {size:,} | {fraction:.1f} | {early} of {len(runs)} | "
+            f"| {arm.label}{dirty_suffix([r['environment'].get('git_dirty') for r in runs])} | {size:,} | "
+            f"{fraction:.1f} | {early} of {len(runs)} | "
             f"{np.median([r['best']['epoch'] for r in runs]):g} | {format_median(tests)} | "
             f"{differences[0]} | {differences[1]} |"
         )
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "Final arms (exploratory, seeds 1–5), test at the best validation epoch; paired differences by "
             "seed as mean [95 % t-interval] (n, exact sign-flip p); a sign-flip p cannot go below 2/2ⁿ = "
             "0.0625 at n = 5, so no difference here can be significant at 0.05 (the preregistered "
-            "confirmatory study, `PREREGISTRATION.md`, is sized for that):",
+            f"confirmatory study, `PREREGISTRATION.md`, is sized for that). {DIRTY_NOTE}",
             "",
             *final_table(arms),
             "",

@@ -153,6 +153,7 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
         _fixture_report(paper, 2, 0.74, [0.69, 0.73, 0.72]),
         _fixture_report(shipped, 1, 0.75, [0.69, 0.74, 0.73]),
     ]
+    reports[-1]["environment"]["git_dirty"] = True  # its tree had uncommitted changes: the row says so
     arms = by_arm(reports, arm_identities())
     assert {label: len(runs) for label, runs in arms.items()} == {
         lora.label: 2,
@@ -167,6 +168,9 @@ def test_the_report_identifies_arms_from_their_configs_and_pairs_them_by_seed(tm
         f"-2.0 (n=1: -2.0) |" in table
     )  # below five seeds, the differences themselves, not an interval
     assert f"| {lora.label} | 73,728 | 100.0 | 0 of 2 | 2 | 79.0 (78.0–80.0, n=2) | — |" in table
+    assert f"| {shipped.label} (1 dirty) | 15,360 |" in table and "dirty" not in table.replace(
+        shipped.label + " (1 dirty)", ""
+    )
     directory = tmp_path / "reports"
     directory.mkdir()
     for r in reports:

@@ -44,6 +44,7 @@ def _rows():
                 lora_reference=73_728,
                 fraction_of_lora_after=size / 73_728,
                 run_name=f"protocol_minilm-l6_rt_polarity_{adapter}_{variant}_s{seed}",
+                git_dirty=str(adapter == "vera" and seed >= 4),  # as runs.csv writes it: "True" / "False"
             )
             rows.append(row)
     return rows
@@ -59,6 +60,12 @@ def test_table_has_test_intervals_and_paired_differences(tmp_path):
     table = (tmp_path / "protocol_minilm-l6.md").read_text()
     # LoRA's test scores are 78–82 (median 80.0); every adapter shares the seed effects
     assert "| LoRA | 73,728 | 100.0 | 73,728 (0 of 5) | 80.0 (78.0–82.0, n=5) | 81.0 (79.0–83.0, n=5) | 5 |" in table
+    # a row with runs from a dirty tree says how many, and the caption says what that means
+    assert (
+        "| VeRA | 16,896 | 22.9 | 16,896 (0 of 5) | 70.0 (68.0–72.0, n=5) | 71.0 (69.0–73.0, n=5) | 5 (2 dirty) |"
+        in table
+    )
+    assert "“k dirty”: k of the row's runs came from a tree with uncommitted changes" in table
     # the size behind the scores: the median over seeds, and how many seeds were scored before the last tie
     assert "| ASLoRA | 15,360 | 20.8 | 15,360 (2 of 5) | 79.0 (" in table
     assert (
@@ -140,7 +147,11 @@ def test_lr_table_shows_every_grid_value_and_bolds_the_choice():
         "ASLoRA − LoRA, validation accuracy ×100, one seed (negative favours LoRA): -3.0 at each one's chosen lr "
         "(0.01 against 0.003); lr by lr where both ran: 0.001: -2.0, 0.003: -4.0, 0.01: -1.0." in table
     )
-    table = protocol_lr.lr_markdown("minilm-l6", rows + [row("vera", 3e-2, 0.76), row("vera", 0.1, 0.78)])
+    assert "†" not in table  # no run here says it came from a dirty tree
+    dirty = [{**row("vera", 3e-2, 0.76), "git_dirty": "True"}, {**row("vera", 0.1, 0.78), "git_dirty": "False"}]
+    table = protocol_lr.lr_markdown("minilm-l6", rows + dirty)
+    assert "| VeRA | — | — | — | 76.0† | **78.0** |" in table
+    assert "†: 1 of these 10 runs came from a tree with uncommitted changes" in table
     assert "VeRA: the choice sits at the top edge (`extend` goes no further than 0.1 up or 1e-05 down)" in table
 
 
