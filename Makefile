@@ -86,6 +86,7 @@ tables: $(INSTALLED)  ## results/runs.csv → results/tables/*.md|.tex, results/
 	$(PY) -m scripts.reports.earlier_runs --readme results/README.md
 	$(PY) -m scripts.reports.demo_run --readme results/README.md
 	$(PY) -m scripts.reports.run_times --readme results/README.md
+	$(PY) -m scripts.reports.dirty_reruns --readme results/README.md
 	$(MAKE) figures
 
 site: $(INSTALLED)  ## results/reports + results/smalldata/verdict.json → results/site/ (static HTML; open results/site/index.html)

@@ -169,11 +169,12 @@ def _latex(caption: str, columns: list[str], body: list[list[str]]) -> str:
 
 PROTOCOL_BLOCKS = ("protocol_", "protocol-lr_")
 """README blocks ``scripts/reports/protocol_report.py`` fills: ``protocol_<model>``, ``protocol-lr_<model>``."""
-OTHER_OWNERS = (*PROTOCOL_BLOCKS, "bench_", "earlier_", "demo_", "run_times")
+OTHER_OWNERS = (*PROTOCOL_BLOCKS, "bench_", "earlier_", "demo_", "run_times", "dirty_reruns")
 """README blocks another script fills (``scripts/reports/protocol_report.py``: ``protocol_<model>``,
 ``protocol-lr_<model>``; ``scripts/bench/report.py``: ``bench_speed``, ``bench_depth``;
 ``scripts/reports/earlier_runs.py``: ``earlier_instruct``, ``earlier_sharing``, ``earlier_merge``;
-``scripts/reports/demo_run.py``: ``demo_run``; ``scripts/reports/run_times.py``: ``run_times``)."""
+``scripts/reports/demo_run.py``: ``demo_run``; ``scripts/reports/run_times.py``: ``run_times``;
+``scripts/reports/dirty_reruns.py``: ``dirty_reruns``)."""
 
 
 def fill_readme(path: Path, tables: dict[str, str], owns=lambda name: not name.startswith(OTHER_OWNERS)) -> list[str]:

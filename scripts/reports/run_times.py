@@ -37,7 +37,7 @@ CAPTION = (
 )
 
 
-def _cpu(device: str) -> str:
+def cpu_name(device: str) -> str:
     """``CPU: AMD EPYC (2 cores)`` → ``AMD EPYC (2 cores)``; a GPU's name stays as recorded."""
     return device.removeprefix("CPU: ").replace("(R)", "").replace(" Processor", "")
 
@@ -51,7 +51,7 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         if not row.get("train_seconds"):
             raise SystemExit(f"runs.csv row {row.get('run_name')!r} has no train_seconds: re-collect its report")
-        groups[row["grid"], row["model"], _cpu(row["device"])].append(row)
+        groups[row["grid"], row["model"], cpu_name(row["device"])].append(row)
     lines = [
         CAPTION,
         "",
