@@ -122,7 +122,7 @@ def block(pairs: Path = PAIRS, reports: Path = REPORTS) -> str:
         "",
         f"Grids with dirty runs and no rerun kept: {', '.join(missing)}."
         if missing
-        else "Every grid with dirty runs has one rerun kept.",
+        else "Every grid with dirty runs has a rerun kept.",
     ]
     return "\n".join(lines) + "\n"
 
