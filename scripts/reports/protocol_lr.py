@@ -13,7 +13,7 @@ from __future__ import annotations
 from aslora.harness.measuring.display import ORDER
 from scripts.grids.lr_search import LR_LIMITS, select
 from scripts.grids.protocol import LR_GRIDS
-from scripts.reports.scores import dirty_suffix, lower_is_better, row_name, scale, score_digits, unit_label
+from scripts.reports.scores import is_dirty, lower_is_better, row_name, scale, score_digits, unit_label
 
 
 def lr_markdown(model: str, rows: list[dict]) -> str:
@@ -43,7 +43,7 @@ def lr_markdown(model: str, rows: list[dict]) -> str:
             key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]),
         )
         scores = {key: _scores(task_runs, *key) for key in keys}
-        dirty = {(r["adapter"], r["variant"], float(r["lr"])) for r in task_runs if dirty_suffix([r.get("git_dirty")])}
+        dirty = {(r["adapter"], r["variant"], float(r["lr"])) for r in task_runs if is_dirty(r.get("git_dirty"))}
         for adapter, variant in keys:
             score, best = scores[adapter, variant], chosen[task, adapter, variant]
             cells = [

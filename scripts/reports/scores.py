@@ -3,6 +3,7 @@
 One place for it, so the protocol tables, the lr stage, the seed-spread page and the earlier runs'
 prose cannot show the same number two ways. Accuracy-like metrics are tabled ×100 with one decimal;
 a held-out loss (``LOWER_IS_BETTER``) as it is, with three, since adapters differ by hundredths.
+A row with runs from a tree with uncommitted changes says how many (``dirty_suffix``, ``DIRTY_NOTE``).
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ DIRTY_NOTE = (
 """What a table that marks dirty runs says about them, once, under or above the table."""
 
 
-def dirty_suffix(flags: list[bool]) -> str:
-    """`` (3 dirty)`` after a row's seed count when 3 of its runs came from a dirty tree; else nothing.
+def is_dirty(flag: bool | str | None) -> bool:
+    """A run's ``git_dirty`` — a bool in a report, ``"True"``/``"False"`` in runs.csv — as a bool."""
+    return flag is True or str(flag) == "True"
 
-    ``flags``: each run's ``git_dirty`` — a bool from a report, or runs.csv's ``"True"``/``"False"``."""
-    count = sum(flag is True or str(flag) == "True" for flag in flags)
+
+def dirty_suffix(flags: list[bool | str | None]) -> str:
+    """`` (3 dirty)`` after a row's seed count when 3 of its runs came from a dirty tree; else nothing."""
+    count = sum(map(is_dirty, flags))
     return f" ({count} dirty)" if count else ""
