@@ -33,15 +33,11 @@ from hydra_glue import ROOT
 from scripts.reports.compare_runs import compare
 from scripts.reports.make_tables import fill_readme
 from scripts.reports.run_times import cpu_name
+from scripts.reports.site_html import grid_of
 
 BLOCK = "dirty_reruns"
 PAIRS = ROOT / "results" / "reruns" / "pairs.csv"
 REPORTS = ROOT / "results" / "reports"
-
-
-def grid_of(report: dict) -> str:
-    """The grid a report belongs to, as collect_results names it: its run prefix."""
-    return report["config"].get("run_prefix", "").rstrip("_") or report["run_name"].split("_")[0]
 
 
 def _load(path: Path) -> dict:
@@ -106,10 +102,13 @@ def block(pairs: Path = PAIRS, reports: Path = REPORTS) -> str:
         "",
     ]
     covered = set()
-    for name, rerun_path in sorted(_read_pairs(pairs).items(), key=lambda kv: grid_of(_load(reports / kv[0]))):
-        a, b = _load(reports / name), _load(ROOT / rerun_path)
+    kept = sorted(
+        ((grid_of(a), name, a, path) for name, path in _read_pairs(pairs).items() for a in [_load(reports / name)]),
+        key=lambda entry: entry[:2],
+    )  # each original read once, in grid order (then by file name, as before)
+    for grid, _, a, rerun_path in kept:
+        b = _load(ROOT / rerun_path)
         found, _ = compare(a, b)
-        grid = grid_of(a)
         covered.add(grid)
         detail = "; ".join(found[1:-1])
         lines.append(
