@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from aslora.export import CONFIG_FILE, PEFT_CONFIG_FILE
-from aslora.harness.runs.report import adapter_size_at_best, is_done, load_report, variant_of
+from aslora.harness.runs.report import adapter_size_at_best, grid_of, is_done, load_report, variant_of
 from hydra_glue import ROOT, current_run_name
 
 MERGE_SETTINGS = (
@@ -97,7 +97,7 @@ def row(report: dict, path: Path) -> dict:
     test = (report["best"].get("test") or {}).get(metric)
     return {
         "run_name": report["run_name"],
-        "grid": report["config"].get("run_prefix", "").rstrip("_") or "single",
+        "grid": grid_of(report),
         "model": report["model"],
         "task": report["task"],
         "task_standin_for": report.get("task_standin_for") or "",

@@ -29,11 +29,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from aslora.harness.runs.report import grid_of
 from hydra_glue import ROOT
 from scripts.reports.compare_runs import compare
 from scripts.reports.make_tables import fill_readme
 from scripts.reports.run_times import cpu_name
-from scripts.reports.site_html import grid_of
 
 BLOCK = "dirty_reruns"
 PAIRS = ROOT / "results" / "reruns" / "pairs.csv"

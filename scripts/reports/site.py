@@ -36,10 +36,11 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import quote
 
+from aslora.harness.runs.report import grid_of
 from aslora.json_file import read_json
 from hydra_glue import ROOT
 from scripts.reports.site_grid import arm_name, grid_page, plan_names
-from scripts.reports.site_html import grid_of, page, run_link, score_text, scored_size, table, test_score, val_score
+from scripts.reports.site_html import page, run_link, score_text, scored_size, table, test_score, val_score
 from scripts.reports.site_run import run_page
 from scripts.reports.smalldata_examples import ExampleComparison
 from scripts.reports.smalldata_outcomes import Outcome

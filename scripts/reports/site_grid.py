@@ -17,12 +17,12 @@ from urllib.parse import quote
 
 import plotly.graph_objects as go
 
+from aslora.harness.runs.report import grid_of
 from scripts.grids.smalldata import ARMS, DEPTH_MODEL
 from scripts.reports.site_html import (
     arm_of,
     colour,
     figure_html,
-    grid_of,
     metric_label,
     page,
     scale,

@@ -17,11 +17,6 @@ th{background:#f3f3f3}code,pre{background:#f6f6f6;font-size:12px}pre{padding:8px
 .dirty{color:#b00}.muted{color:#777}.wide{overflow-x:auto;margin:0.5em 0}nav a{margin-right:1em}h1{overflow-wrap:anywhere;font-size:1.6em}"""
 
 
-def grid_of(report: dict) -> str:
-    """The grid a run belongs to: its config's ``run_prefix`` (``single`` for a lone run)."""
-    return (report["config"].get("run_prefix") or "").rstrip("_") or "single"
-
-
 def arm_of(report: dict) -> str:
     """A run's arm as data: its adapter and every swept setting but the seed (``aslora · lr=0.003``).
     A report from before runs recorded their ``variant`` kept its swept settings in its name only: the

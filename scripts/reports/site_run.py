@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import yaml
 
 from aslora.harness.measuring.figures import sharing_matrix
-from scripts.reports.site_html import arm_of, figure_html, grid_of, metric_label, page, scale, scored_size, table
+from aslora.harness.runs.report import grid_of
+from scripts.reports.site_html import arm_of, figure_html, metric_label, page, scale, scored_size, table
 
 
 def _scores(scores: dict) -> str:

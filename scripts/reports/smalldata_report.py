@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aslora.harness.runs.report import adapter_size_at_best
+from aslora.harness.runs.report import adapter_size_at_best, grid_of
 from hydra_glue import ROOT
 from scripts.grids.smalldata import ARMS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
 from scripts.reports.scores import DIRTY_NOTE, dirty_suffix
@@ -60,7 +60,7 @@ def read_reports(directory: Path, prefix: str, from_runs: bool = False) -> list[
     or with ``from_runs`` ``<directory>/<prefix>_*/report.json`` (an ``experiments/`` folder)."""
     pattern = f"{prefix}_*/report.json" if from_runs else f"{prefix}_*.json"
     reports = [json.loads(p.read_text()) for p in sorted(directory.glob(pattern))]
-    return [r for r in reports if r.get("status") == "done" and r["config"].get("run_prefix") == f"{prefix}_"]
+    return [r for r in reports if r.get("status") == "done" and grid_of(r) == prefix]
 
 
 def by_arm(reports: list[dict], identities: dict[tuple, str]) -> dict[str, list[dict]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aslora.harness.runs.report import grid_of
 from scripts.grids.smalldata import ARMS
 from scripts.reports.smalldata_outcomes import (
     RULES,
@@ -126,7 +127,7 @@ def provenance(reports_dir: Path) -> list[str]:
     grids: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(reports_dir.glob("*.json")):
         report = json.loads(path.read_text())
-        grids[report["config"].get("run_prefix", "").rstrip("_") or report["run_name"].split("_")[0]].append(report)
+        grids[grid_of(report)].append(report)
     lines = ["| grid | runs | commits | runs from a dirty tree | recorded command line |", "|---|---|---|---|---|"]
     for grid, reports in sorted(grids.items()):
         shas = sorted({(r["environment"].get("git_sha") or "?")[:7] for r in reports})

@@ -47,6 +47,12 @@ _LEGACY_SWEPT = re.compile(r"adapter\.params\.(\w+)=(.*?)(?=,|_s\d+$)")
 """How reports written before ``variant`` existed spelled a swept adapter setting: inside the run name."""
 
 
+def grid_of(report: dict[str, Any]) -> str:
+    """The grid a run belongs to, as its config recorded it: ``run_prefix`` without its trailing
+    ``_`` (``single`` for a lone run) — never parsed back out of the run name."""
+    return (report["config"].get("run_prefix") or "").rstrip("_") or "single"
+
+
 def variant_of(report: dict[str, Any]) -> dict[str, Any]:
     """What makes this run differ from its grid's defaults: ``{"adapter.params.max_merges": 2,
     "train.lr": 0.003}`` — the swept keys and their resolved values, recorded by the run itself.

@@ -99,3 +99,18 @@ def test_a_scripts_own_outputs_do_not_make_the_tree_dirty_but_code_does(tmp_path
     env = report_module.environment(outputs=("results",))
     assert env["git_dirty"] is True
     assert "pkg/code.py" in env["git_diff"] and "out.json" not in env["git_diff"]
+
+
+@pytest.mark.parametrize(
+    ("config", "run_name", "grid"),
+    [
+        ({"run_prefix": "smalldata-depth_"}, "smalldata-depth_mpnet-base_rt_polarity_lora_s3", "smalldata-depth"),
+        # A lone run's name starts with its model, not a grid: the config, not the name, decides.
+        ({"run_prefix": ""}, "minilm-l6_rt_polarity_lora_s1", "single"),
+        ({}, "protocol_minilm-l6_sst2_lora_s1", "single"),
+    ],
+)
+def test_a_runs_grid_is_read_from_its_config_never_from_its_name(config, run_name, grid):
+    from aslora.harness.runs.report import grid_of
+
+    assert grid_of({"config": config, "run_name": run_name}) == grid
