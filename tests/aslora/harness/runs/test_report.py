@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aslora.harness.runs.report import DONE_FIELDS, is_done, load_report, read_report
+from aslora.harness.runs.report import DONE_FIELDS, grid_of, is_done, load_report, read_report
 
 
 def _report() -> dict:
@@ -111,6 +111,4 @@ def test_a_scripts_own_outputs_do_not_make_the_tree_dirty_but_code_does(tmp_path
     ],
 )
 def test_a_runs_grid_is_read_from_its_config_never_from_its_name(config, run_name, grid):
-    from aslora.harness.runs.report import grid_of
-
     assert grid_of({"config": config, "run_name": run_name}) == grid
