@@ -102,12 +102,11 @@ def block(pairs: Path = PAIRS, reports: Path = REPORTS) -> str:
         "",
     ]
     covered = set()
-    kept = sorted(
-        ((grid_of(a), name, a, path) for name, path in _read_pairs(pairs).items() for a in [_load(reports / name)]),
-        key=lambda entry: entry[:2],
-    )  # each original read once, in grid order (then by file name, as before)
-    for grid, _, a, rerun_path in kept:
-        b = _load(ROOT / rerun_path)
+    kept = _read_pairs(pairs)
+    originals = {name: _load(reports / name) for name in kept}  # each read once
+    for name in sorted(kept, key=lambda name: (grid_of(originals[name]), name)):
+        rerun_path = kept[name]
+        a, b, grid = originals[name], _load(ROOT / rerun_path), grid_of(originals[name])
         found, _ = compare(a, b)
         covered.add(grid)
         detail = "; ".join(found[1:-1])
