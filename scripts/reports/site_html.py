@@ -64,7 +64,8 @@ def page(title: str, body: str, depth: int, plots: bool = False) -> str:
     up = "../" * depth
     script = f'<script src="{up}assets/plotly.min.js"></script>' if plots else ""
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style>{script}</head><body>\n"
         f'<nav><a href="{up}index.html">ASLoRA results</a></nav>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n'
     )
@@ -77,13 +78,14 @@ def figure_html(figure: go.Figure, div_id: str) -> str:
     return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
 
 
-def table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{h}</th>" for h in header)
+def table(header: list[str] | None, rows: list[list[str]], table_id: str = "") -> str:
+    """An HTML table; cells are already-escaped HTML; ``header=None``: a table of facts, without a
+    header row (an empty one shows as a blank grey bar)."""
+    head = "" if header is None else "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>"
     body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     ident = f' id="{table_id}"' if table_id else ""
     # in a box that scrolls sideways: a wide table (long run names) never widens the page past the text
-    return f'<div class="wide"><table{ident}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>'
+    return f'<div class="wide"><table{ident}>{head}<tbody>\n{body}\n</tbody></table></div>'
 
 
 def run_link(report: dict, depth: int) -> str:

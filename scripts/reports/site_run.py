@@ -23,8 +23,10 @@ def run_page(report: dict, reports_href: str, arm: str | None = None) -> str:
     """A run's page; ``reports_href``: the reports' folder relative to ``runs/``; ``arm``: its arm's
     name (default: its adapter and swept settings)."""
     env = report["environment"]
-    metric = report["main_metric"]
-    dirty = ' <span class="dirty">(dirty tree: the report carries the diff)</span>' if env.get("git_dirty") else ""
+    dirty = ""
+    if env.get("git_dirty"):  # reports from before the confirmatory plan kept no diff: say which this is
+        held = "the report carries the diff" if env.get("git_diff") else "the report kept no diff"
+        dirty = f' <span class="dirty">(dirty tree: {held})</span>'
     facts = [
         ["command", f"<code>{html.escape(' '.join(env.get('command') or ['(not recorded)']))}</code>"],
         ["commit", f"<code>{html.escape(str(env.get('git_sha')))}</code>{dirty}"],
@@ -46,6 +48,18 @@ def run_page(report: dict, reports_href: str, arm: str | None = None) -> str:
             f'<a href="{reports_href}/{quote(report["run_name"])}.json">{html.escape(report["run_name"])}.json</a>',
         ],
     ]
+    body = [table(None, facts), figure_html(curves_figure(report), "curves")]
+    if report.get("merge_history"):
+        body.append(ties_section(report))
+    if report.get("test_predictions"):
+        body.append(predictions_section(report))
+    body.append(f"<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(report['config'], sort_keys=True))}</pre>")
+    return page(report["run_name"], "\n".join(body), 1, plots=True)
+
+
+def curves_figure(report: dict) -> go.Figure:
+    """Train loss (right axis), validation and test main metric per epoch."""
+    metric = report["main_metric"]
     epochs = report["epochs"]
     curves = go.Figure()
     x = [e["epoch"] for e in epochs]
@@ -53,22 +67,25 @@ def run_page(report: dict, reports_href: str, arm: str | None = None) -> str:
     k = scale(metric)
     curves.add_trace(go.Scatter(x=x, y=[k * e["val"][metric] for e in epochs], name=f"validation {metric}"))
     if any(e.get("test") for e in epochs):
+        # runs before the confirmatory plan scored test only at new-best epochs: a line between such
+        # points would suggest scores that were never measured, and a lone point draws nothing as a line
+        every_epoch = all(e.get("test") for e in epochs)
         curves.add_trace(
             go.Scatter(
-                x=x, y=[k * (e.get("test") or {}).get(metric, float("nan")) for e in epochs], name=f"test {metric}"
+                x=x,
+                y=[k * (e.get("test") or {}).get(metric, float("nan")) for e in epochs],
+                name=f"test {metric}" + ("" if every_epoch else " (scored at new-best epochs only)"),
+                mode="lines" if every_epoch else "markers",
             )
         )
     curves.update_layout(
         title="per epoch", xaxis_title="epoch", yaxis_title=metric_label(metric),
-        yaxis2=dict(title="train loss", overlaying="y", side="right"),
+        # its own ticks (plotly would sync them to the accuracy axis: -0.027, 0.109, ...) and no second grid
+        yaxis2=dict(title="train loss", overlaying="y", side="right", tickmode="auto", showgrid=False),
+        # below the plot: at its default place, right of the plot, it covers the loss axis's labels
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0), height=460,
     )  # fmt: skip
-    body = [table(["", ""], facts), figure_html(curves, "curves")]
-    if report.get("merge_history"):
-        body.append(ties_section(report))
-    if report.get("test_predictions"):
-        body.append(predictions_section(report))
-    body.append(f"<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(report['config'], sort_keys=True))}</pre>")
-    return page(report["run_name"], "\n".join(body), 1, plots=True)
+    return curves
 
 
 def ties_section(report: dict) -> str:

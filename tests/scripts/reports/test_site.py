@@ -219,6 +219,42 @@ def test_numbers_on_a_run_page_are_the_reports(built):
         assert f"<h2>Ties ({len(report['merge_history'])})</h2>" in text or not report["merge_history"]
 
 
+def test_a_run_page_draws_test_scores_as_they_were_measured(built):
+    """Test scored every epoch is a line; test scored only at new-best epochs is points (a line would
+    draw scores never measured, and a run whose only test score is one epoch would show nothing)."""
+    from scripts.reports.site_run import curves_figure
+
+    out, _, _ = built
+    for name in SAMPLE[1:]:
+        report = json.loads((REPORTS / f"{name}.json").read_text())
+        scored = [e["epoch"] for e in report["epochs"] if e.get("test")]
+        test = next(t for t in curves_figure(report).data if t.name.startswith("test"))
+        if len(scored) == len(report["epochs"]):
+            assert test.mode == "lines" and test.name == "test accuracy", name
+        else:
+            assert 0 < len(scored) < len(report["epochs"]), name
+            assert test.mode == "markers" and "new-best epochs only" in test.name, name
+        drawn = [x for x, y in zip(test.x, test.y, strict=True) if y == y]  # NaN: not scored that epoch
+        assert drawn == scored, name
+        # the facts table has no header row: an empty one shows as a blank bar above "command"
+        facts = (out / "runs" / f"{name}.html").read_text().split('<div class="wide">', 1)[1]
+        assert facts.startswith("<table><tbody>"), name
+    modes = {json.loads((REPORTS / f"{n}.json").read_text())["epochs"][-1].get("test") is None for n in SAMPLE[1:]}
+    assert modes == {True, False}  # the sample holds a run of each kind
+
+
+def test_a_dirty_run_page_says_whether_its_report_kept_the_diff():
+    from scripts.reports.site_run import run_page
+
+    report = json.loads((REPORTS / f"{SAMPLE[1]}.json").read_text())
+    assert report["environment"]["git_dirty"] and "git_diff" not in report["environment"]  # an older report
+    assert "(dirty tree: the report kept no diff)" in run_page(report, "../../reports")
+    report["environment"]["git_diff"] = "diff --git a/x b/x"
+    assert "(dirty tree: the report carries the diff)" in run_page(report, "../../reports")
+    report["environment"].update(git_dirty=False, git_diff=None)
+    assert "dirty tree" not in run_page(report, "../../reports")
+
+
 def test_a_malformed_report_builds_nothing(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -265,6 +301,11 @@ def test_pages_open_in_a_browser_without_errors_links_resolve_and_plots_draw(bui
             for plot in plots:  # plotly drew it: an SVG with data traces, and a non-blank image
                 traces = plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace, .heatmaplayer .hm")
                 assert traces, (page.name, plot.get_attribute("id"))
+                for trace in plot.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace"):
+                    lines = [p.get_attribute("d") or "" for p in trace.find_elements(By.CSS_SELECTOR, ".js-line")]
+                    points = trace.find_elements(By.CSS_SELECTOR, ".point")
+                    # a line of one point draws nothing: every trace shows a segment or a marker
+                    assert points or any("L" in d for d in lines), (page.name, plot.get_attribute("id"))
                 png = plot.screenshot_as_png
                 assert len(png) > 5_000, (page.name, "blank plot")
             if page.parent.name == "runs":
