@@ -32,7 +32,7 @@ import numpy as np
 
 from aslora.harness.runs.report import adapter_size_at_best, grid_of
 from hydra_glue import ROOT
-from scripts.grids.smalldata import ARMS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
+from scripts.grids.smalldata import ARMS, CONFIRM_DEPTH_SEEDS, DEPTH_GRID, DEPTH_MODEL, FINAL_GRID, LR_GRID, Arm
 from scripts.reports.scores import DIRTY_NOTE, dirty_suffix
 from scripts.reports.stats import format_median, format_paired, paired
 
@@ -303,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             *final_table(depth),
             "",
         ]
+        # the stage's status, from the reports (README's prose points here instead of typing it): seeds 1-2
+        # of the exploratory depth stage, then the confirmatory grid's
+        planned = range(1, max(CONFIRM_DEPTH_SEEDS) + 1)
+        short = []
+        for arm in ARMS[:3]:
+            seeds = sorted(set(planned) - {r["seed"] for r in depth.get(arm.label, [])})
+            if seeds:
+                short.append(f"{arm.label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})")
+        if short:
+            lines += [f"PARTIAL: depth seeds still to run — {', '.join(short)}.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tables.md").write_text("\n".join(lines))
     print(f"wrote {args.out / 'tables.md'}")

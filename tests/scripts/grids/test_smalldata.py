@@ -253,6 +253,17 @@ def test_the_report_tables_the_depth_runs_apart_from_minilms_arms(tmp_path):
     assert f"| {ARMS[0].label} | 73,728 | 100.0 | 0 of 2 | 2 | 84.5 (84.0–85.0, n=2)" in depth_part
     assert f"| {ARMS[2].label} | 15,360 | 20.8 | 0 of 1 | 2 | 83.0 (83.0–83.0, n=1) | -1.0 (n=1: -1.0)" in depth_part
     assert f"{ARMS[0].label} 10, 10 min" in depth_part
+    # the stage's status comes from the reports: seeds 1-5 of each of the three arms
+    assert depth_part.endswith(
+        f"PARTIAL: depth seeds still to run — {ARMS[0].label} (seeds 2, 4, 5), {ARMS[1].label} (seeds 1, 2, 3, 4, "
+        f"5), {ARMS[2].label} (seeds 2, 3, 4, 5).\n"
+    )
+    for arm, seed in [(a, s) for a in ARMS[:3] for s in range(1, 6)]:
+        (directory / f"{DEPTH_GRID}_full_{ARMS.index(arm)}_{seed}.json").write_text(
+            json.dumps(_fixture_report(arm, seed, 0.8, [0.7, 0.8, 0.8], depth))
+        )
+    assert main(["--reports", str(directory), "--out", str(out), "--figure", str(tmp_path / "c.png")]) == 0
+    assert "PARTIAL" not in (out / "tables.md").read_text().split("Depth (")[1]
 
 
 def test_a_grid_refuses_a_dirty_tree_naming_the_files_and_writes_nothing(tmp_path, monkeypatch):
