@@ -239,8 +239,8 @@ def test_a_run_page_draws_test_scores_as_they_were_measured(built):
         # the facts table has no header row: an empty one shows as a blank bar above "command"
         facts = (out / "runs" / f"{name}.html").read_text().split('<div class="wide">', 1)[1]
         assert facts.startswith("<table><tbody>"), name
-    modes = {json.loads((REPORTS / f"{n}.json").read_text())["epochs"][-1].get("test") is None for n in SAMPLE[1:]}
-    assert modes == {True, False}  # the sample holds a run of each kind
+    kinds = {json.loads((REPORTS / f"{n}.json").read_text())["epochs"][-1].get("test") is None for n in SAMPLE[1:]}
+    assert kinds == {True, False}  # the sample holds a run of each kind
 
 
 def test_a_dirty_run_page_says_whether_its_report_kept_the_diff():
